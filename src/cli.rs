@@ -1,0 +1,165 @@
+//! Command-line surface: argument types only. `main.rs` parses these and hands
+//! them to [`crate::commands`]; nothing here does I/O.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// `bootstrap`: from one TOML inventory to a running, GitOps-managed cluster.
+#[derive(Debug, Parser)]
+#[command(name = "bootstrap", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts.
+#[derive(Debug, Args, Clone)]
+pub struct Global {
+    /// The inventory file (TOML).
+    #[arg(short, long, global = true, env = "BOOTSTRAP_INVENTORY", value_name = "PATH")]
+    pub inventory: Option<PathBuf>,
+    /// Work on one cluster of a multi-cluster inventory (all when omitted).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// Where state, secrets and artifacts live (default: `.bootstrap/` beside the inventory).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// More log output (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less output: errors only.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Answer yes to confirmations of destructive steps.
+    #[arg(long, global = true)]
+    pub yes: bool,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bring every node and phase of the cluster(s) to the desired state.
+    Up(UpArgs),
+    /// Add nodes from the inventory to a running cluster.
+    AddNode(AddNodeArgs),
+    /// Disaster-recovery drill: snapshot, wipe, rebuild and restore.
+    Reset(ResetArgs),
+    /// Render machine configs, k3s configs and install scripts into a directory.
+    Render(RenderArgs),
+    /// Print the actions `up` would take, phase by phase.
+    Plan(UpArgs),
+    /// Show observed state of nodes and phases.
+    Status,
+    /// Write the cluster's kubeconfig (from the state dir) to stdout or a file.
+    Kubeconfig(KubeconfigArgs),
+    /// Run a command on inventory nodes over SSH, concurrently.
+    Exec(ExecArgs),
+    /// Validate the inventory and print a one-line summary per cluster.
+    Check,
+    /// Print shell completions.
+    Completions {
+        /// The shell to generate completions for.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Options of `up` and `plan`.
+#[derive(Debug, Args, Clone)]
+pub struct UpArgs {
+    /// How many nodes are worked on at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+    /// Restrict the run to these nodes (comma-separated names).
+    #[arg(long, value_delimiter = ',', value_name = "NODES")]
+    pub limit: Vec<String>,
+    /// Directory of pre-fetched artifacts (CRDs, charts, binaries) for air-gapped use.
+    #[arg(long, value_name = "DIR")]
+    pub artifacts: Option<PathBuf>,
+    /// Merge the fetched kubeconfig into ~/.kube/config.
+    #[arg(long)]
+    pub merge_kubeconfig: bool,
+    /// Accept and record SSH host keys of hosts never seen before.
+    #[arg(long)]
+    pub accept_new: bool,
+}
+
+/// Options of `add-node`.
+#[derive(Debug, Args, Clone)]
+pub struct AddNodeArgs {
+    /// Names of inventory nodes to add.
+    #[arg(required = true)]
+    pub nodes: Vec<String>,
+    #[command(flatten)]
+    pub up: UpArgs,
+}
+
+/// Options of `reset`.
+#[derive(Debug, Args, Clone)]
+pub struct ResetArgs {
+    /// Only these nodes (default: the whole cluster).
+    #[arg(long, value_delimiter = ',', value_name = "NODES")]
+    pub nodes: Vec<String>,
+    /// Restore from this etcd snapshot instead of taking a fresh one.
+    #[arg(long, value_name = "FILE")]
+    pub snapshot: Option<PathBuf>,
+}
+
+/// Options of `render`.
+#[derive(Debug, Args, Clone)]
+pub struct RenderArgs {
+    /// Output directory (one sub-directory per cluster).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Do not write: exit 1 with a diff when DIR differs from what would be rendered.
+    #[arg(long)]
+    pub check: bool,
+    /// Import an existing Talos secrets bundle (`talosctl gen secrets` layout).
+    #[arg(long, value_name = "FILE")]
+    pub secrets: Option<PathBuf>,
+}
+
+/// Options of `kubeconfig`.
+#[derive(Debug, Args, Clone)]
+pub struct KubeconfigArgs {
+    /// Write to this file (0600) instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// Options of `exec`.
+#[derive(Debug, Args, Clone)]
+pub struct ExecArgs {
+    /// Only nodes of this role.
+    #[arg(long, value_name = "ROLE")]
+    pub role: Option<String>,
+    /// Only these nodes (comma-separated names).
+    #[arg(long, value_delimiter = ',', value_name = "NODES")]
+    pub nodes: Vec<String>,
+    /// How many hosts are worked on at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+    /// Seconds before the command is abandoned on a host.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    /// Accept and record SSH host keys of hosts never seen before.
+    #[arg(long)]
+    pub accept_new: bool,
+    /// The command to run (after `--`).
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}

@@ -1,0 +1,154 @@
+//! Command implementations: each takes parsed arguments, does its work through
+//! library modules, and returns an exit code. Errors are printed here, once.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::CommandFactory;
+
+use crate::cli::{Cli, Command, Global, Output};
+use crate::inventory::{self, Cluster, Diagnostics, Loaded};
+
+/// Exit code for invalid input (inventory, arguments) and failed runs.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code for features not built yet.
+pub const EXIT_UNIMPLEMENTED: u8 = 2;
+
+/// Runs one parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    let g = &cli.global;
+    match cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "bootstrap", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Check => check(g),
+        Command::Up(_) => unimplemented("up", "the phase engine"),
+        Command::AddNode(_) => unimplemented("add-node", "the phase engine"),
+        Command::Reset(_) => unimplemented("reset", "the phase engine and the Talos client"),
+        Command::Render(_) => unimplemented("render", "the renderer"),
+        Command::Plan(_) => unimplemented("plan", "the phase engine"),
+        Command::Status => unimplemented("status", "the phase engine"),
+        Command::Kubeconfig(_) => unimplemented("kubeconfig", "the phase engine"),
+        Command::Exec(_) => unimplemented("exec", "the SSH transport"),
+    }
+}
+
+fn unimplemented(command: &str, missing: &str) -> ExitCode {
+    eprintln!("bootstrap {command}: not implemented yet (it needs {missing}); nothing was done");
+    ExitCode::from(EXIT_UNIMPLEMENTED)
+}
+
+/// The inventory path from `-i` (required by every command but `completions`).
+pub fn inventory_path(g: &Global) -> Result<PathBuf, String> {
+    g.inventory
+        .clone()
+        .ok_or_else(|| "no inventory given: pass -i/--inventory PATH (or set BOOTSTRAP_INVENTORY)".into())
+}
+
+/// Loads and validates the inventory, printing every finding; `None` on error.
+pub fn load_inventory(g: &Global) -> Option<Loaded> {
+    let path = match inventory_path(g) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return None;
+        }
+    };
+    match inventory::load(&path) {
+        Ok(loaded) => {
+            print_diagnostics(g, &Diagnostics(loaded.warnings.clone()), false);
+            Some(loaded)
+        }
+        Err(diags) => {
+            print_diagnostics(g, &diags, true);
+            None
+        }
+    }
+}
+
+fn print_diagnostics(g: &Global, diags: &Diagnostics, summary: bool) {
+    if g.output == Output::Json {
+        for d in &diags.0 {
+            eprintln!("{}", serde_json::to_string(d).unwrap_or_default());
+        }
+        return;
+    }
+    for d in &diags.0 {
+        eprintln!("{d}");
+    }
+    if summary {
+        eprintln!(
+            "{} error(s), {} warning(s): nothing was changed on any node",
+            diags.errors(),
+            diags.warnings()
+        );
+    }
+}
+
+/// The clusters selected by `--cluster` (all when omitted).
+pub fn selected<'a>(g: &Global, clusters: &'a [Cluster]) -> Result<Vec<&'a Cluster>, String> {
+    match &g.cluster {
+        None => Ok(clusters.iter().collect()),
+        Some(name) => match clusters.iter().find(|c| &c.name == name) {
+            Some(c) => Ok(vec![c]),
+            None => {
+                let names: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
+                Err(format!(
+                    "no cluster `{name}` in the inventory (it has: {})",
+                    names.join(", ")
+                ))
+            }
+        },
+    }
+}
+
+/// The state directory: `--state-dir`, else `.bootstrap/` beside the inventory.
+pub fn state_dir(g: &Global, inventory: &Path) -> PathBuf {
+    g.state_dir
+        .clone()
+        .unwrap_or_else(|| inventory.parent().unwrap_or(Path::new(".")).join(".bootstrap"))
+}
+
+fn check(g: &Global) -> ExitCode {
+    let Some(loaded) = load_inventory(g) else {
+        return ExitCode::from(EXIT_FAILURE);
+    };
+    let clusters = match selected(g, &loaded.inventory.clusters) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    for c in clusters {
+        let cps = c.control_planes().count();
+        let workers = c.nodes.len() - cps;
+        if g.output == Output::Json {
+            let line = serde_json::json!({
+                "cluster": c.name, "distribution": c.distribution, "endpoint": c.endpoint,
+                "controlplanes": cps, "workers": workers,
+                "node_cidr": c.network.node_cidr.to_string(), "pod_cidr": c.network.pod_cidr.to_string(),
+                "service_cidr": c.network.service_cidr.to_string(),
+            });
+            println!("{line}");
+        } else {
+            let dist = match c.distribution {
+                inventory::Distribution::Talos => format!("talos {}", c.versions.talos),
+                inventory::Distribution::K3s => format!("k3s {}", c.versions.k3s),
+            };
+            let gitops = c.gitops.as_ref().map_or("no gitops".to_owned(), |g| {
+                format!("{:?} {}", g.engine, g.repository).to_lowercase()
+            });
+            println!(
+                "{}: ok, {dist}, {cps} control plane(s) + {workers} worker(s), api {}, nodes {}, pods {}, services {}, {gitops}",
+                c.name,
+                c.api_url(),
+                c.network.node_cidr,
+                c.network.pod_cidr,
+                c.network.service_cidr,
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,11 @@
+//! The `bootstrap` binary: parse arguments, dispatch, print the error, exit.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = bootstrap::cli::Cli::parse();
+    bootstrap::logging::init(&cli.global);
+    bootstrap::commands::run(cli)
+}

@@ -1,0 +1,5 @@
+//! `cargo xtask`: the project's developer tasks.
+
+fn main() -> anyhow::Result<()> {
+    xtask::main()
+}

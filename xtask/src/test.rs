@@ -1,0 +1,98 @@
+//! `cargo xtask test`: prerequisites, then fmt, clippy and the test suite.
+
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+/// Options of `cargo xtask test`.
+#[derive(clap::Args)]
+pub struct TestArgs {
+    /// Skip installing prerequisites.
+    #[arg(long)]
+    pub no_install: bool,
+    /// Skip fmt and clippy.
+    #[arg(long)]
+    pub no_lint: bool,
+    /// Extra arguments for `cargo test` (after `--`).
+    #[arg(last = true)]
+    pub rest: Vec<String>,
+}
+
+/// Debian packages the suite uses.
+pub const APT_PACKAGES: &[&str] = &[
+    "openssh-server",
+    "openssh-client",
+    "iproute2",
+    "shellcheck",
+    "python3-venv",
+];
+
+/// Runs the suite.
+pub fn run(args: TestArgs) -> anyhow::Result<()> {
+    if !args.no_install {
+        install_prerequisites()?;
+    }
+    if !args.no_lint {
+        cargo(&["fmt", "--all", "--", "--check"])?;
+        cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    }
+    let mut test = vec!["test", "--workspace"];
+    test.extend(args.rest.iter().map(String::as_str));
+    cargo(&test)
+}
+
+fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    eprintln!("+ cargo {}", args.join(" "));
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .status()
+        .with_context(|| format!("running cargo {}", args[0]))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Installs missing apt packages when running as root; otherwise says what is
+/// missing (tests that need them then skip with a reason, except in CI).
+pub fn install_prerequisites() -> anyhow::Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES.iter().copied().filter(|p| !dpkg_installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        eprintln!(
+            "note: missing packages {missing:?}; not root, so not installing them (tests needing them will skip)"
+        );
+        return Ok(());
+    }
+    eprintln!("+ apt-get install {}", missing.join(" "));
+    let ok = Command::new("apt-get").arg("update").arg("-qq").status()?.success()
+        && Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()?
+            .success();
+    if !ok {
+        bail!("apt-get could not install {missing:?}");
+    }
+    Ok(())
+}
+
+fn dpkg_installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+/// True when running as root.
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
+}
