@@ -10,3 +10,4 @@ pub mod fsutil;
 pub mod inventory;
 pub mod logging;
 pub mod secret;
+pub mod tls;

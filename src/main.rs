@@ -7,5 +7,6 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = bootstrap::cli::Cli::parse();
     bootstrap::logging::init(&cli.global);
+    bootstrap::tls::install_crypto_provider();
     bootstrap::commands::run(cli)
 }
