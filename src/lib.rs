@@ -4,10 +4,13 @@
 //! Data flows one way: [`inventory`] (parse + validate) → render → plan →
 //! execute through transports → state. See `ARCHITECTURE.md`.
 
+pub mod artifacts;
 pub mod cli;
 pub mod commands;
+pub mod engine;
 pub mod fsutil;
 pub mod inventory;
 pub mod logging;
 pub mod secret;
+pub mod state;
 pub mod tls;

@@ -1,0 +1,228 @@
+//! Progress of a run as events, shown three ways: indicatif bars on a terminal
+//! (a header per phase, a line per node with its current step), plain lines
+//! when stderr is not a terminal, or one JSON object per line (`--output json`).
+//! Every event also goes to tracing at debug level.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+/// One thing that happened during a run.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A phase begins, with the number of actions its plan holds.
+    PhaseStarted {
+        phase: String,
+        title: String,
+        actions: usize,
+    },
+    /// A node (or `cluster`) is at a step.
+    Step {
+        phase: String,
+        target: String,
+        step: String,
+    },
+    /// A node finished its work in the phase.
+    TargetDone { phase: String, target: String },
+    /// A node failed; the phase goes on with the others.
+    TargetFailed {
+        phase: String,
+        target: String,
+        error: String,
+    },
+    /// A phase ended.
+    PhaseFinished { phase: String, ok: bool, seconds: f64 },
+    /// Nothing to do in this phase: observed state matches.
+    PhaseConverged { phase: String, title: String },
+}
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// indicatif bars (stderr is a terminal).
+    Bars,
+    /// One plain line per event.
+    Plain,
+    /// One JSON object per line on stdout.
+    Json,
+    /// Nothing but tracing (tests, `-q`).
+    Silent,
+}
+
+impl Style {
+    /// Bars on a terminal, plain lines otherwise; JSON when asked.
+    pub fn detect(json: bool, quiet: bool) -> Self {
+        match (json, quiet) {
+            (true, _) => Self::Json,
+            (false, true) => Self::Silent,
+            _ if std::io::stderr().is_terminal() => Self::Bars,
+            _ => Self::Plain,
+        }
+    }
+}
+
+/// Receives events from concurrent tasks and renders them.
+pub struct Reporter {
+    style: Style,
+    multi: MultiProgress,
+    bars: Mutex<HashMap<(String, String), ProgressBar>>,
+    timings: Mutex<Vec<(String, Duration, bool)>>,
+    started: Mutex<HashMap<String, Instant>>,
+}
+
+impl Reporter {
+    /// A reporter of the given style.
+    pub fn new(style: Style) -> Self {
+        Self {
+            style,
+            multi: MultiProgress::new(),
+            bars: Mutex::new(HashMap::new()),
+            timings: Mutex::new(Vec::new()),
+            started: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records and shows one event.
+    pub fn emit(&self, e: Event) {
+        tracing::debug!(event = ?e, "progress");
+        match &e {
+            Event::PhaseStarted { phase, .. } => {
+                self.started.lock().unwrap().insert(phase.clone(), Instant::now());
+            }
+            Event::PhaseFinished { phase, ok, seconds } => {
+                self.timings
+                    .lock()
+                    .unwrap()
+                    .push((phase.clone(), Duration::from_secs_f64(*seconds), *ok));
+            }
+            Event::PhaseConverged { phase, .. } => {
+                self.timings.lock().unwrap().push((phase.clone(), Duration::ZERO, true));
+            }
+            _ => {}
+        }
+        match self.style {
+            Style::Silent => {}
+            Style::Json => println!("{}", serde_json::to_string(&e).expect("events serialize")),
+            Style::Plain => eprintln!("{}", plain(&e)),
+            Style::Bars => self.bars(&e),
+        }
+    }
+
+    /// Seconds since `phase` started (0 when it did not).
+    pub fn elapsed(&self, phase: &str) -> f64 {
+        self.started
+            .lock()
+            .unwrap()
+            .get(phase)
+            .map_or(0.0, |t| t.elapsed().as_secs_f64())
+    }
+
+    /// The closing summary: one line per phase with its time.
+    pub fn summary(&self) -> String {
+        let timings = self.timings.lock().unwrap();
+        let total: Duration = timings.iter().map(|t| t.1).sum();
+        let mut out = String::from("phase timings:\n");
+        for (phase, d, ok) in timings.iter() {
+            let status = if !ok {
+                "failed"
+            } else if d.is_zero() {
+                "nothing to do"
+            } else {
+                "ok"
+            };
+            out.push_str(&format!("  {phase:<14} {:>8.2}s  {status}\n", d.as_secs_f64()));
+        }
+        out.push_str(&format!("  {:<14} {:>8.2}s", "total", total.as_secs_f64()));
+        out
+    }
+
+    fn bars(&self, e: &Event) {
+        let style = ProgressStyle::with_template("{spinner} {prefix:>12} {wide_msg}").expect("valid template");
+        let mut bars = self.bars.lock().unwrap();
+        match e {
+            Event::PhaseStarted { title, actions, .. } => {
+                let _ = self.multi.println(format!("== {title} ({actions} action(s))"));
+            }
+            Event::PhaseConverged { title, .. } => {
+                let _ = self.multi.println(format!("== {title}: nothing to do"));
+            }
+            Event::Step { phase, target, step } => {
+                let bar = bars.entry((phase.clone(), target.clone())).or_insert_with(|| {
+                    let b = self.multi.add(ProgressBar::new_spinner());
+                    b.set_style(style.clone());
+                    b.set_prefix(target.clone());
+                    b.enable_steady_tick(Duration::from_millis(120));
+                    b
+                });
+                bar.set_message(step.clone());
+            }
+            Event::TargetDone { phase, target } => {
+                if let Some(b) = bars.remove(&(phase.clone(), target.clone())) {
+                    b.finish_with_message("done");
+                }
+            }
+            Event::TargetFailed { phase, target, error } => {
+                if let Some(b) = bars.remove(&(phase.clone(), target.clone())) {
+                    b.abandon_with_message(format!("FAILED: {error}"));
+                } else {
+                    let _ = self.multi.println(format!("{target}: FAILED: {error}"));
+                }
+            }
+            Event::PhaseFinished { .. } => {}
+        }
+    }
+}
+
+fn plain(e: &Event) -> String {
+    match e {
+        Event::PhaseStarted { title, actions, .. } => format!("== {title} ({actions} action(s))"),
+        Event::PhaseConverged { title, .. } => format!("== {title}: nothing to do"),
+        Event::Step { target, step, .. } => format!("{target}: {step}"),
+        Event::TargetDone { target, .. } => format!("{target}: done"),
+        Event::TargetFailed { target, error, .. } => format!("{target}: FAILED: {error}"),
+        Event::PhaseFinished { phase, ok, seconds } => {
+            format!(
+                "== {phase} {} in {seconds:.2}s",
+                if *ok { "finished" } else { "FAILED" }
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_serialize_as_tagged_json_and_timings_add_up() {
+        let r = Reporter::new(Style::Silent);
+        let e = Event::Step {
+            phase: "nodes".into(),
+            target: "cp-1".into(),
+            step: "apply config".into(),
+        };
+        let j: serde_json::Value = serde_json::to_value(&e).unwrap();
+        assert_eq!(j["event"], "step");
+        assert_eq!(j["target"], "cp-1");
+        r.emit(Event::PhaseFinished {
+            phase: "nodes".into(),
+            ok: true,
+            seconds: 1.5,
+        });
+        r.emit(Event::PhaseConverged {
+            phase: "crds".into(),
+            title: "Phase 1: CRDs".into(),
+        });
+        let s = r.summary();
+        assert!(
+            s.contains("nodes") && s.contains("1.50s") && s.contains("nothing to do"),
+            "{s}"
+        );
+        assert!(s.trim_end().ends_with("1.50s"), "{s}");
+    }
+}

@@ -1,0 +1,207 @@
+//! Per-cluster state in the state dir: what each phase has done on each node,
+//! and where the artifacts are. Written atomically after every step; a lock
+//! file keeps two runs off one cluster. The state file records progress only:
+//! destructive steps are always guarded by observed state, never by this file.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil;
+
+/// The state of one cluster.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// Format version of this file.
+    pub version: u32,
+    /// Phase name → its progress.
+    #[serde(default)]
+    pub phases: BTreeMap<String, PhaseState>,
+    /// Artifact name (`kubeconfig`, `talosconfig`, `snapshot-...`) → file in the cluster's state dir.
+    #[serde(default)]
+    pub artifacts: BTreeMap<String, PathBuf>,
+}
+
+/// Progress of one phase.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseState {
+    /// True once every action of the phase has completed.
+    pub done: bool,
+    /// Node (or `cluster` for cluster-wide steps) → the last step completed there.
+    #[serde(default)]
+    pub steps: BTreeMap<String, String>,
+}
+
+/// Why the state could not be read, written or locked.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot read state {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("state file {path} is corrupt: {source}")]
+    Corrupt { path: PathBuf, source: serde_json::Error },
+    #[error("cannot write state {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("cluster `{cluster}` is locked by another run ({path}); wait for it to finish")]
+    Locked { cluster: String, path: PathBuf },
+}
+
+const FORMAT_VERSION: u32 = 1;
+
+/// The state directory of one cluster, held locked for the lifetime of this value.
+#[derive(Debug)]
+pub struct StateStore {
+    dir: PathBuf,
+    state: ClusterState,
+    _lock: File,
+}
+
+impl StateStore {
+    /// Opens (creating if needed) `<state_dir>/<cluster>/` and takes its lock;
+    /// fails at once if another run holds it.
+    pub fn open(state_dir: &Path, cluster: &str) -> Result<Self, StateError> {
+        let dir = state_dir.join(cluster);
+        std::fs::create_dir_all(&dir).map_err(|source| StateError::Write {
+            path: dir.clone(),
+            source,
+        })?;
+        set_private(&dir);
+        let lock_path = dir.join("lock");
+        let lock = File::create(&lock_path).map_err(|source| StateError::Write {
+            path: lock_path.clone(),
+            source,
+        })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StateError::Locked {
+                    cluster: cluster.to_owned(),
+                    path: lock_path,
+                });
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(StateError::Write {
+                    path: lock_path,
+                    source,
+                });
+            }
+        }
+        let path = dir.join("state.json");
+        let state = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt { path, source })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ClusterState {
+                version: FORMAT_VERSION,
+                ..Default::default()
+            },
+            Err(source) => return Err(StateError::Read { path, source }),
+        };
+        Ok(Self {
+            dir,
+            state,
+            _lock: lock,
+        })
+    }
+
+    /// The cluster's state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The current state.
+    pub fn state(&self) -> &ClusterState {
+        &self.state
+    }
+
+    /// Records that `step` completed for `node` in `phase`, and saves.
+    pub fn record_step(&mut self, phase: &str, node: &str, step: &str) -> Result<(), StateError> {
+        let p = self.state.phases.entry(phase.to_owned()).or_default();
+        p.steps.insert(node.to_owned(), step.to_owned());
+        self.save()
+    }
+
+    /// Marks `phase` done (or not), and saves.
+    pub fn set_phase_done(&mut self, phase: &str, done: bool) -> Result<(), StateError> {
+        self.state.phases.entry(phase.to_owned()).or_default().done = done;
+        self.save()
+    }
+
+    /// Writes a secret artifact (0600, atomic) into the state dir and records it.
+    pub fn put_artifact(&mut self, name: &str, file: &str, bytes: &[u8]) -> Result<PathBuf, StateError> {
+        let path = self.dir.join(file);
+        fsutil::write_secret(&path, bytes).map_err(|source| StateError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        self.state.artifacts.insert(name.to_owned(), path.clone());
+        self.save()?;
+        Ok(path)
+    }
+
+    /// The recorded artifact called `name`, if its file still exists.
+    pub fn artifact(&self, name: &str) -> Option<&Path> {
+        self.state
+            .artifacts
+            .get(name)
+            .map(PathBuf::as_path)
+            .filter(|p| p.exists())
+    }
+
+    fn save(&self) -> Result<(), StateError> {
+        let path = self.dir.join("state.json");
+        let bytes = serde_json::to_vec_pretty(&self.state).expect("state serializes");
+        fsutil::write_secret(&path, &bytes).map_err(|source| StateError::Write { path, source })
+    }
+}
+
+fn set_private(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_progress_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = StateStore::open(dir.path(), "sim").unwrap();
+            s.record_step("nodes", "cp-1", "config applied").unwrap();
+            s.set_phase_done("nodes", true).unwrap();
+            s.put_artifact("kubeconfig", "kubeconfig", b"apiVersion: v1").unwrap();
+        }
+        let s = StateStore::open(dir.path(), "sim").unwrap();
+        assert!(s.state().phases["nodes"].done);
+        assert_eq!(s.state().phases["nodes"].steps["cp-1"], "config applied");
+        assert_eq!(
+            std::fs::read(s.artifact("kubeconfig").unwrap()).unwrap(),
+            b"apiVersion: v1"
+        );
+    }
+
+    #[test]
+    fn a_second_run_on_the_same_cluster_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = StateStore::open(dir.path(), "sim").unwrap();
+        match StateStore::open(dir.path(), "sim") {
+            Err(StateError::Locked { cluster, .. }) => assert_eq!(cluster, "sim"),
+            other => panic!("expected Locked, got {other:?}"),
+        }
+        // Another cluster is independent.
+        StateStore::open(dir.path(), "other").unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_state_file_is_reported_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("sim")).unwrap();
+        std::fs::write(dir.path().join("sim/state.json"), b"{not json").unwrap();
+        assert!(matches!(
+            StateStore::open(dir.path(), "sim"),
+            Err(StateError::Corrupt { .. })
+        ));
+        assert_eq!(std::fs::read(dir.path().join("sim/state.json")).unwrap(), b"{not json");
+    }
+}
