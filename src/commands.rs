@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use clap::CommandFactory;
 
-use crate::cli::{Cli, Command, Global, Output};
+use crate::cli::{Cli, Command, Global, KubeconfigArgs, Output};
 use crate::inventory::{self, Cluster, Diagnostics, Loaded};
+use crate::state::StateStore;
 
 /// Exit code for invalid input (inventory, arguments) and failed runs.
 pub const EXIT_FAILURE: u8 = 1;
@@ -28,8 +29,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Reset(_) => unimplemented("reset", "the phase engine and the Talos client"),
         Command::Render(_) => unimplemented("render", "the renderer"),
         Command::Plan(_) => unimplemented("plan", "the phase engine"),
-        Command::Status => unimplemented("status", "the phase engine"),
-        Command::Kubeconfig(_) => unimplemented("kubeconfig", "the phase engine"),
+        Command::Status => status(g),
+        Command::Kubeconfig(a) => kubeconfig(g, &a),
         Command::Exec(_) => unimplemented("exec", "the SSH transport"),
     }
 }
@@ -151,4 +152,96 @@ fn check(g: &Global) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// The inventory, the selected clusters' names and the state dir, or the exit code.
+fn clusters_and_state(g: &Global) -> Result<(Loaded, Vec<String>, PathBuf), ExitCode> {
+    let loaded = load_inventory(g).ok_or(ExitCode::from(EXIT_FAILURE))?;
+    let names = selected(g, &loaded.inventory.clusters)
+        .map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        })?
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    let dir = state_dir(g, &loaded.inventory.path);
+    Ok((loaded, names, dir))
+}
+
+/// `status`: what the state dir records per phase and node.
+fn status(g: &Global) -> ExitCode {
+    let (_, names, dir) = match clusters_and_state(g) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    for name in names {
+        match StateStore::peek(&dir, &name) {
+            Ok(None) => println!(
+                "{name}: nothing recorded yet (no `up` has run; state dir {})",
+                dir.display()
+            ),
+            Ok(Some(state)) if g.output == Output::Json => {
+                println!("{}", serde_json::json!({ "cluster": name, "state": state }));
+            }
+            Ok(Some(state)) => {
+                println!("{name}:");
+                for (phase, p) in &state.phases {
+                    println!("  {phase}: {}", if p.done { "done" } else { "in progress" });
+                    for (target, step) in &p.steps {
+                        println!("    {target}: {step}");
+                    }
+                }
+                for (artifact, path) in &state.artifacts {
+                    println!("  {artifact}: {}", path.display());
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `kubeconfig`: the cluster's kubeconfig from the state dir, to stdout or a 0600 file.
+fn kubeconfig(g: &Global, a: &KubeconfigArgs) -> ExitCode {
+    let (_, names, dir) = match clusters_and_state(g) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let [name] = names.as_slice() else {
+        eprintln!("error: the inventory has several clusters: pick one with --cluster");
+        return ExitCode::from(EXIT_FAILURE);
+    };
+    let path = match StateStore::peek(&dir, name) {
+        Ok(Some(s)) => s.artifacts.get("kubeconfig").cloned(),
+        Ok(None) => None,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let Some(bytes) = path.and_then(|p| std::fs::read(p).ok()) else {
+        eprintln!(
+            "error: no kubeconfig recorded for cluster `{name}` in {}: run `bootstrap up` first",
+            dir.display()
+        );
+        return ExitCode::from(EXIT_FAILURE);
+    };
+    match &a.out {
+        Some(out) => match crate::fsutil::write_secret(out, &bytes) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: cannot write {}: {e}", out.display());
+                ExitCode::from(EXIT_FAILURE)
+            }
+        },
+        None => {
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(&bytes);
+            ExitCode::SUCCESS
+        }
+    }
 }

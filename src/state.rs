@@ -103,6 +103,19 @@ impl StateStore {
         })
     }
 
+    /// Reads a cluster's state without taking the lock (for `status` and
+    /// `kubeconfig`, which change nothing). `None` when nothing was recorded yet.
+    pub fn peek(state_dir: &Path, cluster: &str) -> Result<Option<ClusterState>, StateError> {
+        let path = state_dir.join(cluster).join("state.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| StateError::Corrupt { path, source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StateError::Read { path, source }),
+        }
+    }
+
     /// The cluster's state directory.
     pub fn dir(&self) -> &Path {
         &self.dir

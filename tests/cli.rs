@@ -86,3 +86,48 @@ fn completions_are_printed() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("bootstrap"));
 }
+
+#[test]
+fn status_and_kubeconfig_read_the_state_dir() {
+    let state = tempfile::tempdir().unwrap();
+    let sd = state.path().to_str().unwrap();
+    let args = |cmd: &str| {
+        vec![
+            cmd.to_owned(),
+            "-i".into(),
+            "inventory/simulated.toml".into(),
+            "--state-dir".into(),
+            sd.into(),
+        ]
+    };
+    let run = |a: Vec<String>| bootstrap(&a.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let out = run(args("status"));
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sim: nothing recorded yet"));
+    let out = run(args("kubeconfig"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("run `bootstrap up` first"));
+
+    {
+        let mut s = bootstrap::state::StateStore::open(state.path(), "sim").unwrap();
+        s.record_step("nodes", "cp-1", "etcd bootstrapped").unwrap();
+        s.put_artifact("kubeconfig", "kubeconfig", b"apiVersion: v1\nkind: Config\n")
+            .unwrap();
+    }
+    let out = run(args("status"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("cp-1: etcd bootstrapped") && stdout.contains("nodes: in progress"),
+        "{stdout}"
+    );
+    let out = run(args("kubeconfig"));
+    assert_eq!(out.stdout, b"apiVersion: v1\nkind: Config\n");
+
+    let file = state.path().join("out/kubeconfig");
+    let mut a = args("kubeconfig");
+    a.extend(["--out".to_owned(), file.to_str().unwrap().to_owned()]);
+    assert!(run(a).status.success());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+}
