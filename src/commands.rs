@@ -30,7 +30,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Plan(_) => unimplemented("plan", "the phase engine"),
         Command::Status => unimplemented("status", "the phase engine"),
         Command::Kubeconfig(_) => unimplemented("kubeconfig", "the phase engine"),
-        Command::Exec(_) => unimplemented("exec", "the SSH transport"),
+        Command::Exec(a) => crate::exec::run(g, &a),
     }
 }
 

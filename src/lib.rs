@@ -6,8 +6,10 @@
 
 pub mod cli;
 pub mod commands;
+pub mod exec;
 pub mod fsutil;
 pub mod inventory;
 pub mod logging;
 pub mod secret;
+pub mod ssh;
 pub mod tls;
