@@ -98,10 +98,10 @@ async fn exec_on(g: &Global, args: &ExecArgs, nodes: &[Node], opts: Options) -> 
                 )
                 .await?;
             if !json {
-                let name = s.label().split(' ').next().unwrap_or_default().to_owned();
+                let name = s.name();
                 let _g = print_lock.lock().expect("print lock");
-                print_prefixed(&mut std::io::stdout().lock(), &name, &out.stdout);
-                print_prefixed(&mut std::io::stderr().lock(), &name, &out.stderr);
+                print_prefixed(&mut std::io::stdout().lock(), name, &out.stdout);
+                print_prefixed(&mut std::io::stderr().lock(), name, &out.stderr);
             }
             Ok(out)
         }

@@ -345,6 +345,26 @@ async fn sudo_with_password_from_a_reference_and_passwordless() {
         .unwrap();
     assert_eq!(out.stdout_str(), "root\ninput after the password");
     assert!(!out.stderr_str().contains("s3cret"), "{}", out.stderr_str());
+    // Upload into a root-only place through sudo, owned by root.
+    s.upload(
+        b"secret: 1\n".as_slice(),
+        "/etc/deploy.conf",
+        UploadOpts {
+            mode: 0o600,
+            owner: Some("root:root".into()),
+            sudo: true,
+        },
+    )
+    .await
+    .unwrap();
+    let placed = s
+        .run(
+            "stat -c '%a %U' /etc/deploy.conf; cat /etc/deploy.conf; ls -A /etc /tmp | grep -c bootstrap || true",
+            sudo.clone(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(placed.stdout_str(), "600 root\nsecret: 1\n0\n");
 
     let mut quick = target(&rack, 0);
     quick.user = Some("quick".into());

@@ -31,7 +31,7 @@ pub(crate) async fn authenticate(
         }
         tried.push(format!("key {} (refused)", path.display()));
     }
-    if !(identities_only && !keys.is_empty())
+    if (!identities_only || keys.is_empty())
         && let Some(sock) = &opts.agent_socket
     {
         match agent(handle, label, user, sock).await {

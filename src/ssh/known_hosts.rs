@@ -83,17 +83,23 @@ impl KnownHosts {
     /// Checks a plain host key.
     pub fn verify_key(&self, host: &str, port: u16, key: &PublicKey) -> Verdict {
         let name = host_entry_name(host, port);
+        // `@revoked` applies whatever the host patterns say, and wins.
+        if self
+            .entries
+            .iter()
+            .any(|(_, e)| e.marker() == Some(&Marker::Revoked) && e.public_key().key_data() == key.key_data())
+        {
+            return Verdict::Revoked;
+        }
         let mut expected = Vec::new();
         for (_, e) in &self.entries {
-            if !matches_host(e.host_patterns(), &name) {
+            if e.marker().is_some() || !matches_host(e.host_patterns(), &name) {
                 continue;
             }
-            match e.marker() {
-                Some(Marker::Revoked) if e.public_key().key_data() == key.key_data() => return Verdict::Revoked,
-                Some(_) => {}
-                None if e.public_key().key_data() == key.key_data() => return Verdict::Trusted,
-                None => expected.push(key_fingerprint(e.public_key())),
+            if e.public_key().key_data() == key.key_data() {
+                return Verdict::Trusted;
             }
+            expected.push(key_fingerprint(e.public_key()));
         }
         if expected.is_empty() {
             Verdict::Unknown

@@ -80,6 +80,7 @@ impl client::Handler for Client {
 }
 
 struct Inner {
+    name: String,
     label: String,
     user: String,
     handle: Handle<Client>,
@@ -323,6 +324,7 @@ async fn connect_one(
     tracing::debug!("{label}: connected as {}", r.user);
     Ok(Session {
         inner: Arc::new(Inner {
+            name: target.name.clone(),
             label,
             user: r.user,
             handle,
@@ -334,6 +336,11 @@ async fn connect_one(
 }
 
 impl Session {
+    /// The target's name (the inventory node name).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
     /// `name (address)` of the host.
     pub fn label(&self) -> &str {
         &self.inner.label
