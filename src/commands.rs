@@ -31,7 +31,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Plan(_) => unimplemented("plan", "the phase engine"),
         Command::Status => status(g),
         Command::Kubeconfig(a) => kubeconfig(g, &a),
-        Command::Exec(_) => unimplemented("exec", "the SSH transport"),
+        Command::Exec(a) => crate::exec::run(g, &a),
     }
 }
 

@@ -2,6 +2,8 @@
 //! and (in later modules) the test rack, simulators, demo and benchmarks. Never
 //! linked into the `bootstrap` binary.
 
+pub mod bench;
+pub mod rack;
 pub mod test;
 
 use clap::{Parser, Subcommand};
@@ -18,11 +20,19 @@ enum Task {
     /// Install what the tests need (apt packages, a Python venv), then run
     /// formatting, lints and the whole test suite.
     Test(test::TestArgs),
+    /// The test rack: real OpenSSH nodes in network namespaces (root).
+    #[command(subcommand)]
+    Rack(rack::RackCmd),
+    /// Benchmarks (not part of the test suite).
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
 }
 
 /// Entry point of the `xtask` binary.
 pub fn main() -> anyhow::Result<()> {
     match Args::parse().task {
         Task::Test(a) => test::run(a),
+        Task::Rack(c) => rack::run(c),
+        Task::Bench(c) => bench::run(c),
     }
 }

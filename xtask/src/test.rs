@@ -25,6 +25,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "shellcheck",
     "python3-venv",
+    "sudo",
 ];
 
 /// Runs the suite.

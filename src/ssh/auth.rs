@@ -1,0 +1,153 @@
+//! Client authentication: explicit key files first (passphrase from a secret
+//! reference or a terminal prompt), then the ssh-agent, then default keys.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use russh::client::Handle;
+use russh::keys::agent::client::AgentClient;
+use russh::keys::{PrivateKey, PrivateKeyWithHashAlg};
+
+use super::session::Client;
+use super::{Error, ErrorKind, Options, Step};
+use crate::secret::SecretRef;
+
+/// Authenticates `user`, trying `keys` (path, passphrase reference) in order,
+/// then the agent (skipped with `IdentitiesOnly` when keys were given), then
+/// the default identities when no key was named.
+pub(crate) async fn authenticate(
+    handle: &mut Handle<Client>,
+    label: &str,
+    user: &str,
+    keys: &[(PathBuf, Option<SecretRef>)],
+    identities_only: bool,
+    opts: &Options,
+) -> Result<(), Error> {
+    let mut tried = Vec::new();
+    for (path, pass) in keys {
+        let key = load_key(label, path, pass.as_ref(), opts.prompt_passphrase)?;
+        if try_key(handle, label, user, key).await? {
+            return Ok(());
+        }
+        tried.push(format!("key {} (refused)", path.display()));
+    }
+    if (!identities_only || keys.is_empty())
+        && let Some(sock) = &opts.agent_socket
+    {
+        match agent(handle, label, user, sock).await {
+            Ok((true, _)) => return Ok(()),
+            Ok((false, n)) => tried.push(format!("agent {} ({n} key(s) refused)", sock.display())),
+            Err(e) => tried.push(format!("agent {} (unusable: {e})", sock.display())),
+        }
+    }
+    if keys.is_empty() {
+        for path in opts.default_identities.iter().filter(|p| p.exists()) {
+            let key = match load_key(label, path, None, opts.prompt_passphrase) {
+                Ok(k) => k,
+                Err(e) => {
+                    tried.push(format!("key {} (unusable: {})", path.display(), e.kind));
+                    continue;
+                }
+            };
+            if try_key(handle, label, user, key).await? {
+                return Ok(());
+            }
+            tried.push(format!("key {} (refused)", path.display()));
+        }
+    }
+    if tried.is_empty() {
+        tried.push("nothing: no key given, no agent, no default key".into());
+    }
+    Err(Error::new(
+        label,
+        Step::Auth,
+        ErrorKind::AuthRejected {
+            user: user.to_owned(),
+            tried: tried.join(", "),
+        },
+    ))
+}
+
+async fn try_key(handle: &mut Handle<Client>, label: &str, user: &str, key: PrivateKey) -> Result<bool, Error> {
+    let hash = if key.algorithm().is_rsa() {
+        handle
+            .best_supported_rsa_hash()
+            .await
+            .map_err(|e| Error::other(label, Step::Auth, e))?
+            .flatten()
+    } else {
+        None
+    };
+    let r = handle
+        .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
+        .await
+        .map_err(|e| Error::other(label, Step::Auth, e))?;
+    Ok(r.success())
+}
+
+/// Offers every agent identity; returns (accepted, how many were offered).
+async fn agent(handle: &mut Handle<Client>, label: &str, user: &str, sock: &Path) -> Result<(bool, usize), String> {
+    let mut agent = AgentClient::connect_uds(sock).await.map_err(|e| e.to_string())?;
+    let ids = agent.request_identities().await.map_err(|e| e.to_string())?;
+    for id in &ids {
+        let key = id.public_key().into_owned();
+        let hash = if key.algorithm().is_rsa() {
+            handle
+                .best_supported_rsa_hash()
+                .await
+                .map_err(|e| e.to_string())?
+                .flatten()
+        } else {
+            None
+        };
+        match handle.authenticate_publickey_with(user, key, hash, &mut agent).await {
+            Ok(r) if r.success() => return Ok((true, ids.len())),
+            Ok(_) => {}
+            Err(e) => tracing::debug!("{label}: agent could not sign: {e}"),
+        }
+    }
+    Ok((false, ids.len()))
+}
+
+/// Loads a private key, decrypting it with the passphrase from `pass` or a prompt.
+pub fn load_key(label: &str, path: &Path, pass: Option<&SecretRef>, prompt: bool) -> Result<PrivateKey, Error> {
+    let err = |m: String| Error::other(label, Step::Auth, format!("key {}: {m}", path.display()));
+    match russh::keys::load_secret_key(path, None) {
+        Ok(k) => Ok(k),
+        Err(russh::keys::Error::KeyIsEncrypted) => {
+            let pw = match pass {
+                Some(r) => r.resolve().map_err(|e| err(format!("passphrase: {e}")))?,
+                None if prompt => crate::secret::Secret::new(
+                    prompt_passphrase(&format!("Passphrase for {}: ", path.display()))
+                        .map_err(|e| err(format!("encrypted and no passphrase could be read: {e}")))?,
+                ),
+                None => return Err(err("encrypted, and no passphrase reference is configured".into())),
+            };
+            russh::keys::load_secret_key(path, Some(pw.expose()))
+                .map_err(|e| err(format!("cannot decrypt (wrong passphrase?): {e}")))
+        }
+        Err(e) => Err(err(format!("cannot read: {e}"))),
+    }
+}
+
+/// Reads a passphrase from the terminal without echo. Hand-written with
+/// `stty` on /dev/tty: one prompt does not justify a terminal crate.
+fn prompt_passphrase(prompt: &str) -> std::io::Result<String> {
+    use std::io::{BufRead, Write};
+    let tty = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty")?;
+    let stty = |arg: &str| {
+        std::process::Command::new("stty")
+            .arg(arg)
+            .stdin(tty.try_clone()?)
+            .status()
+            .map(|_| ())
+    };
+    (&tty).write_all(prompt.as_bytes())?;
+    stty("-echo")?;
+    let mut line = String::new();
+    let r = std::io::BufReader::new(&tty).read_line(&mut line);
+    stty("echo")?;
+    (&tty).write_all(b"\n")?;
+    r?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+}
