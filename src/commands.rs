@@ -31,6 +31,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Status => unimplemented("status", "the phase engine"),
         Command::Kubeconfig(_) => unimplemented("kubeconfig", "the phase engine"),
         Command::Exec(_) => unimplemented("exec", "the SSH transport"),
+        Command::Power(a) => crate::provision::power_command(g, &a),
+        Command::Provision(a) => crate::provision::provision_command(g, &a),
     }
 }
 

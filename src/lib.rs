@@ -9,5 +9,7 @@ pub mod commands;
 pub mod fsutil;
 pub mod inventory;
 pub mod logging;
+pub mod provision;
+pub mod redfish;
 pub mod secret;
 pub mod tls;

@@ -2,6 +2,8 @@
 //! and (in later modules) the test rack, simulators, demo and benchmarks. Never
 //! linked into the `bootstrap` binary.
 
+pub mod redfish_front;
+pub mod sushy;
 pub mod test;
 
 use clap::{Parser, Subcommand};
@@ -18,11 +20,14 @@ enum Task {
     /// Install what the tests need (apt packages, a Python venv), then run
     /// formatting, lints and the whole test suite.
     Test(test::TestArgs),
+    /// Run the simulated BMCs of inventory/bmc-sim.toml until Ctrl-C.
+    BmcSim,
 }
 
 /// Entry point of the `xtask` binary.
 pub fn main() -> anyhow::Result<()> {
     match Args::parse().task {
         Task::Test(a) => test::run(a),
+        Task::BmcSim => sushy::run_bmc_sim(),
     }
 }
