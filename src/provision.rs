@@ -186,6 +186,8 @@ pub async fn power_node(
     client.login().await?;
     let result = async {
         let sys: System = system::discover(&client, node.mac).await?;
+        // Even status: the state of another machine would mislead.
+        client.check_identity(&sys)?;
         let change = match action {
             PowerAction::Status => None,
             PowerAction::On => Some(power::power_on(&client, &sys, wait).await?),

@@ -195,6 +195,7 @@ pub async fn wait_for(client: &Client, sys: &System, want: &PowerState, wait: Wa
 
 /// Powers on (On, else ForceOn, else PushPowerButton) and waits for On.
 pub async fn power_on(client: &Client, sys: &System, wait: Wait) -> Result<Change> {
+    client.check_identity(sys)?;
     let now = state(client, sys).await?;
     if now == PowerState::On {
         return Ok(Change::Unchanged(now));
@@ -212,6 +213,7 @@ pub async fn power_on(client: &Client, sys: &System, wait: Wait) -> Result<Chang
 
 /// Powers off hard (ForceOff, else GracefulShutdown) and waits for Off.
 pub async fn power_off(client: &Client, sys: &System, wait: Wait) -> Result<Change> {
+    client.check_identity(sys)?;
     let now = state(client, sys).await?;
     if now == PowerState::Off {
         return Ok(Change::Unchanged(now));
@@ -231,6 +233,7 @@ pub async fn power_off(client: &Client, sys: &System, wait: Wait) -> Result<Chan
 /// wait for Off, then On. A system that is off is just powered on. Ends when
 /// the system reads On again.
 pub async fn power_cycle(client: &Client, sys: &System, wait: Wait) -> Result<Change> {
+    client.check_identity(sys)?;
     let now = state(client, sys).await?;
     if now == PowerState::Off {
         return power_on(client, sys, wait).await;
