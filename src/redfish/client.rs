@@ -316,8 +316,7 @@ impl Client {
         let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if !status.is_success() {
             return Err(self.err(ErrorKind::Http {
-                method: method.to_string(),
-                path: path.to_owned(),
+                request: format!("{method} {path}"),
                 status: status.as_u16(),
                 message: format!("{step}: {}", error_message(&json, &text)),
             }));

@@ -39,10 +39,10 @@ pub enum ErrorKind {
     )]
     Unauthorized { user: String, step: String, status: u16 },
     /// Any other unexpected HTTP status.
-    #[error("{method} {path} answered HTTP {status}: {message}")]
+    #[error("{request} answered HTTP {status}: {message}")]
     Http {
-        method: String,
-        path: String,
+        /// `METHOD /path`.
+        request: String,
         status: u16,
         message: String,
     },
