@@ -71,6 +71,10 @@ pub enum Command {
     Exec(ExecArgs),
     /// Validate the inventory and print a one-line summary per cluster.
     Check,
+    /// Read or switch nodes' power through their BMCs (Redfish): one line per node.
+    Power(PowerArgs),
+    /// Boot nodes into their installer through their BMCs and wait until they answer.
+    Provision(ProvisionArgs),
     /// Print shell completions.
     Completions {
         /// The shell to generate completions for.
@@ -162,4 +166,51 @@ pub struct ExecArgs {
     /// The command to run (after `--`).
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
+}
+
+/// Options of `power`.
+#[derive(Debug, Args, Clone)]
+pub struct PowerArgs {
+    /// status, on, off (needs --yes) or cycle (needs --yes).
+    #[arg(value_enum)]
+    pub action: PowerAction,
+    /// Only these nodes (comma-separated names; default: every node with a [bmc]).
+    #[arg(long, value_delimiter = ',', value_name = "NODES")]
+    pub nodes: Vec<String>,
+    /// How many BMCs are worked on at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+    /// Seconds to wait for a power change to land (BMCs apply them asynchronously).
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+}
+
+/// What `power` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PowerAction {
+    /// Print each node's power state.
+    Status,
+    /// Power on and wait until the BMC reports On.
+    On,
+    /// Hard power off and wait until the BMC reports Off.
+    Off,
+    /// Power-cycle (or power on when off) and wait until the BMC reports On.
+    Cycle,
+}
+
+/// Options of `provision`.
+#[derive(Debug, Args, Clone)]
+pub struct ProvisionArgs {
+    /// Only these nodes (comma-separated names; default: every node with a [bmc]).
+    #[arg(long, value_delimiter = ',', value_name = "NODES")]
+    pub nodes: Vec<String>,
+    /// How many BMCs are worked on at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+    /// Seconds to wait for a power change to land.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+    /// Seconds a powered node may take to answer on its provisioning endpoint.
+    #[arg(long, default_value_t = 1800)]
+    pub ready_timeout: u64,
 }

@@ -32,6 +32,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Status => status(g),
         Command::Kubeconfig(a) => kubeconfig(g, &a),
         Command::Exec(a) => crate::exec::run(g, &a),
+        Command::Power(a) => crate::provision::power_command(g, &a),
+        Command::Provision(a) => crate::provision::provision_command(g, &a),
     }
 }
 

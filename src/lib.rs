@@ -12,6 +12,8 @@ pub mod exec;
 pub mod fsutil;
 pub mod inventory;
 pub mod logging;
+pub mod provision;
+pub mod redfish;
 pub mod secret;
 pub mod ssh;
 pub mod state;

@@ -4,6 +4,8 @@
 
 pub mod bench;
 pub mod rack;
+pub mod redfish_front;
+pub mod sushy;
 pub mod test;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +28,8 @@ enum Task {
     /// Benchmarks (not part of the test suite).
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// Run the simulated BMCs of inventory/bmc-sim.toml until Ctrl-C.
+    BmcSim,
 }
 
 /// Entry point of the `xtask` binary.
@@ -34,5 +38,6 @@ pub fn main() -> anyhow::Result<()> {
         Task::Test(a) => test::run(a),
         Task::Rack(c) => rack::run(c),
         Task::Bench(c) => bench::run(c),
+        Task::BmcSim => sushy::run_bmc_sim(),
     }
 }

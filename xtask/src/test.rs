@@ -32,6 +32,7 @@ pub const APT_PACKAGES: &[&str] = &[
 pub fn run(args: TestArgs) -> anyhow::Result<()> {
     if !args.no_install {
         install_prerequisites()?;
+        crate::sushy::prepare()?;
     }
     if !args.no_lint {
         cargo(&["fmt", "--all", "--", "--check"])?;

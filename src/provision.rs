@@ -1,0 +1,393 @@
+//! Out-of-band provisioning through each node's BMC: set the boot override
+//! (PXE) or insert the installer image (virtual media), power on or cycle,
+//! then wait until the node answers on its provisioning endpoint (the Talos
+//! maintenance API, or SSH for k3s). Work across BMCs runs concurrently,
+//! bounded. Also the `power` and `provision` commands.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::time::Instant;
+use tracing::info;
+
+use crate::cli::{Global, Output, PowerAction, PowerArgs, ProvisionArgs};
+use crate::commands::{EXIT_FAILURE, load_inventory, selected};
+use crate::inventory::{BootMethod, Cluster, Distribution, Node};
+use crate::redfish::power::{self, Change, Wait};
+use crate::redfish::{self, BootTarget, Client, ClientOptions, ErrorKind, PowerState, System, boot, media, system};
+
+/// How provisioning runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// BMCs worked on at once.
+    pub concurrency: usize,
+    /// Waiting for power changes.
+    pub power: Wait,
+    /// How long a node may take, once powered, to answer on its endpoint.
+    pub ready_timeout: Duration,
+    /// Power-cycle nodes that are already on (otherwise they are refused).
+    pub allow_cycle: bool,
+    pub client: ClientOptions,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            concurrency: 32,
+            power: Wait::default(),
+            ready_timeout: Duration::from_secs(1800),
+            allow_cycle: false,
+            client: ClientOptions::default(),
+        }
+    }
+}
+
+/// What provisioning did to one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The node answered already: its BMC was not touched.
+    AlreadyAnswering(SocketAddr),
+    /// Booted through the BMC and now answers.
+    Provisioned {
+        /// `Pxe`, or `Cd` with the inserted image.
+        boot: String,
+        power: Change,
+        endpoint: SocketAddr,
+    },
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::AlreadyAnswering(a) => write!(f, "already answers on {a}; BMC not touched"),
+            Self::Provisioned { boot, power, endpoint } => {
+                write!(f, "booted from {boot} ({power}), answers on {endpoint}")
+            }
+        }
+    }
+}
+
+/// The address a freshly booted node answers on: the Talos maintenance API
+/// (`talos.port`, 50000) or SSH (`ssh.port`, 22) for k3s.
+pub fn endpoint(cluster: &Cluster, node: &Node) -> SocketAddr {
+    let port = match cluster.distribution {
+        Distribution::Talos => node.talos.port,
+        Distribution::K3s => node.ssh.as_ref().map_or(22, |s| s.port),
+    };
+    SocketAddr::new(node.ip, port)
+}
+
+/// True when a TCP connection to `addr` succeeds within `timeout`.
+pub async fn answers(addr: SocketAddr, timeout: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await,
+        Ok(Ok(_))
+    )
+}
+
+/// Provisions one node; its BMC session is closed whatever happens.
+pub async fn provision_node(cluster: &Cluster, node: &Node, opts: &Options) -> redfish::Result<Outcome> {
+    let ep = endpoint(cluster, node);
+    if answers(ep, Duration::from_secs(2)).await {
+        info!(node = %node.name, %ep, "already answers: not provisioning");
+        return Ok(Outcome::AlreadyAnswering(ep));
+    }
+    let client = Client::for_node(node, opts.client)?;
+    client.login().await?;
+    let result = provision_with(&client, node, ep, opts).await;
+    client.logout().await;
+    result
+}
+
+async fn provision_with(client: &Client, node: &Node, ep: SocketAddr, opts: &Options) -> redfish::Result<Outcome> {
+    let bmc = client.bmc();
+    let sys = system::discover(client, node.mac).await?;
+    client.check_identity(&sys)?;
+    if sys.power != PowerState::Off && !opts.allow_cycle {
+        return Err(client.err(ErrorKind::Config(format!(
+            "system {} is {} and would be power-cycled into its installer: pass --yes to allow it",
+            sys.id, sys.power
+        ))));
+    }
+    let boot = match bmc.boot {
+        BootMethod::Pxe => {
+            boot::set_override(client, &sys, BootTarget::Pxe).await?;
+            "Pxe".to_owned()
+        }
+        BootMethod::VirtualMedia => {
+            let Some(image) = &bmc.image_url else {
+                return Err(client.err(ErrorKind::Config(
+                    "boot = \"virtual-media\" needs `image_url` in [bmc]".into(),
+                )));
+            };
+            media::insert(client, &sys, image).await?;
+            boot::set_override(client, &sys, BootTarget::Cd).await?;
+            format!("Cd {image}")
+        }
+    };
+    let power = power::power_cycle(client, &sys, opts.power).await?;
+    info!(node = %node.name, %ep, "powered; waiting for the node to answer");
+    let deadline = Instant::now() + opts.ready_timeout;
+    while !answers(ep, Duration::from_secs(3)).await {
+        if Instant::now() > deadline {
+            return Err(client.err(ErrorKind::Timeout(format!(
+                "the node booted from {boot} but does not answer on {ep} after {:?}",
+                opts.ready_timeout
+            ))));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    Ok(Outcome::Provisioned {
+        boot,
+        power,
+        endpoint: ep,
+    })
+}
+
+/// Provisions `nodes` of `cluster`, at most `opts.concurrency` BMCs at once.
+/// Results come back in the order of `nodes`.
+pub async fn provision(cluster: &Cluster, nodes: &[&Node], opts: &Options) -> Vec<(String, redfish::Result<Outcome>)> {
+    futures::stream::iter(
+        nodes
+            .iter()
+            .map(|n| async move { (n.name.clone(), provision_node(cluster, n, opts).await) }),
+    )
+    .buffered(opts.concurrency.max(1))
+    .collect()
+    .await
+}
+
+/// For `up --provision`: provisions the cluster's nodes that have a `[bmc]`
+/// and do not answer on their endpoint yet (answering ones are left alone).
+pub async fn provision_missing(cluster: &Cluster, opts: &Options) -> Vec<(String, redfish::Result<Outcome>)> {
+    let nodes: Vec<&Node> = cluster.nodes.iter().filter(|n| n.bmc.is_some()).collect();
+    provision(cluster, &nodes, opts).await
+}
+
+/// One node's power, as `power status` reports it.
+#[derive(Debug, Clone)]
+pub struct PowerReport {
+    pub system: String,
+    pub state: PowerState,
+    /// What `on`/`off`/`cycle` did (`None` for status).
+    pub change: Option<Change>,
+}
+
+/// Reads or changes one node's power.
+pub async fn power_node(
+    node: &Node,
+    action: PowerAction,
+    wait: Wait,
+    opts: ClientOptions,
+) -> redfish::Result<PowerReport> {
+    let client = Client::for_node(node, opts)?;
+    client.login().await?;
+    let result = async {
+        let sys: System = system::discover(&client, node.mac).await?;
+        // Even status: the state of another machine would mislead.
+        client.check_identity(&sys)?;
+        let change = match action {
+            PowerAction::Status => None,
+            PowerAction::On => Some(power::power_on(&client, &sys, wait).await?),
+            PowerAction::Off => Some(power::power_off(&client, &sys, wait).await?),
+            PowerAction::Cycle => Some(power::power_cycle(&client, &sys, wait).await?),
+        };
+        let state = match change {
+            None => sys.power.clone(),
+            Some(_) => power::state(&client, &sys).await?,
+        };
+        Ok::<_, redfish::Error>(PowerReport {
+            system: sys.id,
+            state,
+            change,
+        })
+    }
+    .await;
+    client.logout().await;
+    result
+}
+
+/// The (cluster, node) pairs selected by `--cluster` and `--nodes`.
+fn targets<'a>(g: &Global, clusters: &'a [Cluster], names: &[String]) -> Result<Vec<(&'a Cluster, &'a Node)>, String> {
+    let clusters = selected(g, clusters)?;
+    let all: Vec<(&Cluster, &Node)> = clusters
+        .iter()
+        .flat_map(|c| c.nodes.iter().map(move |n| (*c, n)))
+        .collect();
+    if names.is_empty() {
+        return Ok(all);
+    }
+    let mut out = Vec::new();
+    for name in names {
+        match all.iter().find(|(_, n)| &n.name == name) {
+            Some(t) => out.push(*t),
+            None => return Err(format!("no node `{name}` in the selected cluster(s)")),
+        }
+    }
+    Ok(out)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// `bootstrap power status|on|off|cycle [--nodes ...]`: one line per node.
+pub fn power_command(g: &Global, args: &PowerArgs) -> ExitCode {
+    let Some(loaded) = load_inventory(g) else {
+        return ExitCode::from(EXIT_FAILURE);
+    };
+    let targets = match targets(g, &loaded.inventory.clusters, &args.nodes) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let verb = match args.action {
+        PowerAction::Status => "status",
+        PowerAction::On => "on",
+        PowerAction::Off => "off",
+        PowerAction::Cycle => "cycle",
+    };
+    let with_bmc: Vec<&str> = targets
+        .iter()
+        .filter(|(_, n)| n.bmc.is_some())
+        .map(|(_, n)| n.name.as_str())
+        .collect();
+    if matches!(args.action, PowerAction::Off | PowerAction::Cycle) && !g.yes {
+        eprintln!(
+            "bootstrap power {verb} would cut the power of {} node(s) ({}): pass --yes to confirm; nothing was done",
+            with_bmc.len(),
+            with_bmc.join(", ")
+        );
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    let wait = Wait {
+        timeout: Duration::from_secs(args.timeout),
+        ..Wait::default()
+    };
+    let rt = runtime();
+    let results: Vec<_> = rt.block_on(
+        futures::stream::iter(targets.iter().map(|(_, n)| async move {
+            let r = match (&n.bmc, args.nodes.is_empty()) {
+                (None, true) => None,
+                (None, false) => Some(Err(format!("node {}: no [bmc] in the inventory", n.name))),
+                (Some(_), _) => Some(
+                    power_node(n, args.action, wait, ClientOptions::default())
+                        .await
+                        .map_err(|e| e.to_string()),
+                ),
+            };
+            (*n, r)
+        }))
+        .buffered(usize::from(args.concurrency))
+        .collect(),
+    );
+    let mut failed = 0;
+    for (node, r) in results {
+        let bmc = node.bmc.as_ref().map_or("", |b| b.url.as_str());
+        match r {
+            None => print_line(
+                g,
+                &node.name,
+                "no BMC",
+                &serde_json::json!({"node": node.name, "bmc": null}),
+            ),
+            Some(Ok(rep)) => {
+                let text = match &rep.change {
+                    None => format!("{} (system {}, BMC {bmc})", rep.state, rep.system),
+                    Some(c) => format!("{} ({c}; system {}, BMC {bmc})", rep.state, rep.system),
+                };
+                let json = serde_json::json!({
+                    "node": node.name, "bmc": bmc, "system": rep.system, "power": rep.state.to_string(),
+                    "change": rep.change.as_ref().map(ToString::to_string),
+                });
+                print_line(g, &node.name, &text, &json);
+            }
+            Some(Err(e)) => {
+                failed += 1;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!("bootstrap power {verb}: {failed} node(s) failed");
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    ExitCode::SUCCESS
+}
+
+fn print_line(g: &Global, node: &str, text: &str, json: &serde_json::Value) {
+    if g.output == Output::Json {
+        println!("{json}");
+    } else {
+        println!("{node}: {text}");
+    }
+}
+
+/// `bootstrap provision [--nodes ...]`: one line per provisioned node.
+pub fn provision_command(g: &Global, args: &ProvisionArgs) -> ExitCode {
+    let Some(loaded) = load_inventory(g) else {
+        return ExitCode::from(EXIT_FAILURE);
+    };
+    let targets = match targets(g, &loaded.inventory.clusters, &args.nodes) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    if let Some((_, n)) = targets.iter().find(|(_, n)| n.bmc.is_none() && !args.nodes.is_empty()) {
+        eprintln!(
+            "error: node {} has no [bmc] in the inventory: it cannot be provisioned out of band",
+            n.name
+        );
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    let opts = Options {
+        concurrency: usize::from(args.concurrency),
+        power: Wait {
+            timeout: Duration::from_secs(args.timeout),
+            ..Wait::default()
+        },
+        ready_timeout: Duration::from_secs(args.ready_timeout),
+        allow_cycle: g.yes,
+        client: ClientOptions::default(),
+    };
+    let rt = runtime();
+    let results: Vec<_> = rt.block_on(
+        futures::stream::iter(
+            targets
+                .iter()
+                .filter(|(_, n)| n.bmc.is_some())
+                .map(|(c, n)| async move { (*n, provision_node(c, n, &opts).await) }),
+        )
+        .buffered(opts.concurrency.max(1))
+        .collect(),
+    );
+    let mut failed = 0;
+    for (node, r) in results {
+        match r {
+            Ok(o) => print_line(
+                g,
+                &node.name,
+                &o.to_string(),
+                &serde_json::json!({"node": node.name, "result": o.to_string()}),
+            ),
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!("bootstrap provision: {failed} node(s) failed");
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    ExitCode::SUCCESS
+}
