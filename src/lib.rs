@@ -10,4 +10,5 @@ pub mod fsutil;
 pub mod inventory;
 pub mod logging;
 pub mod secret;
+pub mod talos;
 pub mod tls;

@@ -2,6 +2,7 @@
 //! and (in later modules) the test rack, simulators, demo and benchmarks. Never
 //! linked into the `bootstrap` binary.
 
+pub mod talos_sim;
 pub mod test;
 
 use clap::{Parser, Subcommand};
@@ -18,11 +19,14 @@ enum Task {
     /// Install what the tests need (apt packages, a Python venv), then run
     /// formatting, lints and the whole test suite.
     Test(test::TestArgs),
+    /// Run simulators (`sim talos --nodes 500`) and print their figures.
+    Sim(talos_sim::cmd::SimArgs),
 }
 
 /// Entry point of the `xtask` binary.
 pub fn main() -> anyhow::Result<()> {
     match Args::parse().task {
         Task::Test(a) => test::run(a),
+        Task::Sim(a) => talos_sim::cmd::run(a),
     }
 }
