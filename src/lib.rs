@@ -17,4 +17,5 @@ pub mod redfish;
 pub mod secret;
 pub mod ssh;
 pub mod state;
+pub mod talos;
 pub mod tls;

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod rack;
 pub mod redfish_front;
 pub mod sushy;
+pub mod talos_sim;
 pub mod test;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,8 @@ enum Task {
     Bench(bench::BenchCmd),
     /// Run the simulated BMCs of inventory/bmc-sim.toml until Ctrl-C.
     BmcSim,
+    /// Run simulators (`sim talos --nodes 500`) and print their figures.
+    Sim(talos_sim::cmd::SimArgs),
 }
 
 /// Entry point of the `xtask` binary.
@@ -39,5 +42,6 @@ pub fn main() -> anyhow::Result<()> {
         Task::Rack(c) => rack::run(c),
         Task::Bench(c) => bench::run(c),
         Task::BmcSim => sushy::run_bmc_sim(),
+        Task::Sim(a) => talos_sim::cmd::run(a),
     }
 }

@@ -1,0 +1,15 @@
+//! Compiles our Talos machine API subset (`talos/proto/`) without `protoc`:
+//! protox parses the `.proto` files into descriptors in pure Rust, and
+//! tonic-prost-build turns them into prost messages plus tonic client and
+//! server stubs (the server half is only used by the xtask simulator).
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = "talos/proto";
+    println!("cargo:rerun-if-changed={root}");
+    let fds = protox::compile(["machine.proto"], [root])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! Deadlines and retry with exponential backoff for Talos calls.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use tonic::Code;
+
+use super::error::TalosError;
+
+/// How long calls may take and how UNAVAILABLE (a rebooting node) is retried.
+#[derive(Debug, Clone)]
+pub struct CallPolicy {
+    /// Deadline of one unary attempt.
+    pub deadline: Duration,
+    /// Deadline of one streaming attempt (kubeconfig, snapshot, recover).
+    pub stream_deadline: Duration,
+    /// Budget for all attempts of one call, retries and backoff included.
+    pub retry_budget: Duration,
+    /// First backoff; doubled after each retry up to `max_backoff`.
+    pub initial_backoff: Duration,
+    /// Largest backoff between two attempts.
+    pub max_backoff: Duration,
+}
+
+impl Default for CallPolicy {
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_secs(30),
+            stream_deadline: Duration::from_secs(600),
+            retry_budget: Duration::from_secs(300),
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Whether an error means "try again later": the node is unreachable or
+/// rebooting (UNAVAILABLE, connection refused/reset), or one of `also`.
+fn retryable(err: &TalosError, also: &[Code]) -> bool {
+    match err {
+        TalosError::Connect { .. } => true,
+        TalosError::Rpc { code, .. } => *code == Code::Unavailable || also.contains(code),
+        _ => false,
+    }
+}
+
+/// Runs `attempt` with a per-attempt `deadline`, retrying retryable failures
+/// with jittered exponential backoff until `policy.retry_budget` is spent.
+pub(crate) async fn with_retry<T, F, Fut>(
+    policy: &CallPolicy,
+    node: &str,
+    rpc: &'static str,
+    deadline: Duration,
+    also_retry: &[Code],
+    mut attempt: F,
+) -> Result<T, TalosError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, TalosError>>,
+{
+    let started = Instant::now();
+    let mut backoff = policy.initial_backoff;
+    loop {
+        let result = match tokio::time::timeout(deadline, attempt()).await {
+            Ok(result) => result,
+            Err(_) => Err(TalosError::Deadline {
+                node: node.to_owned(),
+                rpc,
+                after: deadline,
+            }),
+        };
+        match result {
+            Err(err) if retryable(&err, also_retry) && started.elapsed() + backoff < policy.retry_budget => {
+                tracing::debug!(node, rpc, error = %err, ?backoff, "retrying");
+                let jitter = rand::random_range(0..=backoff.as_millis() as u64 / 4);
+                tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
+                backoff = (backoff * 2).min(policy.max_backoff);
+            }
+            other => return other,
+        }
+    }
+}
