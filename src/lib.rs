@@ -8,6 +8,7 @@ pub mod cli;
 pub mod commands;
 pub mod fsutil;
 pub mod inventory;
+pub mod k8s;
 pub mod logging;
 pub mod secret;
 pub mod tls;

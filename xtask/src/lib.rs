@@ -2,6 +2,7 @@
 //! and (in later modules) the test rack, simulators, demo and benchmarks. Never
 //! linked into the `bootstrap` binary.
 
+pub mod kube_sim;
 pub mod test;
 
 use clap::{Parser, Subcommand};
@@ -18,11 +19,21 @@ enum Task {
     /// Install what the tests need (apt packages, a Python venv), then run
     /// formatting, lints and the whole test suite.
     Test(test::TestArgs),
+    /// Run a simulator standalone.
+    #[command(subcommand)]
+    Sim(Sim),
+}
+
+#[derive(Subcommand)]
+enum Sim {
+    /// The Kubernetes API simulator, with an admin kubeconfig.
+    Kube(kube_sim::cli::Args),
 }
 
 /// Entry point of the `xtask` binary.
 pub fn main() -> anyhow::Result<()> {
     match Args::parse().task {
         Task::Test(a) => test::run(a),
+        Task::Sim(Sim::Kube(a)) => kube_sim::cli::run(a),
     }
 }
