@@ -11,6 +11,7 @@ pub mod engine;
 pub mod exec;
 pub mod fsutil;
 pub mod inventory;
+pub mod k8s;
 pub mod logging;
 pub mod provision;
 pub mod redfish;

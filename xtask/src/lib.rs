@@ -6,6 +6,7 @@ pub mod bench;
 pub mod rack;
 pub mod redfish_front;
 pub mod sushy;
+pub mod kube_sim;
 pub mod talos_sim;
 pub mod test;
 
@@ -33,6 +34,8 @@ enum Task {
     BmcSim,
     /// Run simulators (`sim talos --nodes 500`) and print their figures.
     Sim(talos_sim::cmd::SimArgs),
+    /// Run the Kubernetes API simulator standalone, with an admin kubeconfig.
+    KubeSim(kube_sim::cli::Args),
 }
 
 /// Entry point of the `xtask` binary.
@@ -43,5 +46,6 @@ pub fn main() -> anyhow::Result<()> {
         Task::Bench(c) => bench::run(c),
         Task::BmcSim => sushy::run_bmc_sim(),
         Task::Sim(a) => talos_sim::cmd::run(a),
+        Task::KubeSim(a) => kube_sim::cli::run(a),
     }
 }

@@ -1,0 +1,305 @@
+//! A Kubernetes API simulator: HTTPS with client-certificate auth, speaking
+//! enough of the real REST API (discovery, CRUD, server-side apply, watch,
+//! status) for `kube` (kube-rs) to work against it unchanged. Status is
+//! simulated (see [`controllers`]); faults can be injected and requests are
+//! logged. Test tooling only, never part of the `bootstrap` product.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let sim = xtask::kube_sim::KubeSim::start(Default::default()).await?;
+//! std::fs::write("kubeconfig", sim.admin_kubeconfig())?;
+//! sim.register_node("cp-1");
+//! # Ok(()) }
+//! ```
+
+mod api;
+pub mod cli;
+pub mod controllers;
+pub mod faults;
+pub mod resources;
+pub mod selector;
+pub mod ssa;
+pub mod store;
+pub mod tls;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use controllers::{Behaviour, HOLD_ANNOTATION};
+pub use faults::{Fault, FaultKind, RequestRecord};
+pub use tls::{ClientCert, SimTls};
+
+use resources::{GroupResource, ResourceType};
+use store::Store;
+
+/// State shared by the connection handlers and the controllers.
+pub(crate) struct Shared {
+    pub(crate) store: Mutex<Store>,
+    pub(crate) faults: Mutex<faults::Faults>,
+    pub(crate) requests: Mutex<Vec<RequestRecord>>,
+    pub(crate) behaviour: Mutex<Behaviour>,
+    pub(crate) builtins: Vec<ResourceType>,
+    pub(crate) addr: SocketAddr,
+}
+
+/// How to start a simulator.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// Address to listen on; port 0 picks a free one.
+    pub bind: SocketAddr,
+    /// Certificates to serve with; generated (valid for the bind IP, `localhost`
+    /// and `kubernetes.default.svc`) when `None`.
+    pub tls: Option<SimTls>,
+    pub behaviour: Behaviour,
+    /// Cluster name written into the admin kubeconfig.
+    pub cluster_name: String,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: None,
+            behaviour: Behaviour::default(),
+            cluster_name: "sim".into(),
+        }
+    }
+}
+
+/// A Node to register, as a kubelet would.
+#[derive(Clone, Debug, Default)]
+pub struct NodeRegistration {
+    pub name: String,
+    pub internal_ip: Option<IpAddr>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A running simulator; stops (closing every connection) when dropped.
+pub struct KubeSim {
+    shared: Arc<Shared>,
+    tls: SimTls,
+    admin_kubeconfig: Option<String>,
+    url: String,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for KubeSim {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl KubeSim {
+    /// Binds, then serves in the background on the current tokio runtime.
+    pub async fn start(opts: SimOptions) -> Result<Self> {
+        bootstrap::tls::install_crypto_provider();
+        let listener = TcpListener::bind(opts.bind)
+            .await
+            .with_context(|| format!("kube-sim: cannot bind {}", opts.bind))?;
+        let addr = listener.local_addr()?;
+        let tls = match opts.tls {
+            Some(t) => t,
+            None => SimTls::generate(&[
+                addr.ip().to_string(),
+                "localhost".into(),
+                "kubernetes".into(),
+                "kubernetes.default.svc".into(),
+            ])?,
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls.server_config()?));
+        let url = format!("https://{addr}");
+        let admin_kubeconfig = match tls.ca_key_pem {
+            Some(_) => {
+                let cert = tls.issue_client_cert("admin", Some("system:masters"))?;
+                Some(tls::kubeconfig(&opts.cluster_name, &url, &tls.ca_cert_pem, "admin", &cert))
+            }
+            None => None,
+        };
+        let shared = Arc::new(Shared {
+            store: Mutex::new(Store::default()),
+            faults: Mutex::default(),
+            requests: Mutex::default(),
+            behaviour: Mutex::new(opts.behaviour),
+            builtins: resources::builtins(),
+            addr,
+        });
+        {
+            let mut store = shared.store.lock().expect("store lock");
+            for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+                store.put(
+                    &GroupResource::new("", "namespaces"),
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "generation": 1},
+                           "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}),
+                );
+            }
+        }
+        let serve = tokio::spawn(serve(listener, acceptor, shared.clone()));
+        let ctrl = tokio::spawn(controllers::run(shared.clone()));
+        tracing::debug!(target: "kube_sim", %url, "kube-sim listening");
+        Ok(Self {
+            shared,
+            tls,
+            admin_kubeconfig,
+            url,
+            tasks: vec![serve, ctrl],
+        })
+    }
+
+    /// `https://IP:PORT`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.shared.addr
+    }
+
+    /// The CA (PEM) that signed the server certificate and verifies clients.
+    pub fn ca_pem(&self) -> &str {
+        &self.tls.ca_cert_pem
+    }
+
+    /// The TLS material in use.
+    pub fn tls(&self) -> &SimTls {
+        &self.tls
+    }
+
+    /// A kubeconfig (YAML) for `admin` (O=system:masters). Panics when the
+    /// simulator was given a CA without its key; use [`KubeSim::kubeconfig_for`] then.
+    pub fn admin_kubeconfig(&self) -> &str {
+        self.admin_kubeconfig
+            .as_deref()
+            .expect("kube-sim: no CA key was given, so there is no admin kubeconfig")
+    }
+
+    /// A kubeconfig authenticating with a given client certificate.
+    pub fn kubeconfig_for(&self, user: &str, cert: &ClientCert) -> String {
+        tls::kubeconfig("sim", &self.url, &self.tls.ca_cert_pem, user, cert)
+    }
+
+    /// Registers a Node (NotReady until the CNI DaemonSet is available).
+    pub fn register_node(&self, name: &str) {
+        self.register(NodeRegistration {
+            name: name.to_owned(),
+            ..Default::default()
+        });
+    }
+
+    /// Registers a Node with an address and labels.
+    pub fn register(&self, node: NodeRegistration) {
+        let mut labels: BTreeMap<String, String> = [
+            ("kubernetes.io/hostname", node.name.as_str()),
+            ("kubernetes.io/os", "linux"),
+            ("kubernetes.io/arch", "amd64"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        labels.extend(node.labels);
+        let mut addresses = vec![json!({"type": "Hostname", "address": node.name})];
+        if let Some(ip) = node.internal_ip {
+            addresses.insert(0, json!({"type": "InternalIP", "address": ip.to_string()}));
+        }
+        let gr = GroupResource::new("", "nodes");
+        let mut store = self.shared.store.lock().expect("store lock");
+        let mut obj = store.get(&gr, "", &node.name).cloned().unwrap_or_else(|| {
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node.name, "generation": 1}, "spec": {},
+                   "status": {"conditions": [], "nodeInfo": {"kubeletVersion": "v1.34.1", "containerRuntimeVersion": "containerd://2.1.4",
+                              "operatingSystem": "linux", "architecture": "amd64"}}})
+        });
+        obj["metadata"]["labels"] = json!(labels);
+        obj["status"]["addresses"] = Value::Array(addresses);
+        store.put(&gr, obj);
+    }
+
+    /// Changes the controllers' delays and CNI from now on.
+    pub fn set_behaviour(&self, b: Behaviour) {
+        *self.shared.behaviour.lock().expect("behaviour lock") = b;
+    }
+
+    /// Adds a fault for upcoming requests.
+    pub fn inject(&self, fault: Fault) {
+        self.shared.faults.lock().expect("faults lock").push(fault);
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared.requests.lock().expect("log lock").clone()
+    }
+
+    /// Empties the request log.
+    pub fn clear_requests(&self) {
+        self.shared.requests.lock().expect("log lock").clear();
+    }
+
+    /// An object as stored, by API group, plural resource name, namespace ("" when cluster-scoped) and name.
+    pub fn object(&self, group: &str, resource: &str, namespace: &str, name: &str) -> Option<Value> {
+        let store = self.shared.store.lock().expect("store lock");
+        store.get(&GroupResource::new(group, resource), namespace, name).cloned()
+    }
+
+    /// The current cluster-wide resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.shared.store.lock().expect("store lock").resource_version()
+    }
+}
+
+/// Accepts TLS connections and serves HTTP/1.1 and HTTP/2 on each.
+async fn serve(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, shared: Arc<Shared>) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(target: "kube_sim", "accept failed: {e}");
+                    continue;
+                }
+            },
+            Some(_) = conns.join_next() => continue,
+        };
+        let acceptor = acceptor.clone();
+        let shared = shared.clone();
+        conns.spawn(async move {
+            let tls = match acceptor.accept(tcp).await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::debug!(target: "kube_sim", %peer, "TLS handshake failed: {e}");
+                    return;
+                }
+            };
+            let user: Arc<str> = peer_common_name(tls.get_ref().1).into();
+            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                api::handle(shared.clone(), req.map(axum::body::Body::new), user.clone())
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
+                tracing::debug!(target: "kube_sim", %peer, "connection ended: {e}");
+            }
+        });
+    }
+}
+
+/// The client certificate's subject CN (the Kubernetes user name).
+fn peer_common_name(conn: &rustls::ServerConnection) -> String {
+    conn.peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|der| x509_parser::parse_x509_certificate(der).ok())
+        .and_then(|(_, cert)| {
+            cert.subject()
+                .iter_common_name()
+                .next()
+                .and_then(|cn| cn.as_str().ok().map(str::to_owned))
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,205 @@
+//! The object store: JSON objects per group/resource, one cluster-wide
+//! resourceVersion counter (like etcd's revision), and an event log that
+//! watches replay from a given resourceVersion.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use super::resources::GroupResource;
+
+/// Events kept for watches resuming from an older resourceVersion.
+const LOG_CAPACITY: usize = 20_000;
+
+/// A watch event type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Added => "ADDED",
+            Self::Modified => "MODIFIED",
+            Self::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change, as stored in the log and sent to watchers.
+#[derive(Debug)]
+pub struct Event {
+    pub rv: u64,
+    pub gr: GroupResource,
+    pub namespace: String,
+    pub kind: EventType,
+    pub object: Value,
+}
+
+/// Objects, keyed by (namespace or "", name) per group/resource.
+pub struct Store {
+    rv: u64,
+    uid_seq: u64,
+    objects: BTreeMap<GroupResource, BTreeMap<(String, String), Value>>,
+    log: VecDeque<Arc<Event>>,
+    tx: broadcast::Sender<Arc<Event>>,
+}
+
+/// The requested resourceVersion is older than the event log.
+#[derive(Debug)]
+pub struct Gone;
+
+impl Default for Store {
+    fn default() -> Self {
+        Self {
+            rv: 1,
+            uid_seq: 0,
+            objects: BTreeMap::new(),
+            log: VecDeque::new(),
+            tx: broadcast::channel(4096).0,
+        }
+    }
+}
+
+impl Store {
+    /// The latest resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.rv
+    }
+
+    pub fn get(&self, gr: &GroupResource, ns: &str, name: &str) -> Option<&Value> {
+        self.objects.get(gr)?.get(&(ns.to_owned(), name.to_owned()))
+    }
+
+    /// Objects of one collection, all namespaces when `ns` is `None`.
+    pub fn list<'a>(&'a self, gr: &GroupResource, ns: Option<&'a str>) -> impl Iterator<Item = &'a Value> + 'a {
+        self.objects
+            .get(gr)
+            .into_iter()
+            .flat_map(|m| m.iter())
+            .filter(move |((n, _), _)| ns.is_none_or(|ns| ns == n))
+            .map(|(_, v)| v)
+    }
+
+    /// Stores `object` (its metadata.name/namespace say where), assigning a new
+    /// resourceVersion, and uid/creationTimestamp on creation. Returns the stored object.
+    pub fn put(&mut self, gr: &GroupResource, mut object: Value) -> Value {
+        let ns = object["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
+        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        let key = (ns.clone(), name);
+        let exists = self.objects.get(gr).is_some_and(|m| m.contains_key(&key));
+        self.rv += 1;
+        let meta = &mut object["metadata"];
+        meta["resourceVersion"] = Value::String(self.rv.to_string());
+        if !exists {
+            self.uid_seq += 1;
+            meta["uid"] = Value::String(uid(self.uid_seq));
+            meta["creationTimestamp"] = Value::String(now_rfc3339());
+        }
+        self.objects.entry(gr.clone()).or_default().insert(key, object.clone());
+        let kind = if exists { EventType::Modified } else { EventType::Added };
+        self.record(gr, ns, kind, object.clone());
+        object
+    }
+
+    /// Removes an object, returning it.
+    pub fn remove(&mut self, gr: &GroupResource, ns: &str, name: &str) -> Option<Value> {
+        let mut object = self.objects.get_mut(gr)?.remove(&(ns.to_owned(), name.to_owned()))?;
+        self.rv += 1;
+        object["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
+        self.record(gr, ns.to_owned(), EventType::Deleted, object.clone());
+        Some(object)
+    }
+
+    fn record(&mut self, gr: &GroupResource, namespace: String, kind: EventType, object: Value) {
+        let event = Arc::new(Event {
+            rv: self.rv,
+            gr: gr.clone(),
+            namespace,
+            kind,
+            object,
+        });
+        if self.log.len() == LOG_CAPACITY {
+            self.log.pop_front();
+        }
+        self.log.push_back(event.clone());
+        let _ = self.tx.send(event);
+    }
+
+    /// Events after `rv` (all matching the collection), plus a receiver for
+    /// later ones; subscribing under the store lock leaves no gap.
+    pub fn watch_from(
+        &self,
+        gr: &GroupResource,
+        ns: Option<&str>,
+        rv: u64,
+    ) -> Result<(Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>), Gone> {
+        if let Some(oldest) = self.log.front()
+            && rv + 1 < oldest.rv
+        {
+            return Err(Gone);
+        }
+        let past = self
+            .log
+            .iter()
+            .filter(|e| e.rv > rv && &e.gr == gr && ns.is_none_or(|ns| ns == e.namespace))
+            .cloned()
+            .collect();
+        Ok((past, self.tx.subscribe()))
+    }
+
+    /// The collections that hold objects.
+    pub fn resources(&self) -> Vec<GroupResource> {
+        self.objects.keys().cloned().collect()
+    }
+
+    /// A receiver for events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.tx.subscribe()
+    }
+}
+
+fn uid(seq: u64) -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        (t >> 32) as u32,
+        (t >> 16) as u16,
+        t & 0xfff,
+        (seq >> 48) & 0xfff,
+        seq & 0xffff_ffff_ffff
+    )
+}
+
+/// The current time as RFC 3339 UTC with second precision, as Kubernetes writes it.
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (Howard Hinnant); avoids a date crate for one format.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
