@@ -32,13 +32,20 @@ async fn throttling_server_errors_and_dropped_connections_are_retried() {
     let (sim, client) = start().await;
     sim.inject(Fault::any(FaultKind::TooManyRequests { retry_after_secs: 1 }, 1).on_method("PATCH"));
     sim.inject(Fault::any(FaultKind::Status(503), 1).on_method("PATCH"));
-    sim.inject(Fault::any(FaultKind::Status(500), 1).on_method("GET").on_path("/configmaps/"));
+    sim.inject(
+        Fault::any(FaultKind::Status(500), 1)
+            .on_method("GET")
+            .on_path("/configmaps/"),
+    );
     sim.inject(Fault::any(FaultKind::Drop, 1).on_method("GET").on_path("/configmaps/"));
     sim.inject(Fault::any(FaultKind::Delay(Duration::from_millis(200)), 1).on_method("PATCH"));
 
     let changes = apply_manifests(&client, CONFIG, &ApplyOpts::default()).await.unwrap();
     assert_eq!(changes.len(), 1);
-    assert_eq!(sim.object("", "configmaps", "default", "settings").unwrap()["data"]["level"], "info");
+    assert_eq!(
+        sim.object("", "configmaps", "default", "settings").unwrap()["data"]["level"],
+        "info"
+    );
 
     let log = sim.requests();
     let statuses = |m: &str| -> Vec<u16> {
@@ -48,15 +55,24 @@ async fn throttling_server_errors_and_dropped_connections_are_retried() {
             .collect()
     };
     assert_eq!(statuses("GET"), [500, 0, 404], "GET: 500, dropped, then answered");
-    assert_eq!(statuses("PATCH"), [429, 503, 201], "PATCH: throttled, unavailable, then applied");
-    assert!(log.iter().all(|r| r.user == "admin"), "client certificate CN is the user");
+    assert_eq!(
+        statuses("PATCH"),
+        [429, 503, 201],
+        "PATCH: throttled, unavailable, then applied"
+    );
+    assert!(
+        log.iter().all(|r| r.user == "admin"),
+        "client certificate CN is the user"
+    );
 }
 
 #[tokio::test]
 async fn persistent_server_errors_fail_naming_server_step_and_object() {
     let (sim, client) = start().await;
     sim.inject(Fault::any(FaultKind::Status(500), 10).on_method("PATCH"));
-    let err = apply_manifests(&client, CONFIG, &ApplyOpts::default()).await.unwrap_err();
+    let err = apply_manifests(&client, CONFIG, &ApplyOpts::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some(500));
     let msg = err.to_string();
     assert!(msg.starts_with(sim.url()), "{msg}");
@@ -74,7 +90,9 @@ async fn unknown_kinds_and_missing_namespaces_are_reported() {
     assert!(err.to_string().contains("Widget default/w"), "{err}");
 
     let orphan = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: nowhere}\n";
-    let err = apply_manifests(&client, orphan, &ApplyOpts::default()).await.unwrap_err();
+    let err = apply_manifests(&client, orphan, &ApplyOpts::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some(404), "{err}");
     assert!(err.to_string().contains("namespaces \"nowhere\" not found"), "{err}");
     assert!(sim.requests().iter().all(|r| !r.mutating || r.status >= 400));
@@ -109,12 +127,16 @@ spec:
 
     // Without a CNI DaemonSet, registered nodes stay NotReady.
     sim.register_node("cp-1");
-    let err = wait::nodes_ready(&client, &["cp-1", "cp-2"], Duration::from_millis(800)).await.unwrap_err();
+    let err = wait::nodes_ready(&client, &["cp-1", "cp-2"], Duration::from_millis(800))
+        .await
+        .unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("cp-1: Ready=False (KubeletNotReady"), "{msg}");
     assert!(msg.contains("cp-2: not registered"), "{msg}");
 
-    let err = wait::crd_established(&client, "widgets.example.com", Duration::from_millis(500)).await.unwrap_err();
+    let err = wait::crd_established(&client, "widgets.example.com", Duration::from_millis(500))
+        .await
+        .unwrap_err();
     assert!(err.to_string().ends_with("last seen: not found"), "{err}");
 }
 
@@ -123,7 +145,11 @@ async fn waits_ride_out_watch_failures() {
     let (sim, client) = start().await;
     sim.register_node("cp-1");
     // The first watch attempts fail; the watcher backs off and retries.
-    sim.inject(Fault::any(FaultKind::Status(503), 2).on_method("GET").on_path("/api/v1/nodes"));
+    sim.inject(
+        Fault::any(FaultKind::Status(503), 2)
+            .on_method("GET")
+            .on_path("/api/v1/nodes"),
+    );
     let cni = r#"
 apiVersion: apps/v1
 kind: DaemonSet
@@ -135,7 +161,13 @@ spec:
     spec: {containers: [{name: agent, image: "quay.io/cilium/cilium:v1.18.0"}]}
 "#;
     apply_manifests(&client, cni, &ApplyOpts::default()).await.unwrap();
-    wait::nodes_ready(&client, &["cp-1"], Duration::from_secs(15)).await.unwrap();
-    let failed = sim.requests().iter().filter(|r| r.path == "/api/v1/nodes" && r.status == 503).count();
+    wait::nodes_ready(&client, &["cp-1"], Duration::from_secs(15))
+        .await
+        .unwrap();
+    let failed = sim
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/api/v1/nodes" && r.status == 503)
+        .count();
     assert_eq!(failed, 2);
 }
