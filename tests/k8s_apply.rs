@@ -312,3 +312,47 @@ spec:
     assert!(applied.iter().any(|c| c.to_string() == "create GatewayClass cilium"));
     assert_eq!(apply_manifests(&client, &yaml, &plan()).await.unwrap(), vec![]);
 }
+
+const ARGO: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: applications.argoproj.io}
+spec:
+  group: argoproj.io
+  scope: Namespaced
+  names: {kind: Application, listKind: ApplicationList, plural: applications, singular: application, shortNames: [app]}
+  versions:
+  - name: v1alpha1
+    served: true
+    storage: true
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: argocd}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: root, namespace: argocd}
+spec:
+  project: default
+  source: {repoURL: "https://git.example.invalid/apps.git", path: apps, targetRevision: main}
+  destination: {server: "https://kubernetes.default.svc", namespace: argocd}
+"#;
+
+#[tokio::test]
+async fn argo_cd_application_becomes_healthy() {
+    let (sim, client, _dir) = start().await;
+    let applied = apply_manifests(&client, ARGO, &ApplyOpts::default()).await.unwrap();
+    assert_eq!(applied.len(), 3, "{applied:?}");
+    wait::application_healthy(&client, "argocd", "root", T).await.unwrap();
+    let app = sim.object("argoproj.io", "applications", "argocd", "root").unwrap();
+    assert_eq!(app["status"]["sync"]["status"], "Synced");
+    // Status written by the controller survives a re-apply, which changes nothing.
+    assert_eq!(
+        apply_manifests(&client, ARGO, &ApplyOpts::default()).await.unwrap(),
+        vec![]
+    );
+    let app = sim.object("argoproj.io", "applications", "argocd", "root").unwrap();
+    assert_eq!(app["status"]["health"]["status"], "Healthy");
+}

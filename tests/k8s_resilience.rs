@@ -171,3 +171,86 @@ spec:
         .count();
     assert_eq!(failed, 2);
 }
+
+/// The SEC1 `ECPrivateKey` inside a PKCS#8 `PrivateKeyInfo` (DER).
+fn sec1_from_pkcs8(der: &[u8]) -> Vec<u8> {
+    fn header(d: &[u8]) -> (u8, usize, usize) {
+        let l = usize::from(d[1]);
+        if l < 0x80 {
+            (d[0], 2, l)
+        } else {
+            let n = l & 0x7f;
+            (d[0], 2 + n, d[2..2 + n].iter().fold(0, |a, b| a << 8 | usize::from(*b)))
+        }
+    }
+    let (_, h, _) = header(der);
+    let mut rest = &der[h..];
+    for _ in 0..2 {
+        // version INTEGER, then the algorithm SEQUENCE
+        let (_, h, l) = header(rest);
+        rest = &rest[h + l..];
+    }
+    let (tag, h, l) = header(rest);
+    assert_eq!(tag, 0x04, "privateKey OCTET STRING");
+    rest[h..h + l].to_vec()
+}
+
+#[tokio::test]
+async fn kubeconfig_with_a_sec1_ec_client_key_works() {
+    use base64::Engine;
+    let (sim, _) = start().await;
+    let cert = sim
+        .tls()
+        .issue_client_cert("talos-admin", Some("system:masters"))
+        .unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let body: String = cert.key_pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let sec1 = b64.encode(sec1_from_pkcs8(&b64.decode(body).unwrap()));
+    let lines: Vec<&str> = sec1
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    let key_pem = format!(
+        "-----BEGIN EC PRIVATE KEY-----\n{}\n-----END EC PRIVATE KEY-----\n",
+        lines.join("\n")
+    );
+    let kubeconfig = sim.kubeconfig_for(
+        "talos-admin",
+        &xtask::kube_sim::ClientCert {
+            cert_pem: cert.cert_pem,
+            key_pem,
+        },
+    );
+    assert!(kubeconfig.contains("client-key-data"));
+    let client = Client::from_kubeconfig_yaml(&kubeconfig, "talos-style kubeconfig")
+        .await
+        .unwrap();
+    assert_eq!(client.server_version().await.unwrap(), "v1.34.1");
+    assert_eq!(sim.requests().last().unwrap().user, "talos-admin");
+}
+
+#[tokio::test]
+async fn clients_without_a_certificate_from_the_ca_are_refused() {
+    let (sim, _) = start().await;
+    let other = KubeSim::start(SimOptions::default()).await.unwrap();
+    // A certificate from another CA, presented to `sim`.
+    let foreign = other
+        .tls()
+        .issue_client_cert("intruder", Some("system:masters"))
+        .unwrap();
+    let kubeconfig = sim.kubeconfig_for("intruder", &foreign);
+    let client = Client::from_kubeconfig_yaml(&kubeconfig, "foreign")
+        .await
+        .unwrap()
+        .with_retry(RetryPolicy {
+            attempts: 1,
+            ..RetryPolicy::default()
+        });
+    let err = client.server_version().await.unwrap_err();
+    assert!(err.to_string().starts_with(sim.url()), "{err}");
+    assert!(
+        sim.requests().is_empty(),
+        "the TLS handshake must fail before any request"
+    );
+}
