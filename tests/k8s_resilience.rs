@@ -116,7 +116,7 @@ spec:
     spec: {containers: [{name: c, image: "registry.example.invalid/stuck:1"}]}
 "#;
     apply_manifests(&client, held, &ApplyOpts::default()).await.unwrap();
-    let err = wait::deployment_available(&client, "default", "stuck", Duration::from_millis(800))
+    let err = wait::deployment_available(&client, "default", "stuck", Duration::from_millis(1500))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
@@ -127,7 +127,7 @@ spec:
 
     // Without a CNI DaemonSet, registered nodes stay NotReady.
     sim.register_node("cp-1");
-    let err = wait::nodes_ready(&client, &["cp-1", "cp-2"], Duration::from_millis(800))
+    let err = wait::nodes_ready(&client, &["cp-1", "cp-2"], Duration::from_millis(1500))
         .await
         .unwrap_err();
     let msg = err.to_string();
