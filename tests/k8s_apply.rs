@@ -77,8 +77,19 @@ async fn upstream_crds_and_their_custom_resources_apply_establish_and_converge()
     let planned = apply_manifests(&client, &yaml, &plan()).await.unwrap();
     assert_eq!(planned.len(), 5, "{planned:?}");
     assert!(planned.iter().all(|c| c.action == Action::Create));
-    assert!(sim.requests().iter().all(|r| !r.mutating), "plan mode wrote to the cluster");
-    assert!(sim.object("apiextensions.k8s.io", "customresourcedefinitions", "", "gitrepositories.source.toolkit.fluxcd.io").is_none());
+    assert!(
+        sim.requests().iter().all(|r| !r.mutating),
+        "plan mode wrote to the cluster"
+    );
+    assert!(
+        sim.object(
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            "",
+            "gitrepositories.source.toolkit.fluxcd.io"
+        )
+        .is_none()
+    );
 
     // Apply in one go: Namespace, then CRDs (waited for), then the custom resources.
     let applied = apply_manifests(&client, &yaml, &ApplyOpts::default()).await.unwrap();
@@ -93,9 +104,18 @@ async fn upstream_crds_and_their_custom_resources_apply_establish_and_converge()
             "create Kustomization flux-system/platform",
         ]
     );
-    wait::crd_established(&client, "kustomizations.kustomize.toolkit.fluxcd.io", T).await.unwrap();
+    wait::crd_established(&client, "kustomizations.kustomize.toolkit.fluxcd.io", T)
+        .await
+        .unwrap();
     wait::namespace_active(&client, "flux-system", T).await.unwrap();
-    let managed = sim.object("kustomize.toolkit.fluxcd.io", "kustomizations", "flux-system", "platform").unwrap();
+    let managed = sim
+        .object(
+            "kustomize.toolkit.fluxcd.io",
+            "kustomizations",
+            "flux-system",
+            "platform",
+        )
+        .unwrap();
     assert_eq!(managed["metadata"]["managedFields"][0]["manager"], "bootstrap");
 
     // The CRD's kinds are discoverable like on a real API server.
@@ -105,19 +125,39 @@ async fn upstream_crds_and_their_custom_resources_apply_establish_and_converge()
     assert_eq!((ar.version.as_str(), ar.plural.as_str()), ("v1", "gitrepositories"));
 
     // Flux objects become Ready (simulated controllers).
-    wait::ready_condition(&client, "kustomize.toolkit.fluxcd.io/v1", "Kustomization", Some("flux-system"), "platform", T)
-        .await
-        .unwrap();
-    wait::ready_condition(&client, "source.toolkit.fluxcd.io/v1", "GitRepository", Some("flux-system"), "platform", T)
-        .await
-        .unwrap();
+    wait::ready_condition(
+        &client,
+        "kustomize.toolkit.fluxcd.io/v1",
+        "Kustomization",
+        Some("flux-system"),
+        "platform",
+        T,
+    )
+    .await
+    .unwrap();
+    wait::ready_condition(
+        &client,
+        "source.toolkit.fluxcd.io/v1",
+        "GitRepository",
+        Some("flux-system"),
+        "platform",
+        T,
+    )
+    .await
+    .unwrap();
 
     // Converged: plan and re-apply list nothing; plan writes nothing.
     sim.clear_requests();
     assert_eq!(apply_manifests(&client, &yaml, &plan()).await.unwrap(), vec![]);
     assert!(sim.requests().iter().all(|r| !r.mutating));
-    assert!(sim.requests().iter().any(|r| r.dry_run), "plan mode must ask the server (dryRun=All)");
-    assert_eq!(apply_manifests(&client, &yaml, &ApplyOpts::default()).await.unwrap(), vec![]);
+    assert!(
+        sim.requests().iter().any(|r| r.dry_run),
+        "plan mode must ask the server (dryRun=All)"
+    );
+    assert_eq!(
+        apply_manifests(&client, &yaml, &ApplyOpts::default()).await.unwrap(),
+        vec![]
+    );
 
     // A changed field shows up in the plan by path, and is not applied.
     let changed = yaml.replace("interval: 10m", "interval: 5m");
@@ -125,7 +165,14 @@ async fn upstream_crds_and_their_custom_resources_apply_establish_and_converge()
     assert_eq!(planned.len(), 1, "{planned:?}");
     assert_eq!(planned[0].action, Action::Update);
     assert_eq!(planned[0].fields, vec!["spec.interval"]);
-    let live = sim.object("kustomize.toolkit.fluxcd.io", "kustomizations", "flux-system", "platform").unwrap();
+    let live = sim
+        .object(
+            "kustomize.toolkit.fluxcd.io",
+            "kustomizations",
+            "flux-system",
+            "platform",
+        )
+        .unwrap();
     assert_eq!(live["spec"]["interval"], "10m");
 }
 
@@ -194,14 +241,19 @@ async fn namespaces_secrets_deployment_and_daemonset_apply_wait_and_converge() {
 
     wait::namespace_active(&client, "apps", T).await.unwrap();
     wait::deployment_available(&client, "apps", "web", T).await.unwrap();
-    wait::daemonset_rolled_out(&client, "kube-system", "cilium", T).await.unwrap();
+    wait::daemonset_rolled_out(&client, "kube-system", "cilium", T)
+        .await
+        .unwrap();
     // Nodes get Ready once the CNI DaemonSet is available.
     wait::nodes_ready(&client, &["cp-1", "worker-1"], T).await.unwrap();
 
     // Converged.
     assert_eq!(apply_manifests(&client, WORKLOAD, &plan()).await.unwrap(), vec![]);
     let rv = sim.resource_version();
-    assert_eq!(apply_manifests(&client, WORKLOAD, &ApplyOpts::default()).await.unwrap(), vec![]);
+    assert_eq!(
+        apply_manifests(&client, WORKLOAD, &ApplyOpts::default()).await.unwrap(),
+        vec![]
+    );
     assert_eq!(sim.resource_version(), rv, "a no-op apply must not write");
 
     // Changes are listed by path (Secret keys, never values), then applied.
@@ -212,7 +264,10 @@ async fn namespaces_secrets_deployment_and_daemonset_apply_wait_and_converge() {
     let shown: Vec<String> = planned.iter().map(|c| c.to_string()).collect();
     assert_eq!(
         shown,
-        ["update Deployment apps/web (spec.replicas)", "update Secret apps/db (data.password)"]
+        [
+            "update Deployment apps/web (spec.replicas)",
+            "update Secret apps/db (data.password)"
+        ]
     );
     let applied = apply_manifests(&client, &changed, &ApplyOpts::default()).await.unwrap();
     assert_eq!(applied, planned);
@@ -256,4 +311,48 @@ spec:
     assert!(applied.iter().any(|c| c.to_string() == "create HTTPRoute default/web"));
     assert!(applied.iter().any(|c| c.to_string() == "create GatewayClass cilium"));
     assert_eq!(apply_manifests(&client, &yaml, &plan()).await.unwrap(), vec![]);
+}
+
+const ARGO: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: applications.argoproj.io}
+spec:
+  group: argoproj.io
+  scope: Namespaced
+  names: {kind: Application, listKind: ApplicationList, plural: applications, singular: application, shortNames: [app]}
+  versions:
+  - name: v1alpha1
+    served: true
+    storage: true
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: argocd}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: root, namespace: argocd}
+spec:
+  project: default
+  source: {repoURL: "https://git.example.invalid/apps.git", path: apps, targetRevision: main}
+  destination: {server: "https://kubernetes.default.svc", namespace: argocd}
+"#;
+
+#[tokio::test]
+async fn argo_cd_application_becomes_healthy() {
+    let (sim, client, _dir) = start().await;
+    let applied = apply_manifests(&client, ARGO, &ApplyOpts::default()).await.unwrap();
+    assert_eq!(applied.len(), 3, "{applied:?}");
+    wait::application_healthy(&client, "argocd", "root", T).await.unwrap();
+    let app = sim.object("argoproj.io", "applications", "argocd", "root").unwrap();
+    assert_eq!(app["status"]["sync"]["status"], "Synced");
+    // Status written by the controller survives a re-apply, which changes nothing.
+    assert_eq!(
+        apply_manifests(&client, ARGO, &ApplyOpts::default()).await.unwrap(),
+        vec![]
+    );
+    let app = sim.object("argoproj.io", "applications", "argocd", "root").unwrap();
+    assert_eq!(app["status"]["health"]["status"], "Healthy");
 }

@@ -87,12 +87,22 @@ async fn no_secret_value_appears_in_any_trace_line_or_error() {
         ..ApplyOpts::default()
     };
     apply_manifests(&client, &yaml, &plan).await.unwrap();
-    sim.inject(Fault::any(FaultKind::Status(503), 1).on_method("PATCH").on_path("/secrets/"));
+    sim.inject(
+        Fault::any(FaultKind::Status(503), 1)
+            .on_method("PATCH")
+            .on_path("/secrets/"),
+    );
     apply_manifests(&client, &yaml, &ApplyOpts::default()).await.unwrap();
-    apply_manifests(&client, &yaml.replace("Zebra", "Zebrb"), &plan).await.unwrap();
+    apply_manifests(&client, &yaml.replace("Zebra", "Zebrb"), &plan)
+        .await
+        .unwrap();
 
     // A failure on a Secret: the error must not carry its value either.
-    sim.inject(Fault::any(FaultKind::Status(500), 5).on_method("PATCH").on_path("/secrets/"));
+    sim.inject(
+        Fault::any(FaultKind::Status(500), 5)
+            .on_method("PATCH")
+            .on_path("/secrets/"),
+    );
     let err = apply_manifests(&client, &yaml.replace("Zebra", "Zebrc"), &ApplyOpts::default())
         .await
         .unwrap_err();
@@ -100,16 +110,29 @@ async fn no_secret_value_appears_in_any_trace_line_or_error() {
 
     let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert!(lines.len() > 100, "expected a full TRACE capture, got {} lines", lines.len());
+    assert!(
+        lines.len() > 100,
+        "expected a full TRACE capture, got {} lines",
+        lines.len()
+    );
     for target in ["kube_client", "hyper", "rustls", "kube_sim", "bootstrap::k8s"] {
-        assert!(text.contains(target), "no TRACE output from {target}: the capture is incomplete");
+        assert!(
+            text.contains(target),
+            "no TRACE output from {target}: the capture is incomplete"
+        );
     }
     let mut all = forbidden();
     all.extend(["plain-Zebrb-7741-value".into(), "plain-Zebrc-7741-value".into()]);
     for value in &all {
         for line in &lines {
-            assert!(!line.contains(value.as_str()), "a secret value leaked into a log line: {line}");
+            assert!(
+                !line.contains(value.as_str()),
+                "a secret value leaked into a log line: {line}"
+            );
         }
-        assert!(!err_text.contains(value.as_str()), "a secret value leaked into an error: {err_text}");
+        assert!(
+            !err_text.contains(value.as_str()),
+            "a secret value leaked into an error: {err_text}"
+        );
     }
 }

@@ -131,7 +131,11 @@ pub fn parse_manifests(yaml: &str) -> Result<Vec<Value>, Error> {
             if !o.is_object() {
                 return Err(bad("not a mapping".into()));
             }
-            for (field, ptr) in [("apiVersion", "/apiVersion"), ("kind", "/kind"), ("metadata.name", "/metadata/name")] {
+            for (field, ptr) in [
+                ("apiVersion", "/apiVersion"),
+                ("kind", "/kind"),
+                ("metadata.name", "/metadata/name"),
+            ] {
                 if o.pointer(ptr).and_then(Value::as_str).is_none_or(str::is_empty) {
                     return Err(bad(format!("missing {field}")));
                 }
@@ -313,7 +317,14 @@ impl Ctx<'_> {
             }
         };
         if let Some(meta) = body["metadata"].as_object_mut() {
-            for k in ["resourceVersion", "uid", "creationTimestamp", "managedFields", "generation", "selfLink"] {
+            for k in [
+                "resourceVersion",
+                "uid",
+                "creationTimestamp",
+                "managedFields",
+                "generation",
+                "selfLink",
+            ] {
                 meta.remove(k);
             }
         }
@@ -348,7 +359,9 @@ impl Ctx<'_> {
             Ok(r) => r,
             // Plan mode: the namespace is itself part of the plan, so this is a creation.
             Err(kube::Error::Api(s))
-                if self.opts.dry_run && s.code == 404 && ns.as_ref().is_some_and(|n| self.batch_namespaces.contains(n)) =>
+                if self.opts.dry_run
+                    && s.code == 404
+                    && ns.as_ref().is_some_and(|n| self.batch_namespaces.contains(n)) =>
             {
                 return Ok(change(Action::Create, vec![]));
             }

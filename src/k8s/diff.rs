@@ -23,7 +23,10 @@ pub fn normalize(obj: &Value) -> Value {
             for k in BOOKKEEPING {
                 m.remove(*k);
             }
-            if m.get("annotations").and_then(Value::as_object).is_some_and(|a| a.is_empty()) {
+            if m.get("annotations")
+                .and_then(Value::as_object)
+                .is_some_and(|a| a.is_empty())
+            {
                 m.remove("annotations");
             }
         }
@@ -51,7 +54,12 @@ fn walk(a: &Value, b: &Value, path: &mut String, out: &mut Vec<String>) {
                     path.push('.');
                 }
                 path.push_str(k);
-                walk(x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null), path, out);
+                walk(
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                    path,
+                    out,
+                );
                 path.truncate(len);
             }
         }

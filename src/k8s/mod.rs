@@ -38,7 +38,9 @@ pub enum Error {
         code: Option<u16>,
     },
     /// The server does not serve this kind (CRD missing or not Established).
-    #[error("{server}: {object}: the server does not serve {api_version} {kind} (is its CRD installed and Established?)")]
+    #[error(
+        "{server}: {object}: the server does not serve {api_version} {kind} (is its CRD installed and Established?)"
+    )]
     UnknownKind {
         server: String,
         object: String,

@@ -75,7 +75,10 @@ pub fn scrub_kubeconfig(message: &str, kubeconfig: &str) -> String {
             continue;
         };
         let k = k.trim().trim_start_matches("- ");
-        if matches!(k, "client-key-data" | "client-key" | "token" | "password" | "client-certificate-data") {
+        if matches!(
+            k,
+            "client-key-data" | "client-key" | "token" | "password" | "client-certificate-data"
+        ) {
             r.add(v.trim().trim_matches('"').trim_matches('\''));
         }
     }

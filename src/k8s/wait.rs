@@ -13,8 +13,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DynamicObject};
 use kube::core::{GroupVersion, GroupVersionKind};
 use kube::discovery::{self, ApiResource};
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use serde_json::Value;
 
 use super::{Client, Error};
@@ -192,16 +192,23 @@ pub async fn crd_established(client: &Client, name: &str, timeout: Duration) -> 
 pub async fn namespace_active(client: &Client, name: &str, timeout: Duration) -> Result<(), Error> {
     let ar = ApiResource::erase::<Namespace>(&());
     let what = format!("Namespace {name} to be Active");
-    wait_for(client, &ar, None, name, &what, timeout, |o| match o.pointer("/status/phase") {
-        Some(p) if p == "Active" => Progress::Done,
-        p => Progress::Pending(format!("phase {}", p.and_then(Value::as_str).unwrap_or("unknown"))),
+    wait_for(client, &ar, None, name, &what, timeout, |o| {
+        match o.pointer("/status/phase") {
+            Some(p) if p == "Active" => Progress::Done,
+            p => Progress::Pending(format!("phase {}", p.and_then(Value::as_str).unwrap_or("unknown"))),
+        }
     })
     .await
     .map(drop)
 }
 
 /// Deployment is `Available` with every replica updated and available for its latest generation.
-pub async fn deployment_available(client: &Client, namespace: &str, name: &str, timeout: Duration) -> Result<(), Error> {
+pub async fn deployment_available(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), Error> {
     let ar = ApiResource::erase::<Deployment>(&());
     let what = format!("Deployment {namespace}/{name} to be Available");
     wait_for(client, &ar, Some(namespace), name, &what, timeout, |o| {
@@ -225,7 +232,12 @@ pub async fn deployment_available(client: &Client, namespace: &str, name: &str, 
 }
 
 /// DaemonSet has every scheduled pod updated and available for its latest generation.
-pub async fn daemonset_rolled_out(client: &Client, namespace: &str, name: &str, timeout: Duration) -> Result<(), Error> {
+pub async fn daemonset_rolled_out(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), Error> {
     let ar = ApiResource::erase::<DaemonSet>(&());
     let what = format!("DaemonSet {namespace}/{name} to be rolled out");
     wait_for(client, &ar, Some(namespace), name, &what, timeout, |o| {
@@ -277,7 +289,9 @@ async fn nodes_until(
         for n in names {
             match objects.get(*n) {
                 None => pending.push(format!("{n}: not registered")),
-                Some(o) if ready_needed && !condition_true(o, "Ready") => pending.push(format!("{n}: {}", node_state(o))),
+                Some(o) if ready_needed && !condition_true(o, "Ready") => {
+                    pending.push(format!("{n}: {}", node_state(o)))
+                }
                 Some(_) => {}
             }
         }
@@ -311,7 +325,9 @@ async fn resolve(client: &Client, api_version: &str, kind: &str, object: &str) -
     let gvk = GroupVersionKind::gvk(&gv.group, &gv.version, kind);
     match client
         .retry()
-        .run(&format!("discover {api_version}"), || discovery::pinned_kind(client.kube(), &gvk))
+        .run(&format!("discover {api_version}"), || {
+            discovery::pinned_kind(client.kube(), &gvk)
+        })
         .await
     {
         Ok((ar, _)) => Ok(ar),
@@ -356,8 +372,14 @@ pub async fn application_healthy(client: &Client, namespace: &str, name: &str, t
     let ar = resolve(client, "argoproj.io/v1alpha1", "Application", &object).await?;
     let what = format!("{object} to be Healthy");
     wait_for(client, &ar, Some(namespace), name, &what, timeout, |o| {
-        let health = o.pointer("/status/health/status").and_then(Value::as_str).unwrap_or("unknown");
-        let sync = o.pointer("/status/sync/status").and_then(Value::as_str).unwrap_or("unknown");
+        let health = o
+            .pointer("/status/health/status")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown");
+        let sync = o
+            .pointer("/status/sync/status")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown");
         if health == "Healthy" {
             Progress::Done
         } else {

@@ -52,7 +52,10 @@ fn status(code: u16, reason: &str, message: String, details: Option<Value>) -> R
     if let Some(d) = details {
         body["details"] = d;
     }
-    json_response(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &body)
+    json_response(
+        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        &body,
+    )
 }
 
 fn resource_label(t: &ResourceType) -> String {
@@ -115,7 +118,8 @@ fn route(path: &str) -> Option<Route> {
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return None,
     };
-    let namespaced = rest.len() >= 3 && rest[0] == "namespaces" && !(rest.len() == 3 && matches!(rest[2], "status" | "finalize"));
+    let namespaced =
+        rest.len() >= 3 && rest[0] == "namespaces" && !(rest.len() == 3 && matches!(rest[2], "status" | "finalize"));
     let (namespace, rest) = if namespaced {
         (Some(rest[1].to_owned()), &rest[2..])
     } else {
@@ -145,7 +149,10 @@ fn truthy(q: &HashMap<String, String>, k: &str) -> bool {
 /// Every type the API serves now: built-ins plus established CRDs' kinds.
 pub fn served_types(shared: &Shared, store: &Store) -> Vec<ResourceType> {
     let mut types = shared.builtins.clone();
-    for crd in store.list(&GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions"), None) {
+    for crd in store.list(
+        &GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions"),
+        None,
+    ) {
         if resources::crd_established(crd) {
             types.extend(resources::from_crd(crd));
         }
@@ -210,7 +217,12 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Body>, user: Arc<str>) -> 
 
 async fn dispatch(shared: &Arc<Shared>, req: Request<Body>, query: &HashMap<String, String>, dry_run: bool) -> Reply {
     let Some(route) = route(req.uri().path()) else {
-        return status(404, "NotFound", "the server could not find the requested resource".into(), None);
+        return status(
+            404,
+            "NotFound",
+            "the server could not find the requested resource".into(),
+            None,
+        );
     };
     let method = req.method().clone();
     if method != Method::GET && !matches!(route, Route::Resource { .. }) {
@@ -235,23 +247,40 @@ async fn dispatch(shared: &Arc<Shared>, req: Request<Body>, query: &HashMap<Stri
                     "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": shared.addr.to_string()}]}),
         ),
         Route::Groups => {
-            let mut names: Vec<&str> = types.iter().filter(|t| !t.group.is_empty()).map(|t| t.group.as_str()).collect();
+            let mut names: Vec<&str> = types
+                .iter()
+                .filter(|t| !t.group.is_empty())
+                .map(|t| t.group.as_str())
+                .collect();
             names.sort_unstable();
             names.dedup();
             let groups: Vec<Value> = names.iter().map(|g| resources::api_group(g, &types)).collect();
-            json_response(StatusCode::OK, &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
+            json_response(
+                StatusCode::OK,
+                &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
+            )
         }
         Route::Group(g) => {
             if types.iter().any(|t| t.group == g) {
                 json_response(StatusCode::OK, &resources::api_group(&g, &types))
             } else {
-                status(404, "NotFound", "the server could not find the requested resource".into(), None)
+                status(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource".into(),
+                    None,
+                )
             }
         }
         Route::GroupVersion(g, v) => {
             let served: Vec<&ResourceType> = types.iter().filter(|t| t.group == g && t.version == v).collect();
             if served.is_empty() {
-                return status(404, "NotFound", "the server could not find the requested resource".into(), None);
+                return status(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource".into(),
+                    None,
+                );
             }
             let gv = if g.is_empty() { v } else { format!("{g}/{v}") };
             json_response(StatusCode::OK, &resources::resource_list(&gv, &served))
@@ -269,17 +298,34 @@ async fn dispatch(shared: &Arc<Shared>, req: Request<Body>, query: &HashMap<Stri
                 .find(|t| t.group == group && t.version == version && t.plural == resource)
                 .cloned()
             else {
-                return status(404, "NotFound", "the server could not find the requested resource".into(), None);
+                return status(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource".into(),
+                    None,
+                );
             };
             if (!t.namespaced && namespace.is_some()) || (t.namespaced && namespace.is_none() && name.is_some()) {
-                return status(404, "NotFound", "the server could not find the requested resource".into(), None);
+                return status(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource".into(),
+                    None,
+                );
             }
             let part = match sub.as_deref() {
                 None => Part::Main {
                     status_subresource: t.status_subresource,
                 },
                 Some("status") if t.status_subresource => Part::Status,
-                Some(_) => return status(404, "NotFound", "the server could not find the requested resource".into(), None),
+                Some(_) => {
+                    return status(
+                        404,
+                        "NotFound",
+                        "the server could not find the requested resource".into(),
+                        None,
+                    );
+                }
             };
             let ns = namespace.unwrap_or_default();
             let content_type = req
@@ -308,7 +354,12 @@ async fn dispatch(shared: &Arc<Shared>, req: Request<Body>, query: &HashMap<Stri
                 (Method::PATCH, Some(name)) => ctx.patch(&name, part, &content_type, &body),
                 (Method::DELETE, Some(name)) if part != Part::Status => ctx.delete(&name),
                 (Method::DELETE, None) => ctx.delete_collection(),
-                (m, _) => status(405, "MethodNotAllowed", format!("{m} is not supported on this path"), None),
+                (m, _) => status(
+                    405,
+                    "MethodNotAllowed",
+                    format!("{m} is not supported on this path"),
+                    None,
+                ),
             }
         }
     }
@@ -338,11 +389,7 @@ fn parse_body(body: &Bytes) -> Result<Value, String> {
 fn valid_name(name: &str, label: bool) -> bool {
     if label {
         let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
-        !name.is_empty()
-            && name.len() <= 63
-            && name.chars().all(ok)
-            && !name.starts_with('-')
-            && !name.ends_with('-')
+        !name.is_empty() && name.len() <= 63 && name.chars().all(ok) && !name.starts_with('-') && !name.ends_with('-')
     } else {
         !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '%']) && name.len() <= 253
     }
@@ -362,9 +409,11 @@ impl Ctx<'_> {
         self.t.group_resource()
     }
 
-    fn selectors(&self) -> Result<(Selector, Selector), Reply> {
-        let labels = Selector::labels(self.query.get("labelSelector").map_or("", String::as_str)).map_err(bad_request)?;
-        let fields = Selector::fields(self.query.get("fieldSelector").map_or("", String::as_str)).map_err(bad_request)?;
+    fn selectors(&self) -> Result<(Selector, Selector), Box<Reply>> {
+        let labels = Selector::labels(self.query.get("labelSelector").map_or("", String::as_str))
+            .map_err(|e| Box::new(bad_request(e)))?;
+        let fields = Selector::fields(self.query.get("fieldSelector").map_or("", String::as_str))
+            .map_err(|e| Box::new(bad_request(e)))?;
         Ok((labels, fields))
     }
 
@@ -379,7 +428,7 @@ impl Ctx<'_> {
     fn list(&self) -> Reply {
         let (labels, fields) = match self.selectors() {
             Ok(s) => s,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         let store = self.shared.store.lock().expect("store lock");
         let ns = (!self.ns.is_empty()).then_some(self.ns);
@@ -402,7 +451,7 @@ impl Ctx<'_> {
     fn watch(&self) -> Reply {
         let (labels, fields) = match self.selectors() {
             Ok(s) => s,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         let gr = self.gr();
         let ns = (!self.ns.is_empty()).then(|| self.ns.to_owned());
@@ -502,22 +551,26 @@ impl Ctx<'_> {
 
     /// Validates and completes an object about to be written; stores it unless dry-run
     /// or a no-op. `created` tells the status code.
-    fn commit(&self, store: &mut Store, live: Option<&Value>, mut obj: Value) -> Result<(Value, bool), Reply> {
+    fn commit(&self, store: &mut Store, live: Option<&Value>, mut obj: Value) -> Result<(Value, bool), Box<Reply>> {
         let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_owned();
         if !valid_name(&name, self.t.kind == "Namespace") {
-            return Err(invalid(self.t, &name, format!("metadata.name: Invalid value: {name:?}")));
+            return Err(Box::new(invalid(
+                self.t,
+                &name,
+                format!("metadata.name: Invalid value: {name:?}"),
+            )));
         }
         obj = as_served(self.t, obj);
         if self.t.namespaced {
             obj["metadata"]["namespace"] = Value::String(self.ns.to_owned());
             let ns_gr = GroupResource::new("", "namespaces");
             if live.is_none() && store.get(&ns_gr, "", self.ns).is_none() {
-                return Err(status(
+                return Err(Box::new(status(
                     404,
                     "NotFound",
                     format!("namespaces \"{}\" not found", self.ns),
                     Some(json!({"name": self.ns, "kind": "namespaces"})),
-                ));
+                )));
             }
         } else if let Some(m) = obj["metadata"].as_object_mut() {
             m.remove("namespace");
@@ -543,15 +596,17 @@ impl Ctx<'_> {
             "CustomResourceDefinition" => {
                 let want = format!(
                     "{}.{}",
-                    obj.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or_default(),
+                    obj.pointer("/spec/names/plural")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default(),
                     obj.pointer("/spec/group").and_then(Value::as_str).unwrap_or_default()
                 );
                 if name != want {
-                    return Err(invalid(
+                    return Err(Box::new(invalid(
                         self.t,
                         &name,
                         format!("metadata.name: Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group"),
-                    ));
+                    )));
                 }
             }
             _ => {}
@@ -578,10 +633,10 @@ impl Ctx<'_> {
         Ok((store.put(&self.gr(), obj), live.is_none()))
     }
 
-    fn reply(&self, result: Result<(Value, bool), Reply>) -> Reply {
+    fn reply(&self, result: Result<(Value, bool), Box<Reply>>) -> Reply {
         match result {
             Ok((v, created)) => json_response(if created { StatusCode::CREATED } else { StatusCode::OK }, &v),
-            Err(r) => r,
+            Err(r) => *r,
         }
     }
 
@@ -600,7 +655,12 @@ impl Ctx<'_> {
                 Some(json!({"name": name, "group": self.t.group, "kind": self.t.plural})),
             );
         }
-        let mut obj = ssa::scope(&obj, Part::Main { status_subresource: self.t.status_subresource });
+        let mut obj = ssa::scope(
+            &obj,
+            Part::Main {
+                status_subresource: self.t.status_subresource,
+            },
+        );
         if let Some(m) = obj["metadata"].as_object_mut() {
             m.remove("managedFields");
         }
@@ -664,7 +724,8 @@ impl Ctx<'_> {
             if patch["metadata"]["name"].as_str().is_some_and(|n| n != name) {
                 return bad_request(format!("the name in the body does not match the URL name {name:?}"));
             }
-            if patch["kind"].as_str() != Some(self.t.kind.as_str()) || patch["apiVersion"] != json!(self.t.api_version())
+            if patch["kind"].as_str() != Some(self.t.kind.as_str())
+                || patch["apiVersion"] != json!(self.t.api_version())
             {
                 return bad_request(format!(
                     "the body's apiVersion/kind do not match {} {}",
@@ -676,7 +737,14 @@ impl Ctx<'_> {
                 return not_found(self.t, name);
             }
             let scoped = ssa::scope(&patch, part);
-            match ssa::apply(live.as_ref(), &scoped, manager, truthy(self.query, "force"), part, &now_rfc3339()) {
+            match ssa::apply(
+                live.as_ref(),
+                &scoped,
+                manager,
+                truthy(self.query, "force"),
+                part,
+                &now_rfc3339(),
+            ) {
                 Ok(mut v) => {
                     v["metadata"]["name"] = Value::String(name.to_owned());
                     v
@@ -685,7 +753,11 @@ impl Ctx<'_> {
                     return status(
                         409,
                         "Conflict",
-                        format!("Apply failed with {} conflict(s): {}", conflicts.len(), conflicts.join("; ")),
+                        format!(
+                            "Apply failed with {} conflict(s): {}",
+                            conflicts.len(),
+                            conflicts.join("; ")
+                        ),
                         None,
                     );
                 }
@@ -732,7 +804,7 @@ impl Ctx<'_> {
     fn delete_collection(&self) -> Reply {
         let (labels, fields) = match self.selectors() {
             Ok(s) => s,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         let mut store = self.shared.store.lock().expect("store lock");
         let gr = self.gr();
@@ -773,14 +845,22 @@ fn cascade(store: &mut Store, gr: &GroupResource, obj: &Value) {
             .flat_map(|g| {
                 store
                     .list(&g, Some(name))
-                    .map(|o| (g.clone(), name.to_owned(), o["metadata"]["name"].as_str().unwrap_or_default().to_owned()))
+                    .map(|o| {
+                        (
+                            g.clone(),
+                            name.to_owned(),
+                            o["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
+                        )
+                    })
                     .collect::<Vec<_>>()
             })
             .collect()
     } else if *gr == GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions") {
         let crd_gr = GroupResource::new(
             obj.pointer("/spec/group").and_then(Value::as_str).unwrap_or_default(),
-            obj.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or_default(),
+            obj.pointer("/spec/names/plural")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
         );
         store
             .list(&crd_gr, None)

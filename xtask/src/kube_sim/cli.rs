@@ -62,7 +62,11 @@ pub fn run(args: Args) -> Result<()> {
         for n in &args.nodes {
             sim.register_node(n);
         }
-        println!("kube-sim serving {} (kubeconfig: {}); Ctrl-C stops it", sim.url(), args.kubeconfig.display());
+        println!(
+            "kube-sim serving {} (kubeconfig: {}); Ctrl-C stops it",
+            sim.url(),
+            args.kubeconfig.display()
+        );
         tokio::signal::ctrl_c().await?;
         Ok(())
     })

@@ -161,16 +161,16 @@ pub fn reconcile(store: &mut Store, b: &Behaviour, timers: &mut Timers, now: Ins
         let ready = !held(o) && timers.due(key_of(&deployments, o), g, b.deployment_available, now);
         let status = if ready {
             json!({"observedGeneration": g, "replicas": n, "updatedReplicas": n, "readyReplicas": n, "availableReplicas": n,
-                "conditions": [
-                    cond("Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability."),
-                    cond("Progressing", "True", "NewReplicaSetAvailable", "ReplicaSet has successfully progressed."),
-                ]})
+            "conditions": [
+                cond("Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability."),
+                cond("Progressing", "True", "NewReplicaSetAvailable", "ReplicaSet has successfully progressed."),
+            ]})
         } else {
             json!({"observedGeneration": g, "replicas": n, "updatedReplicas": n, "unavailableReplicas": n,
-                "conditions": [
-                    cond("Available", "False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability."),
-                    cond("Progressing", "True", "ReplicaSetUpdated", "ReplicaSet is progressing."),
-                ]})
+            "conditions": [
+                cond("Available", "False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability."),
+                cond("Progressing", "True", "ReplicaSetUpdated", "ReplicaSet is progressing."),
+            ]})
         };
         set_status(&deployments, o, status, &mut writes);
     }
@@ -190,9 +190,10 @@ pub fn reconcile(store: &mut Store, b: &Behaviour, timers: &mut Timers, now: Ins
             json!({"observedGeneration": g, "desiredNumberScheduled": d, "currentNumberScheduled": d,
                    "updatedNumberScheduled": d, "numberReady": 0, "numberUnavailable": d, "numberMisscheduled": 0})
         };
-        let is_cni = b.cni_daemonset.as_ref().is_some_and(|(ns, name)| {
-            o["metadata"]["namespace"] == json!(ns) && o["metadata"]["name"] == json!(name)
-        });
+        let is_cni = b
+            .cni_daemonset
+            .as_ref()
+            .is_some_and(|(ns, name)| o["metadata"]["namespace"] == json!(ns) && o["metadata"]["name"] == json!(name));
         if is_cni && ready {
             cni_available = true;
         }
@@ -242,7 +243,12 @@ pub fn reconcile(store: &mut Store, b: &Behaviour, timers: &mut Timers, now: Ins
             if flux {
                 status["observedGeneration"] = json!(g);
                 status["conditions"] = json!([if ready {
-                    cond("Ready", "True", "ReconciliationSucceeded", "Applied revision: main@sha1:0000000")
+                    cond(
+                        "Ready",
+                        "True",
+                        "ReconciliationSucceeded",
+                        "Applied revision: main@sha1:0000000",
+                    )
                 } else {
                     cond("Ready", "Unknown", "Progressing", "reconciliation in progress")
                 }]);

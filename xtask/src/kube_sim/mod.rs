@@ -120,7 +120,13 @@ impl KubeSim {
         let admin_kubeconfig = match tls.ca_key_pem {
             Some(_) => {
                 let cert = tls.issue_client_cert("admin", Some("system:masters"))?;
-                Some(tls::kubeconfig(&opts.cluster_name, &url, &tls.ca_cert_pem, "admin", &cert))
+                Some(tls::kubeconfig(
+                    &opts.cluster_name,
+                    &url,
+                    &tls.ca_cert_pem,
+                    "admin",
+                    &cert,
+                ))
             }
             None => None,
         };
@@ -245,7 +251,9 @@ impl KubeSim {
     /// An object as stored, by API group, plural resource name, namespace ("" when cluster-scoped) and name.
     pub fn object(&self, group: &str, resource: &str, namespace: &str, name: &str) -> Option<Value> {
         let store = self.shared.store.lock().expect("store lock");
-        store.get(&GroupResource::new(group, resource), namespace, name).cloned()
+        store
+            .get(&GroupResource::new(group, resource), namespace, name)
+            .cloned()
     }
 
     /// The current cluster-wide resourceVersion.

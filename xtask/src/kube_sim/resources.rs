@@ -72,8 +72,22 @@ const BUILTINS: &[(&str, &str, &str, &str, bool, bool)] = &[
         true,
     ),
     ("rbac.authorization.k8s.io", "v1", "Role", "roles", true, false),
-    ("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", true, false),
-    ("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false, false),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "RoleBinding",
+        "rolebindings",
+        true,
+        false,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRole",
+        "clusterroles",
+        false,
+        false,
+    ),
     (
         "rbac.authorization.k8s.io",
         "v1",
@@ -115,12 +129,40 @@ const BUILTINS: &[(&str, &str, &str, &str, bool, bool)] = &[
         false,
     ),
     ("storage.k8s.io", "v1", "StorageClass", "storageclasses", false, false),
-    ("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", true, false),
+    (
+        "networking.k8s.io",
+        "v1",
+        "NetworkPolicy",
+        "networkpolicies",
+        true,
+        false,
+    ),
     ("networking.k8s.io", "v1", "Ingress", "ingresses", true, true),
-    ("networking.k8s.io", "v1", "IngressClass", "ingressclasses", false, false),
-    ("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", true, true),
+    (
+        "networking.k8s.io",
+        "v1",
+        "IngressClass",
+        "ingressclasses",
+        false,
+        false,
+    ),
+    (
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        true,
+        true,
+    ),
     ("coordination.k8s.io", "v1", "Lease", "leases", true, false),
-    ("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", false, false),
+    (
+        "scheduling.k8s.io",
+        "v1",
+        "PriorityClass",
+        "priorityclasses",
+        false,
+        false,
+    ),
 ];
 
 /// The built-in resource types.
@@ -143,10 +185,7 @@ pub fn builtins() -> Vec<ResourceType> {
 pub fn crd_established(crd: &Value) -> bool {
     crd.pointer("/status/conditions")
         .and_then(Value::as_array)
-        .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["type"] == "Established" && c["status"] == "True")
-        })
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Established" && c["status"] == "True"))
 }
 
 /// The resource types a CRD defines, one per served version.

@@ -62,9 +62,15 @@ impl Selector {
             } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
                 Req::Eq(k.trim().into(), v.trim().into())
             } else if let Some((k, rest)) = part.split_once(" notin ") {
-                Req::NotIn(k.trim().into(), set(rest).ok_or_else(|| format!("bad selector {part:?}"))?)
+                Req::NotIn(
+                    k.trim().into(),
+                    set(rest).ok_or_else(|| format!("bad selector {part:?}"))?,
+                )
             } else if let Some((k, rest)) = part.split_once(" in ") {
-                Req::In(k.trim().into(), set(rest).ok_or_else(|| format!("bad selector {part:?}"))?)
+                Req::In(
+                    k.trim().into(),
+                    set(rest).ok_or_else(|| format!("bad selector {part:?}"))?,
+                )
             } else if fields {
                 return Err(format!("field selector {part:?} needs = or !="));
             } else if let Some(k) = part.strip_prefix('!') {
@@ -92,7 +98,10 @@ impl Selector {
     /// Whether `obj` satisfies every requirement.
     pub fn matches(&self, obj: &Value) -> bool {
         self.reqs.iter().all(|r| match r {
-            Req::Eq(k, v) => self.value(obj, k).as_deref() == Some(v.as_str()) || (self.fields && v.is_empty() && self.value(obj, k).is_none()),
+            Req::Eq(k, v) => {
+                self.value(obj, k).as_deref() == Some(v.as_str())
+                    || (self.fields && v.is_empty() && self.value(obj, k).is_none())
+            }
             Req::Ne(k, v) => self.value(obj, k).as_deref() != Some(v.as_str()),
             Req::In(k, vs) => self.value(obj, k).is_some_and(|x| vs.contains(&x)),
             Req::NotIn(k, vs) => self.value(obj, k).is_none_or(|x| !vs.contains(&x)),

@@ -35,7 +35,9 @@ pub fn scope(body: &Value, part: Part) -> Value {
     let mut out = body.clone();
     if let Some(o) = out.as_object_mut() {
         match part {
-            Part::Main { status_subresource: true } => {
+            Part::Main {
+                status_subresource: true,
+            } => {
                 o.remove("status");
             }
             Part::Main { .. } => {}
@@ -156,7 +158,10 @@ fn entries(live: Option<&Value>) -> Vec<Entry> {
         .map(|raw| {
             let mut paths = BTreeSet::new();
             from_fields_v1(&raw["fieldsV1"], &mut vec![], &mut paths);
-            Entry { raw: raw.clone(), paths }
+            Entry {
+                raw: raw.clone(),
+                paths,
+            }
         })
         .collect()
 }
@@ -181,15 +186,22 @@ pub fn apply(
     let new_paths = owned_paths(applied);
     let mut managers = entries(live);
     let sub = subresource_name(part);
-    let is_mine =
-        |e: &Entry| e.raw["manager"] == manager && e.raw["operation"] == "Apply" && e.raw["subresource"].as_str().unwrap_or("") == sub;
+    let is_mine = |e: &Entry| {
+        e.raw["manager"] == manager
+            && e.raw["operation"] == "Apply"
+            && e.raw["subresource"].as_str().unwrap_or("") == sub
+    };
 
     if !force {
         let mut conflicts = vec![];
         for e in managers.iter().filter(|e| !is_mine(e) && e.raw["operation"] == "Apply") {
             for p in new_paths.intersection(&e.paths) {
                 if live.and_then(|l| get(l, p)) != get(applied, p) {
-                    conflicts.push(format!("conflict with \"{}\": .{}", e.raw["manager"].as_str().unwrap_or(""), p.join(".")));
+                    conflicts.push(format!(
+                        "conflict with \"{}\": .{}",
+                        e.raw["manager"].as_str().unwrap_or(""),
+                        p.join(".")
+                    ));
                 }
             }
         }
@@ -198,10 +210,14 @@ pub fn apply(
         }
     }
 
-    let mut object = live.cloned().unwrap_or_else(|| {
-        json!({"apiVersion": applied["apiVersion"], "kind": applied["kind"], "metadata": {}})
-    });
-    let old_paths = managers.iter().find(|e| is_mine(e)).map(|e| e.paths.clone()).unwrap_or_default();
+    let mut object = live
+        .cloned()
+        .unwrap_or_else(|| json!({"apiVersion": applied["apiVersion"], "kind": applied["kind"], "metadata": {}}));
+    let old_paths = managers
+        .iter()
+        .find(|e| is_mine(e))
+        .map(|e| e.paths.clone())
+        .unwrap_or_default();
     for p in old_paths.difference(&new_paths) {
         let shared = managers.iter().any(|e| !is_mine(e) && e.paths.contains(p));
         if !shared {
@@ -282,7 +298,9 @@ mod tests {
 
     #[test]
     fn reapply_without_a_field_removes_it_and_keeps_others_fields() {
-        let main = Part::Main { status_subresource: true };
+        let main = Part::Main {
+            status_subresource: true,
+        };
         let a = json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"},"data":{"a":"1","b":"2"}});
         let o = apply(None, &a, "me", true, main, T).unwrap();
         let mut o2 = o.clone();
@@ -294,7 +312,9 @@ mod tests {
 
     #[test]
     fn other_appliers_differing_value_conflicts_unless_forced() {
-        let main = Part::Main { status_subresource: true };
+        let main = Part::Main {
+            status_subresource: true,
+        };
         let a = json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"},"data":{"a":"1"}});
         let o = apply(None, &a, "one", false, main, T).unwrap();
         let b = json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"},"data":{"a":"2"}});

@@ -50,6 +50,9 @@ pub struct Store {
     tx: broadcast::Sender<Arc<Event>>,
 }
 
+/// Past events to replay, and the receiver for the ones to come.
+pub type WatchStart = (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>);
+
 /// The requested resourceVersion is older than the event log.
 #[derive(Debug)]
 pub struct Gone;
@@ -133,12 +136,7 @@ impl Store {
 
     /// Events after `rv` (all matching the collection), plus a receiver for
     /// later ones; subscribing under the store lock leaves no gap.
-    pub fn watch_from(
-        &self,
-        gr: &GroupResource,
-        ns: Option<&str>,
-        rv: u64,
-    ) -> Result<(Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>), Gone> {
+    pub fn watch_from(&self, gr: &GroupResource, ns: Option<&str>, rv: u64) -> Result<WatchStart, Gone> {
         if let Some(oldest) = self.log.front()
             && rv + 1 < oldest.rv
         {

@@ -100,7 +100,8 @@ impl SimTls {
         let chain = CertificateDer::pem_slice_iter(self.server_cert_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .context("parsing the server certificate PEM")?;
-        let key = PrivateKeyDer::from_pem_slice(self.server_key_pem.as_bytes()).context("parsing the server key PEM")?;
+        let key =
+            PrivateKeyDer::from_pem_slice(self.server_key_pem.as_bytes()).context("parsing the server key PEM")?;
         let mut config = rustls::ServerConfig::builder()
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain, key)
