@@ -518,7 +518,14 @@ fn session_auth_etag_and_task_monitor() {
     let Some(venv) = venv_or_skip("session_auth_etag_and_task_monitor") else {
         return;
     };
-    let emu = emulator(&venv, vec![FakeSystem::new(A, "node-a", "02:00:00:00:0a:01")], false);
+    let emu = emulator(
+        &venv,
+        vec![
+            FakeSystem::new(A, "node-a", "02:00:00:00:0a:01"),
+            FakeSystem::new(B, "node-b", "02:00:00:00:0b:01"),
+        ],
+        false,
+    );
     let front = xtask::redfish_front::RedfishFront::start(&emu).unwrap();
     let image = ImageServer::start("installer.iso", vec![1; 4096]).unwrap();
     let stat = |c: &std::sync::atomic::AtomicUsize| c.load(std::sync::atomic::Ordering::SeqCst);
@@ -533,13 +540,19 @@ fn session_auth_etag_and_task_monitor() {
         );
         assert!(!e.to_string().contains("wrong-password"));
 
-        let c = client("node-a", &bmc(&front.url));
+        // Two systems: the inventory's serial picks one, and the identity
+        // check compares it before every change.
+        let mut by_serial = bmc(&front.url);
+        by_serial.serial = Some(xtask::redfish_front::serial_of(A));
+        let c = client("node-a", &by_serial);
         c.login().await.unwrap();
         assert!(c.has_session());
         assert_eq!((stat(&front.stats.logins), front.open_sessions()), (1, 1));
 
         let mut sys = system::discover(&c, None).await.unwrap();
+        assert_eq!(sys.id, A);
         assert!(sys.etag.is_some(), "the front serves ETags");
+        assert!(sys.virtual_media.is_none(), "virtual media only under the manager here");
         boot::set_override(&c, &sys, BootTarget::Pxe).await.unwrap();
         assert_eq!(stat(&front.stats.if_match_ok), 1);
         // A stale ETag is answered 412: read again and retry once.
@@ -551,8 +564,13 @@ fn session_auth_etag_and_task_monitor() {
             observe(&emu.system_url(A)).await["Boot"]["BootSourceOverrideTarget"],
             "Cd"
         );
+        assert_eq!(
+            observe(&emu.system_url(B)).await["Boot"]["BootSourceOverrideTarget"],
+            "Hdd"
+        );
 
-        // InsertMedia answers 202: the task monitor is followed to the end.
+        // InsertMedia, found through the manager, answers 202: the task
+        // monitor is followed to the end.
         let m = media::insert(&c, &sys, &image.url).await.unwrap();
         assert!(m.inserted && image.hits() >= 1, "{m:?}");
         let dead = format!("http://127.0.0.1:{}/gone.iso", closed_port());
