@@ -467,6 +467,7 @@ fn three_bmcs_provisioned_concurrently_then_power_status_cli() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stdout}\n{stderr}");
+        eprintln!("bootstrap power status:\n{stdout}");
         let lines: Vec<&str> = stdout.lines().collect();
         assert_eq!(lines.len(), 3, "{stdout}");
         for (i, l) in lines.iter().enumerate() {
