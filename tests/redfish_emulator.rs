@@ -352,23 +352,15 @@ fn three_bmcs_provisioned_concurrently_then_power_status_cli() {
         return;
     };
     let macs = ["02:00:7f:02:00:0b", "02:00:7f:02:00:0c", "02:00:7f:02:00:0d"];
-    let mut emus: Vec<xtask::sushy::Emulator> = (0..3)
-        .map(|i| {
-            xtask::sushy::Emulator::spawn(
-                &venv,
-                xtask::sushy::EmulatorConfig {
-                    systems: vec![FakeSystem::new(SIM[i], &format!("metal-{}", i + 1), macs[i])],
-                    auth: Some((USER.into(), PASSWORD.into())),
-                    tls: false,
-                    port: None,
-                },
-            )
-            .unwrap()
+    let configs = (0..3)
+        .map(|i| xtask::sushy::EmulatorConfig {
+            systems: vec![FakeSystem::new(SIM[i], &format!("metal-{}", i + 1), macs[i])],
+            auth: Some((USER.into(), PASSWORD.into())),
+            tls: false,
+            port: None,
         })
         .collect();
-    for e in &mut emus {
-        e.wait_ready(std::time::Duration::from_secs(60)).unwrap();
-    }
+    let emus = xtask::sushy::Emulator::start_many(&venv, configs).unwrap();
     let image = ImageServer::start("talos-metal-amd64.iso", vec![7; 32 * 1024]).unwrap();
     let ips = ["127.2.0.11", "127.2.0.12", "127.2.0.13"];
     let talos_ports: Vec<u16> = ips
