@@ -468,6 +468,33 @@ fn three_bmcs_provisioned_concurrently_then_power_status_cli() {
         }
         assert!(!stdout.contains(PASSWORD) && !stderr.contains(PASSWORD));
 
+        // `bootstrap provision` leaves nodes that answer alone.
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_bootstrap"))
+            .arg("-i")
+            .arg(&inv)
+            .args(["provision", "--concurrency", "3"])
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 3, "{stdout}");
+        for (i, l) in lines.iter().enumerate() {
+            assert!(
+                l.starts_with(&format!(
+                    "metal-{}: already answers on {}",
+                    i + 1,
+                    addrs_of(&ips, &talos_ports, i)
+                )),
+                "{l}"
+            );
+        }
+
         // off and cycle want --yes; without it nothing is sent.
         let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_bootstrap"))
             .arg("-i")
@@ -573,4 +600,8 @@ fn session_auth_etag_and_task_monitor() {
         c.logout().await;
         assert_eq!((stat(&front.stats.logouts), front.open_sessions()), (1, 0));
     });
+}
+
+fn addrs_of(ips: &[&str], ports: &[u16], i: usize) -> String {
+    format!("{}:{}", ips[i], ports[i])
 }
