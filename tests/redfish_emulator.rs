@@ -352,23 +352,15 @@ fn three_bmcs_provisioned_concurrently_then_power_status_cli() {
         return;
     };
     let macs = ["02:00:7f:02:00:0b", "02:00:7f:02:00:0c", "02:00:7f:02:00:0d"];
-    let mut emus: Vec<xtask::sushy::Emulator> = (0..3)
-        .map(|i| {
-            xtask::sushy::Emulator::spawn(
-                &venv,
-                xtask::sushy::EmulatorConfig {
-                    systems: vec![FakeSystem::new(SIM[i], &format!("metal-{}", i + 1), macs[i])],
-                    auth: Some((USER.into(), PASSWORD.into())),
-                    tls: false,
-                    port: None,
-                },
-            )
-            .unwrap()
+    let configs = (0..3)
+        .map(|i| xtask::sushy::EmulatorConfig {
+            systems: vec![FakeSystem::new(SIM[i], &format!("metal-{}", i + 1), macs[i])],
+            auth: Some((USER.into(), PASSWORD.into())),
+            tls: false,
+            port: None,
         })
         .collect();
-    for e in &mut emus {
-        e.wait_ready(std::time::Duration::from_secs(60)).unwrap();
-    }
+    let emus = xtask::sushy::Emulator::start_many(&venv, configs).unwrap();
     let image = ImageServer::start("talos-metal-amd64.iso", vec![7; 32 * 1024]).unwrap();
     let ips = ["127.2.0.11", "127.2.0.12", "127.2.0.13"];
     let talos_ports: Vec<u16> = ips
@@ -467,6 +459,7 @@ fn three_bmcs_provisioned_concurrently_then_power_status_cli() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stdout}\n{stderr}");
+        eprintln!("bootstrap power status:\n{stdout}");
         let lines: Vec<&str> = stdout.lines().collect();
         assert_eq!(lines.len(), 3, "{stdout}");
         for (i, l) in lines.iter().enumerate() {
@@ -474,6 +467,33 @@ fn three_bmcs_provisioned_concurrently_then_power_status_cli() {
             assert!(l.contains(&format!("127.0.0.1:{}", emus[i].port)), "{l}");
         }
         assert!(!stdout.contains(PASSWORD) && !stderr.contains(PASSWORD));
+
+        // `bootstrap provision` leaves nodes that answer alone.
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_bootstrap"))
+            .arg("-i")
+            .arg(&inv)
+            .args(["provision", "--concurrency", "3"])
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 3, "{stdout}");
+        for (i, l) in lines.iter().enumerate() {
+            assert!(
+                l.starts_with(&format!(
+                    "metal-{}: already answers on {}",
+                    i + 1,
+                    addrs_of(&ips, &talos_ports, i)
+                )),
+                "{l}"
+            );
+        }
 
         // off and cycle want --yes; without it nothing is sent.
         let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_bootstrap"))
@@ -518,7 +538,14 @@ fn session_auth_etag_and_task_monitor() {
     let Some(venv) = venv_or_skip("session_auth_etag_and_task_monitor") else {
         return;
     };
-    let emu = emulator(&venv, vec![FakeSystem::new(A, "node-a", "02:00:00:00:0a:01")], false);
+    let emu = emulator(
+        &venv,
+        vec![
+            FakeSystem::new(A, "node-a", "02:00:00:00:0a:01"),
+            FakeSystem::new(B, "node-b", "02:00:00:00:0b:01"),
+        ],
+        false,
+    );
     let front = xtask::redfish_front::RedfishFront::start(&emu).unwrap();
     let image = ImageServer::start("installer.iso", vec![1; 4096]).unwrap();
     let stat = |c: &std::sync::atomic::AtomicUsize| c.load(std::sync::atomic::Ordering::SeqCst);
@@ -533,13 +560,19 @@ fn session_auth_etag_and_task_monitor() {
         );
         assert!(!e.to_string().contains("wrong-password"));
 
-        let c = client("node-a", &bmc(&front.url));
+        // Two systems: the inventory's serial picks one, and the identity
+        // check compares it before every change.
+        let mut by_serial = bmc(&front.url);
+        by_serial.serial = Some(xtask::redfish_front::serial_of(A));
+        let c = client("node-a", &by_serial);
         c.login().await.unwrap();
         assert!(c.has_session());
         assert_eq!((stat(&front.stats.logins), front.open_sessions()), (1, 1));
 
         let mut sys = system::discover(&c, None).await.unwrap();
+        assert_eq!(sys.id, A);
         assert!(sys.etag.is_some(), "the front serves ETags");
+        assert!(sys.virtual_media.is_none(), "virtual media only under the manager here");
         boot::set_override(&c, &sys, BootTarget::Pxe).await.unwrap();
         assert_eq!(stat(&front.stats.if_match_ok), 1);
         // A stale ETag is answered 412: read again and retry once.
@@ -551,8 +584,13 @@ fn session_auth_etag_and_task_monitor() {
             observe(&emu.system_url(A)).await["Boot"]["BootSourceOverrideTarget"],
             "Cd"
         );
+        assert_eq!(
+            observe(&emu.system_url(B)).await["Boot"]["BootSourceOverrideTarget"],
+            "Hdd"
+        );
 
-        // InsertMedia answers 202: the task monitor is followed to the end.
+        // InsertMedia, found through the manager, answers 202: the task
+        // monitor is followed to the end.
         let m = media::insert(&c, &sys, &image.url).await.unwrap();
         assert!(m.inserted && image.hits() >= 1, "{m:?}");
         let dead = format!("http://127.0.0.1:{}/gone.iso", closed_port());
@@ -562,4 +600,8 @@ fn session_auth_etag_and_task_monitor() {
         c.logout().await;
         assert_eq!((stat(&front.stats.logouts), front.open_sessions()), (1, 0));
     });
+}
+
+fn addrs_of(ips: &[&str], ports: &[u16], i: usize) -> String {
+    format!("{}:{}", ips[i], ports[i])
 }

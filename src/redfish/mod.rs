@@ -73,3 +73,26 @@ impl std::error::Error for Error {}
 
 /// Result of BMC operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_node_and_bmc_and_urls_lose_their_credentials() {
+        let e = Error {
+            node: "cp-1".into(),
+            bmc: client::shown_url("https://root:calvin@10.0.0.5/"),
+            kind: ErrorKind::Timeout("system 1 is still Off".into()),
+        };
+        let text = e.to_string();
+        assert!(
+            text.starts_with("node cp-1 (BMC https://10.0.0.5/): system 1"),
+            "{text}"
+        );
+        assert!(!text.contains("calvin"), "{text}");
+        assert_eq!(client::shown_url("http://127.0.0.1:8101"), "http://127.0.0.1:8101");
+        assert_eq!(PowerState::parse(Some("PoweringOn")), PowerState::PoweringOn);
+        assert_eq!(PowerState::parse(None).to_string(), "(not reported)");
+    }
+}

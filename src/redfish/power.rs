@@ -194,6 +194,7 @@ pub async fn wait_for(client: &Client, sys: &System, want: &PowerState, wait: Wa
 }
 
 /// Powers on (On, else ForceOn, else PushPowerButton) and waits for On.
+/// Refuses on an identity mismatch, even when nothing would change.
 pub async fn power_on(client: &Client, sys: &System, wait: Wait) -> Result<Change> {
     client.check_identity(sys)?;
     let now = state(client, sys).await?;
@@ -212,6 +213,7 @@ pub async fn power_on(client: &Client, sys: &System, wait: Wait) -> Result<Chang
 }
 
 /// Powers off hard (ForceOff, else GracefulShutdown) and waits for Off.
+/// Refuses on an identity mismatch, even when nothing would change.
 pub async fn power_off(client: &Client, sys: &System, wait: Wait) -> Result<Change> {
     client.check_identity(sys)?;
     let now = state(client, sys).await?;

@@ -1,8 +1,10 @@
 //! A Redfish front for the emulator that adds what sushy-tools lacks but
 //! real BMCs do: a SessionService (`X-Auth-Token`, logout by DELETE), ETags
 //! on ComputerSystems with `If-Match` required on PATCH (412 when stale,
-//! 428 when missing), and InsertMedia answered `202 Accepted` with a task
-//! monitor. Everything else is forwarded to a running [`Emulator`] over
+//! 428 when missing), InsertMedia answered `202 Accepted` with a task
+//! monitor, a `SerialNumber` on each system ([`serial_of`]), and virtual
+//! media reachable only through the manager (the system's link is removed,
+//! as some vendors do). Everything else is forwarded to a running [`Emulator`] over
 //! HTTP with its basic-auth credentials. Loopback only; test support.
 
 use std::collections::HashMap;
@@ -151,6 +153,24 @@ fn error(status: StatusCode, message: &str) -> Response {
 
 fn etag_of(body: &[u8]) -> String {
     format!("\"{}\"", &hex::encode(sha2::Sha256::digest(body))[..16])
+}
+
+/// The serial number the front gives the system with this id.
+pub fn serial_of(id: &str) -> String {
+    format!("SN-{}", id.chars().take(8).collect::<String>().to_uppercase())
+}
+
+/// A system as the front shows it: with a serial, without VirtualMedia.
+fn system_view(bytes: &[u8]) -> Bytes {
+    let Ok(mut v) = serde_json::from_slice::<Value>(bytes) else {
+        return Bytes::copy_from_slice(bytes);
+    };
+    let id = v["Id"].as_str().unwrap_or_default().to_owned();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("SerialNumber".into(), Value::String(serial_of(&id)));
+        o.remove("VirtualMedia");
+    }
+    Bytes::from(v.to_string())
 }
 
 fn is_system(path: &str) -> bool {
@@ -309,7 +329,7 @@ async fn handle(State(f): State<Arc<Front>>, req: Request) -> Response {
                 f.stats.if_match_refused.fetch_add(1, Ordering::SeqCst);
                 return error(StatusCode::PRECONDITION_REQUIRED, "If-Match is required");
             }
-            Some(tag) if tag != etag_of(&current) => {
+            Some(tag) if tag != etag_of(&system_view(&current)) => {
                 f.stats.if_match_refused.fetch_add(1, Ordering::SeqCst);
                 return error(StatusCode::PRECONDITION_FAILED, "the ETag is stale");
             }
@@ -318,7 +338,10 @@ async fn handle(State(f): State<Arc<Front>>, req: Request) -> Response {
             }
         }
     }
-    let (status, headers, bytes) = f.forward(method.clone(), &path, body).await;
+    let (status, headers, mut bytes) = f.forward(method.clone(), &path, body).await;
+    if method == Method::GET && is_system(&path) && status.is_success() {
+        bytes = system_view(&bytes);
+    }
     let mut r = Response::builder().status(status);
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         r = r.header(header::CONTENT_TYPE, ct);

@@ -193,6 +193,21 @@ impl Emulator {
         Err(last.expect("at least one attempt"))
     }
 
+    /// Starts several emulators at once (Python start-up overlaps) and waits
+    /// for all; one that fails to come up is started again on another port.
+    pub fn start_many(venv: &Path, configs: Vec<EmulatorConfig>) -> anyhow::Result<Vec<Self>> {
+        let spawned: Vec<anyhow::Result<Self>> = configs.iter().map(|c| Self::spawn(venv, c.clone())).collect();
+        let mut out = Vec::new();
+        for (emu, config) in spawned.into_iter().zip(configs) {
+            let ready = emu.and_then(|mut e| e.wait_ready(Duration::from_secs(60)).map(|()| e));
+            out.push(match ready {
+                Ok(e) => e,
+                Err(_) => Self::start(venv, config)?,
+            });
+        }
+        Ok(out)
+    }
+
     /// Starts an emulator without waiting; call [`Emulator::wait_ready`].
     pub fn spawn(venv: &Path, config: EmulatorConfig) -> anyhow::Result<Self> {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
