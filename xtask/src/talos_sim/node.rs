@@ -182,13 +182,19 @@ impl SimNode {
         let (Some(config), Some(cluster_key)) = (config, cluster_key) else {
             return pki::maintenance_server_config(self.addr.ip()).map(Some);
         };
-        let hostname = config.hostname.clone().unwrap_or_else(|| default_hostname(self.addr.ip()));
+        let hostname = config
+            .hostname
+            .clone()
+            .unwrap_or_else(|| default_hostname(self.addr.ip()));
         let cluster = self.shared.cluster(&cluster_key);
         let ca_key = {
             let mut cluster = lock(&cluster);
             match config.machine_type {
                 MachineType::ControlPlane => {
-                    let key = config.os_ca_key.clone().expect("validated: control planes carry the CA key");
+                    let key = config
+                        .os_ca_key
+                        .clone()
+                        .expect("validated: control planes carry the CA key");
                     cluster.os_ca = Some((config.os_ca_crt.clone(), key.clone()));
                     cluster.control_planes.insert(
                         self.name.clone(),
@@ -257,7 +263,10 @@ impl SimNode {
         if let Some(running) = self.running.lock().await.take() {
             let _ = running.stop.send(true);
             let abort = running.task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(2), running.task).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(2), running.task)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }
