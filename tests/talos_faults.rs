@@ -235,3 +235,51 @@ async fn reboot_windows_and_injected_faults_are_ridden_out_by_retries() {
     );
     sim.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_the_wrong_cluster_identity_does_not_join_etcd() {
+    let sim = TalosSim::start(SimOptions::new(2)).await.unwrap();
+    let secrets = TestSecrets::generate("lab", "https://lab.example.test:6443");
+    sim.node(1).update_faults(|f| f.wrong_cluster_identity = true);
+    let mut clients = Vec::new();
+    for (i, node) in sim.nodes().iter().enumerate() {
+        let (client, _) = TalosClient::maintenance_with(node.name(), node.addr(), None, policy())
+            .await
+            .unwrap();
+        // Maintenance mode grants reader rights only.
+        assert_eq!(client.reboot().await.unwrap_err().code(), Some(Code::PermissionDenied));
+        assert_eq!(
+            client.reset(true).await.unwrap_err().code(),
+            Some(Code::PermissionDenied)
+        );
+        let config = secrets.controlplane_config(&format!("cp-{}", i + 1));
+        client.apply_configuration(config.as_bytes(), Mode::Auto).await.unwrap();
+        let client = TalosClient::configured_with(node.name(), node.addr(), &secrets.credentials(), policy()).unwrap();
+        client.wait_ready().await.unwrap();
+        clients.push(client);
+    }
+    clients[0].bootstrap(false).await.unwrap();
+    let members = clients[0].etcd_members().await.unwrap();
+    assert_eq!(
+        members.iter().map(|m| m.hostname.as_str()).collect::<Vec<_>>(),
+        ["cp-1"]
+    );
+    let err = clients[1].etcd_members().await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::FailedPrecondition), "{err}");
+    sim.stop().await;
+}
+
+#[test]
+fn fixture_configurations_validate_against_the_talos_schema() {
+    let schema_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/talos/config.schema.v1.13.json");
+    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(schema_path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let secrets = TestSecrets::generate("lab", "https://lab.example.test:6443");
+    for config in [secrets.controlplane_config("cp-1"), secrets.worker_config("w-1")] {
+        for doc in serde_yaml::Deserializer::from_str(&config) {
+            let value: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
+            let errors: Vec<String> = validator.iter_errors(&value).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "{errors:?}");
+        }
+    }
+}
