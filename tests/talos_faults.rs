@@ -268,18 +268,3 @@ async fn a_node_with_the_wrong_cluster_identity_does_not_join_etcd() {
     assert_eq!(err.code(), Some(Code::FailedPrecondition), "{err}");
     sim.stop().await;
 }
-
-#[test]
-fn fixture_configurations_validate_against_the_talos_schema() {
-    let schema_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/talos/config.schema.v1.13.json");
-    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(schema_path).unwrap()).unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
-    let secrets = TestSecrets::generate("lab", "https://lab.example.test:6443");
-    for config in [secrets.controlplane_config("cp-1"), secrets.worker_config("w-1")] {
-        for doc in serde_yaml::Deserializer::from_str(&config) {
-            let value: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
-            let errors: Vec<String> = validator.iter_errors(&value).map(|e| e.to_string()).collect();
-            assert!(errors.is_empty(), "{errors:?}");
-        }
-    }
-}

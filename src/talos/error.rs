@@ -86,10 +86,19 @@ impl TalosError {
                 server_certificate,
             };
         }
+        // A status with a source was made up by the client from a broken
+        // connection (a node going down mid-call), not sent by the node.
+        let transport = std::error::Error::source(status).is_some();
+        let code = match status.code() {
+            tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::Cancelled if transport => {
+                tonic::Code::Unavailable
+            }
+            code => code,
+        };
         Self::Rpc {
             node: node.to_owned(),
             rpc,
-            code: status.code(),
+            code,
             message: status.message().to_owned(),
         }
     }

@@ -35,6 +35,8 @@ pub(crate) struct NodeState {
     /// Bumped at every boot; reboot tasks of an older boot give up.
     pub generation: u64,
     pub pending_snapshot: Option<Vec<u8>>,
+    /// A reboot is scheduled or under way: calls get UNAVAILABLE.
+    pub rebooting: bool,
 }
 
 struct Running {
@@ -70,6 +72,7 @@ impl SimNode {
                 booted_at: Instant::now(),
                 generation: 0,
                 pending_snapshot: None,
+                rebooting: false,
             }),
             faults: Mutex::new(Faults::default()),
             calls: Mutex::new(Vec::new()),
@@ -162,6 +165,7 @@ impl SimNode {
         let generation = {
             let mut st = lock(&self.state);
             st.up = true;
+            st.rebooting = false;
             st.booted_at = Instant::now();
             st.generation += 1;
             st.generation
@@ -277,12 +281,15 @@ impl SimNode {
     /// state and the node boots again.
     pub(crate) fn reboot_with(self: &Arc<Self>, change: impl FnOnce(&mut NodeState) + Send + 'static) {
         let node = self.clone();
-        let generation = lock(&self.state).generation;
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            if lock(&node.state).generation != generation {
+        {
+            let mut st = lock(&self.state);
+            if st.rebooting {
                 return;
             }
+            st.rebooting = true;
+        }
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
             node.shutdown().await;
             let faults = node.faults();
             let delay = faults.reboot_delay.unwrap_or(node.shared.options.reboot_delay);

@@ -69,7 +69,11 @@ impl Service {
         if refuse {
             return Err(Status::unavailable("simulated fault: node unavailable"));
         }
-        if lock(&self.node.state).generation != self.generation {
+        let (generation, rebooting) = {
+            let st = lock(&self.node.state);
+            (st.generation, st.rebooting)
+        };
+        if generation != self.generation || rebooting {
             return Err(Status::unavailable("node is rebooting"));
         }
         let maintenance = self.node.mode() == NodeMode::Maintenance;
