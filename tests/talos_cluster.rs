@@ -193,6 +193,9 @@ async fn three_control_planes_and_two_workers_through_the_whole_lifecycle() {
         .iter()
         .map(|n| TalosClient::configured_with(n.name(), n.addr(), &creds, policy()).unwrap())
         .collect();
+    for client in &clients {
+        client.wait_ready().await.expect("configured again");
+    }
     clients[0].etcd_recover(&path).await.expect("upload snapshot");
     clients[0].bootstrap(true).await.expect("bootstrap from snapshot");
     assert_eq!(
