@@ -54,7 +54,10 @@ async fn apply_all(sim: &TalosSim, secrets: &TestSecrets) -> Vec<String> {
         assert_eq!(fingerprint.len(), 64, "SPKI SHA-256 in hex");
         let version = client.version().await.expect("Version is allowed in maintenance mode");
         assert_eq!(version.version.unwrap().tag, "v1.13.9");
-        for denied in [client.bootstrap(false).await.unwrap_err(), client.kubeconfig().await.unwrap_err()] {
+        for denied in [
+            client.bootstrap(false).await.unwrap_err(),
+            client.kubeconfig().await.unwrap_err(),
+        ] {
             assert_eq!(denied.code(), Some(Code::PermissionDenied), "{denied}");
         }
         let outcome = client
@@ -86,7 +89,7 @@ async fn three_control_planes_and_two_workers_through_the_whole_lifecycle() {
         .collect();
     // The first call after apply meets the reboot window: retries carry it.
     for client in &clients {
-        client.version().await.expect("configured node answers over mTLS");
+        client.wait_ready().await.expect("configured node answers over mTLS");
     }
     for node in sim.nodes() {
         assert_eq!(node.mode(), NodeMode::Configured);
@@ -98,14 +101,20 @@ async fn three_control_planes_and_two_workers_through_the_whole_lifecycle() {
     clients[0].bootstrap(false).await.expect("bootstrap");
     let again = clients[1].bootstrap(false).await.unwrap_err();
     assert_eq!(again.code(), Some(Code::AlreadyExists), "{again}");
-    assert!(again.to_string().contains("node-2") && again.to_string().contains("Bootstrap"), "{again}");
+    assert!(
+        again.to_string().contains("node-2") && again.to_string().contains("Bootstrap"),
+        "{again}"
+    );
 
     let members = clients[0].etcd_members().await.unwrap();
     let mut hostnames: Vec<_> = members.iter().map(|m| m.hostname.clone()).collect();
     hostnames.sort();
     assert_eq!(hostnames, ["cp-1", "cp-2", "cp-3"], "the other control planes joined");
     let services = clients[2].service_list().await.unwrap();
-    let etcd = services.iter().find(|s| s.id == "etcd").expect("etcd service on a control plane");
+    let etcd = services
+        .iter()
+        .find(|s| s.id == "etcd")
+        .expect("etcd service on a control plane");
     assert_eq!(etcd.state, "Running");
     let worker_services = clients[3].service_list().await.unwrap();
     assert!(worker_services.iter().all(|s| s.id != "etcd"), "workers run no etcd");
@@ -115,18 +124,34 @@ async fn three_control_planes_and_two_workers_through_the_whole_lifecycle() {
     // Kubeconfig: admin certificate signed by the Kubernetes CA, server overridden.
     let kubeconfig = clients[0].kubeconfig().await.expect("kubeconfig");
     let doc: serde_yaml::Value = serde_yaml::from_slice(&kubeconfig).unwrap();
-    assert_eq!(doc["clusters"][0]["cluster"]["server"].as_str(), Some(kube_url.as_str()));
+    assert_eq!(
+        doc["clusters"][0]["cluster"]["server"].as_str(),
+        Some(kube_url.as_str())
+    );
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let ca_pem = b64.decode(doc["clusters"][0]["cluster"]["certificate-authority-data"].as_str().unwrap()).unwrap();
+    let ca_pem = b64
+        .decode(
+            doc["clusters"][0]["cluster"]["certificate-authority-data"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
     assert_eq!(String::from_utf8(ca_pem).unwrap(), secrets.k8s_ca.crt);
-    let crt_pem = b64.decode(doc["users"][0]["user"]["client-certificate-data"].as_str().unwrap()).unwrap();
+    let crt_pem = b64
+        .decode(doc["users"][0]["user"]["client-certificate-data"].as_str().unwrap())
+        .unwrap();
     let (_, pem) = x509_parser::pem::parse_x509_pem(&crt_pem).unwrap();
     let crt = pem.parse_x509().unwrap();
     let (_, ca) = x509_parser::pem::parse_x509_pem(secrets.k8s_ca.crt.as_bytes()).unwrap();
     let ca = ca.parse_x509().unwrap();
-    crt.verify_signature(Some(ca.public_key())).expect("admin cert signed by the Kubernetes CA");
-    let orgs: Vec<_> = crt.subject().iter_organization().map(|o| o.as_str().unwrap().to_owned()).collect();
+    crt.verify_signature(Some(ca.public_key()))
+        .expect("admin cert signed by the Kubernetes CA");
+    let orgs: Vec<_> = crt
+        .subject()
+        .iter_organization()
+        .map(|o| o.as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(orgs, ["system:masters"]);
     let from_worker = clients[3].kubeconfig().await.unwrap_err();
     assert_eq!(from_worker.code(), Some(Code::FailedPrecondition), "{from_worker}");
@@ -146,11 +171,20 @@ async fn three_control_planes_and_two_workers_through_the_whole_lifecycle() {
         client.reset(false).await.expect("reset");
     }
     for node in sim.nodes() {
-        eventually("nodes back in maintenance mode", || node.is_up() && node.mode() == NodeMode::Maintenance).await;
+        eventually("nodes back in maintenance mode", || {
+            node.is_up() && node.mode() == NodeMode::Maintenance
+        })
+        .await;
     }
-    assert!(sim.etcd_get(&secrets.cluster_id, "/registry/marker").is_none(), "reset wiped etcd");
+    assert!(
+        sim.etcd_get(&secrets.cluster_id, "/registry/marker").is_none(),
+        "reset wiped etcd"
+    );
     let denied = clients[0].version().await.unwrap_err();
-    assert!(matches!(denied, TalosError::Tls { .. } | TalosError::Rpc { .. }), "{denied}");
+    assert!(
+        matches!(denied, TalosError::Tls { .. } | TalosError::Rpc { .. }),
+        "{denied}"
+    );
 
     // Recover: configure again, upload the snapshot, bootstrap from it.
     apply_all(&sim, &secrets).await;
@@ -159,9 +193,15 @@ async fn three_control_planes_and_two_workers_through_the_whole_lifecycle() {
         .iter()
         .map(|n| TalosClient::configured_with(n.name(), n.addr(), &creds, policy()).unwrap())
         .collect();
+    for client in &clients {
+        client.wait_ready().await.expect("configured again");
+    }
     clients[0].etcd_recover(&path).await.expect("upload snapshot");
     clients[0].bootstrap(true).await.expect("bootstrap from snapshot");
-    assert_eq!(sim.etcd_get(&secrets.cluster_id, "/registry/marker").as_deref(), Some("before-reset"));
+    assert_eq!(
+        sim.etcd_get(&secrets.cluster_id, "/registry/marker").as_deref(),
+        Some("before-reset")
+    );
     assert_eq!(clients[0].etcd_members().await.unwrap().len(), 3);
     let once_more = clients[0].bootstrap(true).await.unwrap_err();
     assert_eq!(once_more.code(), Some(Code::AlreadyExists), "{once_more}");

@@ -23,13 +23,15 @@ fn policy() -> CallPolicy {
 
 async fn configured_control_plane(sim: &TalosSim, secrets: &TestSecrets) -> TalosClient {
     let node = sim.node(0);
-    let (client, _) = TalosClient::maintenance_with(node.name(), node.addr(), None, policy()).await.unwrap();
+    let (client, _) = TalosClient::maintenance_with(node.name(), node.addr(), None, policy())
+        .await
+        .unwrap();
     client
         .apply_configuration(secrets.controlplane_config("cp-1").as_bytes(), Mode::Auto)
         .await
         .unwrap();
     let client = TalosClient::configured_with(node.name(), node.addr(), &secrets.credentials(), policy()).unwrap();
-    client.version().await.expect("configured node answers");
+    client.wait_ready().await.expect("configured node answers");
     client
 }
 
@@ -41,7 +43,9 @@ async fn wrong_client_certificates_are_refused() {
     let node = sim.node(0);
 
     // A talosconfig round trip gives working credentials.
-    let talosconfig = secrets.credentials().to_talosconfig("lab", &[node.addr().ip().to_string()]);
+    let talosconfig = secrets
+        .credentials()
+        .to_talosconfig("lab", &[node.addr().ip().to_string()]);
     let creds = TalosCredentials::from_talosconfig(&talosconfig, None).unwrap();
     let ok = TalosClient::configured_with(node.name(), node.addr(), &creds, policy()).unwrap();
     ok.service_list().await.expect("admin from talosconfig");
@@ -51,7 +55,10 @@ async fn wrong_client_certificates_are_refused() {
     let foreign = TalosCredentials::from_pem(&secrets.os_ca.crt, &other.admin.crt, other.credentials().key_pem);
     let client = TalosClient::configured_with(node.name(), node.addr(), &foreign, policy()).unwrap();
     let err = client.version().await.unwrap_err();
-    assert!(matches!(err, TalosError::Tls { .. }), "foreign client certificate: {err}");
+    assert!(
+        matches!(err, TalosError::Tls { .. }),
+        "foreign client certificate: {err}"
+    );
     assert!(err.to_string().contains("node-1"), "{err}");
 
     // Right CA but EKU serverAuth + clientAuth: Talos wants exactly clientAuth.
@@ -60,12 +67,20 @@ async fn wrong_client_certificates_are_refused() {
         &["os:admin"],
         vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
     );
-    let client = TalosClient::configured_with(node.name(), node.addr(), &secrets.credentials_for(&both), policy()).unwrap();
+    let client =
+        TalosClient::configured_with(node.name(), node.addr(), &secrets.credentials_for(&both), policy()).unwrap();
     let err = client.version().await.unwrap_err();
-    assert!(matches!(err, TalosError::Tls { .. }), "EKU not exactly clientAuth: {err}");
+    assert!(
+        matches!(err, TalosError::Tls { .. }),
+        "EKU not exactly clientAuth: {err}"
+    );
 
     // A reader certificate: reads work, admin RPCs are denied.
-    let reader = client_cert(&secrets.os_ca, &["os:reader"], vec![ExtendedKeyUsagePurpose::ClientAuth]);
+    let reader = client_cert(
+        &secrets.os_ca,
+        &["os:reader"],
+        vec![ExtendedKeyUsagePurpose::ClientAuth],
+    );
     let client =
         TalosClient::configured_with(node.name(), node.addr(), &secrets.credentials_for(&reader), policy()).unwrap();
     client.version().await.expect("reader may call Version");
@@ -76,7 +91,10 @@ async fn wrong_client_certificates_are_refused() {
     let wrong_ca = TalosCredentials::from_pem(&other.os_ca.crt, &secrets.admin.crt, secrets.credentials().key_pem);
     let client = TalosClient::configured_with(node.name(), node.addr(), &wrong_ca, policy()).unwrap();
     let err = client.version().await.unwrap_err();
-    assert!(matches!(err, TalosError::Tls { .. }), "server certificate from another CA: {err}");
+    assert!(
+        matches!(err, TalosError::Tls { .. }),
+        "server certificate from another CA: {err}"
+    );
     sim.stop().await;
 }
 
@@ -85,7 +103,9 @@ async fn invalid_configurations_are_rejected_and_the_node_stays_in_maintenance()
     let sim = TalosSim::start(SimOptions::new(1)).await.unwrap();
     let secrets = TestSecrets::generate("lab", "https://lab.example.test:6443");
     let node = sim.node(0);
-    let (client, fingerprint) = TalosClient::maintenance_with(node.name(), node.addr(), None, policy()).await.unwrap();
+    let (client, fingerprint) = TalosClient::maintenance_with(node.name(), node.addr(), None, policy())
+        .await
+        .unwrap();
 
     let worker = secrets.worker_config("w-1");
     let os_key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &secrets.os_ca.key);
@@ -94,32 +114,54 @@ async fn invalid_configurations_are_rejected_and_the_node_stays_in_maintenance()
     let cp = secrets.controlplane_config("cp-1");
     let cases = [
         ("worker with the OS CA key", worker_with_ca_key),
-        ("wrong version", cp.replacen("version: v1alpha1", "version: v1alpha2", 1)),
-        ("wrong machine type", cp.replacen("type: controlplane", "type: database", 1)),
+        (
+            "wrong version",
+            cp.replacen("version: v1alpha1", "version: v1alpha2", 1),
+        ),
+        (
+            "wrong machine type",
+            cp.replacen("type: controlplane", "type: database", 1),
+        ),
         (
             "missing endpoint",
-            cp.replacen("    endpoint: https://lab.example.test:6443\n", "    localAPIServerPort: 6443\n", 1),
+            cp.replacen(
+                "    endpoint: https://lab.example.test:6443\n",
+                "    localAPIServerPort: 6443\n",
+                1,
+            ),
         ),
         ("invalid YAML", "version: v1alpha1\nmachine: [unclosed\n".to_owned()),
     ];
     for (what, config) in cases {
-        let err = client.apply_configuration(config.as_bytes(), Mode::Auto).await.unwrap_err();
+        let err = client
+            .apply_configuration(config.as_bytes(), Mode::Auto)
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Some(Code::InvalidArgument), "{what}: {err}");
         assert!(err.to_string().contains("ApplyConfiguration"), "{what}: {err}");
     }
     assert_eq!(node.mode(), NodeMode::Maintenance);
-    let applies = node.calls().iter().filter(|c| c.method == "ApplyConfiguration" && c.mutating).count();
+    let applies = node
+        .calls()
+        .iter()
+        .filter(|c| c.method == "ApplyConfiguration" && c.mutating)
+        .count();
     assert_eq!(applies, 5);
     // Still the same maintenance node: the pinned fingerprint connects, another one does not.
     TalosClient::maintenance_pinned(node.name(), node.addr(), &fingerprint)
         .await
         .expect("pinned to the key seen first");
     let wrong = "00".repeat(32);
-    let err = TalosClient::maintenance_pinned(node.name(), node.addr(), &wrong).await.unwrap_err();
+    let err = TalosClient::maintenance_pinned(node.name(), node.addr(), &wrong)
+        .await
+        .unwrap_err();
     assert!(matches!(err, TalosError::Tls { .. }), "{err}");
 
     // A valid worker configuration is accepted.
-    client.apply_configuration(worker.as_bytes(), Mode::Auto).await.expect("valid worker config");
+    client
+        .apply_configuration(worker.as_bytes(), Mode::Auto)
+        .await
+        .expect("valid worker config");
     sim.stop().await;
 }
 
@@ -143,13 +185,19 @@ async fn reboot_windows_and_injected_faults_are_ridden_out_by_retries() {
 
     // A stream broken after its first chunk is restarted.
     client.bootstrap(false).await.unwrap();
-    node.update_faults(|f| f.drop_next_streams = 2);
+    node.update_faults(|f| f.drop_next_streams = 1);
     let dir = tempfile::tempdir().unwrap();
-    let info = client.etcd_snapshot(&dir.path().join("snap.db")).await.expect("snapshot after a dropped stream");
+    let info = client
+        .etcd_snapshot(&dir.path().join("snap.db"))
+        .await
+        .expect("snapshot after a dropped stream");
     assert!(info.size > 0);
+    node.update_faults(|f| f.drop_next_streams = 1);
     client.kubeconfig().await.expect("kubeconfig after a dropped stream");
-    let snapshots = node.calls().iter().filter(|c| c.method == "EtcdSnapshot").count();
-    assert_eq!(snapshots, 2, "one broken stream, one complete");
+    for method in ["EtcdSnapshot", "Kubeconfig"] {
+        let n = node.calls().iter().filter(|c| c.method == method).count();
+        assert_eq!(n, 2, "{method}: one broken stream, one complete");
+    }
 
     // Reboot RPC: down for the reboot delay, calls keep working afterwards.
     node.update_faults(|f| f.reboot_delay = Some(Duration::from_millis(500)));
@@ -159,12 +207,64 @@ async fn reboot_windows_and_injected_faults_are_ridden_out_by_retries() {
     // A node that never comes back: the error names node and RPC once the budget is spent.
     node.update_faults(|f| f.fail_reboot = true);
     client.reboot().await.unwrap();
+    for _ in 0..100 {
+        if !node.is_up() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!node.is_up(), "the node went down for its reboot");
     let short = CallPolicy {
         retry_budget: Duration::from_millis(1500),
         ..policy()
     };
     let err = client.clone().with_policy(short).version().await.unwrap_err();
-    assert!(err.to_string().contains("node-1") && err.to_string().contains("Version"), "{err}");
-    assert!(matches!(err, TalosError::Rpc { code: Code::Unavailable, .. }), "{err}");
+    assert!(
+        err.to_string().contains("node-1") && err.to_string().contains("Version"),
+        "{err}"
+    );
+    assert!(
+        matches!(
+            err,
+            TalosError::Rpc {
+                code: Code::Unavailable,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_the_wrong_cluster_identity_does_not_join_etcd() {
+    let sim = TalosSim::start(SimOptions::new(2)).await.unwrap();
+    let secrets = TestSecrets::generate("lab", "https://lab.example.test:6443");
+    sim.node(1).update_faults(|f| f.wrong_cluster_identity = true);
+    let mut clients = Vec::new();
+    for (i, node) in sim.nodes().iter().enumerate() {
+        let (client, _) = TalosClient::maintenance_with(node.name(), node.addr(), None, policy())
+            .await
+            .unwrap();
+        // Maintenance mode grants reader rights only.
+        assert_eq!(client.reboot().await.unwrap_err().code(), Some(Code::PermissionDenied));
+        assert_eq!(
+            client.reset(true).await.unwrap_err().code(),
+            Some(Code::PermissionDenied)
+        );
+        let config = secrets.controlplane_config(&format!("cp-{}", i + 1));
+        client.apply_configuration(config.as_bytes(), Mode::Auto).await.unwrap();
+        let client = TalosClient::configured_with(node.name(), node.addr(), &secrets.credentials(), policy()).unwrap();
+        client.wait_ready().await.unwrap();
+        clients.push(client);
+    }
+    clients[0].bootstrap(false).await.unwrap();
+    let members = clients[0].etcd_members().await.unwrap();
+    assert_eq!(
+        members.iter().map(|m| m.hostname.as_str()).collect::<Vec<_>>(),
+        ["cp-1"]
+    );
+    let err = clients[1].etcd_members().await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::FailedPrecondition), "{err}");
     sim.stop().await;
 }

@@ -8,16 +8,16 @@ use rustls::pki_types::ServerName;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
-pub use super::retry::CallPolicy;
+use super::MAX_MESSAGE_SIZE;
 use super::credentials::TalosCredentials;
 use super::error::{TalosError, tls_failure};
 use super::etcd::{self, SnapshotInfo};
 use super::kubeconfig::unpack_kubeconfig;
 use super::proto::common::Metadata;
 use super::proto::machine::{self as pb, machine_service_client::MachineServiceClient};
-use super::retry::with_retry;
+pub use super::retry::CallPolicy;
+use super::retry::{with_retry, with_retry_tls};
 use super::tls::{connector, maintenance_tls_config, mtls_config};
-use super::MAX_MESSAGE_SIZE;
 
 /// A connection to one Talos node's API (port 50000), dialled directly.
 #[derive(Clone)]
@@ -30,7 +30,10 @@ pub struct TalosClient {
 
 impl std::fmt::Debug for TalosClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TalosClient").field("node", &self.node).field("addr", &self.addr).finish()
+        f.debug_struct("TalosClient")
+            .field("node", &self.node)
+            .field("addr", &self.addr)
+            .finish()
     }
 }
 
@@ -124,28 +127,34 @@ impl TalosClient {
             let connector = connector(config.clone(), ServerName::IpAddress(addr.ip().into()), addr);
             let endpoint = endpoint.clone();
             async move {
-                endpoint.connect_with_connector(connector).await.map_err(|e| match tls_failure(&e) {
-                    Some(message) => TalosError::Tls {
-                        node: node.to_owned(),
-                        rpc: "connect",
-                        message,
-                    },
-                    None => TalosError::Connect {
-                        node: node.to_owned(),
-                        addr: addr.to_string(),
-                        message: error_chain(&e),
-                    },
-                })
+                endpoint
+                    .connect_with_connector(connector)
+                    .await
+                    .map_err(|e| match tls_failure(&e) {
+                        Some((message, server_certificate)) => TalosError::Tls {
+                            node: node.to_owned(),
+                            rpc: "connect",
+                            message,
+                            server_certificate,
+                        },
+                        None => TalosError::Connect {
+                            node: node.to_owned(),
+                            addr: addr.to_string(),
+                            message: error_chain(&e),
+                        },
+                    })
             }
         })
         .await?;
-        let fingerprint = seen.lock().unwrap_or_else(|e| e.into_inner()).clone().ok_or_else(|| {
-            TalosError::Protocol {
-                node: node.to_owned(),
-                rpc: "connect",
-                message: "TLS handshake finished without a server certificate".into(),
-            }
-        })?;
+        let fingerprint =
+            seen.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .ok_or_else(|| TalosError::Protocol {
+                    node: node.to_owned(),
+                    rpc: "connect",
+                    message: "TLS handshake finished without a server certificate".into(),
+                })?;
         let client = Self {
             node: node.to_owned(),
             addr,
@@ -226,7 +235,11 @@ impl TalosClient {
     {
         let messages = with_retry(&self.policy, &self.node, rpc, self.policy.deadline, also_retry, || {
             let fut = call(self.grpc(), request.clone());
-            async move { fut.await.map(tonic::Response::into_inner).map_err(|s| self.status(rpc, &s)) }
+            async move {
+                fut.await
+                    .map(tonic::Response::into_inner)
+                    .map_err(|s| self.status(rpc, &s))
+            }
         })
         .await?;
         single(&self.node, rpc, messages)
@@ -264,11 +277,33 @@ impl TalosClient {
             recover_etcd: recover,
             recover_skip_hash_check: false,
         };
-        self.unary("Bootstrap", &[Code::FailedPrecondition], request, |mut c, r| async move {
-            c.bootstrap(r).await.map(|r| r.map(|r| r.messages))
-        })
+        self.unary(
+            "Bootstrap",
+            &[Code::FailedPrecondition],
+            request,
+            |mut c, r| async move { c.bootstrap(r).await.map(|r| r.map(|r| r.messages)) },
+        )
         .await
         .map(drop)
+    }
+
+    /// Waits until the node serves its configured (mTLS) API, e.g. after
+    /// ApplyConfiguration: the node may keep its maintenance certificate for
+    /// a moment, then reboots. Until the retry budget is spent, a node
+    /// certificate we reject and UNAVAILABLE both mean "not yet".
+    pub async fn wait_ready(&self) -> Result<pb::Version, TalosError> {
+        let rpc = "Version";
+        with_retry_tls(&self.policy, &self.node, rpc, self.policy.deadline, || async {
+            let messages = self
+                .grpc()
+                .version(())
+                .await
+                .map_err(|s| self.status(rpc, &s))?
+                .into_inner()
+                .messages;
+            single(&self.node, rpc, messages)
+        })
+        .await
     }
 
     /// The node's Talos version.
@@ -339,15 +374,27 @@ impl TalosClient {
     /// Fetches the admin kubeconfig (control planes only), unpacked to YAML.
     pub async fn kubeconfig(&self) -> Result<Vec<u8>, TalosError> {
         let rpc = "Kubeconfig";
-        let archive = with_retry(&self.policy, &self.node, rpc, self.policy.stream_deadline, &[], || async {
-            let mut stream = self.grpc().kubeconfig(()).await.map_err(|s| self.status(rpc, &s))?.into_inner();
-            let mut archive = Vec::new();
-            while let Some(data) = stream.message().await.map_err(|s| self.status(rpc, &s))? {
-                check_metadata(&self.node, rpc, data.metadata.as_ref())?;
-                archive.extend_from_slice(&data.bytes);
-            }
-            Ok(archive)
-        })
+        let archive = with_retry(
+            &self.policy,
+            &self.node,
+            rpc,
+            self.policy.stream_deadline,
+            &[],
+            || async {
+                let mut stream = self
+                    .grpc()
+                    .kubeconfig(())
+                    .await
+                    .map_err(|s| self.status(rpc, &s))?
+                    .into_inner();
+                let mut archive = Vec::new();
+                while let Some(data) = stream.message().await.map_err(|s| self.status(rpc, &s))? {
+                    check_metadata(&self.node, rpc, data.metadata.as_ref())?;
+                    archive.extend_from_slice(&data.bytes);
+                }
+                Ok(archive)
+            },
+        )
         .await?;
         unpack_kubeconfig(&archive).map_err(|message| TalosError::Protocol {
             node: self.node.clone(),

@@ -62,9 +62,9 @@ impl TalosCredentials {
             let value = value
                 .as_deref()
                 .ok_or_else(|| TalosError::Credentials(format!("talosconfig context {name:?} has no {key}")))?;
-            let bytes = STANDARD.decode(value.trim()).map_err(|_| {
-                TalosError::Credentials(format!("talosconfig context {name:?}: {key} is not base64"))
-            })?;
+            let bytes = STANDARD
+                .decode(value.trim())
+                .map_err(|_| TalosError::Credentials(format!("talosconfig context {name:?}: {key} is not base64")))?;
             String::from_utf8(bytes)
                 .map_err(|_| TalosError::Credentials(format!("talosconfig context {name:?}: {key} is not PEM text")))
         };

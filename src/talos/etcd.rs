@@ -41,7 +41,10 @@ fn io_err(client: &TalosClient, rpc: &'static str, path: &Path, source: std::io:
 pub(crate) async fn snapshot(client: &TalosClient, path: &Path) -> Result<SnapshotInfo, TalosError> {
     let rpc = "EtcdSnapshot";
     let policy = client.policy().clone();
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = path.with_file_name(format!("{file_name}.tmp-{}", std::process::id()));
     let result = with_retry(&policy, client.node(), rpc, policy.stream_deadline, &[], || async {
         let mut file = tokio::fs::OpenOptions::new()
@@ -65,7 +68,9 @@ pub(crate) async fn snapshot(client: &TalosClient, path: &Path) -> Result<Snapsh
             check_metadata(client.node(), rpc, data.metadata.as_ref())?;
             hasher.update(&data.bytes);
             size += data.bytes.len() as u64;
-            file.write_all(&data.bytes).await.map_err(|e| io_err(client, rpc, &tmp, e))?;
+            file.write_all(&data.bytes)
+                .await
+                .map_err(|e| io_err(client, rpc, &tmp, e))?;
         }
         file.sync_all().await.map_err(|e| io_err(client, rpc, &tmp, e))?;
         if size == 0 {
@@ -80,7 +85,9 @@ pub(crate) async fn snapshot(client: &TalosClient, path: &Path) -> Result<Snapsh
     .await;
     match result {
         Ok((size, sha256)) => {
-            tokio::fs::rename(&tmp, path).await.map_err(|e| io_err(client, rpc, path, e))?;
+            tokio::fs::rename(&tmp, path)
+                .await
+                .map_err(|e| io_err(client, rpc, path, e))?;
             Ok(SnapshotInfo {
                 path: path.to_owned(),
                 size,
@@ -94,12 +101,17 @@ pub(crate) async fn snapshot(client: &TalosClient, path: &Path) -> Result<Snapsh
     }
 }
 
-/// Uploads `path` in [`RECOVER_CHUNK`]-byte `Data` messages.
+/// Uploads `path` in [`RECOVER_CHUNK`]-byte `Data` messages, retrying while
+/// the node answers FailedPrecondition (not waiting for bootstrap yet).
 pub(crate) async fn recover(client: &TalosClient, path: &Path) -> Result<(), TalosError> {
     let rpc = "EtcdRecover";
     let policy = client.policy().clone();
-    let response = with_retry(&policy, client.node(), rpc, policy.stream_deadline, &[], || async {
-        let file = tokio::fs::File::open(path).await.map_err(|e| io_err(client, rpc, path, e))?;
+    // FailedPrecondition: etcd is not waiting for bootstrap yet (node still starting).
+    let retry = [tonic::Code::FailedPrecondition];
+    let response = with_retry(&policy, client.node(), rpc, policy.stream_deadline, &retry, || async {
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| io_err(client, rpc, path, e))?;
         let chunks = futures::stream::unfold(Some(file), |file| async move {
             let mut file = file?;
             let mut buf = vec![0u8; RECOVER_CHUNK];
@@ -119,7 +131,10 @@ pub(crate) async fn recover(client: &TalosClient, path: &Path) -> Result<(), Tal
                 Err(_) => None,
             }
         });
-        let expected = tokio::fs::metadata(path).await.map_err(|e| io_err(client, rpc, path, e))?.len();
+        let expected = tokio::fs::metadata(path)
+            .await
+            .map_err(|e| io_err(client, rpc, path, e))?
+            .len();
         if expected == 0 {
             return Err(io_err(
                 client,

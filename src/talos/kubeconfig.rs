@@ -13,7 +13,9 @@ pub fn unpack_kubeconfig(archive: &[u8]) -> Result<Vec<u8>, String> {
     // The tar crate treats EOF where a header would start as the end of the
     // archive, so missing end-of-archive blocks need no special handling.
     let mut tar = tar::Archive::new(tar_bytes.as_slice());
-    let entries = tar.entries().map_err(|e| format!("kubeconfig payload is not a tar archive: {e}"))?;
+    let entries = tar
+        .entries()
+        .map_err(|e| format!("kubeconfig payload is not a tar archive: {e}"))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| format!("kubeconfig archive is corrupt: {e}"))?;
         let is_kubeconfig = entry
@@ -27,7 +29,10 @@ pub fn unpack_kubeconfig(archive: &[u8]) -> Result<Vec<u8>, String> {
                 .map_err(|e| format!("kubeconfig entry is truncated: {e}"))?;
             let expected = entry.header().size().unwrap_or(0);
             if out.len() as u64 != expected {
-                return Err(format!("kubeconfig entry is truncated: {} of {expected} bytes", out.len()));
+                return Err(format!(
+                    "kubeconfig entry is truncated: {} of {expected} bytes",
+                    out.len()
+                ));
             }
             return Ok(out);
         }
@@ -71,6 +76,10 @@ mod tests {
         assert!(unpack_kubeconfig(b"not gzip").unwrap_err().contains("gzip"));
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(&[0u8; 1024]).unwrap();
-        assert!(unpack_kubeconfig(&gz.finish().unwrap()).unwrap_err().contains("no `kubeconfig`"));
+        assert!(
+            unpack_kubeconfig(&gz.finish().unwrap())
+                .unwrap_err()
+                .contains("no `kubeconfig`")
+        );
     }
 }

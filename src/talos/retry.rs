@@ -36,9 +36,13 @@ impl Default for CallPolicy {
 
 /// Whether an error means "try again later": the node is unreachable or
 /// rebooting (UNAVAILABLE, connection refused/reset), or one of `also`.
-fn retryable(err: &TalosError, also: &[Code]) -> bool {
+fn retryable(err: &TalosError, also: &[Code], server_tls: bool) -> bool {
     match err {
         TalosError::Connect { .. } => true,
+        TalosError::Tls {
+            server_certificate: true,
+            ..
+        } => server_tls,
         TalosError::Rpc { code, .. } => *code == Code::Unavailable || also.contains(code),
         _ => false,
     }
@@ -52,6 +56,38 @@ pub(crate) async fn with_retry<T, F, Fut>(
     rpc: &'static str,
     deadline: Duration,
     also_retry: &[Code],
+    attempt: F,
+) -> Result<T, TalosError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, TalosError>>,
+{
+    retry_loop(policy, node, rpc, deadline, also_retry, false, attempt).await
+}
+
+/// [`with_retry`] that also retries node certificates we reject (a node still
+/// in maintenance mode right after ApplyConfiguration).
+pub(crate) async fn with_retry_tls<T, F, Fut>(
+    policy: &CallPolicy,
+    node: &str,
+    rpc: &'static str,
+    deadline: Duration,
+    attempt: F,
+) -> Result<T, TalosError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, TalosError>>,
+{
+    retry_loop(policy, node, rpc, deadline, &[], true, attempt).await
+}
+
+async fn retry_loop<T, F, Fut>(
+    policy: &CallPolicy,
+    node: &str,
+    rpc: &'static str,
+    deadline: Duration,
+    also_retry: &[Code],
+    server_tls: bool,
     mut attempt: F,
 ) -> Result<T, TalosError>
 where
@@ -70,7 +106,9 @@ where
             }),
         };
         match result {
-            Err(err) if retryable(&err, also_retry) && started.elapsed() + backoff < policy.retry_budget => {
+            Err(err)
+                if retryable(&err, also_retry, server_tls) && started.elapsed() + backoff < policy.retry_budget =>
+            {
                 tracing::debug!(node, rpc, error = %err, ?backoff, "retrying");
                 let jitter = rand::random_range(0..=backoff.as_millis() as u64 / 4);
                 tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;

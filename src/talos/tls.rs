@@ -118,13 +118,17 @@ pub fn mtls_config(creds: &TalosCredentials) -> Result<ClientConfig, TalosError>
         roots.add(ca).map_err(|e| bad("OS CA certificate is unusable", &e))?;
     }
     if roots.is_empty() {
-        return Err(TalosError::Credentials("no OS CA certificate in the talosconfig".into()));
+        return Err(TalosError::Credentials(
+            "no OS CA certificate in the talosconfig".into(),
+        ));
     }
     let chain = CertificateDer::pem_slice_iter(creds.crt_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad("client certificate is not valid PEM", &e))?;
     if chain.is_empty() {
-        return Err(TalosError::Credentials("no client certificate in the talosconfig".into()));
+        return Err(TalosError::Credentials(
+            "no client certificate in the talosconfig".into(),
+        ));
     }
     let key = parse_private_key(creds.key_pem.expose())?;
     let mut config = ClientConfig::builder_with_provider(provider())
@@ -156,7 +160,7 @@ pub(crate) fn connector(
     addr: SocketAddr,
 ) -> impl tower::Service<
     tonic::transport::Uri,
-    Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    Response = hyper_util::rt::TokioIo<Prefetched<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>,
     Error = std::io::Error,
     Future = impl Send,
 > + Clone
@@ -168,8 +172,88 @@ pub(crate) fn connector(
         async move {
             let tcp = tokio::net::TcpStream::connect(addr).await?;
             tcp.set_nodelay(true)?;
-            let tls = tokio_rustls::TlsConnector::from(config).connect(server_name, tcp).await?;
-            Ok(hyper_util::rt::TokioIo::new(tls))
+            let mut tls = tokio_rustls::TlsConnector::from(config)
+                .connect(server_name, tcp)
+                .await?;
+            // With TLS 1.3 the server judges our certificate only after our
+            // handshake completed; its verdict (an alert) would surface later
+            // as a bare "operation was canceled". An HTTP/2 server speaks
+            // first (SETTINGS), so read its first bytes here: a refusal then
+            // fails the connection with the TLS alert.
+            let mut first = vec![0u8; 4096];
+            let n = tokio::io::AsyncReadExt::read(&mut tls, &mut first).await?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "the node closed the connection after the TLS handshake",
+                ));
+            }
+            first.truncate(n);
+            Ok(hyper_util::rt::TokioIo::new(Prefetched {
+                prefix: first,
+                pos: 0,
+                inner: tls,
+            }))
         }
     })
+}
+
+/// A stream whose first bytes were already read: replays them, then reads on.
+pub(crate) struct Prefetched<S> {
+    prefix: Vec<u8>,
+    pos: usize,
+    inner: S,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Prefetched<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.pos < self.prefix.len() {
+            let n = (self.prefix.len() - self.pos).min(buf.remaining());
+            let start = self.pos;
+            buf.put_slice(&self.prefix[start..start + n]);
+            self.pos += n;
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Prefetched<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }

@@ -55,7 +55,9 @@ pub struct ClusterState {
 impl ClusterState {
     /// Adds `node` to etcd if etcd runs and it is not a member yet.
     pub fn join(&mut self, node: &str) {
-        let Some(cp) = self.control_planes.get(node).cloned() else { return };
+        let Some(cp) = self.control_planes.get(node).cloned() else {
+            return;
+        };
         let Some(etcd) = self.etcd.as_mut() else { return };
         if etcd.members.iter().any(|m| m.node == node) {
             return;
@@ -96,7 +98,9 @@ impl ClusterState {
 
     /// Whether `node` is an etcd member.
     pub fn is_member(&self, node: &str) -> bool {
-        self.etcd.as_ref().is_some_and(|e| e.members.iter().any(|m| m.node == node))
+        self.etcd
+            .as_ref()
+            .is_some_and(|e| e.members.iter().any(|m| m.node == node))
     }
 }
 

@@ -99,7 +99,10 @@ async fn talos(args: TalosArgs) -> anyhow::Result<()> {
     let first = sim.nodes().first().map(|n| n.addr().to_string()).unwrap_or_default();
     let last = sim.nodes().last().map(|n| n.addr().to_string()).unwrap_or_default();
     println!("talos simulator: {} nodes on {first} .. {last}", args.nodes);
-    println!("  start (all listeners up):          {:>8.1} ms", start_time.as_secs_f64() * 1e3);
+    println!(
+        "  start (all listeners up):          {:>8.1} ms",
+        start_time.as_secs_f64() * 1e3
+    );
     println!(
         "  connect + Version, every node:     {:>8.1} ms ({} ok, {} failed, concurrency {})",
         query_time.as_secs_f64() * 1e3,
@@ -110,7 +113,10 @@ async fn talos(args: TalosArgs) -> anyhow::Result<()> {
     println!("  distinct maintenance fingerprints: {:>8}", fingerprints.len());
     println!("  RSS before start:                  {:>8} KiB", rss_before);
     println!("  RSS after start:                   {:>8} KiB", rss_started);
-    println!("  peak RSS (VmHWM, with {} open client connections): {hwm} KiB", clients.len());
+    println!(
+        "  peak RSS (VmHWM, with {} open client connections): {hwm} KiB",
+        clients.len()
+    );
     for f in failures.iter().take(5) {
         eprintln!("  failure: {f}");
     }

@@ -49,7 +49,10 @@ fn get<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
 }
 
 fn get_str(v: &Value, path: &[&str]) -> Option<String> {
-    get(v, path).and_then(Value::as_str).map(str::to_owned).filter(|s| !s.is_empty())
+    get(v, path)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .filter(|s| !s.is_empty())
 }
 
 fn pem_field(v: &Value, path: &[&str]) -> Result<Option<String>, String> {
@@ -102,7 +105,9 @@ pub fn parse(yaml: &[u8]) -> Result<MachineConfig, String> {
     let endpoint =
         get_str(&v, &["cluster", "controlPlane", "endpoint"]).ok_or("cluster.controlPlane.endpoint is required")?;
     if !(endpoint.starts_with("https://") && endpoint.len() > "https://".len()) {
-        return Err(format!("cluster.controlPlane.endpoint {endpoint:?} must be an https:// URL"));
+        return Err(format!(
+            "cluster.controlPlane.endpoint {endpoint:?} must be an https:// URL"
+        ));
     }
     let os_ca_crt = pem_field(&v, &["machine", "ca", "crt"])?.ok_or("machine.ca.crt is required")?;
     let os_ca_key = pem_field(&v, &["machine", "ca", "key"])?;

@@ -64,7 +64,8 @@ fn ca(org: &str, key: KeyPair) -> (Ca, KeyPair) {
 
 /// Talos writes Ed25519 keys as PKCS#8 under this non-standard label.
 fn ed25519_pem(key: &KeyPair) -> String {
-    key.serialize_pem().replace("PRIVATE KEY-----", "ED25519 PRIVATE KEY-----")
+    key.serialize_pem()
+        .replace("PRIVATE KEY-----", "ED25519 PRIVATE KEY-----")
 }
 
 /// Reads one DER TLV: (content, rest).
@@ -89,7 +90,11 @@ fn ec_sec1_pem(key: &KeyPair) -> String {
 
 fn pem_text(label: &str, der: &[u8]) -> String {
     let b64 = STANDARD.encode(der);
-    let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).expect("base64 is ASCII")).collect();
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
+        .collect();
     format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
 }
 
@@ -117,7 +122,9 @@ pub fn client_cert(ca: &Ca, orgs: &[&str], ekus: Vec<ExtendedKeyUsagePurpose>) -
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = ekus;
     params.serial_number = Some(random_serial());
-    let cert = params.signed_by(&key, &issuer).expect("client certificate parameters are valid");
+    let cert = params
+        .signed_by(&key, &issuer)
+        .expect("client certificate parameters are valid");
     Ca {
         crt: cert.pem(),
         key: ed25519_pem(&key),

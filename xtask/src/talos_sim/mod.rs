@@ -22,8 +22,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-pub use node::{NodeMode, SimNode};
 use node::lock;
+pub use node::{NodeMode, SimNode};
 
 /// How to run a simulated fleet.
 #[derive(Debug, Clone)]
@@ -129,7 +129,9 @@ impl TalosSim {
         bootstrap::tls::install_crypto_provider();
         let mut attempts = 0;
         loop {
-            let base = options.base.unwrap_or_else(|| Ipv4Addr::new(127, rand::random_range(2..=254), 0, 0));
+            let base = options
+                .base
+                .unwrap_or_else(|| Ipv4Addr::new(127, rand::random_range(2..=254), 0, 0));
             match Self::start_at(options.clone(), base).await {
                 Ok(sim) => return Ok(sim),
                 Err(e) if options.base.is_none() && attempts < 5 && e.to_string().contains("in use") => {

@@ -35,6 +35,8 @@ pub(crate) struct NodeState {
     /// Bumped at every boot; reboot tasks of an older boot give up.
     pub generation: u64,
     pub pending_snapshot: Option<Vec<u8>>,
+    /// A reboot is scheduled or under way: calls get UNAVAILABLE.
+    pub rebooting: bool,
 }
 
 struct Running {
@@ -70,6 +72,7 @@ impl SimNode {
                 booted_at: Instant::now(),
                 generation: 0,
                 pending_snapshot: None,
+                rebooting: false,
             }),
             faults: Mutex::new(Faults::default()),
             calls: Mutex::new(Vec::new()),
@@ -162,6 +165,7 @@ impl SimNode {
         let generation = {
             let mut st = lock(&self.state);
             st.up = true;
+            st.rebooting = false;
             st.booted_at = Instant::now();
             st.generation += 1;
             st.generation
@@ -182,13 +186,19 @@ impl SimNode {
         let (Some(config), Some(cluster_key)) = (config, cluster_key) else {
             return pki::maintenance_server_config(self.addr.ip()).map(Some);
         };
-        let hostname = config.hostname.clone().unwrap_or_else(|| default_hostname(self.addr.ip()));
+        let hostname = config
+            .hostname
+            .clone()
+            .unwrap_or_else(|| default_hostname(self.addr.ip()));
         let cluster = self.shared.cluster(&cluster_key);
         let ca_key = {
             let mut cluster = lock(&cluster);
             match config.machine_type {
                 MachineType::ControlPlane => {
-                    let key = config.os_ca_key.clone().expect("validated: control planes carry the CA key");
+                    let key = config
+                        .os_ca_key
+                        .clone()
+                        .expect("validated: control planes carry the CA key");
                     cluster.os_ca = Some((config.os_ca_crt.clone(), key.clone()));
                     cluster.control_planes.insert(
                         self.name.clone(),
@@ -257,7 +267,10 @@ impl SimNode {
         if let Some(running) = self.running.lock().await.take() {
             let _ = running.stop.send(true);
             let abort = running.task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(2), running.task).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(2), running.task)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }
@@ -268,12 +281,15 @@ impl SimNode {
     /// state and the node boots again.
     pub(crate) fn reboot_with(self: &Arc<Self>, change: impl FnOnce(&mut NodeState) + Send + 'static) {
         let node = self.clone();
-        let generation = lock(&self.state).generation;
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            if lock(&node.state).generation != generation {
+        {
+            let mut st = lock(&self.state);
+            if st.rebooting {
                 return;
             }
+            st.rebooting = true;
+        }
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
             node.shutdown().await;
             let faults = node.faults();
             let delay = faults.reboot_delay.unwrap_or(node.shared.options.reboot_delay);

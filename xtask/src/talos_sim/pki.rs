@@ -12,8 +12,8 @@ use rcgen::{
     PKCS_ED25519, SanType,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
 
 /// Loads a PEM private key into rcgen, accepting the labels Talos bundles use:
@@ -47,8 +47,8 @@ fn sec1_p256_to_pkcs8(sec1: &[u8]) -> Vec<u8> {
     // version 0, AlgorithmIdentifier { id-ecPublicKey, prime256v1 }
     let mut body = vec![0x02, 0x01, 0x00];
     body.extend_from_slice(&[
-        0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03,
-        0x01, 0x07,
+        0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d,
+        0x03, 0x01, 0x07,
     ]);
     body.push(0x04);
     body.extend(len(sec1.len()));
@@ -152,13 +152,17 @@ impl ClientCertVerifier for ClientAuthOnly {
             .ok()
             .flatten()
             .map(|e| e.value.clone())
-            .ok_or(rustls::Error::InvalidCertificate(rustls::CertificateError::InvalidPurpose))?;
+            .ok_or(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::InvalidPurpose,
+            ))?;
         let only_client_auth = eku.client_auth
             && !(eku.any || eku.server_auth || eku.code_signing || eku.email_protection || eku.time_stamping)
             && !eku.ocsp_signing
             && eku.other.is_empty();
         if !only_client_auth {
-            return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::InvalidPurpose));
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::InvalidPurpose,
+            ));
         }
         Ok(verified)
     }
@@ -201,13 +205,20 @@ pub fn roles(cert: &[u8]) -> Vec<String> {
 
 /// An admin kubeconfig for `cluster_name` at `server`, with a client
 /// certificate (O=system:masters, ECDSA P-256) signed by the Kubernetes CA.
-pub fn admin_kubeconfig(cluster_name: &str, server: &str, k8s_ca_crt: &str, k8s_ca_key: &str) -> Result<String, String> {
+pub fn admin_kubeconfig(
+    cluster_name: &str,
+    server: &str,
+    k8s_ca_crt: &str,
+    k8s_ca_key: &str,
+) -> Result<String, String> {
     let ca_key = load_key(k8s_ca_key)?;
     let issuer = Issuer::from_ca_cert_pem(k8s_ca_crt, ca_key).map_err(|e| format!("cluster.ca: {e}"))?;
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
     let mut params = CertificateParams::default();
     params.distinguished_name.push(DnType::CommonName, "admin");
-    params.distinguished_name.push(DnType::OrganizationName, "system:masters");
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "system:masters");
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];

@@ -69,14 +69,20 @@ impl Service {
         if refuse {
             return Err(Status::unavailable("simulated fault: node unavailable"));
         }
-        if lock(&self.node.state).generation != self.generation {
+        let (generation, rebooting) = {
+            let st = lock(&self.node.state);
+            (st.generation, st.rebooting)
+        };
+        if generation != self.generation || rebooting {
             return Err(Status::unavailable("node is rebooting"));
         }
         let maintenance = self.node.mode() == NodeMode::Maintenance;
         let roles: Vec<String> = if maintenance {
             vec!["os:reader".into()]
         } else {
-            let certs = req.peer_certs().ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+            let certs = req
+                .peer_certs()
+                .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
             certs.first().map(|c| pki::roles(c)).unwrap_or_default()
         };
         let has = |r: &str| roles.iter().any(|x| x == r);
@@ -90,20 +96,28 @@ impl Service {
         if allowed {
             Ok(())
         } else if maintenance {
-            Err(Status::permission_denied(format!("{method} is not allowed in maintenance mode")))
+            Err(Status::permission_denied(format!(
+                "{method} is not allowed in maintenance mode"
+            )))
         } else {
-            Err(Status::permission_denied(format!("not authorized: roles {roles:?} cannot call {method}")))
+            Err(Status::permission_denied(format!(
+                "not authorized: roles {roles:?} cannot call {method}"
+            )))
         }
     }
 
     fn config(&self) -> Result<Arc<config::MachineConfig>, Status> {
-        self.node.config().ok_or_else(|| Status::failed_precondition("the node has no configuration"))
+        self.node
+            .config()
+            .ok_or_else(|| Status::failed_precondition("the node has no configuration"))
     }
 
     fn control_plane(&self, what: &str) -> Result<Arc<config::MachineConfig>, Status> {
         let config = self.config()?;
         if config.machine_type != MachineType::ControlPlane {
-            return Err(Status::failed_precondition(format!("{what} is only available on control plane nodes")));
+            return Err(Status::failed_precondition(format!(
+                "{what} is only available on control plane nodes"
+            )));
         }
         Ok(config)
     }
@@ -118,7 +132,9 @@ impl Service {
     }
 
     fn cluster(&self) -> Result<Arc<std::sync::Mutex<super::cluster::ClusterState>>, Status> {
-        self.node.cluster().ok_or_else(|| Status::failed_precondition("the node belongs to no cluster"))
+        self.node
+            .cluster()
+            .ok_or_else(|| Status::failed_precondition("the node belongs to no cluster"))
     }
 
     fn stream_chunks(&self, payload: Vec<u8>, chunk: usize) -> DataStream {
@@ -143,7 +159,9 @@ impl Service {
             .collect();
         if drop_after_first {
             items.truncate(1);
-            items.push(Err(Status::unavailable("simulated fault: connection dropped mid-stream")));
+            items.push(Err(Status::unavailable(
+                "simulated fault: connection dropped mid-stream",
+            )));
         }
         Box::pin(futures::stream::iter(items))
     }
@@ -180,7 +198,12 @@ fn kubeconfig_archive(kubeconfig: &[u8]) -> Result<Vec<u8>, std::io::Error> {
     header.set_path("kubeconfig")?;
     header.set_size(kubeconfig.len() as u64);
     header.set_mode(0o600);
-    header.set_mtime(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0));
+    header.set_mtime(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    );
     header.set_cksum();
     let mut tar = header.as_bytes().to_vec();
     tar.extend_from_slice(kubeconfig);
@@ -212,7 +235,9 @@ impl MachineService for Service {
             && let Some(current) = self.node.config()
             && (current.machine_type != config.machine_type || current.cluster_id != config.cluster_id)
         {
-            return Err(Status::invalid_argument("machine type and cluster identity cannot change; reset the node first"));
+            return Err(Status::invalid_argument(
+                "machine type and cluster identity cannot change; reset the node first",
+            ));
         }
         let mut mode = Mode::Reboot;
         let details;
@@ -247,15 +272,22 @@ impl MachineService for Service {
         }))
     }
 
-    async fn bootstrap(&self, request: Request<pb::BootstrapRequest>) -> Result<Response<pb::BootstrapResponse>, Status> {
+    async fn bootstrap(
+        &self,
+        request: Request<pb::BootstrapRequest>,
+    ) -> Result<Response<pb::BootstrapResponse>, Status> {
         self.enter(&request, "Bootstrap", true, Need::Admin).await?;
         let req = request.into_inner();
         let config = self.control_plane("bootstrap")?;
         self.ready()?;
         let cluster = self.cluster()?;
+        if lock(&cluster).etcd.is_some() {
+            return Err(Status::already_exists("etcd data directory is not empty"));
+        }
         let snapshot = if req.recover_etcd {
             let pending = lock(&self.node.state).pending_snapshot.clone();
-            let bytes = pending.ok_or_else(|| Status::failed_precondition("no etcd snapshot was uploaded for recovery"))?;
+            let bytes =
+                pending.ok_or_else(|| Status::failed_precondition("no etcd snapshot was uploaded for recovery"))?;
             Some(decode_snapshot(&bytes, req.recover_skip_hash_check).map_err(Status::invalid_argument)?)
         } else {
             None
@@ -266,7 +298,9 @@ impl MachineService for Service {
                 return Err(Status::already_exists("etcd data directory is not empty"));
             }
             let (kv, revision) = snapshot.unwrap_or_else(|| {
-                let kv = [("/talos/cluster-id".to_owned(), config.cluster_id.clone())].into_iter().collect();
+                let kv = [("/talos/cluster-id".to_owned(), config.cluster_id.clone())]
+                    .into_iter()
+                    .collect();
                 (kv, 1)
             });
             cluster.start_etcd(self.node.name(), kv, revision);
@@ -282,7 +316,9 @@ impl MachineService for Service {
     async fn kubeconfig(&self, request: Request<()>) -> Result<Response<Self::KubeconfigStream>, Status> {
         self.enter(&request, "Kubeconfig", false, Need::Admin).await?;
         let config = self.control_plane("kubeconfig")?;
-        let server = lock(&self.node.shared.kube_api_url).clone().unwrap_or_else(|| config.endpoint.clone());
+        let server = lock(&self.node.shared.kube_api_url)
+            .clone()
+            .unwrap_or_else(|| config.endpoint.clone());
         let key = config.k8s_ca_key.as_deref().unwrap_or_default();
         let yaml = pki::admin_kubeconfig(&config.cluster_name, &server, &config.k8s_ca_crt, key)
             .map_err(|e| Status::internal(format!("generating kubeconfig: {e}")))?;
@@ -349,7 +385,9 @@ impl MachineService for Service {
         self.ready()?;
         let cluster = self.cluster()?;
         if lock(&cluster).etcd.is_some() {
-            return Err(Status::failed_precondition("etcd is already running: recovery needs a cluster waiting for bootstrap"));
+            return Err(Status::failed_precondition(
+                "etcd is already running: recovery needs a cluster waiting for bootstrap",
+            ));
         }
         let mut stream = request.into_inner();
         let mut snapshot = Vec::new();
@@ -392,12 +430,18 @@ impl MachineService for Service {
 
     async fn service_list(&self, request: Request<()>) -> Result<Response<pb::ServiceListResponse>, Status> {
         self.enter(&request, "ServiceList", false, Need::Reader).await?;
-        let mut services = vec![service_info("apid", "Running", true), service_info("machined", "Running", true)];
+        let mut services = vec![
+            service_info("apid", "Running", true),
+            service_info("machined", "Running", true),
+        ];
         if let Some(config) = self.node.config() {
             services.push(service_info("containerd", "Running", true));
             services.push(service_info("kubelet", "Running", true));
             if config.machine_type == MachineType::ControlPlane {
-                let member = self.node.cluster().is_some_and(|c| lock(&c).is_member(self.node.name()));
+                let member = self
+                    .node
+                    .cluster()
+                    .is_some_and(|c| lock(&c).is_member(self.node.name()));
                 services.push(if member {
                     service_info("etcd", "Running", true)
                 } else {
@@ -421,7 +465,9 @@ impl MachineService for Service {
     ) -> Result<Response<pb::EtcdMemberListResponse>, Status> {
         self.enter(&request, "EtcdMemberList", false, Need::Reader).await?;
         if self.node.mode() == NodeMode::Maintenance {
-            return Err(Status::unimplemented("EtcdMemberList is not available in maintenance mode"));
+            return Err(Status::unimplemented(
+                "EtcdMemberList is not available in maintenance mode",
+            ));
         }
         let cluster = self.cluster()?;
         let cluster = lock(&cluster);
