@@ -24,6 +24,10 @@ pub struct FanoutArgs {
     /// Skip ansible (no venv, no PyPI).
     #[arg(long)]
     pub no_ansible: bool,
+    /// Cargo profile of the measured `bootstrap` binary (`dev` keeps
+    /// dependencies at opt-level 2, see Cargo.toml).
+    #[arg(long, default_value = "release")]
+    pub profile: String,
 }
 
 fn workspace() -> PathBuf {
@@ -96,14 +100,19 @@ fn median(v: &mut [f64]) -> f64 {
 /// Runs the benchmark.
 pub fn run(a: FanoutArgs) -> anyhow::Result<()> {
     let ws = workspace();
-    eprintln!("building bootstrap (release) ...");
+    eprintln!("building bootstrap (profile {}) ...", a.profile);
     check(
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .current_dir(&ws)
-            .args(["build", "--release", "--quiet", "--bin", "bootstrap"]),
-        "cargo build --release",
+            .args(["build", "--quiet", "--bin", "bootstrap", "--profile", &a.profile]),
+        "cargo build",
     )?;
-    let bootstrap = ws.join("target/release/bootstrap");
+    let dir = if a.profile == "dev" {
+        "debug"
+    } else {
+        a.profile.as_str()
+    };
+    let bootstrap = ws.join("target").join(dir).join("bootstrap");
     let ansible = if a.no_ansible { None } else { Some(ansible_venv()?) };
 
     let t = Instant::now();
