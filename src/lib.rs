@@ -9,5 +9,6 @@ pub mod commands;
 pub mod fsutil;
 pub mod inventory;
 pub mod logging;
+pub mod render;
 pub mod secret;
 pub mod tls;
