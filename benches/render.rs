@@ -15,7 +15,11 @@ use criterion::{Criterion, criterion_group, criterion_main};
 /// An inventory of one cluster with 3 control planes and `n - 3` workers.
 fn inventory_text(distribution: &str, n: usize) -> String {
     let mut s = String::new();
-    writeln!(s, "[defaults]\ninstall_disk = {{ model = \"Samsung SSD 980*\", size = \"400GB-2TB\" }}").unwrap();
+    writeln!(
+        s,
+        "[defaults]\ninstall_disk = {{ model = \"Samsung SSD 980*\", size = \"400GB-2TB\" }}"
+    )
+    .unwrap();
     writeln!(s, "labels = {{ \"topology.kubernetes.io/region\" = \"bench\" }}").unwrap();
     if distribution == "k3s" {
         writeln!(s, "[defaults.ssh]\nuser = \"root\"").unwrap();

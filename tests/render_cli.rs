@@ -23,7 +23,11 @@ fn mode(p: &Path) -> u32 {
 }
 
 fn out_text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 #[test]
@@ -44,7 +48,11 @@ fn render_writes_checks_and_redacts() {
     let secrets = state.join("rack/secrets.yaml");
     assert_eq!(mode(&secrets), 0o600);
     let token = std::fs::read_to_string(&secrets).unwrap();
-    let token = token.lines().find_map(|l| l.trim().strip_prefix("token: ")).unwrap().to_owned();
+    let token = token
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("token: "))
+        .unwrap()
+        .to_owned();
     assert!(!out_text(&o).contains(&token), "the token is never printed");
     let cfg = out.join("rack/rack-2/config.yaml");
     assert_eq!(mode(&cfg), 0o600);
@@ -60,16 +68,27 @@ fn render_writes_checks_and_redacts() {
     assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
 
     // Change a file: --check exits 1 with a diff naming it, token redacted.
-    let edited = String::from_utf8(first).unwrap().replace("node-ip: 198.18.0.12", "node-ip: 198.18.0.99");
+    let edited = String::from_utf8(first)
+        .unwrap()
+        .replace("node-ip: 198.18.0.12", "node-ip: 198.18.0.99");
     std::fs::write(&cfg, edited.replace(&token, "tampered-token")).unwrap();
     std::fs::write(out.join("rack/stray.txt"), "x").unwrap();
     let o = bootstrap(&["-i", inv, "--state-dir", state_s, "render", "--out", out_s, "--check"]);
     assert_eq!(o.status.code(), Some(1));
     let diff = String::from_utf8_lossy(&o.stdout);
-    assert!(diff.contains("a/rack/rack-2/config.yaml") && diff.contains("b/rack/rack-2/config.yaml"), "{diff}");
-    assert!(diff.contains("-node-ip: 198.18.0.99") && diff.contains("+node-ip: 198.18.0.12"), "{diff}");
+    assert!(
+        diff.contains("a/rack/rack-2/config.yaml") && diff.contains("b/rack/rack-2/config.yaml"),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("-node-ip: 198.18.0.99") && diff.contains("+node-ip: 198.18.0.12"),
+        "{diff}"
+    );
     assert!(diff.contains("token: <redacted sha256:"), "{diff}");
-    assert!(!diff.contains(&token) && !diff.contains("tampered-token"), "secrets never in the diff: {diff}");
+    assert!(
+        !diff.contains(&token) && !diff.contains("tampered-token"),
+        "secrets never in the diff: {diff}"
+    );
     assert!(diff.contains("stray.txt"), "{diff}");
 }
 
@@ -81,9 +100,20 @@ fn secrets_import_renders_with_the_given_bundle() {
     let inv = repo("inventory/simulated.toml");
     let fixture = repo("tests/fixtures/talos/secrets.yaml");
     let args = |extra: &[&str]| {
-        let mut a = vec!["-i", inv.to_str().unwrap(), "--state-dir", state.to_str().unwrap(), "render"];
+        let mut a = vec![
+            "-i",
+            inv.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "render",
+        ];
         a.extend(["--out", out.to_str().unwrap()]);
-        a.extend(extra.iter().copied().map(|s| Box::leak(s.to_owned().into_boxed_str()) as &str));
+        a.extend(
+            extra
+                .iter()
+                .copied()
+                .map(|s| Box::leak(s.to_owned().into_boxed_str()) as &str),
+        );
         a
     };
     let o = bootstrap(&args(&["--secrets", fixture.to_str().unwrap()]));
@@ -94,7 +124,10 @@ fn secrets_import_renders_with_the_given_bundle() {
     assert_eq!(bundle.to_yaml(), want.to_yaml());
     assert_eq!(mode(&state.join("sim/talos-admin.yaml")), 0o600);
     let cp = std::fs::read_to_string(out.join("sim/cp-1.yaml")).unwrap();
-    assert!(cp.contains(&want.certs.os.crt), "machine config uses the imported OS CA");
+    assert!(
+        cp.contains(&want.certs.os.crt),
+        "machine config uses the imported OS CA"
+    );
     assert_eq!(mode(&out.join("sim/talosconfig")), 0o600);
     assert!(!out_text(&o).contains(&want.certs.os.key));
 
@@ -103,5 +136,9 @@ fn secrets_import_renders_with_the_given_bundle() {
     std::fs::write(&other, imported.replace(&want.cluster.id, "b3RoZXItY2x1c3Rlci1pZA==")).unwrap();
     let o = bootstrap(&args(&["--secrets", other.to_str().unwrap()]));
     assert_eq!(o.status.code(), Some(1));
-    assert!(out_text(&o).contains("already holds a different secrets bundle"), "{}", out_text(&o));
+    assert!(
+        out_text(&o).contains("already holds a different secrets bundle"),
+        "{}",
+        out_text(&o)
+    );
 }

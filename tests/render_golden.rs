@@ -43,7 +43,9 @@ fn example_inventories_match_their_golden_files() {
         let inv = load(&format!("inventory/{stem}.toml"));
         let mut rendered = render::Rendered::default();
         for c in &inv.clusters {
-            rendered.files.extend(render::render_cluster(c, &fixture_secrets(c)).unwrap().files);
+            rendered
+                .files
+                .extend(render::render_cluster(c, &fixture_secrets(c)).unwrap().files);
         }
         let golden_dir = repo("tests/golden").join(&stem);
         if update {

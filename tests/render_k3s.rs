@@ -14,7 +14,8 @@ fn render(rel: &str) -> (bootstrap::inventory::Inventory, render::Rendered) {
     let inv = load(rel);
     let mut all = render::Rendered::default();
     for c in &inv.clusters {
-        all.files.extend(render::render_cluster(c, &fixture_secrets(c)).unwrap().files);
+        all.files
+            .extend(render::render_cluster(c, &fixture_secrets(c)).unwrap().files);
     }
     (inv, all)
 }
@@ -30,7 +31,9 @@ fn yaml(r: &render::Rendered, path: &str) -> serde_yaml::Value {
 #[test]
 fn node_configs_follow_the_inventory() {
     let (inv, r) = render("inventory/homelab-k3s.toml");
-    let SecretsBundle::K3s(s) = fixture_secrets(&inv.clusters[0]) else { unreachable!() };
+    let SecretsBundle::K3s(s) = fixture_secrets(&inv.clusters[0]) else {
+        unreachable!()
+    };
     let first = yaml(&r, "homelab/k8s-master-01/config.yaml");
     assert_eq!(first["token"].as_str(), Some(s.k3s.token.as_str()));
     assert_eq!(first["cluster-init"], serde_yaml::Value::Bool(true));
@@ -38,14 +41,23 @@ fn node_configs_follow_the_inventory() {
     assert_eq!(first["node-ip"], "192.168.1.10");
     assert_eq!(first["cluster-cidr"], "10.244.0.0/16");
     assert_eq!(first["service-cidr"], "10.96.0.0/16");
-    assert_eq!(first["disable"], serde_yaml::to_value(["traefik", "servicelb"]).unwrap());
+    assert_eq!(
+        first["disable"],
+        serde_yaml::to_value(["traefik", "servicelb"]).unwrap()
+    );
     assert_eq!(first["tls-san"], serde_yaml::to_value(["192.168.1.10"]).unwrap());
     assert!(first.get("flannel-backend").is_none(), "homelab keeps flannel");
     let w2 = yaml(&r, "homelab/k8s-worker-02/config.yaml");
     assert_eq!(w2["server"], "https://192.168.1.10:6443");
     assert_eq!(w2["node-label"], serde_yaml::to_value(["homelab/workload=ci"]).unwrap());
-    assert_eq!(w2["node-taint"], serde_yaml::to_value(["dedicated=ci:NoSchedule"]).unwrap());
-    assert!(w2.get("cluster-cidr").is_none() && w2.get("cluster-init").is_none(), "server flags stay off agents");
+    assert_eq!(
+        w2["node-taint"],
+        serde_yaml::to_value(["dedicated=ci:NoSchedule"]).unwrap()
+    );
+    assert!(
+        w2.get("cluster-cidr").is_none() && w2.get("cluster-init").is_none(),
+        "server flags stay off agents"
+    );
 
     let (_, rack) = render("inventory/rack-k3s.toml");
     let cp = yaml(&rack, "rack/rack-1/config.yaml");
@@ -55,12 +67,18 @@ fn node_configs_follow_the_inventory() {
     let f = &rack.files[Path::new("rack/rack-1/config.yaml")];
     assert_eq!(f.mode, 0o600, "holds the token");
     assert_eq!(rack.files[Path::new("rack/rack-2/install.sh")].mode, 0o755);
-    assert!(!text(&rack, "rack/rack-2/install.sh").contains(&s.k3s.token), "scripts hold no secret");
+    assert!(
+        !text(&rack, "rack/rack-2/install.sh").contains(&s.k3s.token),
+        "scripts hold no secret"
+    );
 }
 
 /// `Some(path)` of shellcheck, `None` (after printing why) when it is missing outside CI.
 fn shellcheck() -> Option<&'static str> {
-    let found = Command::new("shellcheck").arg("--version").output().is_ok_and(|o| o.status.success());
+    let found = Command::new("shellcheck")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if found {
         return Some("shellcheck");
     }
@@ -78,15 +96,29 @@ fn install_scripts_pass_bash_n_and_shellcheck() {
     for inv in ["inventory/homelab-k3s.toml", "inventory/rack-k3s.toml"] {
         let (_, r) = render(inv);
         render::write(dir.path(), &r).unwrap();
-        scripts.extend(r.files.keys().filter(|p| p.ends_with("install.sh")).map(|p| dir.path().join(p)));
+        scripts.extend(
+            r.files
+                .keys()
+                .filter(|p| p.ends_with("install.sh"))
+                .map(|p| dir.path().join(p)),
+        );
     }
     assert_eq!(scripts.len(), 7);
     for s in &scripts {
         let o = Command::new("bash").arg("-n").arg(s).output().unwrap();
-        assert!(o.status.success(), "bash -n {}: {}", s.display(), String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "bash -n {}: {}",
+            s.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
     if let Some(sc) = shellcheck() {
-        let o = Command::new(sc).args(["-s", "bash", "-S", "style"]).args(&scripts).output().unwrap();
+        let o = Command::new(sc)
+            .args(["-s", "bash", "-S", "style"])
+            .args(&scripts)
+            .output()
+            .unwrap();
         assert!(
             o.status.success(),
             "shellcheck: {}{}",
@@ -106,7 +138,11 @@ fn run_install(script_dir: &Path, root: &Path, systemctl: &Path) -> (bool, Strin
         .unwrap();
     (
         o.status.success(),
-        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
     )
 }
 
@@ -138,7 +174,10 @@ fn install_script_verifies_the_binary_and_is_idempotent() {
     let installed = root.path().join("usr/local/bin/k3s");
     assert_eq!(std::fs::read(&installed).unwrap(), binary);
     let cfg = root.path().join("etc/rancher/k3s/config.yaml");
-    assert_eq!(std::fs::read(&cfg).unwrap(), std::fs::read(node.join("config.yaml")).unwrap());
+    assert_eq!(
+        std::fs::read(&cfg).unwrap(),
+        std::fs::read(node.join("config.yaml")).unwrap()
+    );
     assert_eq!(std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777, 0o600);
     let unit = std::fs::read_to_string(root.path().join("etc/systemd/system/k3s-agent.service")).unwrap();
     assert!(unit.contains("ExecStart=/usr/local/bin/k3s agent"), "{unit}");

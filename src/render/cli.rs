@@ -27,7 +27,10 @@ fn run_inner(g: &Global, args: &RenderArgs) -> anyhow::Result<ExitCode> {
     let clusters = selected(g, &loaded.inventory.clusters).map_err(anyhow::Error::msg)?;
     let state = state_dir(g, &loaded.inventory.path);
     if args.secrets.is_some() {
-        let talos = clusters.iter().filter(|c| c.distribution == Distribution::Talos).count();
+        let talos = clusters
+            .iter()
+            .filter(|c| c.distribution == Distribution::Talos)
+            .count();
         if clusters.len() != 1 || talos != 1 {
             anyhow::bail!("--secrets imports one Talos bundle: select its cluster with --cluster NAME");
         }

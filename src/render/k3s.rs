@@ -61,7 +61,10 @@ impl<'a> K3sRenderer<'a> {
     /// Prepares templates, contexts and cluster-wide patches.
     pub fn new(cluster: &'a Cluster, secrets: &K3sSecrets) -> Result<Self> {
         let Some(first_server) = cluster.control_planes().next() else {
-            bail!("cluster {}: a k3s cluster needs at least one controlplane node", cluster.name);
+            bail!(
+                "cluster {}: a k3s cluster needs at least one controlplane node",
+                cluster.name
+            );
         };
         let net = &cluster.network;
         let cctx = ClusterCtx {
@@ -94,7 +97,13 @@ impl<'a> K3sRenderer<'a> {
         let server = node.role == Role::Controlplane;
         let first = node.name == self.first_server.name;
         let mut tls_san = vec![c.endpoint.clone()];
-        for s in c.network.vip.map(|v| v.to_string()).into_iter().chain([node.ip.to_string()]) {
+        for s in c
+            .network
+            .vip
+            .map(|v| v.to_string())
+            .into_iter()
+            .chain([node.ip.to_string()])
+        {
             if !tls_san.contains(&s) {
                 tls_san.push(s);
             }

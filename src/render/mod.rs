@@ -153,7 +153,10 @@ pub fn check(out: &Path, rendered: &Rendered) -> Result<Option<String>> {
         let body = diff.unified_diff().context_radius(3).header(&a, &b).to_string();
         if body.is_empty() {
             // Only redacted values differ.
-            report.push_str(&format!("--- {a}\n+++ b/{}\n (secret values differ; not shown)\n", rel.display()));
+            report.push_str(&format!(
+                "--- {a}\n+++ b/{}\n (secret values differ; not shown)\n",
+                rel.display()
+            ));
         } else {
             report.push_str(&body);
         }
@@ -167,7 +170,11 @@ pub fn check(out: &Path, rendered: &Rendered) -> Result<Option<String>> {
         for extra in walk(&out.join(d))? {
             let rel = extra.strip_prefix(out).unwrap_or(&extra).to_path_buf();
             if !rendered.files.contains_key(&rel) {
-                report.push_str(&format!("Only in {}: {} (not rendered)\n", out.display(), rel.display()));
+                report.push_str(&format!(
+                    "Only in {}: {} (not rendered)\n",
+                    out.display(),
+                    rel.display()
+                ));
             }
         }
     }
@@ -291,7 +298,10 @@ mod tests {
     fn redaction_hides_values_but_shows_which_changed() {
         let a = "machine:\n  token: abc.def\n  ca:\n    crt: TUlJQmFzZTY0\n    key: |\n      -----BEGIN EC PRIVATE KEY-----\n      AAAA\n  type: worker\n";
         let r = redact(a);
-        assert!(!r.contains("abc.def") && !r.contains("TUlJQmFzZTY0") && !r.contains("AAAA"), "{r}");
+        assert!(
+            !r.contains("abc.def") && !r.contains("TUlJQmFzZTY0") && !r.contains("AAAA"),
+            "{r}"
+        );
         assert!(r.contains("type: worker"));
         assert_ne!(redact("token: one\n"), redact("token: two\n"));
     }

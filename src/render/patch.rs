@@ -54,7 +54,11 @@ impl Patch {
             }
             false => {
                 if let Some(i) = docs.iter().position(|d| !d.is_mapping()) {
-                    bail!("patch {}: document {} is neither a mapping nor a list of operations", path.display(), i + 1);
+                    bail!(
+                        "patch {}: document {} is neither a mapping nor a list of operations",
+                        path.display(),
+                        i + 1
+                    );
                 }
                 PatchKind::Merge(docs)
             }
@@ -153,7 +157,9 @@ mod tests {
 
     #[test]
     fn strategic_merge_merges_appends_and_deletes() {
-        let mut d = docs("machine:\n  certSANs: [a]\n  kubelet: {image: x}\n  install: {wipe: false}\n---\nkind: HostnameConfig\nhostname: n1\n");
+        let mut d = docs(
+            "machine:\n  certSANs: [a]\n  kubelet: {image: x}\n  install: {wipe: false}\n---\nkind: HostnameConfig\nhostname: n1\n",
+        );
         let p = Patch::parse(
             Path::new("p.yaml"),
             "machine:\n  certSANs: [b]\n  kubelet: {extraArgs: {v: '2'}}\n  install: {$patch: delete}\n---\nkind: HostnameConfig\nhostname: n2\n---\nkind: ResolverConfig\nnameservers: []\n",
@@ -172,7 +178,11 @@ mod tests {
     #[test]
     fn json_patch_applies_to_the_main_document_and_reports_failures() {
         let mut d = docs("machine:\n  type: worker\n");
-        let p = Patch::parse(Path::new("j.yaml"), "- op: add\n  path: /machine/sysctls\n  value: {a: '1'}\n").unwrap();
+        let p = Patch::parse(
+            Path::new("j.yaml"),
+            "- op: add\n  path: /machine/sysctls\n  value: {a: '1'}\n",
+        )
+        .unwrap();
         p.apply(&mut d).unwrap();
         assert_eq!(d[0]["machine"]["sysctls"]["a"], Value::from("1"));
         let bad = Patch::parse(Path::new("bad.yaml"), "- op: remove\n  path: /nope\n").unwrap();

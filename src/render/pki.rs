@@ -4,11 +4,11 @@
 //! and the Ed25519 `os:admin` client certificate of `talosconfig`.
 
 use anyhow::{Context, Result, bail};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    PKCS_ECDSA_P256_SHA256, PKCS_ED25519, SerialNumber, SignatureAlgorithm,
-};
 use rand::RngCore;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_ED25519, SerialNumber, SignatureAlgorithm,
+};
 use time::{Duration, OffsetDateTime};
 
 /// Validity of every CA (10 years, as Talos).
@@ -68,6 +68,7 @@ pub fn generate_ca(kind: CaKind, subject: &[(DnType, &str)]) -> Result<CertKey> 
     };
     let key = KeyPair::generate_for(alg).context("generating a CA key")?;
     let mut p = CertificateParams::default();
+    p.distinguished_name = DistinguishedName::new();
     for (t, v) in subject {
         p.distinguished_name.push(t.clone(), *v);
     }
@@ -80,7 +81,10 @@ pub fn generate_ca(kind: CaKind, subject: &[(DnType, &str)]) -> Result<CertKey> 
     let cert = p.self_signed(&key).context("self-signing a CA certificate")?;
     let key_pem = match kind {
         CaKind::Ed25519 => pem("ED25519 PRIVATE KEY", &ed25519_pkcs8_v1(&key.serialize_der())?),
-        CaKind::P256 => pem("EC PRIVATE KEY", &p256_pkcs8_to_sec1(&key.serialize_der(), key.public_key_raw())?),
+        CaKind::P256 => pem(
+            "EC PRIVATE KEY",
+            &p256_pkcs8_to_sec1(&key.serialize_der(), key.public_key_raw())?,
+        ),
     };
     Ok(CertKey {
         crt: cert.pem(),
@@ -92,9 +96,11 @@ pub fn generate_ca(kind: CaKind, subject: &[(DnType, &str)]) -> Result<CertKey> 
 /// extended key usage clientAuth only, signed by the OS CA.
 pub fn admin_client_cert(os_ca: &CertKey) -> Result<CertKey> {
     let ca_key = load_key(&os_ca.key).context("reading the OS CA key (certs.os.key)")?;
-    let issuer = Issuer::from_ca_cert_pem(&os_ca.crt, ca_key).context("reading the OS CA certificate (certs.os.crt)")?;
+    let issuer =
+        Issuer::from_ca_cert_pem(&os_ca.crt, ca_key).context("reading the OS CA certificate (certs.os.crt)")?;
     let key = KeyPair::generate_for(&PKCS_ED25519).context("generating the admin client key")?;
     let mut p = CertificateParams::default();
+    p.distinguished_name = DistinguishedName::new();
     p.distinguished_name.push(DnType::OrganizationName, "os:admin");
     p.distinguished_name.push(DnType::CommonName, "admin");
     p.is_ca = IsCa::ExplicitNoCa;
@@ -103,7 +109,9 @@ pub fn admin_client_cert(os_ca: &CertKey) -> Result<CertKey> {
     p.serial_number = Some(random_serial());
     p.not_before = now();
     p.not_after = p.not_before + ADMIN_VALIDITY;
-    let cert = p.signed_by(&key, &issuer).context("signing the admin client certificate")?;
+    let cert = p
+        .signed_by(&key, &issuer)
+        .context("signing the admin client certificate")?;
     Ok(CertKey {
         crt: cert.pem(),
         key: pem("ED25519 PRIVATE KEY", &ed25519_pkcs8_v1(&key.serialize_der())?),
@@ -155,11 +163,7 @@ fn read_pkcs8(der: &[u8]) -> Result<(Vec<u64>, Option<Vec<u64>>, Vec<u8>)> {
             // Attributes [0] and publicKey [1] (PKCS#8 v2) are not needed.
             let _ = r.read_optional(|r| r.read_der())?;
             let _ = r.read_optional(|r| r.read_der())?;
-            Ok((
-                alg.components().to_vec(),
-                param.map(|p| p.components().to_vec()),
-                key,
-            ))
+            Ok((alg.components().to_vec(), param.map(|p| p.components().to_vec()), key))
         })
     })
     .map_err(|e| anyhow::anyhow!("malformed PKCS#8 key: {e}"))

@@ -206,8 +206,14 @@ impl TalosSecrets {
         let s: Self = serde_yaml::from_str(text).map_err(|e| {
             // serde_yaml errors quote no values for missing/unknown fields, but
             // a type error may: keep only the location.
-            let at = e.location().map(|l| format!(" at line {}", l.line())).unwrap_or_default();
-            anyhow::anyhow!("not a Talos secrets bundle (talosctl gen secrets layout){at}: {}", redact_serde(&e))
+            let at = e
+                .location()
+                .map(|l| format!(" at line {}", l.line()))
+                .unwrap_or_default();
+            anyhow::anyhow!(
+                "not a Talos secrets bundle (talosctl gen secrets layout){at}: {}",
+                redact_serde(&e)
+            )
         })?;
         s.check()?;
         Ok(s)
@@ -384,7 +390,8 @@ impl SecretsBundle {
         let dir = cluster_dir(state_dir, &cluster.name);
         let b = match cluster.distribution {
             Distribution::Talos => {
-                let b = TalosBundle::generate().with_context(|| format!("cluster {}: generating secrets", cluster.name))?;
+                let b =
+                    TalosBundle::generate().with_context(|| format!("cluster {}: generating secrets", cluster.name))?;
                 b.save(&dir)?;
                 Self::Talos(b)
             }
@@ -452,4 +459,22 @@ fn refuse_age(cluster: &Cluster) -> Result<()> {
         );
     }
     Ok(())
+}
+
+impl fmt::Debug for TalosSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TalosSecrets(***)")
+    }
+}
+
+impl fmt::Debug for TalosBundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TalosBundle(***)")
+    }
+}
+
+impl fmt::Debug for K3sSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("K3sSecrets(***)")
+    }
 }

@@ -71,11 +71,10 @@ struct SecretsCtx<'a> {
     bootstrap_token: &'a str,
     os_ca: CertKeyCtx<'a>,
     k8s_ca: CertKeyCtx<'a>,
-    // Control planes only: absent (undefined) in a worker's context.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    // Encryption secrets: `none` when the bundle has none (and always on workers).
     secretbox: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     aescbc: Option<&'a str>,
+    // Control planes only: absent (undefined) in a worker's context.
     #[serde(skip_serializing_if = "Option::is_none")]
     aggregator_ca: Option<CertKeyCtx<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -216,8 +215,13 @@ impl<'a> TalosRenderer<'a> {
                 context! { cluster => &self.cluster_ctx, node => super::templates::value(&nctx), secrets => secrets },
             )
             .with_context(|| format!("node {}: rendering the machine config", node.name))?;
-        let mut docs = parse_documents(&text)
-            .with_context(|| format!("node {}: {} produced invalid YAML", node.name, self.templates.origin(template)))?;
+        let mut docs = parse_documents(&text).with_context(|| {
+            format!(
+                "node {}: {} produced invalid YAML",
+                node.name,
+                self.templates.origin(template)
+            )
+        })?;
         let node_patches = load_patches(&node.patches).with_context(|| format!("node {}", node.name))?;
         for p in self.all.iter().chain(role_patches).chain(&node_patches) {
             p.apply(&mut docs).with_context(|| format!("node {}", node.name))?;
@@ -232,8 +236,13 @@ impl<'a> TalosRenderer<'a> {
             .templates
             .render(t, context! { cluster => &self.cluster_ctx, admin => &self.admin_ctx })
             .with_context(|| format!("cluster {}: rendering talosconfig", self.cluster.name))?;
-        let docs = parse_documents(&text)
-            .with_context(|| format!("cluster {}: {} produced invalid YAML", self.cluster.name, self.templates.origin(t)))?;
+        let docs = parse_documents(&text).with_context(|| {
+            format!(
+                "cluster {}: {} produced invalid YAML",
+                self.cluster.name,
+                self.templates.origin(t)
+            )
+        })?;
         Ok(serialize_documents(&docs))
     }
 }
@@ -267,7 +276,12 @@ fn node_ctx<'n>(c: &Cluster, node: &'n Node) -> Result<NodeCtx<'n>> {
         taints: node
             .taints
             .iter()
-            .map(|t| (t.key.clone(), format!("{}:{}", t.value.as_deref().unwrap_or(""), t.effect)))
+            .map(|t| {
+                (
+                    t.key.clone(),
+                    format!("{}:{}", t.value.as_deref().unwrap_or(""), t.effect),
+                )
+            })
             .collect(),
     })
 }

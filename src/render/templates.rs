@@ -8,13 +8,34 @@ use minijinja::{Environment, UndefinedBehavior};
 
 /// The bundled templates, by name (path under `templates/`).
 pub const BUNDLED: &[(&str, &str)] = &[
-    ("talos/controlplane.yaml.j2", include_str!("../../templates/talos/controlplane.yaml.j2")),
-    ("talos/worker.yaml.j2", include_str!("../../templates/talos/worker.yaml.j2")),
-    ("talos/machine-common.yaml.j2", include_str!("../../templates/talos/machine-common.yaml.j2")),
-    ("talos/cluster-network.yaml.j2", include_str!("../../templates/talos/cluster-network.yaml.j2")),
-    ("talos/cluster-proxy.yaml.j2", include_str!("../../templates/talos/cluster-proxy.yaml.j2")),
-    ("talos/documents.yaml.j2", include_str!("../../templates/talos/documents.yaml.j2")),
-    ("talos/talosconfig.j2", include_str!("../../templates/talos/talosconfig.j2")),
+    (
+        "talos/controlplane.yaml.j2",
+        include_str!("../../templates/talos/controlplane.yaml.j2"),
+    ),
+    (
+        "talos/worker.yaml.j2",
+        include_str!("../../templates/talos/worker.yaml.j2"),
+    ),
+    (
+        "talos/machine-common.yaml.j2",
+        include_str!("../../templates/talos/machine-common.yaml.j2"),
+    ),
+    (
+        "talos/cluster-network.yaml.j2",
+        include_str!("../../templates/talos/cluster-network.yaml.j2"),
+    ),
+    (
+        "talos/cluster-proxy.yaml.j2",
+        include_str!("../../templates/talos/cluster-proxy.yaml.j2"),
+    ),
+    (
+        "talos/documents.yaml.j2",
+        include_str!("../../templates/talos/documents.yaml.j2"),
+    ),
+    (
+        "talos/talosconfig.j2",
+        include_str!("../../templates/talos/talosconfig.j2"),
+    ),
     ("k3s/config.yaml.j2", include_str!("../../templates/k3s/config.yaml.j2")),
     ("k3s/install.sh.j2", include_str!("../../templates/k3s/install.sh.j2")),
 ];
@@ -126,13 +147,22 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("k3s")).unwrap();
         std::fs::write(dir.path().join("k3s/config.yaml.j2"), "a: 1\nb: {{ nope.x }}\n").unwrap();
         let t = Templates::new(Some(dir.path()));
-        let err = t.render("k3s/config.yaml.j2", minijinja::context! {}).unwrap_err().to_string();
+        let err = t
+            .render("k3s/config.yaml.j2", minijinja::context! {})
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("k3s/config.yaml.j2"), "{err}");
         assert!(err.contains("line 2"), "{err}");
-        assert!(err.contains(&dir.path().display().to_string()), "names the user file: {err}");
+        assert!(
+            err.contains(&dir.path().display().to_string()),
+            "names the user file: {err}"
+        );
         std::fs::write(dir.path().join("k3s/config.yaml.j2"), "a: {% if %}\n").unwrap();
         let t = Templates::new(Some(dir.path()));
-        let err = t.render("k3s/config.yaml.j2", minijinja::context! {}).unwrap_err().to_string();
+        let err = t
+            .render("k3s/config.yaml.j2", minijinja::context! {})
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 1") && err.contains("syntax error"), "{err}");
         let q = shell_quote(minijinja::Value::from("it's"));
         assert_eq!(q, r"'it'\''s'");

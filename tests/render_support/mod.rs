@@ -37,8 +37,15 @@ pub fn fixture_secrets(c: &Cluster) -> SecretsBundle {
 
 /// The Talos v1.13 machine-config schema from ../shared.
 pub fn talos_schema() -> jsonschema::Validator {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/talos/config.schema.v1.13.json");
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    // `shared/` sits beside the repository (CI) or higher up (a worktree).
+    let rel = "shared/talos/config.schema.v1.13.json";
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .skip(1)
+        .map(|d| d.join(rel))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{rel} not found beside or above the repository"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
     jsonschema::draft202012::options()
         .build(&schema)
