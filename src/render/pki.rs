@@ -149,8 +149,11 @@ const OID_ED25519: &[u64] = &[1, 3, 101, 112];
 const OID_EC_PUBLIC_KEY: &[u64] = &[1, 2, 840, 10045, 2, 1];
 const OID_PRIME256V1: &[u64] = &[1, 2, 840, 10045, 3, 1, 7];
 
-/// Reads a PKCS#8 PrivateKeyInfo: (algorithm OID, parameter OID if any, privateKey octets).
-fn read_pkcs8(der: &[u8]) -> Result<(Vec<u64>, Option<Vec<u64>>, Vec<u8>)> {
+/// (algorithm OID, parameter OID if any, privateKey octets) of a PKCS#8 key.
+type Pkcs8Parts = (Vec<u64>, Option<Vec<u64>>, Vec<u8>);
+
+/// Reads a PKCS#8 PrivateKeyInfo.
+fn read_pkcs8(der: &[u8]) -> Result<Pkcs8Parts> {
     yasna::parse_der(der, |r| {
         r.read_sequence(|r| {
             let _version = r.next().read_u8()?;

@@ -27,6 +27,7 @@ pub const ADMIN_FILE: &str = "talos-admin.yaml";
 
 /// The secrets of one cluster, by distribution.
 #[derive(Clone)]
+#[allow(clippy::large_enum_variant)] // one value per cluster: its size does not matter
 pub enum SecretsBundle {
     Talos(TalosBundle),
     K3s(K3sSecrets),

@@ -333,7 +333,7 @@ pub fn format_size(bytes: u64) -> String {
         (1 << 10, "KiB"),
     ];
     for (n, u) in UNITS {
-        if bytes >= *n && bytes % n == 0 {
+        if bytes >= *n && bytes.is_multiple_of(*n) {
             return format!("{}{u}", bytes / n);
         }
     }
