@@ -27,7 +27,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Up(_) => unimplemented("up", "the phase engine"),
         Command::AddNode(_) => unimplemented("add-node", "the phase engine"),
         Command::Reset(_) => unimplemented("reset", "the phase engine and the Talos client"),
-        Command::Render(_) => unimplemented("render", "the renderer"),
+        Command::Render(a) => crate::render::cli::run(g, &a),
         Command::Plan(_) => unimplemented("plan", "the phase engine"),
         Command::Status => status(g),
         Command::Kubeconfig(a) => kubeconfig(g, &a),

@@ -15,6 +15,7 @@ pub mod k8s;
 pub mod logging;
 pub mod provision;
 pub mod redfish;
+pub mod render;
 pub mod secret;
 pub mod ssh;
 pub mod state;

@@ -1,0 +1,80 @@
+//! `bootstrap render -i INV [--cluster C] --out DIR [--check] [--secrets FILE]`.
+
+use std::process::ExitCode;
+
+use crate::cli::{Global, RenderArgs};
+use crate::commands::{EXIT_FAILURE, load_inventory, selected, state_dir};
+use crate::inventory::Distribution;
+
+use super::{Rendered, SecretsBundle, check, render_cluster, write};
+
+/// Runs `render`: exit 0 when written (or up to date with `--check`), 1 on a
+/// difference or an error.
+pub fn run(g: &Global, args: &RenderArgs) -> ExitCode {
+    match run_inner(g, args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: render: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn run_inner(g: &Global, args: &RenderArgs) -> anyhow::Result<ExitCode> {
+    let Some(loaded) = load_inventory(g) else {
+        return Ok(ExitCode::from(EXIT_FAILURE));
+    };
+    let clusters = selected(g, &loaded.inventory.clusters).map_err(anyhow::Error::msg)?;
+    let state = state_dir(g, &loaded.inventory.path);
+    if args.secrets.is_some() {
+        let talos = clusters
+            .iter()
+            .filter(|c| c.distribution == Distribution::Talos)
+            .count();
+        if clusters.len() != 1 || talos != 1 {
+            anyhow::bail!("--secrets imports one Talos bundle: select its cluster with --cluster NAME");
+        }
+    }
+    let mut all = Rendered::default();
+    for c in &clusters {
+        let bundle = match (&args.secrets, args.check) {
+            (Some(file), _) => SecretsBundle::import(&state, c, file)?,
+            (None, true) => SecretsBundle::load(&state, c)?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "cluster {}: no secrets in {} yet, so nothing can be compared: run `bootstrap render` without --check first",
+                    c.name,
+                    super::secrets::cluster_dir(&state, &c.name).display()
+                )
+            })?,
+            (None, false) => SecretsBundle::load_or_generate(&state, c)?,
+        };
+        let r = render_cluster(c, &bundle)?;
+        all.files.extend(r.files);
+    }
+    if args.check {
+        return Ok(match check(&args.out, &all)? {
+            None => {
+                if !g.quiet {
+                    eprintln!("{}: up to date ({} files)", args.out.display(), all.files.len());
+                }
+                ExitCode::SUCCESS
+            }
+            Some(diff) => {
+                print!("{diff}");
+                eprintln!(
+                    "{} differs from what would be rendered (secret values redacted); run `bootstrap render` to update it",
+                    args.out.display()
+                );
+                ExitCode::from(EXIT_FAILURE)
+            }
+        });
+    }
+    write(&args.out, &all)?;
+    if !g.quiet {
+        for c in &clusters {
+            let n = all.files.keys().filter(|p| p.starts_with(&c.name)).count();
+            println!("{}: {n} files in {}", c.name, args.out.join(&c.name).display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,258 @@
+//! Talos rendering: every document of every rendered file validates against
+//! the Talos v1.13 schema, and the configs say what the inventory says.
+
+mod render_support;
+
+use bootstrap::render::{self, SecretsBundle};
+use render_support::*;
+use serde_json::json;
+use x509_parser::prelude::*;
+
+fn render_inventory(rel: &str) -> (bootstrap::inventory::Inventory, render::Rendered) {
+    let inv = load(rel);
+    let mut all = render::Rendered::default();
+    for c in &inv.clusters {
+        all.files
+            .extend(render::render_cluster(c, &fixture_secrets(c)).unwrap().files);
+    }
+    (inv, all)
+}
+
+fn text<'a>(r: &'a render::Rendered, path: &str) -> &'a str {
+    let f = r
+        .files
+        .get(std::path::Path::new(path))
+        .unwrap_or_else(|| panic!("{path} not rendered"));
+    std::str::from_utf8(&f.bytes).unwrap()
+}
+
+#[test]
+fn every_talos_document_validates_against_the_v1_13_schema() {
+    let schema = talos_schema();
+    let mut checked = 0;
+    for inv in ["inventory/prod-talos.toml", "inventory/simulated.toml"] {
+        let (_, r) = render_inventory(inv);
+        for (path, f) in &r.files {
+            if path.file_name().unwrap() == "talosconfig" {
+                continue;
+            }
+            for (i, d) in documents(std::str::from_utf8(&f.bytes).unwrap()).iter().enumerate() {
+                let errors: Vec<String> = schema
+                    .iter_errors(d)
+                    .map(|e| format!("{} at {}", e, e.instance_path()))
+                    .collect();
+                assert!(
+                    errors.is_empty(),
+                    "{inv}: {} document {}: {errors:#?}",
+                    path.display(),
+                    i + 1
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 8 * 4, "checked {checked} documents");
+}
+
+#[test]
+fn prod_talos_configs_follow_the_inventory() {
+    let (_, r) = render_inventory("inventory/prod-talos.toml");
+    let docs = documents(text(&r, "infra/infra-cp-1.yaml"));
+    let main = doc(&docs, None);
+    assert_eq!(main["machine"]["type"], "controlplane");
+    assert_eq!(main["cluster"]["controlPlane"]["endpoint"], "https://10.25.11.10:6443");
+    assert_eq!(main["cluster"]["clusterName"], "infra");
+    assert_eq!(main["machine"]["certSANs"], json!(["10.25.11.10", "10.25.11.11"]));
+    assert_eq!(
+        main["machine"]["install"]["diskSelector"],
+        json!({"model": "Samsung SSD 980*", "size": ">= 400GB"})
+    );
+    assert!(main["machine"]["install"].get("disk").is_none());
+    assert_eq!(main["cluster"]["network"]["podSubnets"], json!(["10.244.0.0/16"]));
+    assert_eq!(main["cluster"]["network"]["serviceSubnets"], json!(["10.245.0.0/16"]));
+    assert_eq!(
+        main["cluster"]["network"]["cni"]["name"], "none",
+        "Cilium is installed in phase 2"
+    );
+    assert_eq!(main["cluster"]["proxy"]["disabled"], true);
+    assert_eq!(
+        main["machine"]["features"]["kubePrism"],
+        json!({"enabled": true, "port": 7445})
+    );
+    assert_eq!(
+        main["machine"]["nodeLabels"]["topology.kubernetes.io/region"],
+        "homelab"
+    );
+    assert_eq!(
+        main["cluster"]["allowSchedulingOnControlPlanes"], true,
+        "no workers in infra"
+    );
+    assert!(main["machine"]["ca"]["key"].is_string() && main["cluster"]["etcd"]["ca"]["key"].is_string());
+    assert_eq!(doc(&docs, Some("HostnameConfig"))["hostname"], "infra-cp-1");
+    assert_eq!(
+        doc(&docs, Some("LinkAliasConfig"))["selector"]["match"],
+        "mac(link.permanent_addr) == \"02:25:11:00:00:11\""
+    );
+    let link = doc(&docs, Some("LinkConfig"));
+    assert_eq!(link["addresses"], json!([{"address": "10.25.11.11/24"}]));
+    assert_eq!(link["routes"], json!([{"gateway": "10.25.11.1"}]));
+    assert_eq!(
+        doc(&docs, Some("ResolverConfig"))["nameservers"],
+        json!([{"address": "10.25.11.1"}])
+    );
+    let vip = doc(&docs, Some("Layer2VIPConfig"));
+    assert_eq!(
+        (vip["name"].as_str(), vip["link"].as_str()),
+        (Some("10.25.11.10"), Some("net0"))
+    );
+
+    let apps3 = documents(text(&r, "apps/apps-cp-3.yaml"));
+    assert_eq!(
+        doc(&apps3, None)["machine"]["install"]["diskSelector"],
+        json!({"wwid": "eui.0025385b71b12345"}),
+        "a node's own install_disk replaces the default"
+    );
+    assert_eq!(
+        doc(&apps3, None)["cluster"]["controlPlane"]["endpoint"],
+        "https://10.25.11.20:6443"
+    );
+
+    let tc: serde_json::Value = serde_yaml::from_str(text(&r, "infra/talosconfig")).unwrap();
+    assert_eq!(tc["context"], "infra");
+    let ctx = &tc["contexts"]["infra"];
+    assert_eq!(
+        ctx["endpoints"],
+        json!(["10.25.11.11", "10.25.11.12", "10.25.11.13"]),
+        "never the VIP"
+    );
+}
+
+#[test]
+fn workers_carry_ca_certificates_only() {
+    let (inv, r) = render_inventory("inventory/simulated.toml");
+    let c = &inv.clusters[0];
+    let docs = documents(text(&r, "sim/worker-1.yaml"));
+    let main = doc(&docs, None);
+    assert_eq!(main["machine"]["type"], "worker");
+    assert!(main["machine"]["ca"]["crt"].is_string());
+    assert!(main["machine"]["ca"].get("key").is_none(), "no OS CA key on a worker");
+    assert!(
+        main["cluster"]["ca"].get("key").is_none(),
+        "no Kubernetes CA key on a worker"
+    );
+    for absent in [
+        "etcd",
+        "aggregatorCA",
+        "serviceAccount",
+        "secretboxEncryptionSecret",
+        "apiServer",
+    ] {
+        assert!(main["cluster"].get(absent).is_none(), "worker has cluster.{absent}");
+    }
+    assert!(
+        docs.iter().all(|d| d.get("kind") != Some(&json!("Layer2VIPConfig"))),
+        "VIP on control planes only"
+    );
+    assert_eq!(main["machine"]["install"]["disk"], "/dev/vda");
+    // No key material of the bundle appears anywhere in the worker's file.
+    let SecretsBundle::Talos(b) = fixture_secrets(c) else {
+        unreachable!()
+    };
+    let s = &b.secrets.certs;
+    let raw = text(&r, "sim/worker-1.yaml");
+    for key in [
+        &s.os.key,
+        &s.k8s.key,
+        &s.etcd.key,
+        &s.k8saggregator.key,
+        &s.k8sserviceaccount.key,
+    ] {
+        assert!(!raw.contains(key.as_str()));
+    }
+    let cp = documents(text(&r, "sim/cp-1.yaml"));
+    assert!(doc(&cp, None)["cluster"]["serviceAccount"]["key"].is_string());
+}
+
+#[test]
+fn talosconfig_client_certificate_is_os_admin_client_auth_only_and_chains_to_the_os_ca() {
+    let (_, r) = render_inventory("inventory/simulated.toml");
+    let tc: serde_json::Value = serde_yaml::from_str(text(&r, "sim/talosconfig")).unwrap();
+    let ctx = &tc["contexts"]["sim"];
+    assert_eq!(ctx["endpoints"], json!(["127.1.0.11", "127.1.0.12", "127.1.0.13"]));
+    let (label, der) = pem_der(ctx["crt"].as_str().unwrap());
+    assert_eq!(label, "CERTIFICATE");
+    let (_, cert) = X509Certificate::from_der(&der).unwrap();
+    let orgs: Vec<&str> = cert
+        .subject()
+        .iter_organization()
+        .map(|o| o.as_str().unwrap())
+        .collect();
+    assert_eq!(orgs, ["os:admin"]);
+    let eku = cert.extended_key_usage().unwrap().expect("EKU present").value;
+    assert!(
+        eku.client_auth && !eku.server_auth && eku.other.is_empty() && !eku.any,
+        "{eku:?}"
+    );
+    assert!(!cert.is_ca());
+    assert_eq!(
+        cert.public_key().algorithm.algorithm.to_id_string(),
+        "1.3.101.112",
+        "Ed25519"
+    );
+    let (_, ca_der) = pem_der(ctx["ca"].as_str().unwrap());
+    let (_, ca) = X509Certificate::from_der(&ca_der).unwrap();
+    assert_eq!(cert.issuer(), ca.subject());
+    assert!(ca.is_ca());
+    let (key_label, _) = pem_der(ctx["key"].as_str().unwrap());
+    assert_eq!(key_label, "ED25519 PRIVATE KEY");
+}
+
+#[test]
+fn patches_apply_in_order_all_role_node_and_user_templates_overlay() {
+    let inv = load("tests/fixtures/patched/inventory.toml");
+    let c = &inv.clusters[0];
+    let r = render::render_cluster(c, &fixture_secrets(c)).unwrap();
+    let cp = documents(text(&r, "patched/cp-1.yaml"));
+    let w = documents(text(&r, "patched/w-1.yaml"));
+    let cpm = doc(&cp, None);
+    // all: sysctl a=all; controlplane: a=cp (overrides all); node cp-1 (JSON patch): a=node.
+    assert_eq!(cpm["machine"]["sysctls"]["net.test.a"], "node");
+    assert_eq!(cpm["machine"]["sysctls"]["net.test.b"], "cp");
+    assert_eq!(doc(&w, None)["machine"]["sysctls"]["net.test.a"], "all");
+    assert_eq!(doc(&w, None)["machine"]["sysctls"]["net.test.b"], "worker");
+    // A patch document of a new kind is appended; `$patch: delete` removes.
+    assert_eq!(doc(&cp, Some("TimeSyncConfig"))["ntp"]["servers"], json!(["10.0.0.1"]));
+    assert!(cpm["machine"]["features"].get("hostDNS").is_none());
+    // The user's hostname template replaces the bundled one (others stay bundled).
+    assert_eq!(doc(&cp, Some("HostnameConfig"))["hostname"], "patched-cp-1");
+    let schema = talos_schema();
+    for d in cp.iter().chain(&w) {
+        let errors: Vec<String> = schema.iter_errors(d).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+}
+
+#[test]
+fn template_errors_name_the_file_and_line() {
+    let mut inv = load("tests/fixtures/patched/inventory.toml");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("talos")).unwrap();
+    std::fs::write(
+        dir.path().join("talos/worker.yaml.j2"),
+        "version: v1alpha1\nmachine:\n  type: {{ node.nope }}\n",
+    )
+    .unwrap();
+    let c = &mut inv.clusters[0];
+    c.templates = Some(dir.path().to_path_buf());
+    let err = format!("{:#}", render::render_cluster(c, &fixture_secrets(c)).unwrap_err());
+    assert!(err.contains("talos/worker.yaml.j2") && err.contains("line 3"), "{err}");
+    assert!(err.contains("node w-1"), "names the node: {err}");
+}
+
+#[test]
+fn rendering_is_deterministic() {
+    let (_, a) = render_inventory("inventory/prod-talos.toml");
+    let (_, b) = render_inventory("inventory/prod-talos.toml");
+    assert_eq!(a.files, b.files);
+    assert!(a.files.values().all(|f| f.mode == 0o600), "Talos files hold secrets");
+}
