@@ -3,10 +3,10 @@
 //! linked into the `bootstrap` binary.
 
 pub mod bench;
+pub mod kube_sim;
 pub mod rack;
 pub mod redfish_front;
 pub mod sushy;
-pub mod kube_sim;
 pub mod talos_sim;
 pub mod test;
 
