@@ -88,7 +88,12 @@ async fn a_wrong_checksum_is_refused_and_nothing_is_cached() {
 #[tokio::test]
 async fn air_gapped_runs_use_the_artifacts_dir_and_never_fetch() {
     // The real upstream Gateway API CRD, pinned in phases/crds.toml.
-    let shared = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/crds/gateway-api-v1.6.1");
+    // `shared/` sits beside the repository (CI) or higher up (a git worktree).
+    let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|a| a.join("shared/crds/gateway-api-v1.6.1"))
+        .find(|p| p.is_dir())
+        .expect("../shared/crds beside the repository");
     let phases: toml::Table =
         toml::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/phases/crds.toml")).unwrap())
             .unwrap();
@@ -101,11 +106,11 @@ async fn air_gapped_runs_use_the_artifacts_dir_and_never_fetch() {
     };
     let dir = tempfile::tempdir().unwrap();
     let store = ArtifactStore {
-        offline: Some(shared.into()),
+        offline: Some(shared.clone()),
         cache: dir.path().to_path_buf(),
     };
     let p = store.get(&a).await.unwrap();
-    assert!(p.starts_with(shared));
+    assert!(p.starts_with(&shared));
 
     let wrong = Pinned {
         sha256: sha(b"x"),

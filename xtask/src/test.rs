@@ -38,7 +38,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
         cargo(&["fmt", "--all", "--", "--check"])?;
         cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
     }
-    let mut test = vec!["test", "--workspace"];
+    let mut test = vec!["test", "--workspace", "--no-fail-fast"];
     test.extend(args.rest.iter().map(String::as_str));
     cargo(&test)
 }
