@@ -40,7 +40,22 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
     }
     let mut test = vec!["test", "--workspace", "--no-fail-fast"];
     test.extend(args.rest.iter().map(String::as_str));
-    cargo(&test)
+    let result = cargo(&test);
+    if result.is_err() {
+        report_resources();
+    }
+    result
+}
+
+/// Prints free disk and memory, so a failure caused by the machine (a linker
+/// killed, a full disk) can be told from one caused by the code.
+fn report_resources() {
+    let _ = Command::new("df").args(["-h", "."]).status();
+    if let Ok(meminfo) = std::fs::read_to_string("/proc/meminfo") {
+        for line in meminfo.lines().filter(|l| l.starts_with("MemTotal") || l.starts_with("MemAvailable")) {
+            eprintln!("{line}");
+        }
+    }
 }
 
 fn cargo(args: &[&str]) -> anyhow::Result<()> {
