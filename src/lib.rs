@@ -13,6 +13,7 @@ pub mod fsutil;
 pub mod inventory;
 pub mod k8s;
 pub mod logging;
+pub mod phases;
 pub mod provision;
 pub mod redfish;
 pub mod render;

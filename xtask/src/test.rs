@@ -52,7 +52,10 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
 fn report_resources() {
     let _ = Command::new("df").args(["-h", "."]).status();
     if let Ok(meminfo) = std::fs::read_to_string("/proc/meminfo") {
-        for line in meminfo.lines().filter(|l| l.starts_with("MemTotal") || l.starts_with("MemAvailable")) {
+        for line in meminfo
+            .lines()
+            .filter(|l| l.starts_with("MemTotal") || l.starts_with("MemAvailable"))
+        {
             eprintln!("{line}");
         }
     }

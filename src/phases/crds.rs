@@ -1,0 +1,43 @@
+//! Phase 1: CRDs.
+
+use std::sync::Arc;
+
+use super::ClusterRun;
+use crate::engine::{Action, Phase, PhaseError, RunCtx};
+
+/// Phase 1: CRDs.
+pub struct Crds {
+    run: Arc<ClusterRun>,
+}
+
+impl Crds {
+    /// The phase for `run`.
+    pub fn new(run: Arc<ClusterRun>) -> Self {
+        Self { run }
+    }
+}
+
+#[async_trait::async_trait]
+impl Phase for Crds {
+    fn name(&self) -> &'static str {
+        "crds"
+    }
+
+    fn title(&self) -> &'static str {
+        "Phase 1: CRDs"
+    }
+
+    async fn plan(&self, _ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
+        Err(PhaseError::Failed {
+            phase: self.name().into(),
+            message: format!(
+                "cluster {}: this phase is not built yet; nothing was done",
+                self.run.cluster.name
+            ),
+        })
+    }
+
+    async fn apply(&self, _ctx: &RunCtx, _plan: &[Action]) -> Result<(), PhaseError> {
+        self.plan(_ctx).await.map(|_| ())
+    }
+}
