@@ -100,6 +100,12 @@ pub struct UpArgs {
     /// Accept and record SSH host keys of hosts never seen before.
     #[arg(long)]
     pub accept_new: bool,
+    /// Boot nodes that have a BMC through it (Redfish) before phase -1.
+    #[arg(long)]
+    pub provision: bool,
+    /// Seconds to wait for each node, the API and workloads (default: 600-900 by step).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
 }
 
 /// Options of `add-node`.
@@ -121,6 +127,9 @@ pub struct ResetArgs {
     /// Restore from this etcd snapshot instead of taking a fresh one.
     #[arg(long, value_name = "FILE")]
     pub snapshot: Option<PathBuf>,
+    /// Options of the rebuild (`up`) that follows the wipe.
+    #[command(flatten)]
+    pub up: UpArgs,
 }
 
 /// Options of `render`.

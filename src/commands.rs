@@ -12,8 +12,6 @@ use crate::state::StateStore;
 
 /// Exit code for invalid input (inventory, arguments) and failed runs.
 pub const EXIT_FAILURE: u8 = 1;
-/// Exit code for features not built yet.
-pub const EXIT_UNIMPLEMENTED: u8 = 2;
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
@@ -24,22 +22,17 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check => check(g),
-        Command::Up(_) => unimplemented("up", "the phase engine"),
-        Command::AddNode(_) => unimplemented("add-node", "the phase engine"),
-        Command::Reset(_) => unimplemented("reset", "the phase engine and the Talos client"),
+        Command::Up(a) => crate::up::up(g, &a),
+        Command::AddNode(a) => crate::up::add_node(g, &a),
+        Command::Reset(a) => crate::reset::reset(g, &a),
         Command::Render(a) => crate::render::cli::run(g, &a),
-        Command::Plan(_) => unimplemented("plan", "the phase engine"),
+        Command::Plan(a) => crate::up::plan(g, &a),
         Command::Status => status(g),
         Command::Kubeconfig(a) => kubeconfig(g, &a),
         Command::Exec(a) => crate::exec::run(g, &a),
         Command::Power(a) => crate::provision::power_command(g, &a),
         Command::Provision(a) => crate::provision::provision_command(g, &a),
     }
-}
-
-fn unimplemented(command: &str, missing: &str) -> ExitCode {
-    eprintln!("bootstrap {command}: not implemented yet (it needs {missing}); nothing was done");
-    ExitCode::from(EXIT_UNIMPLEMENTED)
 }
 
 /// The inventory path from `-i` (required by every command but `completions`).

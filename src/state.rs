@@ -151,6 +151,16 @@ impl StateStore {
         Ok(path)
     }
 
+    /// Forgets every phase's progress and the kubeconfig (after a wipe), keeping
+    /// secrets and snapshots.
+    pub fn forget_progress(&mut self) -> Result<(), StateError> {
+        self.state.phases.clear();
+        if let Some(path) = self.state.artifacts.remove("kubeconfig") {
+            let _ = std::fs::remove_file(path);
+        }
+        self.save()
+    }
+
     /// The recorded artifact called `name`, if its file still exists.
     pub fn artifact(&self, name: &str) -> Option<&Path> {
         self.state

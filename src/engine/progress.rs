@@ -87,6 +87,11 @@ impl Reporter {
         }
     }
 
+    /// How events are shown.
+    pub fn style(&self) -> Style {
+        self.style
+    }
+
     /// Records and shows one event.
     pub fn emit(&self, e: Event) {
         tracing::debug!(event = ?e, "progress");

@@ -56,6 +56,8 @@ pub struct ClusterRun {
     /// `--merge-kubeconfig`: also merge the kubeconfig into `~/.kube/config`.
     pub merge_kubeconfig: bool,
     pub timeouts: Timeouts,
+    /// `reset`: bootstrap etcd from this snapshot instead of empty.
+    pub restore: Option<PathBuf>,
 }
 
 impl ClusterRun {
@@ -112,5 +114,6 @@ pub mod core;
 pub mod crds;
 pub mod gitops;
 pub mod k3s_nodes;
+pub mod merge_kubeconfig;
 pub mod prerequisites;
 pub mod talos_nodes;

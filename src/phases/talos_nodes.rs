@@ -1,11 +1,48 @@
-//! Phase -1: Talos nodes.
+//! Phase -1 for Talos: every node reached directly on its own address (never
+//! the VIP), classified by what it answers (maintenance mode, one of ours,
+//! another cluster's, unreachable), configured, then etcd bootstrapped once on
+//! the first control plane, membership and the Kubernetes API waited for, and
+//! kubeconfig + talosconfig stored in the state dir.
+//!
+//! Destructive or once-only steps are guarded by observed state: etcd is
+//! bootstrapped only when no control plane reports it running, and a node
+//! that serves another cluster's certificate is refused, whatever the state
+//! file says.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use super::ClusterRun;
-use crate::engine::{Action, Phase, PhaseError, RunCtx};
+use super::{ClusterRun, KUBECONFIG, TALOSCONFIG};
+use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx};
+use crate::inventory::{Node, Role};
+use crate::render::{SecretsBundle, talos as render_talos};
+use crate::talos::proto::machine::apply_configuration_request::Mode;
+use crate::talos::{CallPolicy, TalosClient, TalosCredentials, TalosError};
 
-/// Phase -1: Talos nodes.
+const PHASE: &str = "nodes";
+
+/// What a node answered when probed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    /// Configured with this cluster's credentials; `etcd`: its etcd runs.
+    Ours { etcd: bool },
+    /// Fresh node in maintenance mode, waiting for a configuration.
+    Maintenance,
+    /// Serves a certificate of another cluster: refused.
+    Foreign(String),
+    /// Not answering (powered off, rebooting, no route).
+    Unreachable(String),
+}
+
+/// The cluster's Talos credentials and rendered configs, from the secrets bundle.
+struct Material {
+    bundle: crate::render::TalosBundle,
+    creds: TalosCredentials,
+    talosconfig: String,
+}
+
+/// Phase -1 for Talos clusters.
 pub struct TalosNodes {
     run: Arc<ClusterRun>,
 }
@@ -15,29 +52,382 @@ impl TalosNodes {
     pub fn new(run: Arc<ClusterRun>) -> Self {
         Self { run }
     }
+
+    fn failed(&self, message: impl std::fmt::Display) -> PhaseError {
+        PhaseError::Failed {
+            phase: PHASE.into(),
+            message: format!("cluster {}: {message}", self.run.cluster.name),
+        }
+    }
+
+    /// Loads the secrets bundle (generating it on `up`, never on `plan`).
+    fn material(&self, generate: bool) -> Result<Option<Material>, PhaseError> {
+        let (root, cluster) = (&self.run.state_root, &self.run.cluster);
+        let bundle = if generate {
+            Some(SecretsBundle::load_or_generate(root, cluster).map_err(|e| self.failed(format!("{e:#}")))?)
+        } else {
+            SecretsBundle::load(root, cluster).map_err(|e| self.failed(format!("{e:#}")))?
+        };
+        let Some(bundle) = bundle else { return Ok(None) };
+        let bundle = bundle.talos().map_err(|e| self.failed(e))?.clone();
+        let talosconfig = render_talos::talosconfig(cluster, &bundle).map_err(|e| self.failed(format!("{e:#}")))?;
+        let creds = TalosCredentials::from_talosconfig(&talosconfig, None).map_err(|e| self.failed(e))?;
+        Ok(Some(Material {
+            bundle,
+            creds,
+            talosconfig,
+        }))
+    }
+
+    fn first_control_plane(&self) -> Result<&Node, PhaseError> {
+        self.run
+            .cluster
+            .control_planes()
+            .next()
+            .ok_or_else(|| self.failed("no control-plane node in the inventory"))
+    }
+
+    /// Probes every node of the run concurrently.
+    async fn observe(&self, ctx: &RunCtx, creds: Option<&TalosCredentials>) -> Vec<(Node, Seen)> {
+        use futures::StreamExt;
+        let nodes: Vec<Node> = self.run.nodes().cloned().collect();
+        futures::stream::iter(nodes)
+            .map(|n| async move {
+                ctx.step(PHASE, &n.name, "probing");
+                let seen = probe(&n, creds).await;
+                (n, seen)
+            })
+            .buffered(ctx.concurrency.max(1))
+            .collect()
+            .await
+    }
+
+    /// True when a control plane of the cluster (any, not only this run's)
+    /// reports etcd running: then etcd must never be bootstrapped again.
+    async fn etcd_running(&self, creds: &TalosCredentials) -> bool {
+        let checks = self.run.cluster.control_planes().map(|n| async move {
+            match probe(n, Some(creds)).await {
+                Seen::Ours { etcd } => etcd,
+                _ => false,
+            }
+        });
+        futures::future::join_all(checks).await.into_iter().any(|e| e)
+    }
+
+    fn client(&self, node: &Node, creds: &TalosCredentials, budget: Duration) -> Result<TalosClient, TalosError> {
+        TalosClient::configured_with(&node.name, addr(node), creds, policy(budget))
+    }
+
+    /// Brings one node from whatever it answers to configured and serving mTLS.
+    async fn configure(&self, ctx: &RunCtx, node: &Node, m: &Material) -> Result<(), String> {
+        let budget = self.run.timeouts.node;
+        let deadline = Instant::now() + budget;
+        loop {
+            match probe(node, Some(&m.creds)).await {
+                Seen::Ours { .. } => break,
+                Seen::Foreign(why) => return Err(refusal(&why)),
+                Seen::Maintenance => {
+                    ctx.step(PHASE, &node.name, "applying config");
+                    let config = render_talos::machine_config(&self.run.cluster, node, &m.bundle)
+                        .map_err(|e| format!("rendering its machine config: {e:#}"))?;
+                    let (client, _fingerprint) =
+                        TalosClient::maintenance_with(&node.name, addr(node), None, policy(Duration::from_secs(30)))
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    let outcome = client
+                        .apply_configuration(config.as_bytes(), Mode::Auto)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    for w in outcome.warnings {
+                        tracing::warn!(node = %node.name, "apply-config: {w}");
+                    }
+                    ctx.record(PHASE, &node.name, "config applied")
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    break;
+                }
+                Seen::Unreachable(why) => {
+                    if Instant::now() >= deadline || ctx.cancelled() {
+                        return Err(format!("unreachable at {}: {why}", addr(node)));
+                    }
+                    ctx.step(PHASE, &node.name, "waiting for the node to answer");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        ctx.step(PHASE, &node.name, "waiting for mTLS");
+        let client = self.client(node, &m.creds, budget).map_err(|e| e.to_string())?;
+        client.wait_ready().await.map_err(|e| e.to_string())?;
+        ctx.record(PHASE, &node.name, "ready").await.map_err(|e| e.to_string())
+    }
+
+    /// Bootstraps etcd on the first control plane unless a control plane
+    /// already runs it; AlreadyExists from a bootstrap that raced counts as done.
+    async fn bootstrap_etcd(&self, ctx: &RunCtx, m: &Material) -> Result<(), PhaseError> {
+        let first = self.first_control_plane()?;
+        if self.etcd_running(&m.creds).await {
+            ctx.step(PHASE, CLUSTER, "etcd already running: not bootstrapping");
+            return ctx
+                .record(PHASE, CLUSTER, "etcd bootstrapped")
+                .await
+                .map_err(Into::into);
+        }
+        if !self.run.selected(first) {
+            return Err(self.failed(format!(
+                "etcd is not bootstrapped yet and the first control plane {} is outside --limit",
+                first.name
+            )));
+        }
+        let client = self
+            .client(first, &m.creds, self.run.timeouts.api)
+            .map_err(|e| self.failed(e))?;
+        if let Some(snapshot) = &self.run.restore {
+            ctx.step(PHASE, CLUSTER, &format!("uploading etcd snapshot to {}", first.name));
+            client.etcd_recover(snapshot).await.map_err(|e| self.failed(e))?;
+        }
+        ctx.step(PHASE, CLUSTER, &format!("bootstrapping etcd on {}", first.name));
+        match client.bootstrap(self.run.restore.is_some()).await {
+            Ok(()) => {}
+            Err(e) if e.code() == Some(tonic::Code::AlreadyExists) => {
+                tracing::info!(node = %first.name, "etcd was already bootstrapped");
+            }
+            Err(e) => return Err(self.failed(e)),
+        }
+        ctx.record(PHASE, CLUSTER, "etcd bootstrapped")
+            .await
+            .map_err(Into::into)
+    }
+
+    /// Waits until every control plane of the cluster is an etcd member.
+    async fn wait_members(&self, ctx: &RunCtx, m: &Material) -> Result<(), PhaseError> {
+        let first = self.first_control_plane()?;
+        let want: Vec<&Node> = self
+            .run
+            .cluster
+            .control_planes()
+            .filter(|n| self.run.selected(n))
+            .collect();
+        ctx.step(PHASE, CLUSTER, &format!("waiting for {} etcd members", want.len()));
+        let client = self
+            .client(first, &m.creds, self.run.timeouts.api)
+            .map_err(|e| self.failed(e))?;
+        let deadline = Instant::now() + self.run.timeouts.api;
+        loop {
+            let missing: Vec<&str> = match client.etcd_members().await {
+                Ok(members) => want
+                    .iter()
+                    .filter(|n| !members.iter().any(|mb| is_member(mb, n)))
+                    .map(|n| n.name.as_str())
+                    .collect(),
+                Err(e) if Instant::now() >= deadline => return Err(self.failed(e)),
+                Err(_) => want.iter().map(|n| n.name.as_str()).collect(),
+            };
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(self.failed(format!(
+                    "not etcd members after {:?}: {}",
+                    self.run.timeouts.api,
+                    missing.join(", ")
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Fetches the kubeconfig from the first control plane, stores it, and
+    /// waits until the API answers and the run's nodes registered.
+    async fn fetch_kubeconfig(&self, ctx: &RunCtx, m: &Material) -> Result<(), PhaseError> {
+        let first = self.first_control_plane()?;
+        ctx.step(PHASE, CLUSTER, "fetching kubeconfig");
+        let client = self
+            .client(first, &m.creds, self.run.timeouts.api)
+            .map_err(|e| self.failed(e))?;
+        let kubeconfig = client.kubeconfig().await.map_err(|e| self.failed(e))?;
+        let path = ctx
+            .state
+            .lock()
+            .await
+            .put_artifact(KUBECONFIG, "kubeconfig", &kubeconfig)?;
+        ctx.step(PHASE, CLUSTER, "waiting for the Kubernetes API");
+        let kube = crate::k8s::Client::from_kubeconfig(&path)
+            .await
+            .map_err(|e| self.failed(e))?;
+        let deadline = Instant::now() + self.run.timeouts.api;
+        while let Err(e) = kube.server_version().await {
+            if Instant::now() >= deadline || ctx.cancelled() {
+                return Err(self.failed(format!("the Kubernetes API did not answer: {e}")));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let names: Vec<&str> = self.run.nodes().map(|n| n.name.as_str()).collect();
+        ctx.step(PHASE, CLUSTER, "waiting for nodes to register");
+        crate::k8s::wait::nodes_registered(&kube, &names, self.run.timeouts.api)
+            .await
+            .map_err(|e| self.failed(e))?;
+        if self.run.merge_kubeconfig {
+            let merged = super::merge_kubeconfig::merge_into_home(&kubeconfig).map_err(|e| self.failed(e))?;
+            ctx.step(PHASE, CLUSTER, &format!("kubeconfig merged into {}", merged.display()));
+        }
+        ctx.record(PHASE, CLUSTER, "kubeconfig").await.map_err(Into::into)
+    }
 }
 
 #[async_trait::async_trait]
 impl Phase for TalosNodes {
     fn name(&self) -> &'static str {
-        "nodes"
+        PHASE
     }
 
     fn title(&self) -> &'static str {
         "Phase -1: Talos nodes"
     }
 
-    async fn plan(&self, _ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
-        Err(PhaseError::Failed {
-            phase: self.name().into(),
-            message: format!(
-                "cluster {}: this phase is not built yet; nothing was done",
-                self.run.cluster.name
-            ),
-        })
+    async fn plan(&self, ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
+        let m = self.material(false)?;
+        let seen = self.observe(ctx, m.as_ref().map(|m| &m.creds)).await;
+        let mut actions = Vec::new();
+        let mut refused = Vec::new();
+        for (n, s) in &seen {
+            match s {
+                Seen::Ours { .. } => {}
+                Seen::Maintenance => actions.push(Action::new(
+                    PHASE,
+                    &n.name,
+                    "apply machine config (maintenance mode, AUTO)",
+                )),
+                Seen::Unreachable(why) => actions.push(Action::new(
+                    PHASE,
+                    &n.name,
+                    format!("wait for the node to answer ({why}), then configure it"),
+                )),
+                Seen::Foreign(why) => refused.push((n.name.clone(), refusal(why))),
+            }
+        }
+        if !refused.is_empty() {
+            return Err(PhaseError::Targets {
+                phase: PHASE.into(),
+                failures: refused,
+            });
+        }
+        let etcd = seen.iter().any(|(_, s)| *s == Seen::Ours { etcd: true })
+            || match &m {
+                Some(m) => self.etcd_running(&m.creds).await,
+                None => false,
+            };
+        let first = self.first_control_plane()?;
+        if !etcd {
+            actions.push(Action::new(PHASE, CLUSTER, format!("bootstrap etcd on {}", first.name)));
+        }
+        let cps_not_member = seen
+            .iter()
+            .any(|(n, s)| n.role == Role::Controlplane && !matches!(s, Seen::Ours { etcd: true }));
+        if etcd && cps_not_member {
+            actions.push(Action::new(PHASE, CLUSTER, "wait for control planes to join etcd"));
+        }
+        let state = ctx.state.lock().await;
+        let stored = state.artifact(KUBECONFIG).is_some() && state.artifact(TALOSCONFIG).is_some();
+        drop(state);
+        if !actions.is_empty() || !stored {
+            actions.push(Action::new(
+                PHASE,
+                CLUSTER,
+                "store talosconfig and kubeconfig, wait for the API",
+            ));
+        }
+        Ok(actions)
     }
 
-    async fn apply(&self, _ctx: &RunCtx, _plan: &[Action]) -> Result<(), PhaseError> {
-        self.plan(_ctx).await.map(|_| ())
+    async fn apply(&self, ctx: &RunCtx, plan: &[Action]) -> Result<(), PhaseError> {
+        let m = Arc::new(self.material(true)?.ok_or_else(|| self.failed("no secrets bundle"))?);
+        ctx.state
+            .lock()
+            .await
+            .put_artifact(TALOSCONFIG, "talosconfig", m.talosconfig.as_bytes())?;
+        let nodes: Vec<(String, Node)> = plan
+            .iter()
+            .filter(|a| a.target != CLUSTER)
+            .filter_map(|a| self.run.cluster.node(&a.target).cloned())
+            .map(|n| (n.name.clone(), n))
+            .collect();
+        ctx.for_each(PHASE, nodes, |_, node| {
+            let m = m.clone();
+            async move { self.configure(ctx, &node, &m).await }
+        })
+        .await?;
+        if ctx.cancelled() {
+            return Err(PhaseError::Interrupted);
+        }
+        self.bootstrap_etcd(ctx, &m).await?;
+        self.wait_members(ctx, &m).await?;
+        if ctx.cancelled() {
+            return Err(PhaseError::Interrupted);
+        }
+        self.fetch_kubeconfig(ctx, &m).await
+    }
+}
+
+fn addr(node: &Node) -> SocketAddr {
+    SocketAddr::new(node.ip, node.talos.port)
+}
+
+/// Call policy with `budget` for retries (each attempt at most 10 s).
+fn policy(budget: Duration) -> CallPolicy {
+    CallPolicy {
+        deadline: Duration::from_secs(10).min(budget.max(Duration::from_secs(1))),
+        retry_budget: budget,
+        max_backoff: Duration::from_secs(1),
+        ..CallPolicy::default()
+    }
+}
+
+fn refusal(why: &str) -> String {
+    format!(
+        "refusing: the node answers as a member of another cluster ({why}); reset it (talosctl reset) or fix its address in the inventory"
+    )
+}
+
+fn is_member(member: &crate::talos::proto::machine::EtcdMember, node: &Node) -> bool {
+    let ip = match node.ip {
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+    };
+    member.hostname == node.name || member.peer_urls.iter().any(|u| u.contains(&format!("//{ip}:")))
+}
+
+/// Classifies a node by what it answers, within a couple of seconds.
+pub async fn probe(node: &Node, creds: Option<&TalosCredentials>) -> Seen {
+    let quick = policy(Duration::from_secs(2));
+    if let Some(creds) = creds {
+        let client = match TalosClient::configured_with(&node.name, addr(node), creds, quick.clone()) {
+            Ok(c) => c,
+            Err(e) => return Seen::Unreachable(e.to_string()),
+        };
+        match client.version().await {
+            Ok(_) => {
+                let etcd = node.role == Role::Controlplane
+                    && client
+                        .service_list()
+                        .await
+                        .is_ok_and(|s| s.iter().any(|s| s.id == "etcd" && s.state == "Running"));
+                return Seen::Ours { etcd };
+            }
+            Err(e @ (TalosError::Connect { .. } | TalosError::Deadline { .. })) => {
+                return Seen::Unreachable(e.to_string());
+            }
+            Err(e) if e.code() == Some(tonic::Code::Unavailable) => return Seen::Unreachable(e.to_string()),
+            Err(_) => {} // not our certificate: maintenance or foreign, asked next
+        }
+    }
+    let answer = match TalosClient::maintenance_with(&node.name, addr(node), None, quick).await {
+        Ok((client, _)) => client.version().await.map(drop),
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok(()) => Seen::Maintenance,
+        Err(e @ (TalosError::Connect { .. } | TalosError::Deadline { .. })) => Seen::Unreachable(e.to_string()),
+        Err(e) if e.code() == Some(tonic::Code::Unavailable) => Seen::Unreachable(e.to_string()),
+        Err(e) => Seen::Foreign(e.to_string()),
     }
 }

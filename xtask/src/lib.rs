@@ -3,9 +3,11 @@
 //! linked into the `bootstrap` binary.
 
 pub mod bench;
+pub mod demo;
 pub mod kube_sim;
 pub mod rack;
 pub mod redfish_front;
+pub mod sim_rack;
 pub mod sushy;
 pub mod talos_sim;
 pub mod test;
@@ -36,6 +38,8 @@ enum Task {
     Sim(talos_sim::cmd::SimArgs),
     /// Run the Kubernetes API simulator standalone, with an admin kubeconfig.
     KubeSim(kube_sim::cli::Args),
+    /// `bootstrap up` end to end against a simulated 3 + 2 Talos rack.
+    Demo(demo::DemoArgs),
 }
 
 /// Entry point of the `xtask` binary.
@@ -47,5 +51,6 @@ pub fn main() -> anyhow::Result<()> {
         Task::BmcSim => sushy::run_bmc_sim(),
         Task::Sim(a) => talos_sim::cmd::run(a),
         Task::KubeSim(a) => kube_sim::cli::run(a),
+        Task::Demo(a) => demo::run(a),
     }
 }

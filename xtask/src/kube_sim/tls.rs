@@ -64,6 +64,25 @@ impl SimTls {
         })
     }
 
+    /// A server certificate for `sans` signed by an existing CA (PEM), e.g.
+    /// the cluster CA from a Talos machine configuration, so kubeconfigs
+    /// issued elsewhere under that CA are accepted.
+    pub fn with_ca(ca_cert_pem: &str, ca_key_pem: &str, sans: &[String]) -> Result<Self> {
+        let ca_key = KeyPair::from_pem(ca_key_pem).context("parsing the CA key")?;
+        let issuer = Issuer::from_ca_cert_pem(ca_cert_pem, &ca_key).context("parsing the CA certificate")?;
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(sans.to_vec())?;
+        params.distinguished_name.push(DnType::CommonName, "kube-apiserver");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &issuer)?;
+        Ok(Self {
+            ca_cert_pem: ca_cert_pem.to_owned(),
+            ca_key_pem: Some(ca_key_pem.to_owned()),
+            server_cert_pem: cert.pem(),
+            server_key_pem: key.serialize_pem(),
+        })
+    }
+
     /// Issues a client certificate with `CN=cn` and `O=org`, signed by the CA.
     pub fn issue_client_cert(&self, cn: &str, org: Option<&str>) -> Result<ClientCert> {
         let ca_key_pem = self

@@ -45,6 +45,9 @@ pub struct SimOptions {
     pub kube_api_url: Option<String>,
     /// Version tag reported by Version.
     pub talos_version: String,
+    /// Explicit node addresses (one node each, overriding `nodes` and
+    /// `base`), e.g. the addresses an inventory names.
+    pub addresses: Vec<IpAddr>,
 }
 
 impl SimOptions {
@@ -58,6 +61,7 @@ impl SimOptions {
             ready_delay: Duration::from_millis(200),
             kube_api_url: None,
             talos_version: "v1.13.9".into(),
+            addresses: Vec::new(),
         }
     }
 }
@@ -131,6 +135,7 @@ impl TalosSim {
         loop {
             let base = options
                 .base
+                .filter(|_| options.addresses.is_empty())
                 .unwrap_or_else(|| Ipv4Addr::new(127, rand::random_range(2..=254), 0, 0));
             match Self::start_at(options.clone(), base).await {
                 Ok(sim) => return Ok(sim),
@@ -148,10 +153,20 @@ impl TalosSim {
             options: options.clone(),
             clusters: Mutex::new(HashMap::new()),
         });
-        let nodes: Vec<Arc<SimNode>> = (0..options.nodes)
-            .map(|i| {
-                let addr = SocketAddr::new(IpAddr::V4(node_ip(base, i)), options.port);
-                SimNode::new(format!("node-{}", i + 1), addr, shared.clone())
+        let ips: Vec<IpAddr> = if options.addresses.is_empty() {
+            (0..options.nodes).map(|i| IpAddr::V4(node_ip(base, i))).collect()
+        } else {
+            options.addresses.clone()
+        };
+        let nodes: Vec<Arc<SimNode>> = ips
+            .into_iter()
+            .enumerate()
+            .map(|(i, ip)| {
+                SimNode::new(
+                    format!("node-{}", i + 1),
+                    SocketAddr::new(ip, options.port),
+                    shared.clone(),
+                )
             })
             .collect();
         let sim = Self { shared, nodes };

@@ -142,7 +142,8 @@ impl SimNode {
         change(&mut lock(&self.faults));
     }
 
-    pub(crate) fn cluster(&self) -> Option<Arc<Mutex<ClusterState>>> {
+    /// The shared state of the cluster the node belongs to, once configured.
+    pub fn cluster(&self) -> Option<Arc<Mutex<ClusterState>>> {
         let key = lock(&self.state).cluster.clone()?;
         Some(self.shared.cluster(&key))
     }

@@ -1,0 +1,239 @@
+//! `up`, `plan` and `add-node`: load the inventory, build each cluster's
+//! phases, and run (or only plan) them with progress, a per-cluster lock,
+//! bounded concurrency and Ctrl-C handling.
+
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::artifacts::ArtifactStore;
+use crate::cli::{AddNodeArgs, Global, UpArgs};
+use crate::commands::{EXIT_FAILURE, load_inventory, selected, state_dir};
+use crate::engine::progress::{Reporter, Style};
+use crate::engine::{self, PhaseError, RunCtx};
+use crate::inventory::Cluster;
+use crate::phases::{self, ClusterRun, KUBECONFIG, Timeouts};
+use crate::state::StateStore;
+
+/// Exit code after Ctrl-C (128 + SIGINT).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// What to do with the phases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Up,
+    Plan,
+    AddNode,
+}
+
+/// `bootstrap up`.
+pub fn up(g: &Global, args: &UpArgs) -> ExitCode {
+    execute(g, args, Mode::Up)
+}
+
+/// `bootstrap plan`: every phase's actions; changes nothing.
+pub fn plan(g: &Global, args: &UpArgs) -> ExitCode {
+    execute(g, args, Mode::Plan)
+}
+
+/// `bootstrap add-node NODES`: `up` restricted to the new nodes of a running cluster.
+pub fn add_node(g: &Global, args: &AddNodeArgs) -> ExitCode {
+    let mut up = args.up.clone();
+    up.limit = args.nodes.clone();
+    execute(g, &up, Mode::AddNode)
+}
+
+fn execute(g: &Global, args: &UpArgs, mode: Mode) -> ExitCode {
+    let Some(loaded) = load_inventory(g) else {
+        return ExitCode::from(EXIT_FAILURE);
+    };
+    let clusters: Vec<Cluster> = match selected(g, &loaded.inventory.clusters) {
+        Ok(c) => c.into_iter().cloned().collect(),
+        Err(e) => return fail(&e),
+    };
+    let limit: BTreeSet<String> = args.limit.iter().cloned().collect();
+    if let Some(unknown) = limit.iter().find(|n| !clusters.iter().any(|c| c.node(n).is_some())) {
+        return fail(&format!(
+            "--limit names node `{unknown}`, which is in no selected cluster; nothing was done"
+        ));
+    }
+    let root = state_dir(g, &loaded.inventory.path);
+    let inventory_dir = loaded
+        .inventory
+        .path
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default();
+    let style = Style::detect(g.output == crate::cli::Output::Json, g.quiet);
+    let reporter = Arc::new(Reporter::new(style));
+    let cancel = Arc::new(AtomicBool::new(false));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.spawn(watch_interrupts(cancel.clone()));
+    let mut code = ExitCode::SUCCESS;
+    for cluster in clusters {
+        let name = cluster.name.clone();
+        let cluster_limit: BTreeSet<String> = limit.iter().filter(|n| cluster.node(n).is_some()).cloned().collect();
+        if !limit.is_empty() && cluster_limit.is_empty() {
+            continue;
+        }
+        let run = Arc::new(cluster_run(cluster, &root, &inventory_dir, args, cluster_limit));
+        let result = rt.block_on(run_cluster(run, args, mode, reporter.clone(), cancel.clone()));
+        match result {
+            Ok(()) => {}
+            Err(PhaseError::Interrupted) => {
+                eprintln!("cluster {name}: interrupted; state recorded; run `bootstrap up` again to resume");
+                return ExitCode::from(EXIT_INTERRUPTED);
+            }
+            Err(e) => {
+                eprintln!("error: cluster {name}: {e}");
+                code = ExitCode::from(EXIT_FAILURE);
+            }
+        }
+    }
+    if mode != Mode::Plan {
+        let summary = reporter.summary();
+        if !summary.is_empty() && style != Style::Json && style != Style::Silent {
+            eprintln!("{summary}");
+        }
+    }
+    code
+}
+
+/// What the phases of one cluster's run read.
+pub(crate) fn cluster_run(
+    cluster: Cluster,
+    root: &std::path::Path,
+    inventory_dir: &std::path::Path,
+    args: &UpArgs,
+    limit: BTreeSet<String>,
+) -> ClusterRun {
+    ClusterRun {
+        artifacts: ArtifactStore {
+            offline: args.artifacts.clone(),
+            cache: root.join("artifacts"),
+        },
+        cluster,
+        inventory_dir: inventory_dir.to_path_buf(),
+        state_root: root.to_path_buf(),
+        limit,
+        merge_kubeconfig: args.merge_kubeconfig,
+        timeouts: timeouts(args),
+        restore: None,
+    }
+}
+
+fn timeouts(args: &UpArgs) -> Timeouts {
+    let d = Timeouts::default();
+    match args.timeout {
+        Some(secs) => {
+            let t = Duration::from_secs(secs);
+            Timeouts {
+                node: t,
+                api: t,
+                workload: t,
+                gitops: t,
+            }
+        }
+        None => d,
+    }
+}
+
+pub(crate) async fn run_cluster(
+    run: Arc<ClusterRun>,
+    args: &UpArgs,
+    mode: Mode,
+    reporter: Arc<Reporter>,
+    cancel: Arc<AtomicBool>,
+) -> Result<(), PhaseError> {
+    let store = StateStore::open(&run.state_root, &run.cluster.name)?;
+    if mode == Mode::AddNode && store.artifact(KUBECONFIG).is_none() {
+        return Err(PhaseError::Failed {
+            phase: "add-node".into(),
+            message:
+                "the cluster has not been brought up yet (no kubeconfig in the state dir): run `bootstrap up` first"
+                    .into(),
+        });
+    }
+    let ctx = RunCtx {
+        reporter,
+        state: tokio::sync::Mutex::new(store),
+        concurrency: usize::from(args.concurrency),
+        cancel,
+    };
+    if args.provision && mode != Mode::Plan {
+        provision(&run, &ctx).await?;
+    }
+    let phases = phases::all(run.clone());
+    if mode == Mode::Plan {
+        let actions = engine::plan_all(&phases, &ctx).await?;
+        print_plan(&run.cluster.name, &actions, ctx.reporter.style() == Style::Json);
+        return Ok(());
+    }
+    engine::run(&phases, &ctx).await
+}
+
+/// `up --provision`: boots nodes that have a BMC through it before phase -1.
+async fn provision(run: &ClusterRun, ctx: &RunCtx) -> Result<(), PhaseError> {
+    let opts = crate::provision::Options {
+        concurrency: ctx.concurrency,
+        ..Default::default()
+    };
+    let failures: Vec<(String, String)> = crate::provision::provision_missing(&run.cluster, &opts)
+        .await
+        .into_iter()
+        .filter_map(|(node, r)| r.err().map(|e| (node, e.to_string())))
+        .collect();
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(PhaseError::Targets {
+            phase: "provision".into(),
+            failures,
+        })
+    }
+}
+
+fn print_plan(cluster: &str, actions: &[engine::Action], json: bool) {
+    if json {
+        for a in actions {
+            println!("{}", serde_json::json!({ "cluster": cluster, "action": a }));
+        }
+        return;
+    }
+    if actions.is_empty() {
+        println!("{cluster}: nothing to do: the cluster matches the inventory");
+        return;
+    }
+    println!("{cluster}: {} action(s)", actions.len());
+    let mut phase = "";
+    for a in actions {
+        if a.phase != phase {
+            phase = &a.phase;
+            println!("  {phase}:");
+        }
+        println!("    {}: {}", a.target, a.what);
+    }
+}
+
+/// First Ctrl-C: start nothing new, let in-flight steps finish. Second: exit now.
+pub(crate) async fn watch_interrupts(cancel: Arc<AtomicBool>) {
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    cancel.store(true, Ordering::SeqCst);
+    eprintln!("interrupt: finishing in-flight steps and recording state (Ctrl-C again to stop at once)");
+    if tokio::signal::ctrl_c().await.is_ok() {
+        eprintln!("interrupt: stopping now; the next `up` resumes from the recorded state");
+        std::process::exit(i32::from(EXIT_INTERRUPTED));
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(EXIT_FAILURE)
+}

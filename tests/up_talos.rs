@@ -1,0 +1,285 @@
+//! End-to-end `bootstrap up` against the simulated Talos rack: real gRPC/mTLS
+//! to every node, the Kubernetes API over HTTPS once etcd is bootstrapped.
+//! The `bootstrap` binary is run as the operator would run it; each test gets
+//! its own 127.B.0.0/24 block so the racks never collide.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use bootstrap::inventory::{self, Cluster};
+use xtask::kube_sim::Behaviour;
+use xtask::sim_rack::{RackOptions, SimRack};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bootstrap");
+
+/// `inventory/simulated.toml` moved to 127.`block`.0.0/24, plus `extra` TOML.
+fn inventory(dir: &Path, block: u8, extra: &str) -> PathBuf {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/inventory/simulated.toml"))
+        .unwrap()
+        .replace("127.1.0.", &format!("127.{block}.0."));
+    let path = dir.join("rack.toml");
+    std::fs::write(&path, format!("{text}\n{extra}")).unwrap();
+    path
+}
+
+fn cluster(path: &Path) -> Cluster {
+    inventory::load(path).unwrap().inventory.clusters.remove(0)
+}
+
+fn fast() -> RackOptions {
+    let d = Duration::from_millis(30);
+    RackOptions {
+        reboot_delay: Duration::from_millis(150),
+        ready_delay: Duration::from_millis(50),
+        behaviour: Behaviour {
+            crd_established: d,
+            deployment_available: d,
+            daemonset_available: d,
+            node_ready: d,
+            flux_ready: d,
+            argo_healthy: d,
+            ..Behaviour::default()
+        },
+    }
+}
+
+/// Runs `bootstrap <args>` with the inventory and state dir; (success, stdout, stderr).
+fn bootstrap(inv: &Path, state: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .arg("-i")
+        .arg(inv)
+        .arg("--state-dir")
+        .arg(state)
+        .args(args)
+        .env("HOME", state)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn bootstrap_calls(rack: &SimRack) -> usize {
+    rack.talos_mutations().iter().filter(|(_, m)| *m == "Bootstrap").count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn up_reaches_gitops_and_a_second_up_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory(dir.path(), 61, "");
+    let state = dir.path().join("state");
+    let rack = SimRack::start(&cluster(&inv), fast()).await.unwrap();
+
+    let (ok, _, err) = tokio::task::block_in_place(|| bootstrap(&inv, &state, &["up", "--timeout", "60"]));
+    assert!(ok, "first up failed:\n{err}");
+    assert_eq!(bootstrap_calls(&rack), 1, "etcd bootstrapped exactly once");
+    let kube = rack.kube().expect("the API came up after etcd bootstrap");
+    for node in ["cp-1", "cp-2", "cp-3", "worker-1", "worker-2"] {
+        assert!(kube.object("", "nodes", "", node).is_some(), "node {node} registered");
+    }
+    let kubeconfig = std::fs::read_to_string(state.join("sim/kubeconfig")).unwrap();
+    assert!(
+        kubeconfig.contains("https://127.61.0.10:6443"),
+        "the kubeconfig points at the endpoint"
+    );
+    assert!(state.join("sim/talosconfig").is_file());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(state.join("sim/kubeconfig"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "kubeconfig holds a client key: 0600");
+
+    rack.clear_logs();
+    let (ok, plan, err) = tokio::task::block_in_place(|| bootstrap(&inv, &state, &["plan"]));
+    assert!(ok, "plan failed:\n{err}");
+    assert!(plan.contains("nothing to do"), "converged cluster, plan:\n{plan}");
+    let (ok, _, err) = tokio::task::block_in_place(|| bootstrap(&inv, &state, &["up"]));
+    assert!(ok, "second up failed:\n{err}");
+    assert_eq!(
+        rack.talos_mutations(),
+        vec![],
+        "the second up made no mutating Talos call"
+    );
+    let k8s_writes: Vec<String> = kube
+        .requests()
+        .iter()
+        .filter(|r| r.mutating)
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(
+        k8s_writes,
+        Vec::<String>::new(),
+        "the second up made no mutating Kubernetes call"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_of_another_cluster_is_refused_before_anything_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory(dir.path(), 62, "");
+    let rack = SimRack::start(&cluster(&inv), fast()).await.unwrap();
+    // worker-2 was set up earlier by another cluster (another state dir: other secrets).
+    let other = dir.path().join("other");
+    let (ok, _, err) =
+        tokio::task::block_in_place(|| bootstrap(&inv, &other, &["up", "--limit", "cp-1,worker-2", "--timeout", "30"]));
+    // That run may stop at a later phase; what matters is that worker-2 now
+    // answers with the other cluster's certificate.
+    let _ = (ok, err);
+    rack.clear_logs();
+
+    let state = dir.path().join("state");
+    let (ok, _, err) = tokio::task::block_in_place(|| bootstrap(&inv, &state, &["up", "--timeout", "30"]));
+    assert!(!ok, "up must refuse");
+    assert!(
+        err.contains("worker-2") && err.contains("another cluster"),
+        "the error names the node:\n{err}"
+    );
+    assert_eq!(rack.talos_mutations(), vec![], "nothing was changed on any node");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreachable_node_fails_the_run_by_name_and_the_rest_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    // worker-3 has an address where nothing answers.
+    let extra = "[[cluster.node]]\nname = \"worker-3\"\nrole = \"worker\"\nip = \"127.63.0.99\"\n";
+    let inv = inventory(dir.path(), 63, "");
+    let rack = SimRack::start(&cluster(&inv), fast()).await.unwrap();
+    std::fs::write(&inv, std::fs::read_to_string(&inv).unwrap() + extra).unwrap();
+    let state = dir.path().join("state");
+    let (ok, _, err) = tokio::task::block_in_place(|| bootstrap(&inv, &state, &["up", "--timeout", "3"]));
+    assert!(!ok, "up must fail");
+    assert!(
+        err.contains("worker-3") && err.contains("unreachable"),
+        "the error names the node:\n{err}"
+    );
+    let (_, status, _) = tokio::task::block_in_place(|| bootstrap(&inv, &state, &["status"]));
+    for node in ["cp-1", "cp-2", "cp-3", "worker-1", "worker-2"] {
+        assert!(
+            status.contains(&format!("{node}: ready")),
+            "{node}'s progress is kept:\n{status}"
+        );
+    }
+    assert_eq!(
+        bootstrap_calls(&rack),
+        0,
+        "etcd is not bootstrapped while a node is missing"
+    );
+}
+
+/// Runs `up --output json` and SIGKILLs it after its `kill_after`-th progress
+/// event (`None`: let it finish). Returns the number of events seen.
+fn up_killed_after(inv: &Path, state: &Path, kill_after: Option<usize>) -> usize {
+    use std::io::BufRead;
+    let mut child = Command::new(BIN)
+        .arg("-i")
+        .arg(inv)
+        .arg("--state-dir")
+        .arg(state)
+        .args(["up", "--output", "json", "--timeout", "60"])
+        .env("HOME", state)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut events = 0;
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        if line.unwrap().starts_with('{') {
+            events += 1;
+        }
+        if Some(events) == kill_after {
+            child.kill().unwrap();
+            break;
+        }
+    }
+    child.wait().unwrap();
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_at_ten_points_up_resumes_and_never_bootstraps_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    // A reference run tells how many progress events a whole `up` emits.
+    let reference = {
+        let inv = inventory(&dir.path().join("ref"), 70, "");
+        let _rack = SimRack::start(&cluster(&inv), fast()).await.unwrap();
+        let state = dir.path().join("ref/state");
+        tokio::task::block_in_place(|| up_killed_after(&inv, &state, None))
+    };
+    assert!(reference >= 20, "a whole run emits events across phases ({reference})");
+    // Ten kill points spread over the whole run, each on its own fresh rack.
+    let mut runs = Vec::new();
+    for i in 0..10u8 {
+        let point = 1 + usize::from(i) * (reference - 2) / 9;
+        let base = dir.path().join(format!("kill-{i}"));
+        let inv = inventory(&base, 71 + i, "");
+        let rack = SimRack::start(&cluster(&inv), fast()).await.unwrap();
+        runs.push(tokio::task::spawn_blocking(move || {
+            let state = base.join("state");
+            up_killed_after(&inv, &state, Some(point));
+            let (ok, _, err) = bootstrap(&inv, &state, &["up", "--timeout", "60"]);
+            (point, rack, ok, err)
+        }));
+    }
+    for run in runs {
+        let (point, rack, ok, err) = run.await.unwrap();
+        assert!(ok, "killed after event {point}, the next up failed:\n{err}");
+        assert_eq!(
+            bootstrap_calls(&rack),
+            1,
+            "killed after event {point}: etcd bootstrapped exactly once"
+        );
+        let kube = rack.kube().expect("API up");
+        assert!(
+            kube.object("", "nodes", "", "worker-2").is_some(),
+            "killed after event {point}: converged"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ctrl_c_finishes_in_flight_steps_records_state_and_exits_130() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory(dir.path(), 64, "");
+    let _rack = SimRack::start(&cluster(&inv), fast()).await.unwrap();
+    let state = dir.path().join("state");
+    let code = tokio::task::block_in_place(|| {
+        let mut child = Command::new(BIN)
+            .arg("-i")
+            .arg(&inv)
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["up", "--output", "json", "--concurrency", "1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        // Interrupt as soon as the first node starts applying its config.
+        for line in lines.by_ref() {
+            if line.unwrap().contains("applying config") {
+                break;
+            }
+        }
+        Command::new("kill")
+            .arg("-INT")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        for _ in lines {}
+        child.wait().unwrap().code()
+    });
+    assert_eq!(code, Some(130), "an interrupted run exits 130");
+    let (_, status, _) = bootstrap(&inv, &state, &["status"]);
+    let ready = ["cp-1", "cp-2", "cp-3", "worker-1", "worker-2"]
+        .iter()
+        .filter(|n| status.contains(&format!("{n}: ready")))
+        .count();
+    assert_eq!(ready, 1, "the in-flight node finished, no other started:\n{status}");
+    let (ok, _, err) = tokio::task::block_in_place(|| bootstrap(&inv, &state, &["up", "--timeout", "60"]));
+    assert!(ok, "the next up resumes:\n{err}");
+}

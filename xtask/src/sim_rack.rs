@@ -1,0 +1,194 @@
+//! The simulated Talos rack: a Talos simulator node on every address an
+//! inventory cluster names, plus the cluster's Kubernetes API, which (as on a
+//! real rack) only comes up once etcd is bootstrapped: then a Kubernetes API
+//! simulator starts on the cluster endpoint (`<endpoint>:6443`), serving with
+//! the cluster CA from the applied machine configuration, and each configured
+//! node registers itself as its kubelet would. Test support for `cargo xtask
+//! demo`, the end-to-end tests and `bench up`; never part of `bootstrap`.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bootstrap::inventory::Cluster;
+use tokio::task::JoinHandle;
+
+use crate::kube_sim::{self, KubeSim, NodeRegistration, SimTls};
+use crate::talos_sim::{NodeMode, SimOptions, TalosSim};
+
+/// How the rack behaves.
+#[derive(Debug, Clone)]
+pub struct RackOptions {
+    /// How long a Talos reboot (after apply-config) keeps a node away.
+    pub reboot_delay: Duration,
+    /// How long Bootstrap answers "not available yet" after a configured boot.
+    pub ready_delay: Duration,
+    /// Kubernetes controller delays (CRDs, workloads, nodes Ready).
+    pub behaviour: kube_sim::Behaviour,
+}
+
+impl Default for RackOptions {
+    fn default() -> Self {
+        Self {
+            reboot_delay: Duration::from_millis(300),
+            ready_delay: Duration::from_millis(200),
+            behaviour: kube_sim::Behaviour::default(),
+        }
+    }
+}
+
+/// A running simulated rack for one cluster.
+pub struct SimRack {
+    /// The Talos nodes, in inventory order.
+    pub talos: TalosSim,
+    kube: Arc<Mutex<Option<Arc<KubeSim>>>>,
+    watcher: JoinHandle<()>,
+}
+
+impl Drop for SimRack {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+impl SimRack {
+    /// Starts a Talos node (maintenance mode) on every node address of
+    /// `cluster`, and the watcher that brings the Kubernetes API up after
+    /// etcd bootstrap. Addresses must be loopback.
+    pub async fn start(cluster: &Cluster, options: RackOptions) -> Result<Self> {
+        let addresses: Vec<IpAddr> = cluster.nodes.iter().map(|n| n.ip).collect();
+        if let Some(ip) = addresses.iter().find(|ip| !ip.is_loopback()) {
+            anyhow::bail!("the simulated rack only binds loopback addresses; {ip} is not one");
+        }
+        let api: SocketAddr = format!("{}:6443", cluster.endpoint)
+            .parse()
+            .with_context(|| format!("cluster endpoint {:?} is not an IP address", cluster.endpoint))?;
+        anyhow::ensure!(
+            api.ip().is_loopback(),
+            "the cluster endpoint {api} is not a loopback address"
+        );
+        let talos = TalosSim::start(SimOptions {
+            addresses,
+            reboot_delay: options.reboot_delay,
+            ready_delay: options.ready_delay,
+            ..SimOptions::new(cluster.nodes.len())
+        })
+        .await?;
+        let kube = Arc::new(Mutex::new(None));
+        let watcher = tokio::spawn(watch(talos.nodes().to_vec(), api, options.behaviour, kube.clone()));
+        Ok(Self { talos, kube, watcher })
+    }
+
+    /// The Kubernetes API simulator, once etcd was bootstrapped.
+    pub fn kube(&self) -> Option<Arc<KubeSim>> {
+        self.kube.lock().expect("kube lock").clone()
+    }
+
+    /// Mutating calls every Talos node received so far: `(node address, RPC)`.
+    pub fn talos_mutations(&self) -> Vec<(SocketAddr, &'static str)> {
+        self.talos
+            .nodes()
+            .iter()
+            .flat_map(|n| {
+                n.calls()
+                    .into_iter()
+                    .filter(|c| c.mutating && c.injected.is_none())
+                    .map(|c| (n.addr(), c.method))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Forgets the Talos call logs and the Kubernetes request log.
+    pub fn clear_logs(&self) {
+        for n in self.talos.nodes() {
+            n.clear_calls();
+        }
+        if let Some(k) = self.kube() {
+            k.clear_requests();
+        }
+    }
+
+    /// Stops every listener.
+    pub async fn stop(&self) {
+        self.watcher.abort();
+        self.kube.lock().expect("kube lock").take();
+        self.talos.stop().await;
+    }
+}
+
+/// Every 50 ms: once some node's cluster has etcd running, start the API on
+/// the endpoint with that cluster's CA; register configured nodes once.
+async fn watch(
+    nodes: Vec<Arc<crate::talos_sim::SimNode>>,
+    api: SocketAddr,
+    behaviour: kube_sim::Behaviour,
+    slot: Arc<Mutex<Option<Arc<KubeSim>>>>,
+) {
+    let mut registered = BTreeSet::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        let current = slot.lock().expect("kube lock").clone();
+        let kube = match current {
+            Some(k) => k,
+            None => match start_api(&nodes, api, &behaviour).await {
+                Ok(Some(k)) => {
+                    let k = Arc::new(k);
+                    *slot.lock().expect("kube lock") = Some(k.clone());
+                    registered.clear();
+                    k
+                }
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(target: "sim_rack", "cannot start the Kubernetes API simulator: {e:#}");
+                    continue;
+                }
+            },
+        };
+        for n in &nodes {
+            if n.is_up() && n.mode() == NodeMode::Configured && !registered.contains(n.name()) {
+                kube.register(NodeRegistration {
+                    name: n.hostname(),
+                    internal_ip: Some(n.addr().ip()),
+                    labels: Default::default(),
+                });
+                registered.insert(n.name().to_owned());
+            }
+        }
+    }
+}
+
+/// Starts the API once a control plane's cluster has etcd; `None` before that.
+async fn start_api(
+    nodes: &[Arc<crate::talos_sim::SimNode>],
+    api: SocketAddr,
+    behaviour: &kube_sim::Behaviour,
+) -> Result<Option<KubeSim>> {
+    let Some(config) = nodes.iter().find_map(|n| {
+        let config = n.config()?;
+        config.k8s_ca_key.as_ref()?;
+        let cluster = n.cluster()?;
+        let etcd_up = n.is_up() && cluster.lock().expect("cluster lock").etcd.is_some();
+        etcd_up.then_some(config)
+    }) else {
+        return Ok(None);
+    };
+    let key = config.k8s_ca_key.as_deref().unwrap_or_default();
+    let sans = vec![
+        api.ip().to_string(),
+        "localhost".into(),
+        "kubernetes.default.svc".into(),
+    ];
+    let tls = SimTls::with_ca(&config.k8s_ca_crt, key, &sans)?;
+    let sim = KubeSim::start(kube_sim::SimOptions {
+        bind: api,
+        tls: Some(tls),
+        behaviour: behaviour.clone(),
+        cluster_name: config.cluster_name.clone(),
+    })
+    .await?;
+    Ok(Some(sim))
+}
