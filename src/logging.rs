@@ -13,6 +13,14 @@ pub fn init(global: &Global) {
         (false, 2) => "debug",
         _ => "trace",
     };
+    // kube-client logs every failed connection at ERROR; the waits that expect
+    // them (the API coming up) report their own outcome, so keep it quiet
+    // unless asked for debug output.
+    let default = if global.verbose < 2 {
+        format!("{default},kube_client=off")
+    } else {
+        default.to_owned()
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -23,6 +23,25 @@ fn inventory(dir: &Path, block: u8, extra: &str) -> PathBuf {
     path
 }
 
+/// The pinned CRDs of phase 1, offline (tests never download).
+fn crds() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        xtask::sim_rack::offline_crds(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("up-talos-crds")).unwrap()
+    })
+    .clone()
+}
+
+/// `args` plus `--artifacts` for the commands that run phases.
+fn with_artifacts(args: &[&str]) -> Vec<std::ffi::OsString> {
+    let mut v: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+    if matches!(args.first(), Some(&("up" | "plan" | "add-node" | "reset"))) {
+        v.push("--artifacts".into());
+        v.push(crds().into());
+    }
+    v
+}
+
 fn cluster(path: &Path) -> Cluster {
     inventory::load(path).unwrap().inventory.clusters.remove(0)
 }
@@ -51,7 +70,7 @@ fn bootstrap(inv: &Path, state: &Path, args: &[&str]) -> (bool, String, String) 
         .arg(inv)
         .arg("--state-dir")
         .arg(state)
-        .args(args)
+        .args(with_artifacts(args))
         .env("HOME", state)
         .output()
         .unwrap();
@@ -145,7 +164,8 @@ async fn a_node_of_another_cluster_is_refused_before_anything_changes() {
 async fn an_unreachable_node_fails_the_run_by_name_and_the_rest_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     // worker-3 has an address where nothing answers.
-    let extra = "[[cluster.node]]\nname = \"worker-3\"\nrole = \"worker\"\nip = \"127.63.0.99\"\n";
+    let extra =
+        "[[cluster.node]]\nname = \"worker-3\"\nrole = \"worker\"\nip = \"127.63.0.99\"\nmac = \"02:00:7f:3f:00:63\"\n";
     let inv = inventory(dir.path(), 63, "");
     let rack = SimRack::start(&cluster(&inv), fast()).await.unwrap();
     std::fs::write(&inv, std::fs::read_to_string(&inv).unwrap() + extra).unwrap();
@@ -179,7 +199,7 @@ fn up_killed_after(inv: &Path, state: &Path, kill_after: Option<usize>) -> usize
         .arg(inv)
         .arg("--state-dir")
         .arg(state)
-        .args(["up", "--output", "json", "--timeout", "60"])
+        .args(with_artifacts(&["up", "--output", "json", "--timeout", "60"]))
         .env("HOME", state)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -253,7 +273,7 @@ async fn ctrl_c_finishes_in_flight_steps_records_state_and_exits_130() {
             .arg(&inv)
             .arg("--state-dir")
             .arg(&state)
-            .args(["up", "--output", "json", "--concurrency", "1"])
+            .args(with_artifacts(&["up", "--output", "json", "--concurrency", "1"]))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -83,9 +83,11 @@ pub fn run(args: DemoArgs) -> Result<()> {
             }
             Ok(())
         };
+        let crds = crate::sim_rack::offline_crds(&root.join("target/demo-artifacts"))?;
+        let crds = crds.to_str().context("artifact dir path")?;
         tokio::task::block_in_place(|| {
-            bootstrap(&["up"])?;
-            bootstrap(&["plan"])?;
+            bootstrap(&["up", "--artifacts", crds])?;
+            bootstrap(&["plan", "--artifacts", crds])?;
             bootstrap(&["status"])
         })?;
         eprintln!("\ndemo: state, kubeconfig and talosconfig are in {}", state.display());

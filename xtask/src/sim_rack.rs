@@ -143,7 +143,7 @@ async fn watch(
                 }
                 Ok(None) => continue,
                 Err(e) => {
-                    tracing::warn!(target: "sim_rack", "cannot start the Kubernetes API simulator: {e:#}");
+                    eprintln!("sim_rack: cannot start the Kubernetes API simulator: {e:#}");
                     continue;
                 }
             },
@@ -191,4 +191,34 @@ async fn start_api(
     })
     .await?;
     Ok(Some(sim))
+}
+
+/// A directory of the pinned CRD files `phases/crds.toml` names, linked from
+/// the reference copies in `shared/crds/` beside the repository (or beside a
+/// worktree's parent), for `up --artifacts DIR`: tests, demos and benchmarks
+/// never download. Errors when the reference copies are not there.
+pub fn offline_crds(dir: &std::path::Path) -> Result<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shared = root
+        .ancestors()
+        .skip(1)
+        .take(3)
+        .map(|a| a.join("shared/crds"))
+        .find(|p| p.is_dir())
+        .context("shared/crds (reference CRDs) not found beside the repository")?;
+    std::fs::create_dir_all(dir)?;
+    for sub in std::fs::read_dir(&shared)? {
+        let sub = sub?.path();
+        if !sub.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(&sub)? {
+            let file = file?.path();
+            let link = dir.join(file.file_name().context("file name")?);
+            if !link.exists() {
+                std::os::unix::fs::symlink(&file, &link).with_context(|| format!("linking {}", link.display()))?;
+            }
+        }
+    }
+    Ok(dir.to_path_buf())
 }

@@ -58,6 +58,7 @@ fn one_run(bin: &Path, dir: &Path, block: u8, cps: usize, workers: usize, reboot
         .clusters
         .remove(0);
     let state = dir.join(format!("state-{block}"));
+    let crds = crate::sim_rack::offline_crds(&dir.join("artifacts"))?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let rack = SimRack::start(
@@ -76,7 +77,16 @@ fn one_run(bin: &Path, dir: &Path, block: u8, cps: usize, workers: usize, reboot
                 .arg(&inv)
                 .arg("--state-dir")
                 .arg(&state)
-                .args(["--quiet", "up", "--concurrency", "256", "--timeout", "300"])
+                .args([
+                    "--quiet",
+                    "up",
+                    "--concurrency",
+                    "256",
+                    "--timeout",
+                    "300",
+                    "--artifacts",
+                ])
+                .arg(&crds)
                 .status()
         })?;
         let wall = started.elapsed();

@@ -68,7 +68,9 @@ impl SimTls {
     /// the cluster CA from a Talos machine configuration, so kubeconfigs
     /// issued elsewhere under that CA are accepted.
     pub fn with_ca(ca_cert_pem: &str, ca_key_pem: &str, sans: &[String]) -> Result<Self> {
-        let ca_key = KeyPair::from_pem(ca_key_pem).context("parsing the CA key")?;
+        // Talos bundles carry SEC1 `EC PRIVATE KEY`s, which rcgen does not parse itself.
+        let ca_key =
+            crate::talos_sim::pki::load_key(ca_key_pem).map_err(|e| anyhow::anyhow!("parsing the CA key: {e}"))?;
         let issuer = Issuer::from_ca_cert_pem(ca_cert_pem, &ca_key).context("parsing the CA certificate")?;
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(sans.to_vec())?;
@@ -89,7 +91,8 @@ impl SimTls {
             .ca_key_pem
             .as_deref()
             .context("the simulator was given a CA without its key, so it cannot issue client certificates")?;
-        let ca_key = KeyPair::from_pem(ca_key_pem).context("parsing the CA key")?;
+        let ca_key =
+            crate::talos_sim::pki::load_key(ca_key_pem).map_err(|e| anyhow::anyhow!("parsing the CA key: {e}"))?;
         let issuer = Issuer::from_ca_cert_pem(&self.ca_cert_pem, &ca_key).context("parsing the CA certificate")?;
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
