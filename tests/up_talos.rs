@@ -303,3 +303,45 @@ async fn ctrl_c_finishes_in_flight_steps_records_state_and_exits_130() {
     let (ok, _, err) = tokio::task::block_in_place(|| bootstrap(&inv, &state, &["up", "--timeout", "60"]));
     assert!(ok, "the next up resumes:\n{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reset_snapshots_confirms_wipes_and_rebuilds_with_etcd_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory(dir.path(), 65, "");
+    let rack = SimRack::start(&cluster(&inv), fast()).await.unwrap();
+    let state = dir.path().join("state");
+    let (ok, _, err) = tokio::task::block_in_place(|| bootstrap(&inv, &state, &["up", "--timeout", "60"]));
+    assert!(ok, "up failed:\n{err}");
+    rack.clear_logs();
+
+    // Without confirmation (no terminal, no --yes) nothing is wiped.
+    let (ok, _, err) = tokio::task::block_in_place(|| bootstrap(&inv, &state, &["reset", "--timeout", "60"]));
+    assert!(!ok && err.contains("--yes"), "reset asks for confirmation:\n{err}");
+    assert!(
+        !rack.talos_mutations().iter().any(|(_, m)| *m == "Reset"),
+        "nothing wiped without confirmation"
+    );
+
+    let (ok, _, err) = tokio::task::block_in_place(|| bootstrap(&inv, &state, &["--yes", "reset", "--timeout", "60"]));
+    assert!(ok, "reset failed:\n{err}");
+    let snapshots: Vec<_> = std::fs::read_dir(state.join("sim/snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(snapshots.len(), 2, "one snapshot per reset attempt: {snapshots:?}");
+    assert!(snapshots.iter().all(|p| std::fs::metadata(p).unwrap().len() > 0));
+    let calls = rack.talos_mutations();
+    let count = |m: &str| calls.iter().filter(|(_, c)| *c == m).count();
+    assert_eq!(count("Reset"), 5, "every node wiped once: {calls:?}");
+    assert_eq!(count("EtcdRecover"), 1, "etcd restored from the snapshot: {calls:?}");
+    assert_eq!(
+        count("Bootstrap"),
+        1,
+        "etcd bootstrapped once after the wipe: {calls:?}"
+    );
+    let (ok, plan, err) = tokio::task::block_in_place(|| bootstrap(&inv, &state, &["plan"]));
+    assert!(
+        ok && plan.contains("nothing to do"),
+        "rebuilt and converged:\n{plan}{err}"
+    );
+}

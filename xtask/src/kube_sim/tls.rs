@@ -50,18 +50,7 @@ impl SimTls {
             KeyUsagePurpose::DigitalSignature,
         ];
         let ca_cert = ca.self_signed(&ca_key)?;
-        let issuer = Issuer::new(ca, &ca_key);
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(sans.to_vec())?;
-        params.distinguished_name.push(DnType::CommonName, "kube-apiserver");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let cert = params.signed_by(&key, &issuer)?;
-        Ok(Self {
-            ca_cert_pem: ca_cert.pem(),
-            ca_key_pem: Some(ca_key.serialize_pem()),
-            server_cert_pem: cert.pem(),
-            server_key_pem: key.serialize_pem(),
-        })
+        Self::with_ca(&ca_cert.pem(), &ca_key.serialize_pem(), sans)
     }
 
     /// A server certificate for `sans` signed by an existing CA (PEM), e.g.
