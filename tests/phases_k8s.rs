@@ -53,6 +53,11 @@ impl Env {
     /// The simulated rack's inventory with `engine`, extra `[cluster.gitops]`
     /// lines, and the artifacts dir prepared by `prepare`.
     async fn start(engine: &str, gitops_extra: &str, prepare: impl FnOnce(&Path)) -> Self {
+        Self::start_with(engine, gitops_extra, prepare, Duration::from_secs(20)).await
+    }
+
+    /// [`Env::start`] with a given wait timeout.
+    async fn start_with(engine: &str, gitops_extra: &str, prepare: impl FnOnce(&Path), t: Duration) -> Self {
         let d = Duration::from_millis(20);
         let sim = KubeSim::start(SimOptions {
             behaviour: Behaviour {
@@ -89,7 +94,6 @@ impl Env {
         let offline = dir.path().join("artifacts");
         std::fs::create_dir_all(&offline).unwrap();
         prepare(&offline);
-        let t = Duration::from_secs(20);
         let run = Arc::new(ClusterRun {
             cluster,
             inventory_dir: dir.path().to_path_buf(),
@@ -408,4 +412,63 @@ spec:
         spegel["spec"]["chart"]["spec"]["version"], "0.3.0",
         "releases the checkout lacks keep phases/ defaults"
     );
+}
+
+/// A Deployment as a chart would leave it, never becoming Available while `hold` is "true".
+fn held_operator(hold: &str) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: cilium-operator
+  namespace: kube-system
+  annotations: {{kube-sim.bootstrap.dev/hold: "{hold}"}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: cilium-operator}}}}
+  template:
+    metadata: {{labels: {{app: cilium-operator}}}}
+    spec: {{containers: [{{name: operator, image: sim.invalid/cilium-operator}}]}}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_workload_that_never_gets_ready_fails_naming_it_and_a_rerun_resumes() {
+    let env = Env::start_with("flux", "", artifacts, Duration::from_secs(2)).await;
+    let helm = ApplyOpts {
+        field_manager: "helm".into(),
+        ..ApplyOpts::default()
+    };
+    apply_manifests(&env.client().await, &held_operator("true"), &helm)
+        .await
+        .unwrap();
+
+    let err = env.up().await.unwrap_err().to_string();
+    assert!(
+        err.contains("phase core") && err.contains("cluster sim") && err.contains("Deployment kube-system/cilium-operator"),
+        "{err}"
+    );
+
+    // Everything was applied; only the wait remains, and the plan says so.
+    let plan = engine::plan_all(&env.phases(), &env.ctx()).await.unwrap();
+    let plan: Vec<String> = plan.iter().map(|a| format!("{}: {}", a.phase, a.what)).collect();
+    assert!(
+        plan.iter().all(|p| p.starts_with("core: wait for ") || p.starts_with("gitops: create ")),
+        "{plan:#?}"
+    );
+    assert!(
+        plan.contains(&"core: wait for Deployment kube-system/cilium-operator to be ready".to_owned()),
+        "{plan:#?}"
+    );
+
+    apply_manifests(&env.client().await, &held_operator("false"), &helm)
+        .await
+        .unwrap();
+    env.up().await.unwrap();
+    let root = env
+        .object("kustomize.toolkit.fluxcd.io", "kustomizations", "flux-system", "flux-system")
+        .unwrap();
+    assert_eq!(root["status"]["conditions"][0]["status"], "True");
 }

@@ -26,6 +26,16 @@ pub fn local_api(cluster: &Cluster) -> (&'static str, u16) {
     }
 }
 
+/// The API server address for chart values (Cilium's `k8sServiceHost`):
+/// reachable from every node, workers included, before kube-proxy or a CNI.
+/// KubePrism on Talos; the cluster endpoint (VIP or load balancer) on k3s.
+pub fn node_api(cluster: &Cluster) -> (String, u16) {
+    match cluster.distribution {
+        Distribution::Talos => ("localhost".into(), 7445),
+        Distribution::K3s => (cluster.endpoint.clone(), 6443),
+    }
+}
+
 /// The cluster DNS Service address: the 10th address of the service CIDR.
 pub fn dns_ip(cluster: &Cluster) -> String {
     match cluster.network.service_cidr.network() {
@@ -164,7 +174,7 @@ fn render_values(r: &Release, cluster: &Cluster) -> Result<Value, String> {
     if r.values.trim().is_empty() {
         return Ok(json!({}));
     }
-    let (host, port) = local_api(cluster);
+    let (host, port) = node_api(cluster);
     let env = minijinja::Environment::new();
     let text = env
         .render_str(
