@@ -447,7 +447,9 @@ async fn a_workload_that_never_gets_ready_fails_naming_it_and_a_rerun_resumes() 
 
     let err = env.up().await.unwrap_err().to_string();
     assert!(
-        err.contains("phase core") && err.contains("cluster sim") && err.contains("Deployment kube-system/cilium-operator"),
+        err.contains("phase core")
+            && err.contains("cluster sim")
+            && err.contains("Deployment kube-system/cilium-operator"),
         "{err}"
     );
 
@@ -455,7 +457,8 @@ async fn a_workload_that_never_gets_ready_fails_naming_it_and_a_rerun_resumes() 
     let plan = engine::plan_all(&env.phases(), &env.ctx()).await.unwrap();
     let plan: Vec<String> = plan.iter().map(|a| format!("{}: {}", a.phase, a.what)).collect();
     assert!(
-        plan.iter().all(|p| p.starts_with("core: wait for ") || p.starts_with("gitops: create ")),
+        plan.iter()
+            .all(|p| p.starts_with("core: wait for ") || p.starts_with("gitops: create ")),
         "{plan:#?}"
     );
     assert!(
@@ -468,7 +471,48 @@ async fn a_workload_that_never_gets_ready_fails_naming_it_and_a_rerun_resumes() 
         .unwrap();
     env.up().await.unwrap();
     let root = env
-        .object("kustomize.toolkit.fluxcd.io", "kustomizations", "flux-system", "flux-system")
+        .object(
+            "kustomize.toolkit.fluxcd.io",
+            "kustomizations",
+            "flux-system",
+            "flux-system",
+        )
         .unwrap();
     assert_eq!(root["status"]["conditions"][0]["status"], "True");
+}
+
+#[test]
+fn k3s_keeps_its_coredns_unless_disabled_and_charts_reach_the_api_through_the_endpoint() {
+    use bootstrap::phases::{catalog, manifests};
+    let base = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/inventory/rack-k3s.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let load = |text: &str| {
+        let path = dir.path().join("k3s.toml");
+        std::fs::write(&path, text).unwrap();
+        bootstrap::inventory::load(&path).unwrap().inventory.clusters.remove(0)
+    };
+    let names = |c: &bootstrap::inventory::Cluster| -> Vec<String> {
+        manifests::releases(&catalog::core(), c, None)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .collect()
+    };
+    let k3s = load(&base);
+    assert_eq!(names(&k3s), ["cilium", "spegel", "cert-manager", "external-secrets"]);
+    let cilium = &manifests::releases(&catalog::core(), &k3s, None).unwrap()[0];
+    let values = &cilium.objects[1]["spec"]["values"];
+    assert_eq!(values["k8sServiceHost"], "198.18.0.11");
+    assert_eq!(values["k8sServicePort"], 6443);
+
+    let own_dns = base.replace(
+        "[cluster.network]",
+        "[cluster.k3s]\ndisable = [\"coredns\"]\n\n[cluster.network]",
+    );
+    let coredns = manifests::releases(&catalog::core(), &load(&own_dns), None).unwrap();
+    let coredns = coredns.iter().find(|r| r.name == "coredns").expect("CoreDNS installed");
+    assert_eq!(
+        coredns.objects[1]["spec"]["values"]["service"]["clusterIP"], "10.43.0.10",
+        "the 10th address of the service CIDR"
+    );
 }
