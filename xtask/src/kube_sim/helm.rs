@@ -134,3 +134,35 @@ pub fn install(store: &mut Store) {
         store.put(&gr, o);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_release_installs_its_charts_workloads_and_crds_once() {
+        let mut store = Store::default();
+        let releases = GroupResource::new("helm.toolkit.fluxcd.io", "helmreleases");
+        store.put(
+            &releases,
+            json!({"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+                   "metadata": {"name": "argo-cd", "namespace": "argocd"},
+                   "spec": {"chart": {"spec": {"chart": "argo-cd", "version": "9.1.0"}}}}),
+        );
+        install(&mut store);
+        let deployments = GroupResource::new("apps", "deployments");
+        let server = store
+            .get(&deployments, "argocd", "argocd-server")
+            .expect("installed")
+            .clone();
+        assert_eq!(
+            server["metadata"]["annotations"]["meta.helm.sh/release-name"],
+            "argo-cd"
+        );
+        let crds = GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions");
+        assert!(store.get(&crds, "", "applications.argoproj.io").is_some());
+        let rv = store.resource_version();
+        install(&mut store);
+        assert_eq!(store.resource_version(), rv, "installed once, never rewritten");
+    }
+}
