@@ -236,8 +236,13 @@ pub async fn apply_manifests(client: &Client, yaml: &str, opts: &ApplyOpts) -> R
                 }
             }
         }
-        let done: Vec<Change> = futures::stream::iter(planned)
+        // Futures collected first: a closure held across the await makes the
+        // caller's future not provably Send (rustc #102211).
+        let applies: Vec<_> = planned
+            .into_iter()
             .map(|(m, (ar, caps))| ctx.apply_one(m, ar, caps))
+            .collect();
+        let done: Vec<Change> = futures::stream::iter(applies)
             .buffered(opts.concurrency.max(1))
             .try_collect()
             .await?;

@@ -1,13 +1,62 @@
-//! Phase 2: core services.
+//! Phase 2: core services with no helm, kubectl or flux binary on the
+//! operator's machine. `bootstrap` starts Flux's controllers itself (see
+//! [`manifests`]) and hands the core releases (Cilium, CoreDNS where the
+//! distribution runs none, Spegel, cert-manager, external-secrets, Argo CD
+//! when it is the GitOps engine) to helm-controller as HelmRelease objects.
+//! Chart versions and values come from the GitOps checkout's HelmReleases when
+//! `[cluster.gitops] checkout` is set, else from `phases/core.toml`. Then it
+//! waits: CNI DaemonSet rolled out, Nodes Ready, Deployments Available,
+//! HelmReleases Ready.
 
 use std::sync::Arc;
 
-use super::ClusterRun;
-use crate::engine::{Action, Phase, PhaseError, RunCtx};
+use serde_json::{Value, json};
+
+use super::checkout::Checkout;
+use super::manifests::{self, ReleaseObjects};
+use super::{ClusterRun, catalog, objects};
+use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx};
+use crate::k8s::{Client, wait};
+
+const PHASE: &str = "core";
 
 /// Phase 2: core services.
 pub struct Core {
     run: Arc<ClusterRun>,
+}
+
+/// Everything phase 2 wants.
+struct Desired {
+    controllers: Vec<Value>,
+    releases: Vec<ReleaseObjects>,
+}
+
+impl Desired {
+    fn objects(&self) -> Vec<Value> {
+        let mut out = self.controllers.clone();
+        for r in &self.releases {
+            out.extend(r.objects.iter().cloned());
+        }
+        out
+    }
+
+    /// Objects to watch until ready, as stubs for [`objects::get`]: the
+    /// controllers, each release's workloads, each HelmRelease.
+    fn readiness(&self) -> Vec<Value> {
+        let mut out: Vec<Value> = self
+            .controllers
+            .iter()
+            .filter(|o| o["kind"] == "Deployment")
+            .cloned()
+            .collect();
+        for r in &self.releases {
+            for (kind, name) in &r.waits {
+                out.push(json!({"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name, "namespace": r.namespace}}));
+            }
+            out.extend(r.objects.iter().filter(|o| o["kind"] == "HelmRelease").cloned());
+        }
+        out
+    }
 }
 
 impl Core {
@@ -15,29 +64,156 @@ impl Core {
     pub fn new(run: Arc<ClusterRun>) -> Self {
         Self { run }
     }
+
+    fn failed(&self, message: impl std::fmt::Display) -> PhaseError {
+        PhaseError::Failed {
+            phase: PHASE.into(),
+            message: format!("cluster {}: {message}", self.run.cluster.name),
+        }
+    }
+
+    fn desired(&self) -> Result<Desired, PhaseError> {
+        let cluster = &self.run.cluster;
+        let core = catalog::core();
+        let checkout = match cluster.gitops.as_ref().and_then(|g| g.checkout.as_ref()) {
+            Some(dir) => Some(Checkout::read(dir).map_err(|e| self.failed(e))?),
+            None => None,
+        };
+        let releases = manifests::releases(&core, cluster, checkout.as_ref()).map_err(|e| self.failed(e))?;
+        for r in &releases {
+            tracing::debug!(
+                "release {}/{}: chart {} from {}",
+                r.namespace,
+                r.name,
+                r.version,
+                r.origin
+            );
+        }
+        Ok(Desired {
+            controllers: manifests::flux_controllers(&core.flux, cluster),
+            releases,
+        })
+    }
+
+    /// What exists but is not ready yet.
+    async fn not_ready(&self, client: &Client, d: &Desired) -> Result<Vec<String>, PhaseError> {
+        let mut out = vec![];
+        for stub in d.readiness() {
+            if let Some(live) = objects::get(client, &stub).await.map_err(|e| self.failed(e))?
+                && !objects::is_ready(&live)
+            {
+                out.push(objects::describe(&stub));
+            }
+        }
+        if d.releases.iter().any(|r| r.cni) {
+            let nodes = crate::k8s::Client::kube(client).clone();
+            let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(nodes);
+            let params = kube::api::ListParams::default();
+            let list = client
+                .retry()
+                .run("list nodes", || api.list(&params))
+                .await
+                .map_err(|e| self.failed(client.api_error("list", "nodes", &e)))?;
+            for n in list.items {
+                let v = serde_json::to_value(&n).unwrap_or_default();
+                if !objects::is_ready(&v) {
+                    out.push(format!("Node {}", n.metadata.name.unwrap_or_default()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn wait_ready(&self, ctx: &RunCtx, client: &Client, d: &Desired) -> Result<(), PhaseError> {
+        let t = self.run.timeouts.workload;
+        let fail = |e: crate::k8s::Error| self.failed(e);
+        let workload = |ns: String, kind: String, name: String| async move {
+            match kind.as_str() {
+                "DaemonSet" => wait::daemonset_rolled_out(client, &ns, &name, t).await,
+                _ => wait::deployment_available(client, &ns, &name, t).await,
+            }
+        };
+        // The network first: nothing else schedules before Nodes are Ready.
+        for r in d.releases.iter().filter(|r| r.cni) {
+            ctx.step(PHASE, CLUSTER, &format!("waiting for the CNI ({})", r.name));
+            for (kind, name) in r.waits.iter().filter(|(k, _)| k == "DaemonSet") {
+                workload(r.namespace.clone(), kind.clone(), name.clone())
+                    .await
+                    .map_err(fail)?;
+            }
+            ctx.step(PHASE, CLUSTER, "waiting for Nodes to be Ready");
+            let names: Vec<&str> = self.run.cluster.nodes.iter().map(|n| n.name.as_str()).collect();
+            wait::nodes_ready(client, &names, t).await.map_err(fail)?;
+        }
+        ctx.step(PHASE, CLUSTER, "waiting for core workloads");
+        let mut waits = vec![];
+        for o in d.controllers.iter().filter(|o| o["kind"] == "Deployment") {
+            let name = o["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+            waits.push((manifests::FLUX_NAMESPACE.to_owned(), "Deployment".to_owned(), name));
+        }
+        for r in &d.releases {
+            for (kind, name) in &r.waits {
+                waits.push((r.namespace.clone(), kind.clone(), name.clone()));
+            }
+        }
+        let results = futures::future::join_all(waits.into_iter().map(|(ns, k, n)| workload(ns, k, n))).await;
+        results.into_iter().collect::<Result<Vec<()>, _>>().map_err(fail)?;
+        ctx.step(PHASE, CLUSTER, "waiting for HelmReleases to be Ready");
+        let releases = d.releases.iter().map(|r| {
+            wait::ready_condition(
+                client,
+                "helm.toolkit.fluxcd.io/v2",
+                "HelmRelease",
+                Some(r.namespace.as_str()),
+                &r.name,
+                t,
+            )
+        });
+        let results = futures::future::join_all(releases).await;
+        results.into_iter().collect::<Result<Vec<()>, _>>().map_err(fail)?;
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]
 impl Phase for Core {
     fn name(&self) -> &'static str {
-        "core"
+        PHASE
     }
 
     fn title(&self) -> &'static str {
         "Phase 2: core services"
     }
 
-    async fn plan(&self, _ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
-        Err(PhaseError::Failed {
-            phase: self.name().into(),
-            message: format!(
-                "cluster {}: this phase is not built yet; nothing was done",
-                self.run.cluster.name
-            ),
-        })
+    async fn plan(&self, ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
+        let d = self.desired()?;
+        let Some(client) = objects::client_if_up(&self.run, ctx).await? else {
+            return Ok(objects::actions(PHASE, &objects::all_created(d.objects())));
+        };
+        let pending = objects::pending(&client, d.objects())
+            .await
+            .map_err(|e| self.failed(e))?;
+        let mut actions = objects::actions(PHASE, &pending);
+        for what in self.not_ready(&client, &d).await? {
+            actions.push(Action::new(PHASE, CLUSTER, format!("wait for {what} to be ready")));
+        }
+        Ok(actions)
     }
 
-    async fn apply(&self, _ctx: &RunCtx, _plan: &[Action]) -> Result<(), PhaseError> {
-        self.plan(_ctx).await.map(|_| ())
+    async fn apply(&self, ctx: &RunCtx, _plan: &[Action]) -> Result<(), PhaseError> {
+        let d = self.desired()?;
+        let client = self.run.kube(ctx).await?;
+        ctx.step(PHASE, CLUSTER, "comparing Flux controllers and releases");
+        let pending = objects::pending(&client, d.objects())
+            .await
+            .map_err(|e| self.failed(e))?;
+        ctx.step(PHASE, CLUSTER, &format!("applying {} object(s)", pending.len()));
+        objects::apply(&client, &pending, self.run.timeouts.workload)
+            .await
+            .map_err(|e| self.failed(e))?;
+        ctx.record(PHASE, CLUSTER, "applied").await?;
+        self.wait_ready(ctx, &client, &d).await?;
+        ctx.record(PHASE, CLUSTER, "ready").await?;
+        Ok(())
     }
 }

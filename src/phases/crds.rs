@@ -1,9 +1,19 @@
-//! Phase 1: CRDs.
+//! Phase 1: the CRDs of `phases/crds.toml`, each file pinned by sha256 and
+//! taken from the artifact store (`--artifacts DIR`, the cache, or fetched
+//! once; with `--artifacts` nothing is ever downloaded), applied server-side
+//! and waited for until Established. Every file is read and verified before
+//! anything is applied, so a missing or tampered file changes nothing.
 
 use std::sync::Arc;
 
-use super::ClusterRun;
-use crate::engine::{Action, Phase, PhaseError, RunCtx};
+use serde_json::Value;
+
+use super::catalog;
+use super::{ClusterRun, objects};
+use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx};
+use crate::k8s::{self, wait};
+
+const PHASE: &str = "crds";
 
 /// Phase 1: CRDs.
 pub struct Crds {
@@ -15,29 +25,103 @@ impl Crds {
     pub fn new(run: Arc<ClusterRun>) -> Self {
         Self { run }
     }
+
+    fn failed(&self, message: impl std::fmt::Display) -> PhaseError {
+        PhaseError::Failed {
+            phase: PHASE.into(),
+            message: format!("cluster {}: {message}", self.run.cluster.name),
+        }
+    }
+
+    /// Every CRD of every pinned source, verified.
+    async fn desired(&self) -> Result<Vec<Value>, PhaseError> {
+        let offline = self.run.artifacts.offline.is_some();
+        let mut out = vec![];
+        for source in catalog::crds().sources {
+            let what = format!("CRD source {} {} ({})", source.name, source.version, source.file);
+            let path = self
+                .run
+                .artifacts
+                .get(&source.pinned(offline))
+                .await
+                .map_err(|e| self.failed(format!("{what}: {e}")))?;
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| self.failed(format!("{what}: cannot read {}: {e}", path.display())))?;
+            let docs = k8s::parse_manifests(&text).map_err(|e| self.failed(format!("{what}: {e}")))?;
+            for doc in docs {
+                if doc["kind"] != "CustomResourceDefinition" {
+                    // Pinned files may carry other objects (e.g. a ValidatingAdmissionPolicy).
+                    tracing::debug!("{what}: applying {} as well", objects::describe(&doc));
+                }
+                out.push(objects::labelled(doc));
+            }
+        }
+        Ok(out)
+    }
+
+    /// CRD names of `desired` that exist but are not Established yet.
+    async fn not_established(&self, client: &k8s::Client, desired: &[Value]) -> Result<Vec<String>, PhaseError> {
+        let mut out = vec![];
+        for crd in desired.iter().filter(|o| o["kind"] == "CustomResourceDefinition") {
+            if let Some(live) = objects::get(client, crd).await.map_err(|e| self.failed(e))?
+                && !objects::is_ready(&live)
+            {
+                out.push(crd["metadata"]["name"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[async_trait::async_trait]
 impl Phase for Crds {
     fn name(&self) -> &'static str {
-        "crds"
+        PHASE
     }
 
     fn title(&self) -> &'static str {
         "Phase 1: CRDs"
     }
 
-    async fn plan(&self, _ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
-        Err(PhaseError::Failed {
-            phase: self.name().into(),
-            message: format!(
-                "cluster {}: this phase is not built yet; nothing was done",
-                self.run.cluster.name
-            ),
-        })
+    async fn plan(&self, ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
+        let desired = self.desired().await?;
+        let Some(client) = objects::client_if_up(&self.run, ctx).await? else {
+            return Ok(objects::actions(PHASE, &objects::all_created(desired)));
+        };
+        let pending = objects::pending(&client, desired.clone())
+            .await
+            .map_err(|e| self.failed(e))?;
+        let mut actions = objects::actions(PHASE, &pending);
+        for name in self.not_established(&client, &desired).await? {
+            actions.push(Action::new(
+                PHASE,
+                CLUSTER,
+                format!("wait for CustomResourceDefinition {name} to be Established"),
+            ));
+        }
+        Ok(actions)
     }
 
-    async fn apply(&self, _ctx: &RunCtx, _plan: &[Action]) -> Result<(), PhaseError> {
-        self.plan(_ctx).await.map(|_| ())
+    async fn apply(&self, ctx: &RunCtx, _plan: &[Action]) -> Result<(), PhaseError> {
+        let desired = self.desired().await?;
+        let client = self.run.kube(ctx).await?;
+        ctx.step(PHASE, CLUSTER, "comparing CRDs");
+        let pending = objects::pending(&client, desired.clone())
+            .await
+            .map_err(|e| self.failed(e))?;
+        ctx.step(PHASE, CLUSTER, &format!("applying {} object(s)", pending.len()));
+        let timeout = self.run.timeouts.workload;
+        objects::apply(&client, &pending, timeout)
+            .await
+            .map_err(|e| self.failed(e))?;
+        ctx.step(PHASE, CLUSTER, "waiting for CRDs to be Established");
+        for crd in desired.iter().filter(|o| o["kind"] == "CustomResourceDefinition") {
+            let name = crd["metadata"]["name"].as_str().unwrap_or_default();
+            wait::crd_established(&client, name, timeout)
+                .await
+                .map_err(|e| self.failed(e))?;
+        }
+        ctx.record(PHASE, CLUSTER, "established").await?;
+        Ok(())
     }
 }

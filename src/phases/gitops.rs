@@ -1,9 +1,40 @@
-//! Phase 3: GitOps takeover.
+//! Phase 3: GitOps takeover. Flux: a GitRepository (authenticated with the
+//! deploy-key secret of phase 0) and the root Kustomization (decrypting SOPS
+//! with the `sops-age` secret), both named `flux-system` like `flux bootstrap`
+//! names them, so the repository's own definitions adopt them. Argo CD: the
+//! repository credentials and a root Application. Then it waits until the root
+//! reports Ready (Healthy) and steps back: from here on the repository drives
+//! the cluster, and objects Flux or Argo CD manage are never touched again.
 
 use std::sync::Arc;
 
-use super::ClusterRun;
-use crate::engine::{Action, Phase, PhaseError, RunCtx};
+use base64::Engine;
+use serde_json::{Value, json};
+
+use super::{ClusterRun, objects};
+use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx};
+use crate::inventory::{Cluster, Gitops as GitopsSettings, GitopsEngine};
+use crate::k8s::wait;
+
+const PHASE: &str = "gitops";
+/// Name of Flux's GitRepository and root Kustomization.
+pub const FLUX_ROOT: &str = "flux-system";
+/// Name of Argo CD's root Application.
+pub const ARGO_ROOT: &str = "root";
+const FLUX_NS: &str = "flux-system";
+const ARGO_NS: &str = "argocd";
+
+/// The command an operator runs to watch the GitOps root reconcile.
+pub fn watch_hint(cluster: &Cluster) -> String {
+    match cluster.gitops.as_ref().map(|g| g.engine) {
+        Some(GitopsEngine::Argocd) => format!("kubectl --namespace {ARGO_NS} get application {ARGO_ROOT} --watch"),
+        Some(GitopsEngine::Flux) => "flux get kustomizations --all-namespaces --watch".to_owned(),
+        None => format!(
+            "cluster {} has no [cluster.gitops]: nothing reconciles it",
+            cluster.name
+        ),
+    }
+}
 
 /// Phase 3: GitOps takeover.
 pub struct Gitops {
@@ -15,29 +46,172 @@ impl Gitops {
     pub fn new(run: Arc<ClusterRun>) -> Self {
         Self { run }
     }
+
+    fn failed(&self, message: impl std::fmt::Display) -> PhaseError {
+        PhaseError::Failed {
+            phase: PHASE.into(),
+            message: format!("cluster {}: {message}", self.run.cluster.name),
+        }
+    }
+
+    fn flux(&self, g: &GitopsSettings) -> Vec<Value> {
+        let mut repo = json!({
+            "apiVersion": "source.toolkit.fluxcd.io/v1",
+            "kind": "GitRepository",
+            "metadata": {"name": FLUX_ROOT, "namespace": FLUX_NS},
+            "spec": {"interval": "1m", "url": g.repository, "ref": {"branch": g.branch}},
+        });
+        if g.deploy_key.is_some() {
+            // Phase 0 stored the deploy key in flux-system/flux-system.
+            repo["spec"]["secretRef"] = json!({"name": FLUX_ROOT});
+        }
+        let mut root = json!({
+            "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
+            "kind": "Kustomization",
+            "metadata": {"name": FLUX_ROOT, "namespace": FLUX_NS},
+            "spec": {
+                "interval": "10m",
+                "path": g.path,
+                "prune": true,
+                "sourceRef": {"kind": "GitRepository", "name": FLUX_ROOT},
+            },
+        });
+        if self.run.cluster.secrets.sops_age_key.is_some() {
+            root["spec"]["decryption"] = json!({"provider": "sops", "secretRef": {"name": "sops-age"}});
+        }
+        vec![objects::labelled(repo), objects::labelled(root)]
+    }
+
+    fn argocd(&self, g: &GitopsSettings) -> Result<Vec<Value>, PhaseError> {
+        let mut out = vec![];
+        if let Some(key) = &g.deploy_key {
+            let key = key
+                .resolve()
+                .map_err(|e| self.failed(format!("Argo CD repository credentials: {e}")))?;
+            let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+            out.push(objects::labelled(json!({
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "root-repository", "namespace": ARGO_NS,
+                             "labels": {"argocd.argoproj.io/secret-type": "repository"}},
+                "type": "Opaque",
+                "data": {"type": b64("git"), "url": b64(&g.repository), "sshPrivateKey": b64(key.expose())},
+            })));
+        }
+        out.push(objects::labelled(json!({
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Application",
+            "metadata": {"name": ARGO_ROOT, "namespace": ARGO_NS},
+            "spec": {
+                "project": "default",
+                "source": {"repoURL": g.repository, "targetRevision": g.branch, "path": g.path},
+                "destination": {"server": "https://kubernetes.default.svc", "namespace": ARGO_NS},
+                "syncPolicy": {"automated": {"prune": true, "selfHeal": true}},
+            },
+        })));
+        Ok(out)
+    }
+
+    /// The root objects, or nothing without `[cluster.gitops]`.
+    fn desired(&self) -> Result<Vec<Value>, PhaseError> {
+        match &self.run.cluster.gitops {
+            None => Ok(vec![]),
+            Some(g) if g.engine == GitopsEngine::Flux => Ok(self.flux(g)),
+            Some(g) => self.argocd(g),
+        }
+    }
+
+    /// The object whose readiness says the takeover worked.
+    fn root(&self, desired: &[Value]) -> Option<Value> {
+        desired
+            .iter()
+            .find(|o| o["kind"] == "Kustomization" || o["kind"] == "Application")
+            .cloned()
+    }
 }
 
 #[async_trait::async_trait]
 impl Phase for Gitops {
     fn name(&self) -> &'static str {
-        "gitops"
+        PHASE
     }
 
     fn title(&self) -> &'static str {
         "Phase 3: GitOps takeover"
     }
 
-    async fn plan(&self, _ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
-        Err(PhaseError::Failed {
-            phase: self.name().into(),
-            message: format!(
-                "cluster {}: this phase is not built yet; nothing was done",
-                self.run.cluster.name
-            ),
-        })
+    async fn plan(&self, ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
+        let desired = self.desired()?;
+        if desired.is_empty() {
+            return Ok(vec![]);
+        }
+        let Some(client) = objects::client_if_up(&self.run, ctx).await? else {
+            return Ok(objects::actions(PHASE, &objects::all_created(desired)));
+        };
+        let pending = objects::pending(&client, desired.clone())
+            .await
+            .map_err(|e| self.failed(e))?;
+        let mut actions = objects::actions(PHASE, &pending);
+        if let Some(root) = self.root(&desired)
+            && let Some(live) = objects::get(&client, &root).await.map_err(|e| self.failed(e))?
+            && !objects::is_ready(&live)
+        {
+            actions.push(Action::new(
+                PHASE,
+                CLUSTER,
+                format!("wait for {} to be Ready", objects::describe(&root)),
+            ));
+        }
+        Ok(actions)
     }
 
-    async fn apply(&self, _ctx: &RunCtx, _plan: &[Action]) -> Result<(), PhaseError> {
-        self.plan(_ctx).await.map(|_| ())
+    async fn apply(&self, ctx: &RunCtx, _plan: &[Action]) -> Result<(), PhaseError> {
+        let desired = self.desired()?;
+        let client = self.run.kube(ctx).await?;
+        ctx.step(PHASE, CLUSTER, "comparing the GitOps root");
+        let pending = objects::pending(&client, desired.clone())
+            .await
+            .map_err(|e| self.failed(e))?;
+        ctx.step(PHASE, CLUSTER, "applying the GitOps root");
+        if self
+            .run
+            .cluster
+            .gitops
+            .as_ref()
+            .is_some_and(|g| g.engine == GitopsEngine::Argocd)
+        {
+            // The argo-cd chart of phase 2 brings the Application CRD.
+            wait::crd_established(&client, "applications.argoproj.io", self.run.timeouts.workload)
+                .await
+                .map_err(|e| self.failed(e))?;
+        }
+        objects::apply(&client, &pending, self.run.timeouts.workload)
+            .await
+            .map_err(|e| self.failed(e))?;
+        ctx.record(PHASE, CLUSTER, "applied").await?;
+        let Some(root) = self.root(&desired) else { return Ok(()) };
+        let t = self.run.timeouts.gitops;
+        let name = root["metadata"]["name"].as_str().unwrap_or_default();
+        ctx.step(PHASE, CLUSTER, &format!("waiting for {}", objects::describe(&root)));
+        let ready = if root["kind"] == "Application" {
+            wait::application_healthy(&client, ARGO_NS, name, t).await
+        } else {
+            let source = "source.toolkit.fluxcd.io/v1";
+            match wait::ready_condition(&client, source, "GitRepository", Some(FLUX_NS), FLUX_ROOT, t).await {
+                Ok(()) => {
+                    let kustomize = "kustomize.toolkit.fluxcd.io/v1";
+                    wait::ready_condition(&client, kustomize, "Kustomization", Some(FLUX_NS), name, t).await
+                }
+                Err(e) => Err(e),
+            }
+        };
+        ready.map_err(|e| self.failed(e))?;
+        ctx.record(PHASE, CLUSTER, "ready").await?;
+        tracing::info!(
+            "cluster {}: the GitOps root is Ready; watch it with: {}",
+            self.run.cluster.name,
+            watch_hint(&self.run.cluster)
+        );
+        Ok(())
     }
 }

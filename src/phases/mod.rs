@@ -110,10 +110,14 @@ pub fn all(run: Arc<ClusterRun>) -> Vec<Box<dyn Phase>> {
     ]
 }
 
+pub mod catalog;
+pub mod checkout;
 pub mod core;
 pub mod crds;
 pub mod gitops;
 pub mod k3s_nodes;
+pub mod manifests;
 pub mod merge_kubeconfig;
+pub mod objects;
 pub mod prerequisites;
 pub mod talos_nodes;

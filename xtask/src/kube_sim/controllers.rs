@@ -1,7 +1,8 @@
 //! Status simulation: what kube-controller-manager, the kubelets and the GitOps
 //! controllers would report, after configurable delays. CRDs become
 //! Established; Deployments and DaemonSets available; Nodes Ready once the CNI
-//! DaemonSet is available; Flux objects Ready; Argo CD Applications Healthy.
+//! DaemonSet is available; Flux objects Ready; Argo CD Applications Healthy;
+//! HelmReleases install their chart's workloads ([`super::helm`]).
 //! An object annotated `kube-sim.bootstrap.dev/hold: "true"` never gets ready.
 
 use std::collections::HashMap;
@@ -114,6 +115,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
 
 /// One pass of every simulated controller.
 pub fn reconcile(store: &mut Store, b: &Behaviour, timers: &mut Timers, now: Instant) {
+    super::helm::install(store);
     let mut writes: Vec<(GroupResource, Value)> = vec![];
     let set_status = |gr: &GroupResource, o: &Value, status: Value, writes: &mut Vec<(GroupResource, Value)>| {
         if timeless(&o["status"]) != timeless(&status) {

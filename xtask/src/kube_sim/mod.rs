@@ -16,6 +16,7 @@ mod api;
 pub mod cli;
 pub mod controllers;
 pub mod faults;
+pub mod helm;
 pub mod resources;
 pub mod selector;
 pub mod ssa;

@@ -1,0 +1,261 @@
+//! Desired objects compared with what the cluster holds, for phases 0-3.
+//! Observation is GETs plus server-side dry-run applies (never a write); an
+//! object already managed by Flux or Argo CD is left alone. Apply goes
+//! through [`crate::k8s::apply_manifests`] with field manager `bootstrap`.
+
+use std::time::Duration;
+
+use kube::api::{Api, DynamicObject};
+use kube::core::{GroupVersion, GroupVersionKind};
+use kube::discovery::{self, Scope};
+use serde_json::{Value, json};
+
+use super::{ClusterRun, KUBECONFIG};
+use crate::engine::{Action, CLUSTER, PhaseError, RunCtx};
+use crate::k8s::{self, ApplyOpts, Client};
+
+/// Field manager of every write of `bootstrap`.
+pub const FIELD_MANAGER: &str = "bootstrap";
+/// Label on every object `bootstrap` creates.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "bootstrap");
+
+/// An object that is missing or differs from what the phase wants.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// The desired object.
+    pub obj: Value,
+    /// `create Kind ns/name` or `update Kind ns/name (fields)`; never values.
+    pub what: String,
+}
+
+/// `Kind ns/name` or `Kind name`.
+pub fn describe(obj: &Value) -> String {
+    let kind = obj["kind"].as_str().unwrap_or("?");
+    let name = obj["metadata"]["name"].as_str().unwrap_or("?");
+    match obj["metadata"]["namespace"].as_str() {
+        Some(ns) => format!("{kind} {ns}/{name}"),
+        None => format!("{kind} {name}"),
+    }
+}
+
+/// Adds the `managed-by: bootstrap` label.
+pub fn labelled(mut obj: Value) -> Value {
+    let meta = &mut obj["metadata"];
+    if !meta["labels"].is_object() {
+        meta["labels"] = json!({});
+    }
+    meta["labels"][MANAGED_BY.0] = json!(MANAGED_BY.1);
+    obj
+}
+
+/// The GitOps engine that manages `live`, if any: Flux's kustomize-controller
+/// labels what it applies, Argo CD annotates (or labels) it.
+pub fn managed_by_gitops(live: &Value) -> Option<&'static str> {
+    let keys = |field: &str| -> Vec<String> {
+        live["metadata"][field]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    let labels = keys("labels");
+    if labels.iter().any(|k| k.starts_with("kustomize.toolkit.fluxcd.io/")) {
+        return Some("Flux");
+    }
+    // Argo CD tracks by annotation (default) or label; `secret-type` marks
+    // credentials, not ownership.
+    let annotations = keys("annotations");
+    if annotations.iter().any(|k| k == "argocd.argoproj.io/tracking-id")
+        || labels.iter().any(|k| k == "argocd.argoproj.io/instance")
+    {
+        return Some("Argo CD");
+    }
+    None
+}
+
+/// The live object, or `None` when it, its namespace or its kind does not exist (yet).
+pub async fn get(client: &Client, obj: &Value) -> Result<Option<Value>, k8s::Error> {
+    let what = describe(obj);
+    let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+    let kind = obj["kind"].as_str().unwrap_or_default();
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+    let gv: GroupVersion = api_version.parse().map_err(|_| k8s::Error::Manifest {
+        index: 0,
+        message: format!("{what}: apiVersion {api_version:?} is not group/version"),
+    })?;
+    let gvk = GroupVersionKind::gvk(&gv.group, &gv.version, kind);
+    let found = client
+        .retry()
+        .run(&format!("discover {api_version}"), || {
+            discovery::pinned_kind(client.kube(), &gvk)
+        })
+        .await;
+    let (ar, caps) = match found {
+        Ok(f) => f,
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
+        Err(kube::Error::Discovery(_)) => return Ok(None),
+        Err(e) => return Err(client.api_error("discover the kind of", &what, &e)),
+    };
+    let api: Api<DynamicObject> = match (caps.scope, obj["metadata"]["namespace"].as_str()) {
+        (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.kube().clone(), ns, &ar),
+        _ => Api::all_with(client.kube().clone(), &ar),
+    };
+    let live = client
+        .retry()
+        .run(&format!("get {what}"), || api.get_opt(name))
+        .await
+        .map_err(|e| client.api_error("get", &what, &e))?;
+    Ok(live.map(|o| serde_json::to_value(o).unwrap_or_default()))
+}
+
+fn yaml(objs: &[&Value]) -> String {
+    objs.iter()
+        .map(|o| serde_yaml::to_string(o).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+/// Compares one desired object with the cluster.
+async fn compare(client: &Client, obj: Value) -> Result<Option<Pending>, k8s::Error> {
+    let Some(live) = get(client, &obj).await? else {
+        let what = format!("create {}", describe(&obj));
+        return Ok(Some(Pending { obj, what }));
+    };
+    if let Some(engine) = managed_by_gitops(&live) {
+        tracing::debug!("{} is managed by {engine}: left alone", describe(&obj));
+        return Ok(None);
+    }
+    let opts = ApplyOpts {
+        dry_run: true,
+        field_manager: FIELD_MANAGER.into(),
+        ..ApplyOpts::default()
+    };
+    let changes = k8s::apply_manifests(client, &yaml(&[&obj]), &opts).await?;
+    Ok(changes.into_iter().next().map(|c| Pending {
+        what: c.to_string(),
+        obj,
+    }))
+}
+
+/// The desired objects that are missing or differ, in the order given.
+pub async fn pending(client: &Client, desired: Vec<Value>) -> Result<Vec<Pending>, k8s::Error> {
+    let mut out = vec![];
+    let mut rest = desired.into_iter().peekable();
+    while rest.peek().is_some() {
+        // A few at a time, without holding a closure across the await (Send).
+        let batch: Vec<_> = rest.by_ref().take(4).map(|o| compare(client, o)).collect();
+        for found in futures::future::join_all(batch).await {
+            out.extend(found?);
+        }
+    }
+    Ok(out)
+}
+
+/// A client when phase -1 has stored a kubeconfig; `None` before (then a plan
+/// lists every object as to be created).
+pub async fn client_if_up(run: &ClusterRun, ctx: &RunCtx) -> Result<Option<Client>, PhaseError> {
+    let up = ctx.state.lock().await.artifact(KUBECONFIG).is_some();
+    if up { run.kube(ctx).await.map(Some) } else { Ok(None) }
+}
+
+/// Every desired object as to be created (no cluster to compare with yet).
+pub fn all_created(desired: Vec<Value>) -> Vec<Pending> {
+    desired
+        .into_iter()
+        .map(|obj| Pending {
+            what: format!("create {}", describe(&obj)),
+            obj,
+        })
+        .collect()
+}
+
+/// The plan's actions for `pending` objects.
+pub fn actions(phase: &str, pending: &[Pending]) -> Vec<Action> {
+    pending
+        .iter()
+        .map(|p| Action::new(phase, CLUSTER, p.what.clone()))
+        .collect()
+}
+
+/// Applies the pending objects server-side (Namespaces first, CRDs waited
+/// for `crd_timeout`).
+pub async fn apply(client: &Client, pending: &[Pending], crd_timeout: Duration) -> Result<(), k8s::Error> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let objs: Vec<&Value> = pending.iter().map(|p| &p.obj).collect();
+    let opts = ApplyOpts {
+        field_manager: FIELD_MANAGER.into(),
+        crd_timeout,
+        ..ApplyOpts::default()
+    };
+    k8s::apply_manifests(client, &yaml(&objs), &opts).await.map(drop)
+}
+
+fn condition_true(obj: &Value, kind: &str) -> bool {
+    obj.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == kind && c["status"] == "True"))
+}
+
+fn int(obj: &Value, ptr: &str) -> i64 {
+    obj.pointer(ptr).and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn observed_current(obj: &Value) -> bool {
+    obj.pointer("/status/observedGeneration")
+        .and_then(Value::as_i64)
+        .is_none_or(|g| g >= int(obj, "/metadata/generation"))
+}
+
+/// Whether a live object is ready by its kind's convention: CRD Established,
+/// Deployment Available, DaemonSet rolled out, Node/Flux object Ready,
+/// Argo CD Application Healthy.
+pub fn is_ready(obj: &Value) -> bool {
+    match obj["kind"].as_str().unwrap_or_default() {
+        "CustomResourceDefinition" => condition_true(obj, "Established"),
+        "Deployment" => {
+            let want = obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+            observed_current(obj)
+                && condition_true(obj, "Available")
+                && int(obj, "/status/updatedReplicas") >= want
+                && int(obj, "/status/availableReplicas") >= want
+        }
+        "DaemonSet" => {
+            let desired = int(obj, "/status/desiredNumberScheduled");
+            obj.pointer("/status/observedGeneration").is_some()
+                && observed_current(obj)
+                && int(obj, "/status/updatedNumberScheduled") >= desired
+                && int(obj, "/status/numberAvailable") >= desired
+        }
+        "Application" => obj.pointer("/status/health/status").and_then(Value::as_str) == Some("Healthy"),
+        _ => condition_true(obj, "Ready") && observed_current(obj),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gitops_managed_objects_are_recognised() {
+        let flux = json!({"metadata": {"labels": {"kustomize.toolkit.fluxcd.io/name": "infra"}}});
+        let argo = json!({"metadata": {"annotations": {"argocd.argoproj.io/tracking-id": "root:x"}}});
+        let ours = labelled(json!({"metadata": {"name": "x"}}));
+        assert_eq!(managed_by_gitops(&flux), Some("Flux"));
+        assert_eq!(managed_by_gitops(&argo), Some("Argo CD"));
+        assert_eq!(managed_by_gitops(&ours), None);
+    }
+
+    #[test]
+    fn readiness_follows_each_kinds_convention() {
+        let dep = |avail: i64| {
+            json!({"kind": "Deployment", "metadata": {"generation": 2}, "spec": {"replicas": 2},
+                   "status": {"observedGeneration": 2, "updatedReplicas": 2, "availableReplicas": avail,
+                              "conditions": [{"type": "Available", "status": "True"}]}})
+        };
+        assert!(is_ready(&dep(2)));
+        assert!(!is_ready(&dep(1)));
+        let ds = json!({"kind": "DaemonSet", "metadata": {"generation": 1}, "status": {}});
+        assert!(!is_ready(&ds), "a DaemonSet without status is not rolled out");
+    }
+}

@@ -1,0 +1,518 @@
+//! Phases 0-3 of `up` through the engine against the Kubernetes API simulator
+//! (real HTTPS, client certificates, server-side apply; the simulator plays
+//! kube-controller-manager, the kubelets, helm-controller and the GitOps
+//! controllers), with the real upstream CRDs from `../shared/crds`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use base64::Engine;
+use bootstrap::artifacts::ArtifactStore;
+use bootstrap::engine::progress::{Reporter, Style};
+use bootstrap::engine::{self, Phase, RunCtx};
+use bootstrap::k8s::{ApplyOpts, Client, apply_manifests};
+use bootstrap::phases::{ClusterRun, KUBECONFIG, Timeouts, crds, gitops, prerequisites};
+use bootstrap::state::StateStore;
+use serde_json::Value;
+use xtask::kube_sim::{Behaviour, KubeSim, SimOptions};
+
+const AGE_KEY: &str = "AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ";
+const DEPLOY_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nsimulated-deploy-key\n-----END OPENSSH PRIVATE KEY-----";
+const NODES: [&str; 5] = ["cp-1", "cp-2", "cp-3", "worker-1", "worker-2"];
+
+/// Shared reference material, from this checkout or a worktree beside it.
+fn shared(rel: &str) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    [root.join("../shared"), root.join("../../shared")]
+        .into_iter()
+        .map(|b| b.join(rel))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("shared file {rel} not found beside {}", root.display()))
+}
+
+/// Every pinned CRD file, flat, as `--artifacts DIR` holds them.
+fn artifacts(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for sub in ["crds/flux", "crds/gateway-api-v1.6.1"] {
+        for e in std::fs::read_dir(shared(sub)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+struct Env {
+    sim: KubeSim,
+    run: Arc<ClusterRun>,
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    /// The simulated rack's inventory with `engine`, extra `[cluster.gitops]`
+    /// lines, and the artifacts dir prepared by `prepare`.
+    async fn start(engine: &str, gitops_extra: &str, prepare: impl FnOnce(&Path)) -> Self {
+        Self::start_with(engine, gitops_extra, prepare, Duration::from_secs(20)).await
+    }
+
+    /// [`Env::start`] with a given wait timeout.
+    async fn start_with(engine: &str, gitops_extra: &str, prepare: impl FnOnce(&Path), t: Duration) -> Self {
+        let d = Duration::from_millis(20);
+        let sim = KubeSim::start(SimOptions {
+            behaviour: Behaviour {
+                crd_established: d,
+                deployment_available: d,
+                daemonset_available: d,
+                node_ready: d,
+                flux_ready: d,
+                argo_healthy: d,
+                ..Behaviour::default()
+            },
+            ..SimOptions::default()
+        })
+        .await
+        .unwrap();
+        for n in NODES {
+            sim.register_node(n);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("age.key"), format!("{AGE_KEY}\n")).unwrap();
+        std::fs::write(dir.path().join("deploy.key"), format!("{DEPLOY_KEY}\n")).unwrap();
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/inventory/simulated.toml"))
+            .unwrap()
+            .replace("engine = \"flux\"", &format!("engine = \"{engine}\""))
+            .replace(
+                "path = \"./clusters/sim\"\n",
+                &format!(
+                    "path = \"./clusters/sim\"\ndeploy_key = \"file:deploy.key\"\n{gitops_extra}\n[cluster.secrets]\nsops_age_key = \"file:age.key\"\n"
+                ),
+            );
+        let inv = dir.path().join("rack.toml");
+        std::fs::write(&inv, text).unwrap();
+        let cluster = bootstrap::inventory::load(&inv).unwrap().inventory.clusters.remove(0);
+        let offline = dir.path().join("artifacts");
+        std::fs::create_dir_all(&offline).unwrap();
+        prepare(&offline);
+        let run = Arc::new(ClusterRun {
+            cluster,
+            inventory_dir: dir.path().to_path_buf(),
+            state_root: dir.path().join("state"),
+            artifacts: ArtifactStore {
+                offline: Some(offline),
+                cache: dir.path().join("state/artifacts"),
+            },
+            limit: Default::default(),
+            merge_kubeconfig: false,
+            timeouts: Timeouts {
+                node: t,
+                api: t,
+                workload: t,
+                gitops: t,
+            },
+            restore: None,
+        });
+        let env = Self { sim, run, dir };
+        let ctx = env.ctx();
+        ctx.state
+            .lock()
+            .await
+            .put_artifact(KUBECONFIG, "kubeconfig", env.sim.admin_kubeconfig().as_bytes())
+            .unwrap();
+        env
+    }
+
+    /// A fresh run context (the state lock is held until it is dropped).
+    fn ctx(&self) -> RunCtx {
+        RunCtx {
+            reporter: Arc::new(Reporter::new(Style::Silent)),
+            state: tokio::sync::Mutex::new(StateStore::open(&self.run.state_root, &self.run.cluster.name).unwrap()),
+            concurrency: 4,
+            cancel: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Phases 0-3.
+    fn phases(&self) -> Vec<Box<dyn Phase>> {
+        vec![
+            Box::new(prerequisites::Prerequisites::new(self.run.clone())),
+            Box::new(crds::Crds::new(self.run.clone())),
+            Box::new(bootstrap::phases::core::Core::new(self.run.clone())),
+            Box::new(gitops::Gitops::new(self.run.clone())),
+        ]
+    }
+
+    async fn up(&self) -> Result<(), engine::PhaseError> {
+        engine::run(&self.phases(), &self.ctx()).await
+    }
+
+    fn object(&self, group: &str, resource: &str, ns: &str, name: &str) -> Option<Value> {
+        self.sim.object(group, resource, ns, name)
+    }
+
+    fn helm_release(&self, ns: &str, name: &str) -> Option<Value> {
+        self.object("helm.toolkit.fluxcd.io", "helmreleases", ns, name)
+    }
+
+    fn writes(&self) -> Vec<String> {
+        self.sim
+            .requests()
+            .iter()
+            .filter(|r| r.mutating)
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect()
+    }
+
+    async fn client(&self) -> Client {
+        let path = self.dir.path().join("admin.kubeconfig");
+        std::fs::write(&path, self.sim.admin_kubeconfig()).unwrap();
+        Client::from_kubeconfig(&path).await.unwrap()
+    }
+}
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn flux_takes_over_and_a_second_run_changes_nothing() {
+    let env = Env::start("flux", "", artifacts).await;
+
+    let plan = engine::plan_all(&env.phases(), &env.ctx()).await.unwrap();
+    let plan: Vec<String> = plan.iter().map(|a| a.what.clone()).collect();
+    for want in [
+        "create Namespace flux-system",
+        "create Secret flux-system/sops-age",
+        "create CustomResourceDefinition helmreleases.helm.toolkit.fluxcd.io",
+        "create Deployment flux-system/helm-controller",
+        "create HelmRelease kube-system/cilium",
+        "create Kustomization flux-system/flux-system",
+    ] {
+        assert!(plan.iter().any(|p| p == want), "plan lacks {want:?}: {plan:#?}");
+    }
+    let text = plan.join("\n");
+    assert!(!text.contains("AGE-SECRET-KEY") && !text.contains("simulated-deploy-key"));
+    assert!(env.writes().is_empty(), "planning wrote: {:?}", env.writes());
+
+    env.up().await.unwrap();
+
+    let age = env
+        .object("", "secrets", "flux-system", "sops-age")
+        .expect("sops-age secret");
+    assert_eq!(age["data"]["age.agekey"], b64(AGE_KEY));
+    let key = env
+        .object("", "secrets", "flux-system", "flux-system")
+        .expect("deploy key secret");
+    assert_eq!(key["data"]["identity"], b64(DEPLOY_KEY));
+    assert!(
+        env.object("", "secrets", "external-secrets", "vault-token").is_none(),
+        "unset references are skipped"
+    );
+    let helm = env
+        .object("apps", "deployments", "flux-system", "helm-controller")
+        .unwrap();
+    assert_eq!(helm["spec"]["template"]["spec"]["hostNetwork"], true);
+    let cilium = env.helm_release("kube-system", "cilium").expect("cilium HelmRelease");
+    assert_eq!(cilium["spec"]["chart"]["spec"]["version"], "1.18.4");
+    assert_eq!(cilium["spec"]["values"]["k8sServicePort"], 7445, "KubePrism on Talos");
+    assert!(
+        env.helm_release("kube-system", "coredns").is_none(),
+        "Talos runs its own CoreDNS"
+    );
+    assert!(env.helm_release("argocd", "argo-cd").is_none());
+    let ds = env.object("apps", "daemonsets", "kube-system", "cilium").unwrap();
+    assert!(ds["status"]["numberAvailable"].as_i64() >= Some(1), "{ds}");
+    let root = env
+        .object(
+            "kustomize.toolkit.fluxcd.io",
+            "kustomizations",
+            "flux-system",
+            "flux-system",
+        )
+        .unwrap();
+    assert_eq!(root["spec"]["decryption"]["secretRef"]["name"], "sops-age");
+    assert_eq!(root["status"]["conditions"][0]["status"], "True");
+    let repo = env
+        .object(
+            "source.toolkit.fluxcd.io",
+            "gitrepositories",
+            "flux-system",
+            "flux-system",
+        )
+        .unwrap();
+    assert_eq!(repo["spec"]["secretRef"]["name"], "flux-system");
+    assert!(gitops::watch_hint(&env.run.cluster).contains("flux get kustomizations"));
+
+    // Converged: nothing planned, nothing written.
+    env.sim.clear_requests();
+    let plan = engine::plan_all(&env.phases(), &env.ctx()).await.unwrap();
+    assert!(plan.is_empty(), "converged cluster, plan: {plan:#?}");
+    env.up().await.unwrap();
+    assert_eq!(env.writes(), Vec::<String>::new(), "the second run wrote");
+
+    // Flux adopts the root from the repository (its label, its path): left alone.
+    let adopted = r#"
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata:
+  name: flux-system
+  namespace: flux-system
+  labels: {kustomize.toolkit.fluxcd.io/name: flux-system, kustomize.toolkit.fluxcd.io/namespace: flux-system}
+spec: {interval: 10m, path: ./clusters/sim/v2, prune: true, sourceRef: {kind: GitRepository, name: flux-system}}
+"#;
+    let opts = ApplyOpts {
+        field_manager: "kustomize-controller".into(),
+        ..ApplyOpts::default()
+    };
+    apply_manifests(&env.client().await, adopted, &opts).await.unwrap();
+    env.sim.clear_requests();
+    let plan = engine::plan_all(&env.phases(), &env.ctx()).await.unwrap();
+    assert!(plan.is_empty(), "objects Flux manages are not planned: {plan:#?}");
+    env.up().await.unwrap();
+    assert_eq!(env.writes(), Vec::<String>::new());
+    let root = env
+        .object(
+            "kustomize.toolkit.fluxcd.io",
+            "kustomizations",
+            "flux-system",
+            "flux-system",
+        )
+        .unwrap();
+    assert_eq!(root["spec"]["path"], "./clusters/sim/v2", "Flux's version stays");
+}
+
+/// Runs up with a broken artifacts dir; asserts the error and that no CRD (and nothing after) was applied.
+async fn broken_artifacts(prepare: impl FnOnce(&Path), file: &str, why: &str) {
+    let env = Env::start("flux", "", prepare).await;
+    let err = env.up().await.unwrap_err().to_string();
+    assert!(err.contains(file) && err.contains(why), "{err}");
+    assert!(err.contains("cluster sim") && err.contains("phase crds"), "{err}");
+    let crd_writes: Vec<String> = env
+        .writes()
+        .into_iter()
+        .filter(|w| w.contains("customresourcedefinitions") || w.contains("deployments"))
+        .collect();
+    assert_eq!(crd_writes, Vec::<String>::new(), "nothing of phase 1 or later applied");
+    assert!(
+        env.object(
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            "",
+            "gitrepositories.source.toolkit.fluxcd.io"
+        )
+        .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_missing_crd_artifact_fails_clearly_and_applies_nothing() {
+    let file = "gateway.networking.k8s.io_httproutes.yaml";
+    broken_artifacts(
+        |d| {
+            artifacts(d);
+            std::fs::remove_file(d.join(file)).unwrap();
+        },
+        file,
+        "not in",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tampered_crd_artifact_fails_its_checksum_and_applies_nothing() {
+    let file = "source.toolkit.fluxcd.io_helmrepositories.v1.9.0.yaml";
+    broken_artifacts(
+        |d| {
+            artifacts(d);
+            let mut text = std::fs::read_to_string(d.join(file)).unwrap();
+            text.push_str("# tampered\n");
+            std::fs::write(d.join(file), text).unwrap();
+        },
+        file,
+        "checksum mismatch",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn argocd_takes_over_with_a_root_application() {
+    let env = Env::start("argocd", "", artifacts).await;
+    env.up().await.unwrap();
+    let argo = env
+        .helm_release("argocd", "argo-cd")
+        .expect("Argo CD installed by helm-controller");
+    assert_eq!(argo["spec"]["chart"]["spec"]["chart"], "argo-cd");
+    let app = env
+        .object("argoproj.io", "applications", "argocd", "root")
+        .expect("root Application");
+    assert_eq!(app["spec"]["source"]["path"], "./clusters/sim");
+    assert_eq!(app["status"]["health"]["status"], "Healthy");
+    let creds = env.object("", "secrets", "argocd", "root-repository").unwrap();
+    assert_eq!(creds["data"]["sshPrivateKey"], b64(DEPLOY_KEY));
+    assert!(
+        env.object(
+            "kustomize.toolkit.fluxcd.io",
+            "kustomizations",
+            "flux-system",
+            "flux-system"
+        )
+        .is_none()
+    );
+    assert!(gitops::watch_hint(&env.run.cluster).contains("application root"));
+    env.sim.clear_requests();
+    env.up().await.unwrap();
+    assert_eq!(env.writes(), Vec::<String>::new(), "the second run wrote");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_checkouts_helm_release_is_the_source_of_truth() {
+    let checkout = tempfile::tempdir().unwrap();
+    let infra = checkout.path().join("infrastructure/cilium");
+    std::fs::create_dir_all(&infra).unwrap();
+    std::fs::write(
+        infra.join("release.yaml"),
+        r#"
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: HelmRepository
+metadata: {name: cilium-charts, namespace: flux-system}
+spec: {interval: 1h, url: "https://charts.mirror.invalid/cilium"}
+---
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata: {name: cilium, namespace: kube-system}
+spec:
+  interval: 1h
+  chart:
+    spec:
+      chart: cilium
+      version: 1.18.9
+      sourceRef: {kind: HelmRepository, name: cilium-charts, namespace: flux-system}
+  values:
+    operator: {replicas: 2}
+"#,
+    )
+    .unwrap();
+    let extra = format!("checkout = \"{}\"", checkout.path().display());
+    let env = Env::start("flux", &extra, artifacts).await;
+    env.up().await.unwrap();
+    let cilium = env.helm_release("kube-system", "cilium").unwrap();
+    assert_eq!(cilium["spec"]["chart"]["spec"]["version"], "1.18.9");
+    assert_eq!(cilium["spec"]["values"]["operator"]["replicas"], 2);
+    let repo = env
+        .object(
+            "source.toolkit.fluxcd.io",
+            "helmrepositories",
+            "flux-system",
+            "cilium-charts",
+        )
+        .expect("the checkout's HelmRepository");
+    assert_eq!(repo["spec"]["url"], "https://charts.mirror.invalid/cilium");
+    let spegel = env.helm_release("kube-system", "spegel").unwrap();
+    assert_eq!(
+        spegel["spec"]["chart"]["spec"]["version"], "0.3.0",
+        "releases the checkout lacks keep phases/ defaults"
+    );
+}
+
+/// A Deployment as a chart would leave it, never becoming Available while `hold` is "true".
+fn held_operator(hold: &str) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: cilium-operator
+  namespace: kube-system
+  annotations: {{kube-sim.bootstrap.dev/hold: "{hold}"}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: cilium-operator}}}}
+  template:
+    metadata: {{labels: {{app: cilium-operator}}}}
+    spec: {{containers: [{{name: operator, image: sim.invalid/cilium-operator}}]}}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_workload_that_never_gets_ready_fails_naming_it_and_a_rerun_resumes() {
+    let env = Env::start_with("flux", "", artifacts, Duration::from_secs(2)).await;
+    let helm = ApplyOpts {
+        field_manager: "helm".into(),
+        ..ApplyOpts::default()
+    };
+    apply_manifests(&env.client().await, &held_operator("true"), &helm)
+        .await
+        .unwrap();
+
+    let err = env.up().await.unwrap_err().to_string();
+    assert!(
+        err.contains("phase core")
+            && err.contains("cluster sim")
+            && err.contains("Deployment kube-system/cilium-operator"),
+        "{err}"
+    );
+
+    // Everything was applied; only the wait remains, and the plan says so.
+    let plan = engine::plan_all(&env.phases(), &env.ctx()).await.unwrap();
+    let plan: Vec<String> = plan.iter().map(|a| format!("{}: {}", a.phase, a.what)).collect();
+    assert!(
+        plan.iter()
+            .all(|p| p.starts_with("core: wait for ") || p.starts_with("gitops: create ")),
+        "{plan:#?}"
+    );
+    assert!(
+        plan.contains(&"core: wait for Deployment kube-system/cilium-operator to be ready".to_owned()),
+        "{plan:#?}"
+    );
+
+    apply_manifests(&env.client().await, &held_operator("false"), &helm)
+        .await
+        .unwrap();
+    env.up().await.unwrap();
+    let root = env
+        .object(
+            "kustomize.toolkit.fluxcd.io",
+            "kustomizations",
+            "flux-system",
+            "flux-system",
+        )
+        .unwrap();
+    assert_eq!(root["status"]["conditions"][0]["status"], "True");
+}
+
+#[test]
+fn k3s_keeps_its_coredns_unless_disabled_and_charts_reach_the_api_through_the_endpoint() {
+    use bootstrap::phases::{catalog, manifests};
+    let base = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/inventory/rack-k3s.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let load = |text: &str| {
+        let path = dir.path().join("k3s.toml");
+        std::fs::write(&path, text).unwrap();
+        bootstrap::inventory::load(&path).unwrap().inventory.clusters.remove(0)
+    };
+    let names = |c: &bootstrap::inventory::Cluster| -> Vec<String> {
+        manifests::releases(&catalog::core(), c, None)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .collect()
+    };
+    let k3s = load(&base);
+    assert_eq!(names(&k3s), ["cilium", "spegel", "cert-manager", "external-secrets"]);
+    let cilium = &manifests::releases(&catalog::core(), &k3s, None).unwrap()[0];
+    let values = &cilium.objects[1]["spec"]["values"];
+    assert_eq!(values["k8sServiceHost"], "198.18.0.11");
+    assert_eq!(values["k8sServicePort"], 6443);
+
+    let own_dns = base.replace(
+        "[cluster.network]",
+        "[cluster.k3s]\ndisable = [\"coredns\"]\n\n[cluster.network]",
+    );
+    let coredns = manifests::releases(&catalog::core(), &load(&own_dns), None).unwrap();
+    let coredns = coredns.iter().find(|r| r.name == "coredns").expect("CoreDNS installed");
+    assert_eq!(
+        coredns.objects[1]["spec"]["values"]["service"]["clusterIP"], "10.43.0.10",
+        "the 10th address of the service CIDR"
+    );
+}
