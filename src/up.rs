@@ -82,8 +82,16 @@ fn execute(g: &Global, args: &UpArgs, mode: Mode) -> ExitCode {
             continue;
         }
         let run = Arc::new(cluster_run(cluster, &root, &inventory_dir, args, cluster_limit));
-        let result = rt.block_on(run_cluster(run, args, mode, reporter.clone(), cancel.clone()));
+        let result = rt.block_on(run_cluster(run.clone(), args, mode, reporter.clone(), cancel.clone()));
         match result {
+            Ok(()) if mode != Mode::Plan && style != Style::Json && style != Style::Silent => {
+                let kubeconfig = run.cluster_dir().join(KUBECONFIG);
+                eprintln!(
+                    "cluster {name}: handed over to GitOps; watch it with:\n  KUBECONFIG={} {}",
+                    kubeconfig.display(),
+                    phases::gitops::watch_hint(&run.cluster)
+                );
+            }
             Ok(()) => {}
             Err(PhaseError::Interrupted) => {
                 eprintln!("cluster {name}: interrupted; state recorded; run `bootstrap up` again to resume");

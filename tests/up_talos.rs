@@ -18,6 +18,7 @@ fn inventory(dir: &Path, block: u8, extra: &str) -> PathBuf {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/inventory/simulated.toml"))
         .unwrap()
         .replace("127.1.0.", &format!("127.{block}.0."));
+    std::fs::create_dir_all(dir).unwrap();
     let path = dir.join("rack.toml");
     std::fs::write(&path, format!("{text}\n{extra}")).unwrap();
     path
@@ -35,7 +36,7 @@ fn crds() -> PathBuf {
 /// `args` plus `--artifacts` for the commands that run phases.
 fn with_artifacts(args: &[&str]) -> Vec<std::ffi::OsString> {
     let mut v: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
-    if matches!(args.first(), Some(&("up" | "plan" | "add-node" | "reset"))) {
+    if args.iter().any(|a| matches!(*a, "up" | "plan" | "add-node" | "reset")) {
         v.push("--artifacts".into());
         v.push(crds().into());
     }
