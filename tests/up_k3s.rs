@@ -39,7 +39,14 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(converges_then_changes_nothing_then_names_an_unreachable_node(rack));
-    println!("test up_k3s ... ok ({:.1} s)", t.elapsed().as_secs_f64());
+    println!(
+        "test up_k3s: one server and two agents ... ok ({:.1} s)",
+        t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    let rack = Rack::for_test(3).expect("a second rack");
+    rt.block_on(three_servers_join_one_at_a_time_under_one_ca(rack));
+    println!("test up_k3s: three servers ... ok ({:.1} s)", t.elapsed().as_secs_f64());
 }
 
 fn ssh_options(rack: &Rack) -> ssh::Options {
@@ -91,12 +98,12 @@ fn target(rack: &Rack, n: &xtask::rack::RackNode) -> Target {
     t
 }
 
-async fn converges_then_changes_nothing_then_names_an_unreachable_node(mut rack: Rack) {
-    let dir = tempfile::tempdir().unwrap();
-    let pool = Pool::new(ssh_options(&rack));
-    // The nodes run no systemd: the stand-in's systemctl goes on their PATH (inside the node only).
+/// Puts the stand-in's `systemctl` on every node (they run no systemd; inside
+/// the node only) and writes an inventory using this binary as k3s.
+async fn prepare(rack: &Rack, dir: &Path) -> (Pool, bootstrap::inventory::Cluster) {
+    let pool = Pool::new(ssh_options(rack));
     for n in rack.nodes() {
-        let s = pool.session(&target(&rack, n)).await.unwrap();
+        let s = pool.session(&target(rack, n)).await.unwrap();
         s.upload(
             xtask::k3s_standin::SYSTEMCTL.as_bytes(),
             "/usr/local/bin/systemctl",
@@ -109,7 +116,7 @@ async fn converges_then_changes_nothing_then_names_an_unreachable_node(mut rack:
         .unwrap();
     }
     let exe = std::env::current_exe().unwrap();
-    let inv = dir.path().join("rack.toml");
+    let inv = dir.join("rack.toml");
     std::fs::write(
         &inv,
         format!(
@@ -120,15 +127,25 @@ async fn converges_then_changes_nothing_then_names_an_unreachable_node(mut rack:
     )
     .unwrap();
     let cluster = bootstrap::inventory::load(&inv).unwrap().inventory.clusters.remove(0);
+    (pool, cluster)
+}
+
+fn ctx_for(run: &ClusterRun) -> RunCtx {
+    RunCtx {
+        reporter: Arc::new(Reporter::new(Style::Silent)),
+        state: tokio::sync::Mutex::new(StateStore::open(&run.state_root, &run.cluster.name).unwrap()),
+        concurrency: 4,
+        cancel: Arc::new(AtomicBool::new(false)),
+    }
+}
+
+async fn converges_then_changes_nothing_then_names_an_unreachable_node(mut rack: Rack) {
+    let dir = tempfile::tempdir().unwrap();
+    let (pool, cluster) = prepare(&rack, dir.path()).await;
     let names: Vec<String> = rack.nodes().iter().map(|n| n.name.clone()).collect();
 
     let run = run_for(&cluster, dir.path(), Duration::from_secs(20));
-    let ctx = RunCtx {
-        reporter: Arc::new(Reporter::new(Style::Silent)),
-        state: tokio::sync::Mutex::new(StateStore::open(&run.state_root, "rack").unwrap()),
-        concurrency: 4,
-        cancel: Arc::new(AtomicBool::new(false)),
-    };
+    let ctx = ctx_for(&run);
     let phases: Vec<Box<dyn Phase>> = vec![Box::new(K3sNodes::with_ssh(run.clone(), ssh_options(&rack)))];
 
     // Fresh nodes: every node has work, and plan changed nothing anywhere.
@@ -264,4 +281,53 @@ async fn converges_then_changes_nothing_then_names_an_unreachable_node(mut rack:
         (steps["rack-1"].as_str(), steps["rack-2"].as_str()),
         ("installed", "installed")
     );
+}
+
+async fn three_servers_join_one_at_a_time_under_one_ca(rack: Rack) {
+    let dir = tempfile::tempdir().unwrap();
+    let (pool, mut cluster) = prepare(&rack, dir.path()).await;
+    for n in &mut cluster.nodes {
+        n.role = bootstrap::inventory::Role::Controlplane;
+    }
+    let run = run_for(&cluster, dir.path(), Duration::from_secs(20));
+    let ctx = ctx_for(&run);
+    let phases: Vec<Box<dyn Phase>> = vec![Box::new(K3sNodes::with_ssh(run, ssh_options(&rack)))];
+    engine::run(&phases, &ctx).await.expect("three servers converge");
+
+    // Every server serves the API itself under the one cluster CA: the stored kubeconfig works against each.
+    let path = ctx.state.lock().await.artifact(KUBECONFIG).unwrap().to_path_buf();
+    let text = std::fs::read(&path).unwrap();
+    for n in rack.nodes() {
+        let own = bootstrap::phases::k3s_nodes::point_at(&text, "rack", &format!("https://{}:6443", n.ip)).unwrap();
+        let client = bootstrap::k8s::Client::from_kubeconfig_yaml(&own, &n.name)
+            .await
+            .unwrap();
+        let req = http::Request::get("/readyz").body(Vec::new()).unwrap();
+        assert_eq!(client.kube().request_text(req).await.unwrap(), "ok", "{}", n.name);
+    }
+    let kube = bootstrap::k8s::Client::from_kubeconfig(&path).await.unwrap();
+    let nodes = kube::Api::<k8s_openapi::api::core::v1::Node>::all(kube.kube().clone())
+        .list(&Default::default())
+        .await
+        .unwrap();
+    let mut servers: Vec<String> = nodes
+        .items
+        .iter()
+        .filter(|n| {
+            n.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("node-role.kubernetes.io/control-plane"))
+                == Some(&"true".to_owned())
+        })
+        .filter_map(|n| n.metadata.name.clone())
+        .collect();
+    servers.sort();
+    assert_eq!(servers, ["rack-1", "rack-2", "rack-3"]);
+    // Each server was started once; the joining ones joined through the first.
+    for (i, f) in footprint(&pool, &rack).await.iter().enumerate() {
+        assert_eq!(f.matches(" restart k3s\n").count(), 1, "{f}");
+        assert_eq!(f.contains("server joined"), i > 0, "{f}");
+    }
+    assert!(phases[0].plan(&ctx).await.unwrap().is_empty());
 }

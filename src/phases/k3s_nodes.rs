@@ -304,7 +304,13 @@ impl K3sNodes {
 
     /// From the first server: the kubeconfig (stored, pointed at the
     /// endpoint), `/readyz`, and a check that it runs with this cluster's token.
-    async fn connect_api(&self, ctx: &RunCtx, first: &Node, m: &Material) -> Result<crate::k8s::Client, PhaseError> {
+    /// Returns the client and the kubeconfig's text.
+    async fn connect_api(
+        &self,
+        ctx: &RunCtx,
+        first: &Node,
+        m: &Material,
+    ) -> Result<(crate::k8s::Client, String), PhaseError> {
         let sudo = Self::sudo(first);
         let cancelled = || ctx.cancelled();
         let deadline = Instant::now() + self.run.timeouts.api;
@@ -350,7 +356,22 @@ impl K3sNodes {
             let merged = super::merge_kubeconfig::merge_into_home(text.as_bytes()).map_err(|e| self.failed(e))?;
             ctx.step(PHASE, CLUSTER, &format!("kubeconfig merged into {}", merged.display()));
         }
-        Ok(kube)
+        Ok((kube, text))
+    }
+
+    /// Waits for `/readyz` on one server itself (not the endpoint), with the
+    /// cluster's kubeconfig: k3s servers share the cluster CA.
+    async fn server_ready(&self, ctx: &RunCtx, node: &Node, kubeconfig: &str) -> Result<(), PhaseError> {
+        let url = kubeconfig::endpoint_url(&node.ip.to_string());
+        let own = kubeconfig::point_at(kubeconfig.as_bytes(), &self.run.cluster.name, &url)
+            .map_err(|e| self.node_failed(node, e))?;
+        let client = crate::k8s::Client::from_kubeconfig_yaml(&own, &format!("the kubeconfig, for {}", node.name))
+            .await
+            .map_err(|e| self.node_failed(node, e.to_string()))?;
+        ctx.step(PHASE, &node.name, &format!("waiting for {url}/readyz"));
+        kubeconfig::wait_readyz(&client, self.run.timeouts.api, || ctx.cancelled())
+            .await
+            .map_err(|e| self.node_failed(node, e))
     }
 }
 
@@ -460,8 +481,9 @@ impl Phase for K3sNodes {
         if ctx.cancelled() {
             return Err(PhaseError::Interrupted);
         }
-        let kube = self.connect_api(ctx, first, &m).await?;
-        // Servers one at a time: each registered before the next joins.
+        let (kube, kubeconfig) = self.connect_api(ctx, first, &m).await?;
+        // Servers one at a time: each serving and registered before the next
+        // is touched, so a quorum is never restarted at once.
         for node in self
             .run
             .nodes()
@@ -473,6 +495,7 @@ impl Phase for K3sNodes {
             self.install(ctx, node, &m)
                 .await
                 .map_err(|e| self.node_failed(node, e))?;
+            self.server_ready(ctx, node, &kubeconfig).await?;
             ctx.step(PHASE, &node.name, "waiting for the server to register");
             crate::k8s::wait::nodes_registered(&kube, &[node.name.as_str()], self.run.timeouts.api)
                 .await

@@ -20,8 +20,8 @@ pub async fn run(cfg: Config) -> Result<()> {
 }
 
 /// Registers this node with the server at `host`, retrying while it does not
-/// answer; a refused token is final.
-pub async fn join(host: &str, cfg: &Config, role: &str, labels: &BTreeMap<String, String>) -> Result<()> {
+/// answer; a refused token is final. Returns the server's reply (`OK ...`).
+pub async fn join(host: &str, cfg: &Config, role: &str, labels: &BTreeMap<String, String>) -> Result<String> {
     let mut pairs: Vec<String> = cfg.node_labels.clone();
     pairs.extend(labels.iter().map(|(k, v)| format!("{k}={v}")));
     let ip = cfg.node_ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string());
@@ -38,7 +38,7 @@ pub async fn join(host: &str, cfg: &Config, role: &str, labels: &BTreeMap<String
     };
     loop {
         match try_join(&addr, &line).await {
-            Ok(reply) if reply.trim() == "OK" => return Ok(()),
+            Ok(reply) if reply.split_whitespace().next() == Some("OK") => return Ok(reply),
             Ok(reply) if reply.starts_with("DENIED") => {
                 bail!("the server at {addr} refused the join: {}", reply.trim())
             }

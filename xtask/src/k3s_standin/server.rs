@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use base64::Engine;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use super::config::Config;
@@ -17,20 +18,27 @@ use crate::kube_sim::{Behaviour, KubeSim, NodeRegistration, SimOptions, SimTls};
 const DATA: &str = "/var/lib/rancher/k3s/server";
 const K3S_YAML: &str = "/etc/rancher/k3s/k3s.yaml";
 
-/// The cluster CA (PEM cert, PEM key), made on first start and kept.
-fn cluster_ca() -> Result<(String, String)> {
+/// The cluster CA (PEM cert, PEM key): `given` (from the first server, when
+/// joining), else the kept one, else a new one; kept for the next start.
+fn cluster_ca(given: Option<(String, String)>) -> Result<(String, String)> {
     let dir = Path::new(DATA).join("tls");
     let (cert, key) = (dir.join("server-ca.crt"), dir.join("server-ca.key"));
-    if let (Ok(c), Ok(k)) = (std::fs::read_to_string(&cert), std::fs::read_to_string(&key)) {
-        return Ok((c, k));
-    }
+    let (c, k) = match given {
+        Some(ca) => ca,
+        None => {
+            if let (Ok(c), Ok(k)) = (std::fs::read_to_string(&cert), std::fs::read_to_string(&key)) {
+                return Ok((c, k));
+            }
+            let fresh = SimTls::generate(&["k3s-standin".into()])?;
+            let k = fresh.ca_key_pem.context("a generated CA has its key")?;
+            (fresh.ca_cert_pem, k)
+        }
+    };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let fresh = SimTls::generate(&["k3s-standin".into()])?;
-    let k = fresh.ca_key_pem.context("a generated CA has its key")?;
     bootstrap::fsutil::write_secret(&key, k.as_bytes()).with_context(|| format!("writing {}", key.display()))?;
-    bootstrap::fsutil::write_atomic(&cert, fresh.ca_cert_pem.as_bytes(), 0o644)
+    bootstrap::fsutil::write_atomic(&cert, c.as_bytes(), 0o644)
         .with_context(|| format!("writing {}", cert.display()))?;
-    Ok((fresh.ca_cert_pem, k))
+    Ok((c, k))
 }
 
 fn labels(pairs: &[String]) -> BTreeMap<String, String> {
@@ -44,7 +52,21 @@ fn labels(pairs: &[String]) -> BTreeMap<String, String> {
 /// Runs until killed.
 pub async fn run(cfg: Config) -> Result<()> {
     log_call("server start");
-    let (ca_cert, ca_key) = cluster_ca()?;
+    let mut own = labels(&cfg.node_labels);
+    own.insert("node-role.kubernetes.io/control-plane".into(), "true".into());
+    own.insert("node-role.kubernetes.io/master".into(), "true".into());
+    own.insert("node-role.kubernetes.io/etcd".into(), "true".into());
+    // A joining server registers in the first server's API and takes the
+    // cluster CA from it (real k3s servers share it through the datastore).
+    let given = match cfg.server_host() {
+        Some(host) => {
+            let reply = super::agent::join(&host, &cfg, "server", &own).await?;
+            log_call("server joined");
+            Some(decode_ca(&reply).context("the first server's join reply carries no CA")?)
+        }
+        None => None,
+    };
+    let (ca_cert, ca_key) = cluster_ca(given)?;
     let mut sans: Vec<String> = [
         "127.0.0.1",
         "localhost",
@@ -91,22 +113,11 @@ pub async fn run(cfg: Config) -> Result<()> {
     bootstrap::fsutil::write_secret(Path::new(K3S_YAML), kubeconfig.as_bytes())
         .with_context(|| format!("writing {K3S_YAML}"))?;
 
-    let mut own = labels(&cfg.node_labels);
-    own.insert("node-role.kubernetes.io/control-plane".into(), "true".into());
-    own.insert("node-role.kubernetes.io/master".into(), "true".into());
-    if cfg.cluster_init || cfg.server.is_some() {
-        own.insert("node-role.kubernetes.io/etcd".into(), "true".into());
-    }
     sim.register(NodeRegistration {
         name: cfg.node_name.clone(),
         internal_ip: cfg.node_ip,
-        labels: own.clone(),
+        labels: own,
     });
-    if let Some(host) = cfg.server_host() {
-        // A joining server: registered in the first server's API too.
-        super::agent::join(&host, &cfg, "server", &own).await?;
-        log_call("server joined");
-    }
 
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], SUPERVISOR_PORT)))
         .await
@@ -120,23 +131,43 @@ pub async fn run(cfg: Config) -> Result<()> {
                 continue;
             }
         };
-        let (sim, proof) = (sim.clone(), proof.clone());
+        let (sim, proof, ca) = (sim.clone(), proof.clone(), encode_ca(&ca_cert, &ca_key));
         tokio::spawn(async move {
             let (rd, mut wr) = conn.into_split();
             let mut line = String::new();
             if BufReader::new(rd).read_line(&mut line).await.is_err() {
                 return;
             }
-            let reply = handle_join(&sim, &proof, &line);
+            let reply = handle_join(&sim, &proof, &ca, &line);
             let _ = wr.write_all(reply.as_bytes()).await;
         });
     }
 }
 
-/// `JOIN <proof> <name> <ip|-> <role> [key=value ...]` → `OK` or `DENIED <why>`.
-fn handle_join(sim: &KubeSim, proof: &str, line: &str) -> String {
+/// `CA <cert> <key>` (base64 PEM), as sent to joining servers.
+fn encode_ca(cert: &str, key: &str) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    format!("CA {} {}", b64(cert), b64(key))
+}
+
+fn decode_ca(reply: &str) -> Option<(String, String)> {
+    let b64 = |s: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+    };
+    match reply.split_whitespace().collect::<Vec<_>>().as_slice() {
+        ["OK", "CA", cert, key] => Some((b64(cert)?, b64(key)?)),
+        _ => None,
+    }
+}
+
+/// `JOIN <proof> <name> <ip|-> <role> [key=value ...]` → `OK` (servers:
+/// `OK CA <cert> <key>`) or `DENIED <why>`.
+fn handle_join(sim: &KubeSim, proof: &str, ca: &str, line: &str) -> String {
     let parts: Vec<&str> = line.split_whitespace().collect();
-    let ["JOIN", their_proof, name, ip, _role, rest @ ..] = parts.as_slice() else {
+    let ["JOIN", their_proof, name, ip, role, rest @ ..] = parts.as_slice() else {
         return "DENIED malformed join request\n".into();
     };
     if *their_proof != proof {
@@ -148,5 +179,9 @@ fn handle_join(sim: &KubeSim, proof: &str, line: &str) -> String {
         internal_ip: ip.parse().ok(),
         labels: labels(&rest),
     });
-    "OK\n".into()
+    if *role == "server" {
+        format!("OK {ca}\n")
+    } else {
+        "OK\n".into()
+    }
 }
