@@ -29,6 +29,10 @@ fn main() {
         std::process::exit(xtask::k3s_standin::main());
     }
     let t = Instant::now();
+    // `--merge-kubeconfig` writes to $KUBECONFIG: point it at a scratch file.
+    let home = tempfile::tempdir().unwrap();
+    // SAFETY: no other thread runs yet.
+    unsafe { std::env::set_var("KUBECONFIG", home.path().join("config")) };
     let Some(rack) = Rack::for_test(3) else {
         println!("test up_k3s ... skipped");
         return;
@@ -55,7 +59,12 @@ fn ssh_options(rack: &Rack) -> ssh::Options {
     o
 }
 
-fn run_for(cluster: &bootstrap::inventory::Cluster, dir: &Path, node_timeout: Duration) -> Arc<ClusterRun> {
+fn run_for(
+    cluster: &bootstrap::inventory::Cluster,
+    dir: &Path,
+    node_timeout: Duration,
+    merge: bool,
+) -> Arc<ClusterRun> {
     let state = dir.join("state");
     Arc::new(ClusterRun {
         cluster: cluster.clone(),
@@ -66,7 +75,7 @@ fn run_for(cluster: &bootstrap::inventory::Cluster, dir: &Path, node_timeout: Du
             cache: state.join("artifacts"),
         },
         limit: BTreeSet::new(),
-        merge_kubeconfig: false,
+        merge_kubeconfig: merge,
         timeouts: Timeouts {
             node: node_timeout,
             api: Duration::from_secs(30),
@@ -144,7 +153,7 @@ async fn converges_then_changes_nothing_then_names_an_unreachable_node(mut rack:
     let (pool, cluster) = prepare(&rack, dir.path()).await;
     let names: Vec<String> = rack.nodes().iter().map(|n| n.name.clone()).collect();
 
-    let run = run_for(&cluster, dir.path(), Duration::from_secs(20));
+    let run = run_for(&cluster, dir.path(), Duration::from_secs(20), true);
     let ctx = ctx_for(&run);
     let phases: Vec<Box<dyn Phase>> = vec![Box::new(K3sNodes::with_ssh(run.clone(), ssh_options(&rack)))];
 
@@ -167,6 +176,11 @@ async fn converges_then_changes_nothing_then_names_an_unreachable_node(mut rack:
         text.contains(&format!("server: {endpoint}")),
         "{}",
         text.lines().take(6).collect::<Vec<_>>().join("\n")
+    );
+    let merged = std::fs::read_to_string(std::env::var_os("KUBECONFIG").unwrap()).unwrap();
+    assert!(
+        merged.contains(&format!("server: {endpoint}")) && merged.contains("current-context: rack"),
+        "--merge-kubeconfig"
     );
     let kube = bootstrap::k8s::Client::from_kubeconfig(&path).await.unwrap();
     let nodes = kube::Api::<k8s_openapi::api::core::v1::Node>::all(kube.kube().clone())
@@ -246,7 +260,7 @@ async fn converges_then_changes_nothing_then_names_an_unreachable_node(mut rack:
     // One node's config changes: only that node is reinstalled (and re-registers with its new label).
     let mut relabelled = cluster.clone();
     relabelled.nodes[2].labels.insert("tier".into(), "edge".into());
-    let run = run_for(&relabelled, dir.path(), Duration::from_secs(20));
+    let run = run_for(&relabelled, dir.path(), Duration::from_secs(20), false);
     let phases: Vec<Box<dyn Phase>> = vec![Box::new(K3sNodes::with_ssh(run, ssh_options(&rack)))];
     let plan = phases[0].plan(&ctx).await.unwrap();
     let targets: BTreeSet<&str> = plan.iter().map(|a| a.target.as_str()).collect();
@@ -264,9 +278,22 @@ async fn converges_then_changes_nothing_then_names_an_unreachable_node(mut rack:
         Some("edge")
     );
 
+    // The state dir is lost (new cluster secrets): the first server, which runs k3s with the
+    // old token, is refused by what it observes there and left untouched.
+    let lost = tempfile::tempdir().unwrap();
+    let run = run_for(&relabelled, lost.path(), Duration::from_secs(20), false);
+    let lost_ctx = ctx_for(&run);
+    let lost_phases: Vec<Box<dyn Phase>> = vec![Box::new(K3sNodes::with_ssh(run, ssh_options(&rack)))];
+    let err = engine::run(&lost_phases, &lost_ctx)
+        .await
+        .expect_err("another token")
+        .to_string();
+    assert!(err.contains("rack-1") && err.contains("another cluster token"), "{err}");
+    assert_eq!(footprint(&pool, &rack).await, after, "a refused run changed a node");
+
     // A node that stays unreachable: named in the error; the others' state and the kubeconfig kept.
     rack.kill(2);
-    let run = run_for(&relabelled, dir.path(), Duration::from_secs(4));
+    let run = run_for(&relabelled, dir.path(), Duration::from_secs(4), false);
     let phases: Vec<Box<dyn Phase>> = vec![Box::new(K3sNodes::with_ssh(run, ssh_options(&rack)))];
     let err = engine::run(&phases, &ctx)
         .await
@@ -289,7 +316,7 @@ async fn three_servers_join_one_at_a_time_under_one_ca(rack: Rack) {
     for n in &mut cluster.nodes {
         n.role = bootstrap::inventory::Role::Controlplane;
     }
-    let run = run_for(&cluster, dir.path(), Duration::from_secs(20));
+    let run = run_for(&cluster, dir.path(), Duration::from_secs(20), false);
     let ctx = ctx_for(&run);
     let phases: Vec<Box<dyn Phase>> = vec![Box::new(K3sNodes::with_ssh(run, ssh_options(&rack)))];
     engine::run(&phases, &ctx).await.expect("three servers converge");

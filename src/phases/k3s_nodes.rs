@@ -11,6 +11,11 @@
 //! config and script hashes) and the running service with what would be
 //! rendered now: a converged cluster plans nothing, and the script itself
 //! changes nothing when run again with the same inputs.
+//!
+//! Guarded by what the nodes report, not by the state file: a server that
+//! already runs k3s with another cluster token is never reconfigured, and the
+//! first server's node token must carry this cluster's token before anything
+//! joins it.
 
 mod kubeconfig;
 mod preflight;
@@ -251,6 +256,19 @@ impl K3sNodes {
                 .record(PHASE, &node.name, "installed")
                 .await
                 .map_err(|e| e.to_string());
+        }
+        if node.role == Role::Controlplane && !o.state.is_empty() {
+            // A server that already runs k3s keeps its datastore: never
+            // reconfigure it with another cluster's token (lost state dir,
+            // wrong address in the inventory), whatever our state file says.
+            if let Some(theirs) = remote::read_if_present(&s, remote::NODE_TOKEN, sudo).await?
+                && !carries_token(&String::from_utf8_lossy(&theirs), &m.token)
+            {
+                return Err(format!(
+                    "refusing to reinstall: k3s there runs with another cluster token ({} differs); restore this cluster's secrets into the state dir, or uninstall k3s on the node first",
+                    remote::NODE_TOKEN
+                ));
+            }
         }
         ctx.step(PHASE, &node.name, "preflight");
         let (facts, local_now, slack) = remote::preflight_facts(&s, sudo).await?;

@@ -212,6 +212,24 @@ pub async fn start(s: &Session, unit: &str, sudo: bool) -> Result<(), String> {
     .map_err(|e| e.to_string())
 }
 
+/// Reads a file if it exists (`None` when it does not). The content never
+/// appears in an error.
+pub async fn read_if_present(s: &Session, path: &str, sudo: bool) -> Result<Option<Vec<u8>>, String> {
+    let p = shell_quote(path);
+    let out = s
+        .exec(
+            &format!("if [ -e {p} ]; then cat {p}; else exit 3; fi"),
+            opts(sudo, Duration::from_secs(60)),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    match out.status {
+        Some(0) => Ok(Some(out.stdout)),
+        Some(3) => Ok(None),
+        _ => Err(format!("reading {path} on {}: {}", s.label(), out.describe())),
+    }
+}
+
 /// Reads a file k3s writes, waiting until `deadline` for it to appear.
 /// The content never appears in an error.
 pub async fn read_when_present(
