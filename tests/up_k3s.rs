@@ -11,8 +11,8 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bootstrap::artifacts::ArtifactStore;
@@ -29,6 +29,11 @@ fn main() {
         std::process::exit(xtask::k3s_standin::main());
     }
     let t = Instant::now();
+    let logs = Captured::default();
+    tracing_subscriber::fmt()
+        .with_env_filter("bootstrap=debug")
+        .with_writer(logs.clone())
+        .init();
     // `--merge-kubeconfig` writes to $KUBECONFIG: point it at a scratch file.
     let home = tempfile::tempdir().unwrap();
     // SAFETY: no other thread runs yet.
@@ -42,7 +47,9 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(converges_then_changes_nothing_then_names_an_unreachable_node(rack));
+    rt.block_on(converges_then_changes_nothing_then_names_an_unreachable_node(
+        rack, &logs,
+    ));
     println!(
         "test up_k3s: one server and two agents ... ok ({:.1} s)",
         t.elapsed().as_secs_f64()
@@ -51,6 +58,33 @@ fn main() {
     let rack = Rack::for_test(3).expect("a second rack");
     rt.block_on(three_servers_join_one_at_a_time_under_one_ca(rack));
     println!("test up_k3s: three servers ... ok ({:.1} s)", t.elapsed().as_secs_f64());
+}
+
+/// Everything logged (debug, `bootstrap` targets: SSH command output included).
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
 }
 
 fn ssh_options(rack: &Rack) -> ssh::Options {
@@ -148,7 +182,7 @@ fn ctx_for(run: &ClusterRun) -> RunCtx {
     }
 }
 
-async fn converges_then_changes_nothing_then_names_an_unreachable_node(mut rack: Rack) {
+async fn converges_then_changes_nothing_then_names_an_unreachable_node(mut rack: Rack, logs: &Captured) {
     let dir = tempfile::tempdir().unwrap();
     let (pool, cluster) = prepare(&rack, dir.path()).await;
     let names: Vec<String> = rack.nodes().iter().map(|n| n.name.clone()).collect();
@@ -215,6 +249,16 @@ async fn converges_then_changes_nothing_then_names_an_unreachable_node(mut rack:
             assert_eq!(steps[n], "installed", "{steps:?}");
         }
     }
+    // Secrets never reach the logs, though command output is logged at debug level.
+    let token = bootstrap::render::K3sSecrets::load(&dir.path().join("state/rack"))
+        .unwrap()
+        .unwrap()
+        .k3s
+        .token;
+    let logged = logs.text();
+    assert!(logged.contains("installed and started"), "debug logging was captured");
+    assert!(!logged.contains(&token), "the cluster token was logged");
+    assert!(!logged.contains("client-key-data"), "the kubeconfig was logged");
     // The config holds the cluster token: 0600 on the node.
     let s = pool.session(&target(&rack, &rack.nodes()[1])).await.unwrap();
     let mode = s

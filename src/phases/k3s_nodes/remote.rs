@@ -64,7 +64,15 @@ fn opts(sudo: bool, timeout: Duration) -> ExecOpts {
     ExecOpts {
         sudo,
         timeout: Some(timeout),
-        stdin: None,
+        ..ExecOpts::default()
+    }
+}
+
+/// For commands that print a secret: their output is never logged.
+fn secret_opts(sudo: bool, timeout: Duration) -> ExecOpts {
+    ExecOpts {
+        secret_output: true,
+        ..opts(sudo, timeout)
     }
 }
 
@@ -219,7 +227,7 @@ pub async fn read_if_present(s: &Session, path: &str, sudo: bool) -> Result<Opti
     let out = s
         .exec(
             &format!("if [ -e {p} ]; then cat {p}; else exit 3; fi"),
-            opts(sudo, Duration::from_secs(60)),
+            secret_opts(sudo, Duration::from_secs(60)),
         )
         .await
         .map_err(|e| e.to_string())?;
@@ -242,7 +250,7 @@ pub async fn read_when_present(
     let cmd = format!("cat {}", shell_quote(path));
     loop {
         let out = s
-            .exec(&cmd, opts(sudo, Duration::from_secs(60)))
+            .exec(&cmd, secret_opts(sudo, Duration::from_secs(60)))
             .await
             .map_err(|e| e.to_string())?;
         if out.success() && !out.stdout.is_empty() {
