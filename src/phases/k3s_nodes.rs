@@ -18,23 +18,19 @@
 //! joins it.
 
 mod kubeconfig;
+mod material;
 mod preflight;
 mod remote;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
 use super::{ClusterRun, KUBECONFIG};
-use crate::artifacts::{Pinned, sha256_file};
 use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx};
 use crate::inventory::{Node, Role};
-use crate::render::SecretsBundle;
-use crate::render::k3s::K3sRenderer;
 use crate::ssh::{self, Pool, Target};
+use material::Material;
 
 pub use kubeconfig::{endpoint_url, point_at};
 
@@ -42,25 +38,6 @@ const PHASE: &str = "nodes";
 
 /// How long plan waits for one node's SSH answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// One node's rendered install.
-struct NodeFiles {
-    unit: &'static str,
-    config: String,
-    script: String,
-    /// What the install script records once it installed exactly these files.
-    record: String,
-    config_sha256: String,
-}
-
-/// Everything rendered for the run's nodes.
-struct Material {
-    files: BTreeMap<String, NodeFiles>,
-    binary_sha256: String,
-    /// The local binary (apply only).
-    binary: Option<PathBuf>,
-    token: String,
-}
 
 /// What plan saw on a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,91 +96,6 @@ impl K3sNodes {
 
     fn sudo(node: &Node) -> bool {
         node.ssh.as_ref().is_some_and(|s| s.sudo)
-    }
-
-    /// The k3s binary: its sha256, and (when `fetch`) a verified local path.
-    async fn binary(&self, fetch: bool) -> Result<(String, Option<PathBuf>), PhaseError> {
-        let k = &self.run.cluster.k3s;
-        let pinned = k.binary_sha256.as_ref().map(|s| s.to_ascii_lowercase());
-        if let Some(path) = &k.binary {
-            let actual =
-                sha256_file(path).map_err(|e| self.failed(format!("the k3s binary {}: {e}", path.display())))?;
-            if let Some(p) = &pinned
-                && *p != actual
-            {
-                return Err(self.failed(format!(
-                    "the k3s binary {} has sha256 {actual}, but binary_sha256 pins {p}",
-                    path.display()
-                )));
-            }
-            return Ok((actual, fetch.then(|| path.clone())));
-        }
-        let (Some(url), Some(sha)) = (&k.binary_url, pinned) else {
-            return Err(
-                self.failed("no k3s binary: set [cluster.k3s] binary (a local path) or binary_url with binary_sha256")
-            );
-        };
-        if !fetch {
-            return Ok((sha, None));
-        }
-        let file = format!("k3s-{}", self.run.cluster.versions.k3s.replace('+', "-"));
-        let path = self
-            .run
-            .artifacts
-            .get(&Pinned {
-                file,
-                url: Some(url.clone()),
-                sha256: sha.clone(),
-            })
-            .await
-            .map_err(|e| self.failed(e))?;
-        Ok((sha, Some(path)))
-    }
-
-    /// Renders every node of the run. `generate`: create the cluster token on
-    /// first use (apply); plan never writes, so `None` means nothing exists yet.
-    async fn material(&self, generate: bool) -> Result<Option<Material>, PhaseError> {
-        let (root, cluster) = (&self.run.state_root, &self.run.cluster);
-        let bundle = if generate {
-            Some(SecretsBundle::load_or_generate(root, cluster).map_err(|e| self.failed(format!("{e:#}")))?)
-        } else {
-            SecretsBundle::load(root, cluster).map_err(|e| self.failed(format!("{e:#}")))?
-        };
-        let Some(bundle) = bundle else { return Ok(None) };
-        let secrets = bundle.k3s().map_err(|e| self.failed(e))?;
-        let (binary_sha256, binary) = self.binary(generate).await?;
-        let r = K3sRenderer::new(cluster, secrets).map_err(|e| self.failed(format!("{e:#}")))?;
-        let mut files = BTreeMap::new();
-        for node in self.run.nodes() {
-            let config = r.node_config(node).map_err(|e| self.failed(format!("{e:#}")))?;
-            let script = r.install_script(node).map_err(|e| self.failed(format!("{e:#}")))?;
-            let (role, unit) = match node.role {
-                Role::Controlplane => ("server", "k3s"),
-                Role::Worker => ("agent", "k3s-agent"),
-            };
-            let config_sha256 = hex::encode(Sha256::digest(config.as_bytes()));
-            let record = format!(
-                "version={} role={role} binary={binary_sha256} config={config_sha256} script={}",
-                cluster.versions.k3s,
-                hex::encode(Sha256::digest(script.as_bytes())),
-            );
-            files.insert(
-                node.name.clone(),
-                NodeFiles {
-                    unit,
-                    config,
-                    script,
-                    record,
-                    config_sha256,
-                },
-            );
-        }
-        Ok(Some(Material {
-            files,
-            binary_sha256,
-            binary,
-            token: secrets.k3s.token.clone(),
-        }))
     }
 
     /// Observes one node (read-only, one quick attempt).
@@ -429,7 +321,7 @@ impl Phase for K3sNodes {
 
     async fn plan(&self, ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
         use futures::StreamExt;
-        let m = self.material(false).await?;
+        let m = material::load(&self.run, false).await?;
         let nodes: Vec<Node> = self.run.nodes().cloned().collect();
         let m_ref = m.as_ref();
         let seen: Vec<(Node, Seen)> = futures::stream::iter(nodes)
@@ -476,8 +368,7 @@ impl Phase for K3sNodes {
     }
 
     async fn apply(&self, ctx: &RunCtx, plan: &[Action]) -> Result<(), PhaseError> {
-        let m = self
-            .material(true)
+        let m = material::load(&self.run, true)
             .await?
             .ok_or_else(|| self.failed("no cluster secrets"))?;
         let todo: BTreeSet<&str> = plan
