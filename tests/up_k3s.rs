@@ -128,7 +128,7 @@ async fn footprint(pool: &Pool, rack: &Rack) -> Vec<String> {
     let mut out = Vec::new();
     for n in rack.nodes() {
         let s = pool.session(&target(rack, n)).await.unwrap();
-        let o = s.run(cmd, Default::default()).await.unwrap();
+        let o = s.exec(cmd, Default::default()).await.unwrap();
         out.push(format!("{}:\n{}", n.name, o.stdout_str()));
     }
     out
@@ -360,8 +360,29 @@ async fn three_servers_join_one_at_a_time_under_one_ca(rack: Rack) {
     for n in &mut cluster.nodes {
         n.role = bootstrap::inventory::Role::Controlplane;
     }
-    let run = run_for(&cluster, dir.path(), Duration::from_secs(20), false);
+    // rack-2's install disk is not there: its preflight fails before anything is uploaded, and
+    // servers join one at a time, so rack-3 is not touched either.
+    let mut no_disk = cluster.clone();
+    no_disk.nodes[1].install_disk = Some(bootstrap::inventory::DiskSelector {
+        serial: Some("NO-SUCH-SERIAL".into()),
+        ..Default::default()
+    });
+    let run = run_for(&no_disk, dir.path(), Duration::from_secs(20), false);
     let ctx = ctx_for(&run);
+    let phases: Vec<Box<dyn Phase>> = vec![Box::new(K3sNodes::with_ssh(run, ssh_options(&rack)))];
+    let err = engine::run(&phases, &ctx)
+        .await
+        .expect_err("no install disk")
+        .to_string();
+    assert!(
+        err.contains("rack-2") && err.contains("preflight failed") && err.contains("NO-SUCH-SERIAL"),
+        "{err}"
+    );
+    let fp = footprint(&pool, &rack).await;
+    assert!(fp[0].contains("server start"), "{}", fp[0]);
+    assert!(!fp[1].contains("restart") && !fp[2].contains("restart"), "{fp:?}");
+
+    let run = run_for(&cluster, dir.path(), Duration::from_secs(20), false);
     let phases: Vec<Box<dyn Phase>> = vec![Box::new(K3sNodes::with_ssh(run, ssh_options(&rack)))];
     engine::run(&phases, &ctx).await.expect("three servers converge");
 

@@ -21,7 +21,7 @@ d=/var/lib/rancher; while [ ! -d "$d" ]; do d=$(dirname "$d"); done
 echo "free_kib=$(df -Pk "$d" | awk 'NR==2 {print $4}')"
 for t in bash sha256sum install awk cmp systemctl; do command -v "$t" >/dev/null 2>&1 || echo "missing=$t"; done
 if command -v lsblk >/dev/null 2>&1; then lsblk -b -d -n -P -o PATH,SERIAL,WWN,MODEL,SIZE,TYPE 2>/dev/null | sed 's/^/disk=/'; fi
-echo "now=$(date +%s.%N)"
+now=$(date +%s.%N 2>/dev/null); case "$now" in *[!0-9.]* | "") now=$(date +%s) ;; esac; echo "now=$now"
 "#;
 
 /// What a node reported.
@@ -134,7 +134,7 @@ pub fn check(node: &Node, f: &Facts, binary_machine: Option<u16>, local_now: f64
                 ));
             }
         }
-        None => problems.push("its clock could not be read (date +%s.%N)".into()),
+        None => problems.push("its clock could not be read (date +%s)".into()),
     }
     if let Some(sel) = node.install_disk.as_ref().filter(|s| !s.is_empty())
         && let Err(e) = install_disk(sel, &f.disks)
