@@ -1,43 +1,442 @@
-//! Phase -1: k3s nodes.
+//! Phase -1 for k3s: every node reached over SSH; on the nodes that need it a
+//! preflight (OS, architecture, tools, free space, clock, install disk), the
+//! binary + rendered `config.yaml` + `install.sh` uploaded and the script run.
+//! The first server is installed first (`cluster-init`); its kubeconfig is
+//! fetched, pointed at the cluster endpoint, stored as the `kubeconfig`
+//! artifact and `/readyz` waited for through it; its node token is checked to
+//! carry this cluster's token; then the other servers join one at a time
+//! (each registered before the next: quorum-safe) and the agents in parallel.
+//!
+//! Plan compares what each node's install script recorded (version, binary,
+//! config and script hashes) and the running service with what would be
+//! rendered now: a converged cluster plans nothing, and the script itself
+//! changes nothing when run again with the same inputs.
+//!
+//! Guarded by what the nodes report, not by the state file: a server that
+//! already runs k3s with another cluster token is never reconfigured, and the
+//! first server's node token must carry this cluster's token before anything
+//! joins it.
 
+mod kubeconfig;
+mod material;
+mod preflight;
+mod remote;
+
+use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use super::ClusterRun;
-use crate::engine::{Action, Phase, PhaseError, RunCtx};
+use super::{ClusterRun, KUBECONFIG};
+use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx};
+use crate::inventory::{Node, Role};
+use crate::ssh::{self, Pool, Target};
+use material::Material;
 
-/// Phase -1: k3s nodes.
+pub use kubeconfig::{endpoint_url, point_at};
+
+const PHASE: &str = "nodes";
+
+/// How long plan waits for one node's SSH answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What plan saw on a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    /// Installed exactly as rendered now and running.
+    Converged,
+    /// Installed as rendered but the service is not running.
+    Stopped,
+    /// Not installed, or installed with other inputs (why).
+    Differs(String),
+    /// No SSH answer (why).
+    Unreachable(String),
+}
+
+/// Phase -1 for k3s clusters.
 pub struct K3sNodes {
     run: Arc<ClusterRun>,
+    pool: Pool,
 }
 
 impl K3sNodes {
-    /// The phase for `run`.
+    /// The phase for `run`, with the operator's SSH setup (`~/.ssh`, agent).
     pub fn new(run: Arc<ClusterRun>) -> Self {
-        Self { run }
+        Self::with_ssh(run, ssh::Options::from_user_env())
     }
+
+    /// The phase for `run` with explicit SSH options (known_hosts, keys).
+    pub fn with_ssh(run: Arc<ClusterRun>, opts: ssh::Options) -> Self {
+        Self {
+            run,
+            pool: Pool::new(opts),
+        }
+    }
+
+    fn failed(&self, message: impl std::fmt::Display) -> PhaseError {
+        PhaseError::Failed {
+            phase: PHASE.into(),
+            message: format!("cluster {}: {message}", self.run.cluster.name),
+        }
+    }
+
+    fn node_failed(&self, node: &Node, message: String) -> PhaseError {
+        PhaseError::Targets {
+            phase: PHASE.into(),
+            failures: vec![(node.name.clone(), message)],
+        }
+    }
+
+    fn first_server(&self) -> Result<&Node, PhaseError> {
+        self.run
+            .cluster
+            .control_planes()
+            .next()
+            .ok_or_else(|| self.failed("no controlplane node (k3s server) in the inventory"))
+    }
+
+    fn sudo(node: &Node) -> bool {
+        node.ssh.as_ref().is_some_and(|s| s.sudo)
+    }
+
+    /// Observes one node (read-only, one quick attempt).
+    async fn probe(&self, node: &Node, m: Option<&Material>) -> Seen {
+        let target = Target::from_node(node);
+        let session = match tokio::time::timeout(PROBE_TIMEOUT, self.pool.session(&target)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Seen::Unreachable(e.to_string()),
+            Err(_) => return Seen::Unreachable(format!("no SSH answer within {PROBE_TIMEOUT:?}")),
+        };
+        let Some(f) = m.and_then(|m| m.files.get(&node.name)) else {
+            return Seen::Differs("no cluster secrets yet".into());
+        };
+        let o = match remote::observe(&session, f.unit, Self::sudo(node)).await {
+            Ok(o) => o,
+            Err(e) => return Seen::Unreachable(e),
+        };
+        let m = m.expect("files come from the material");
+        if o.state.is_empty() {
+            Seen::Differs("k3s not installed".into())
+        } else if o.state != f.record {
+            Seen::Differs("installed with other inputs (version, binary, config or script)".into())
+        } else if o.config_sha256 != f.config_sha256 || o.binary_sha256 != m.binary_sha256 {
+            Seen::Differs("installed files were changed on the node".into())
+        } else if !o.active {
+            Seen::Stopped
+        } else {
+            Seen::Converged
+        }
+    }
+
+    /// Brings one node to "installed as rendered, running".
+    async fn install(&self, ctx: &RunCtx, node: &Node, m: &Material) -> Result<(), String> {
+        let f = m
+            .files
+            .get(&node.name)
+            .ok_or_else(|| "not part of this run's rendered files".to_owned())?;
+        let sudo = Self::sudo(node);
+        let cancelled = || ctx.cancelled();
+        ctx.step(PHASE, &node.name, "connecting over SSH");
+        let deadline = Instant::now() + self.run.timeouts.node;
+        let s = remote::connect(&self.pool, &Target::from_node(node), deadline, &cancelled).await?;
+        let o = remote::observe(&s, f.unit, sudo).await?;
+        if o.state == f.record && o.config_sha256 == f.config_sha256 && o.binary_sha256 == m.binary_sha256 {
+            if !o.active {
+                ctx.step(PHASE, &node.name, &format!("starting {}", f.unit));
+                remote::start(&s, f.unit, sudo).await?;
+            }
+            return ctx
+                .record(PHASE, &node.name, "installed")
+                .await
+                .map_err(|e| e.to_string());
+        }
+        if node.role == Role::Controlplane && !o.state.is_empty() {
+            // A server that already runs k3s keeps its datastore: never
+            // reconfigure it with another cluster's token (lost state dir,
+            // wrong address in the inventory), whatever our state file says.
+            if let Some(theirs) = remote::read_if_present(&s, remote::NODE_TOKEN, sudo).await?
+                && !carries_token(&String::from_utf8_lossy(&theirs), &m.token)
+            {
+                return Err(format!(
+                    "refusing to reinstall: k3s there runs with another cluster token ({} differs); restore this cluster's secrets into the state dir, or uninstall k3s on the node first",
+                    remote::NODE_TOKEN
+                ));
+            }
+        }
+        ctx.step(PHASE, &node.name, "preflight");
+        let (facts, local_now, slack) = remote::preflight_facts(&s, sudo).await?;
+        let machine = match &m.binary {
+            Some(p) => read_head(p).as_deref().and_then(preflight::elf_machine),
+            None => None,
+        };
+        preflight::check(node, &preflight::parse(&facts), machine, local_now, slack)?;
+        ctx.record(PHASE, &node.name, "preflight ok")
+            .await
+            .map_err(|e| e.to_string())?;
+        if ctx.cancelled() {
+            return Err("interrupted before uploading".into());
+        }
+        let upload_binary = o.binary_sha256 != m.binary_sha256;
+        ctx.step(
+            PHASE,
+            &node.name,
+            if upload_binary {
+                "uploading k3s, config and install script"
+            } else {
+                "uploading config and install script"
+            },
+        );
+        let binary = if upload_binary {
+            Some(m.binary.as_deref().ok_or("no local k3s binary to upload")?)
+        } else {
+            None
+        };
+        remote::stage(
+            &s,
+            &remote::Staged {
+                config: &f.config,
+                script: &f.script,
+                binary_sha256: &m.binary_sha256,
+                binary,
+            },
+            sudo,
+        )
+        .await?;
+        ctx.record(PHASE, &node.name, "uploaded")
+            .await
+            .map_err(|e| e.to_string())?;
+        ctx.step(PHASE, &node.name, "running install.sh");
+        let said = remote::install(&s, sudo, self.run.timeouts.node).await?;
+        tracing::info!(node = %node.name, "{said}");
+        ctx.record(PHASE, &node.name, "installed")
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// From the first server: the kubeconfig (stored, pointed at the
+    /// endpoint), `/readyz`, and a check that it runs with this cluster's token.
+    /// Returns the client and the kubeconfig's text.
+    async fn connect_api(
+        &self,
+        ctx: &RunCtx,
+        first: &Node,
+        m: &Material,
+    ) -> Result<(crate::k8s::Client, String), PhaseError> {
+        let sudo = Self::sudo(first);
+        let cancelled = || ctx.cancelled();
+        let deadline = Instant::now() + self.run.timeouts.api;
+        let s = remote::connect(&self.pool, &Target::from_node(first), deadline, &cancelled)
+            .await
+            .map_err(|e| self.node_failed(first, e))?;
+        ctx.step(PHASE, CLUSTER, &format!("fetching the kubeconfig from {}", first.name));
+        let raw = remote::read_when_present(&s, remote::K3S_YAML, sudo, deadline, &cancelled)
+            .await
+            .map_err(|e| self.node_failed(first, e))?;
+        let server = kubeconfig::endpoint_url(&self.run.cluster.endpoint);
+        let text =
+            kubeconfig::point_at(&raw, &self.run.cluster.name, &server).map_err(|e| self.node_failed(first, e))?;
+        let path = ctx
+            .state
+            .lock()
+            .await
+            .put_artifact(KUBECONFIG, "kubeconfig", text.as_bytes())?;
+        ctx.step(PHASE, CLUSTER, &format!("waiting for {server}/readyz"));
+        let kube = crate::k8s::Client::from_kubeconfig(&path)
+            .await
+            .map_err(|e| self.failed(e))?;
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1));
+        kubeconfig::wait_readyz(&kube, left, cancelled)
+            .await
+            .map_err(|e| self.failed(e))?;
+        ctx.step(PHASE, CLUSTER, &format!("reading the join token on {}", first.name));
+        let token = remote::read_when_present(&s, remote::NODE_TOKEN, sudo, deadline, &cancelled)
+            .await
+            .map_err(|e| self.node_failed(first, e))?;
+        if !carries_token(&String::from_utf8_lossy(&token), &m.token) {
+            return Err(self.node_failed(
+                first,
+                format!(
+                    "its node token ({}) does not carry this cluster's token: k3s there was set up with another token (another cluster, or by hand); refusing to join nodes to it",
+                    remote::NODE_TOKEN
+                ),
+            ));
+        }
+        if self.run.merge_kubeconfig {
+            let merged = super::merge_kubeconfig::merge_into_home(text.as_bytes()).map_err(|e| self.failed(e))?;
+            ctx.step(PHASE, CLUSTER, &format!("kubeconfig merged into {}", merged.display()));
+        }
+        Ok((kube, text))
+    }
+
+    /// Waits for `/readyz` on one server itself (not the endpoint), with the
+    /// cluster's kubeconfig: k3s servers share the cluster CA.
+    async fn server_ready(&self, ctx: &RunCtx, node: &Node, kubeconfig: &str) -> Result<(), PhaseError> {
+        let url = kubeconfig::endpoint_url(&node.ip.to_string());
+        let own = kubeconfig::point_at(kubeconfig.as_bytes(), &self.run.cluster.name, &url)
+            .map_err(|e| self.node_failed(node, e))?;
+        let client = crate::k8s::Client::from_kubeconfig_yaml(&own, &format!("the kubeconfig, for {}", node.name))
+            .await
+            .map_err(|e| self.node_failed(node, e.to_string()))?;
+        ctx.step(PHASE, &node.name, &format!("waiting for {url}/readyz"));
+        kubeconfig::wait_readyz(&client, self.run.timeouts.api, || ctx.cancelled())
+            .await
+            .map_err(|e| self.node_failed(node, e))
+    }
+}
+
+/// The node token is `K10<ca hash>::<user>:<password>` (or the bare token);
+/// true when its password is `token`. Compared without early exit.
+fn carries_token(node_token: &str, token: &str) -> bool {
+    let node_token = node_token.trim();
+    let password = match node_token.split_once("::") {
+        Some((_, cred)) => cred.split_once(':').map_or(cred, |(_, p)| p),
+        None => node_token,
+    };
+    password.len() == token.len()
+        && password
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+fn read_head(path: &std::path::Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut head = vec![0u8; 64];
+    let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)).ok()?;
+    head.truncate(n);
+    Some(head)
 }
 
 #[async_trait::async_trait]
 impl Phase for K3sNodes {
     fn name(&self) -> &'static str {
-        "nodes"
+        PHASE
     }
 
     fn title(&self) -> &'static str {
         "Phase -1: k3s nodes"
     }
 
-    async fn plan(&self, _ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
-        Err(PhaseError::Failed {
-            phase: self.name().into(),
-            message: format!(
-                "cluster {}: this phase is not built yet; nothing was done",
-                self.run.cluster.name
-            ),
-        })
+    async fn plan(&self, ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
+        use futures::StreamExt;
+        let m = material::load(&self.run, false).await?;
+        let nodes: Vec<Node> = self.run.nodes().cloned().collect();
+        let m_ref = m.as_ref();
+        let seen: Vec<(Node, Seen)> = futures::stream::iter(nodes)
+            .map(|n| async move {
+                ctx.step(PHASE, &n.name, "probing over SSH");
+                let seen = self.probe(&n, m_ref).await;
+                (n, seen)
+            })
+            .buffered(ctx.concurrency.max(1))
+            .collect()
+            .await;
+        let version = &self.run.cluster.versions.k3s;
+        let mut actions = Vec::new();
+        for (n, s) in &seen {
+            let role = if n.role == Role::Controlplane {
+                "server"
+            } else {
+                "agent"
+            };
+            match s {
+                Seen::Converged => {}
+                Seen::Stopped => actions.push(Action::new(PHASE, &n.name, "start the k3s service")),
+                Seen::Differs(why) => actions.push(Action::new(
+                    PHASE,
+                    &n.name,
+                    format!("preflight, upload and install k3s {version} ({role}): {why}"),
+                )),
+                Seen::Unreachable(why) => actions.push(Action::new(
+                    PHASE,
+                    &n.name,
+                    format!("wait for SSH ({why}), then install k3s {version} ({role})"),
+                )),
+            }
+        }
+        let stored = ctx.state.lock().await.artifact(KUBECONFIG).is_some();
+        if !actions.is_empty() || !stored {
+            actions.push(Action::new(
+                PHASE,
+                CLUSTER,
+                "fetch the kubeconfig, wait for /readyz and for every node to register",
+            ));
+        }
+        Ok(actions)
     }
 
-    async fn apply(&self, _ctx: &RunCtx, _plan: &[Action]) -> Result<(), PhaseError> {
-        self.plan(_ctx).await.map(|_| ())
+    async fn apply(&self, ctx: &RunCtx, plan: &[Action]) -> Result<(), PhaseError> {
+        let m = material::load(&self.run, true)
+            .await?
+            .ok_or_else(|| self.failed("no cluster secrets"))?;
+        let todo: BTreeSet<&str> = plan
+            .iter()
+            .filter(|a| a.target != CLUSTER)
+            .map(|a| a.target.as_str())
+            .collect();
+        let first = self.first_server()?;
+        if todo.contains(first.name.as_str()) {
+            self.install(ctx, first, &m)
+                .await
+                .map_err(|e| self.node_failed(first, e))?;
+        } else if !self.run.selected(first) && ctx.state.lock().await.artifact(KUBECONFIG).is_none() {
+            return Err(self.failed(format!(
+                "the first server {} is outside --limit and the cluster has no kubeconfig yet",
+                first.name
+            )));
+        }
+        if ctx.cancelled() {
+            return Err(PhaseError::Interrupted);
+        }
+        let (kube, kubeconfig) = self.connect_api(ctx, first, &m).await?;
+        // Servers one at a time: each serving and registered before the next
+        // is touched, so a quorum is never restarted at once.
+        for node in self
+            .run
+            .nodes()
+            .filter(|n| n.role == Role::Controlplane && n.name != first.name && todo.contains(n.name.as_str()))
+        {
+            if ctx.cancelled() {
+                return Err(PhaseError::Interrupted);
+            }
+            self.install(ctx, node, &m)
+                .await
+                .map_err(|e| self.node_failed(node, e))?;
+            self.server_ready(ctx, node, &kubeconfig).await?;
+            ctx.step(PHASE, &node.name, "waiting for the server to register");
+            crate::k8s::wait::nodes_registered(&kube, &[node.name.as_str()], self.run.timeouts.api)
+                .await
+                .map_err(|e| self.node_failed(node, e.to_string()))?;
+        }
+        let agents: Vec<(String, &Node)> = self
+            .run
+            .nodes()
+            .filter(|n| n.role == Role::Worker && todo.contains(n.name.as_str()))
+            .map(|n| (n.name.clone(), n))
+            .collect();
+        let m = &m;
+        ctx.for_each(PHASE, agents, |_, node| async move { self.install(ctx, node, m).await })
+            .await?;
+        let names: Vec<&str> = self.run.nodes().map(|n| n.name.as_str()).collect();
+        ctx.step(PHASE, CLUSTER, "waiting for every node to register");
+        crate::k8s::wait::nodes_registered(&kube, &names, self.run.timeouts.api)
+            .await
+            .map_err(|e| self.failed(e))?;
+        ctx.record(PHASE, CLUSTER, "kubeconfig").await.map_err(Into::into)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_node_token_must_carry_the_cluster_token() {
+        assert!(carries_token("K10abc::server:s3cret\n", "s3cret"));
+        assert!(carries_token("s3cret", "s3cret"));
+        assert!(!carries_token("K10abc::server:other", "s3cret"));
+        assert!(!carries_token("K10abc::server:s3cre", "s3cret"));
     }
 }

@@ -107,6 +107,8 @@ pub struct ExecOpts {
     pub timeout: Option<Duration>,
     /// Bytes written to the command's stdin (then EOF).
     pub stdin: Option<Vec<u8>>,
+    /// The output holds secrets (a token, a kubeconfig): never log its lines.
+    pub secret_output: bool,
 }
 
 /// What a command did.
@@ -426,7 +428,9 @@ impl Session {
                 match msg {
                     ChannelMsg::Data { data } => {
                         out.stdout.extend_from_slice(&data);
-                        log_lines(label, "stdout", &out.stdout, &mut lo);
+                        if !opts.secret_output {
+                            log_lines(label, "stdout", &out.stdout, &mut lo);
+                        }
                     }
                     ChannelMsg::ExtendedData { data, ext: 1 } => {
                         out.stderr.extend_from_slice(&data);

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod k3s_standin;
 pub mod kube_sim;
 pub mod rack;
 pub mod redfish_front;

@@ -91,6 +91,8 @@ fn invalid(t: &ResourceType, name: &str, message: String) -> Reply {
 /// Where a request goes.
 enum Route {
     Version,
+    /// `/readyz`, `/livez`, `/healthz`: `ok` as text, like the apiserver.
+    Health,
     CoreVersions,
     Groups,
     Group(String),
@@ -109,6 +111,7 @@ fn route(path: &str) -> Option<Route> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, version, rest) = match segs.as_slice() {
         ["version"] => return Some(Route::Version),
+        ["readyz" | "livez" | "healthz"] => return Some(Route::Health),
         ["api"] => return Some(Route::CoreVersions),
         ["apis"] => return Some(Route::Groups),
         ["apis", g] => return Some(Route::Group((*g).into())),
@@ -233,6 +236,11 @@ async fn dispatch(shared: &Arc<Shared>, req: Request<Body>, query: &HashMap<Stri
         served_types(shared, &store)
     };
     match route {
+        Route::Health => Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(Body::from("ok"))
+            .expect("static response parts are valid"),
         Route::Version => json_response(
             StatusCode::OK,
             &json!({

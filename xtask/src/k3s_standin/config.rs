@@ -1,0 +1,99 @@
+//! The part of `/etc/rancher/k3s/config.yaml` the stand-in reads.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde_yaml::Value;
+
+/// Where k3s reads its configuration.
+pub const DEFAULT_PATH: &str = "/etc/rancher/k3s/config.yaml";
+
+/// A node's k3s configuration (keys are k3s CLI flags).
+#[derive(Clone)]
+pub struct Config {
+    pub token: String,
+    /// `server`: the server to join (agents, joining servers).
+    pub server: Option<String>,
+    pub cluster_init: bool,
+    pub node_name: String,
+    pub node_ip: Option<IpAddr>,
+    pub tls_san: Vec<String>,
+    /// `key=value` node labels.
+    pub node_labels: Vec<String>,
+    /// `flannel-backend: none`: Nodes wait for a CNI (Cilium) to be Ready.
+    pub external_cni: bool,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("node_name", &self.node_name)
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Parses a config document.
+    pub fn parse(text: &str) -> Result<Self> {
+        let v: Value = serde_yaml::from_str(text).context("not YAML")?;
+        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+        let list = |k: &str| -> Vec<String> {
+            match v.get(k) {
+                Some(Value::Sequence(items)) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+                Some(Value::String(one)) => vec![one.clone()],
+                _ => Vec::new(),
+            }
+        };
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".into());
+        Ok(Self {
+            token: s("token").context("no `token`")?,
+            server: s("server"),
+            cluster_init: v.get("cluster-init").and_then(Value::as_bool).unwrap_or(false),
+            node_name: s("node-name").unwrap_or(hostname),
+            node_ip: s("node-ip").map(|ip| ip.parse()).transpose().context("node-ip")?,
+            tls_san: list("tls-san"),
+            node_labels: list("node-label"),
+            external_cni: s("flannel-backend").is_some_and(|b| b == "none"),
+        })
+    }
+
+    /// The server to join as `host` (from `https://host:6443`).
+    pub fn server_host(&self) -> Option<String> {
+        let url = self.server.as_deref()?;
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        let authority = rest.split('/').next().unwrap_or(rest);
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(v6).to_owned(),
+            None => authority.rsplit_once(':').map_or(authority, |(h, _)| h).to_owned(),
+        };
+        Some(host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_an_agent_config() {
+        let c = Config::parse(
+            "token: \"t0k\"\nserver: \"https://198.18.0.11:6443\"\nnode-name: \"rack-2\"\nnode-ip: \"198.18.0.12\"\nnode-label:\n  - \"a=b\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.token, "t0k");
+        assert_eq!(c.server_host().as_deref(), Some("198.18.0.11"));
+        assert_eq!(c.node_name, "rack-2");
+        assert_eq!(c.node_labels, vec!["a=b"]);
+        assert!(!c.cluster_init && !c.external_cni);
+    }
+}

@@ -1,0 +1,187 @@
+//! `k3s server`: the cluster CA, node token, admin kubeconfig, the Kubernetes
+//! API simulator on :6443 and the join port for agents.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use base64::Engine;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use super::config::Config;
+use super::{SUPERVISOR_PORT, log_call, token_proof};
+use crate::kube_sim::{Behaviour, KubeSim, NodeRegistration, SimOptions, SimTls};
+
+const DATA: &str = "/var/lib/rancher/k3s/server";
+const K3S_YAML: &str = "/etc/rancher/k3s/k3s.yaml";
+
+/// The cluster CA (PEM cert, PEM key): `given` (from the first server, when
+/// joining), else the kept one, else a new one; kept for the next start.
+fn cluster_ca(given: Option<(String, String)>) -> Result<(String, String)> {
+    let dir = Path::new(DATA).join("tls");
+    let (cert, key) = (dir.join("server-ca.crt"), dir.join("server-ca.key"));
+    let (c, k) = match given {
+        Some(ca) => ca,
+        None => {
+            if let (Ok(c), Ok(k)) = (std::fs::read_to_string(&cert), std::fs::read_to_string(&key)) {
+                return Ok((c, k));
+            }
+            let fresh = SimTls::generate(&["k3s-standin".into()])?;
+            let k = fresh.ca_key_pem.context("a generated CA has its key")?;
+            (fresh.ca_cert_pem, k)
+        }
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    bootstrap::fsutil::write_secret(&key, k.as_bytes()).with_context(|| format!("writing {}", key.display()))?;
+    bootstrap::fsutil::write_atomic(&cert, c.as_bytes(), 0o644)
+        .with_context(|| format!("writing {}", cert.display()))?;
+    Ok((c, k))
+}
+
+fn labels(pairs: &[String]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// Runs until killed.
+pub async fn run(cfg: Config) -> Result<()> {
+    log_call("server start");
+    let mut own = labels(&cfg.node_labels);
+    own.insert("node-role.kubernetes.io/control-plane".into(), "true".into());
+    own.insert("node-role.kubernetes.io/master".into(), "true".into());
+    own.insert("node-role.kubernetes.io/etcd".into(), "true".into());
+    // A joining server registers in the first server's API and takes the
+    // cluster CA from it (real k3s servers share it through the datastore).
+    let given = match cfg.server_host() {
+        Some(host) => {
+            let reply = super::agent::join(&host, &cfg, "server", &own).await?;
+            log_call("server joined");
+            Some(decode_ca(&reply).context("the first server's join reply carries no CA")?)
+        }
+        None => None,
+    };
+    let (ca_cert, ca_key) = cluster_ca(given)?;
+    let mut sans: Vec<String> = [
+        "127.0.0.1",
+        "localhost",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+    ]
+    .map(String::from)
+    .to_vec();
+    sans.extend(cfg.node_ip.map(|ip| ip.to_string()));
+    sans.extend(cfg.tls_san.iter().cloned());
+    sans.push(cfg.node_name.clone());
+    sans.sort();
+    sans.dedup();
+    let tls = SimTls::with_ca(&ca_cert, &ca_key, &sans)?;
+    let admin = tls.issue_client_cert("system:admin", Some("system:masters"))?;
+    let behaviour = Behaviour {
+        cni_daemonset: if cfg.external_cni {
+            Behaviour::default().cni_daemonset
+        } else {
+            None
+        },
+        ..Behaviour::default()
+    };
+    let sim = Arc::new(
+        KubeSim::start(SimOptions {
+            bind: SocketAddr::from(([0, 0, 0, 0], 6443)),
+            tls: Some(tls.clone()),
+            behaviour,
+            cluster_name: "default".into(),
+        })
+        .await?,
+    );
+    use sha2::Digest;
+    let ca_hash = hex::encode(sha2::Sha256::digest(ca_cert.as_bytes()));
+    for f in ["node-token", "token"] {
+        let p = Path::new(DATA).join(f);
+        bootstrap::fsutil::write_secret(&p, format!("K10{ca_hash}::server:{}\n", cfg.token).as_bytes())
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    let kubeconfig = crate::kube_sim::tls::kubeconfig("default", "https://127.0.0.1:6443", &ca_cert, "default", &admin)
+        .replace("default@default", "default");
+    std::fs::create_dir_all("/etc/rancher/k3s")?;
+    bootstrap::fsutil::write_secret(Path::new(K3S_YAML), kubeconfig.as_bytes())
+        .with_context(|| format!("writing {K3S_YAML}"))?;
+
+    sim.register(NodeRegistration {
+        name: cfg.node_name.clone(),
+        internal_ip: cfg.node_ip,
+        labels: own,
+    });
+
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], SUPERVISOR_PORT)))
+        .await
+        .with_context(|| format!("binding the join port {SUPERVISOR_PORT}"))?;
+    let proof = token_proof(&cfg.token);
+    loop {
+        let (conn, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (sim, proof, ca) = (sim.clone(), proof.clone(), encode_ca(&ca_cert, &ca_key));
+        tokio::spawn(async move {
+            let (rd, mut wr) = conn.into_split();
+            let mut line = String::new();
+            if BufReader::new(rd).read_line(&mut line).await.is_err() {
+                return;
+            }
+            let reply = handle_join(&sim, &proof, &ca, &line);
+            let _ = wr.write_all(reply.as_bytes()).await;
+        });
+    }
+}
+
+/// `CA <cert> <key>` (base64 PEM), as sent to joining servers.
+fn encode_ca(cert: &str, key: &str) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    format!("CA {} {}", b64(cert), b64(key))
+}
+
+fn decode_ca(reply: &str) -> Option<(String, String)> {
+    let b64 = |s: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+    };
+    match reply.split_whitespace().collect::<Vec<_>>().as_slice() {
+        ["OK", "CA", cert, key] => Some((b64(cert)?, b64(key)?)),
+        _ => None,
+    }
+}
+
+/// `JOIN <proof> <name> <ip|-> <role> [key=value ...]` → `OK` (servers:
+/// `OK CA <cert> <key>`) or `DENIED <why>`.
+fn handle_join(sim: &KubeSim, proof: &str, ca: &str, line: &str) -> String {
+    let parts: Vec<&str> = line.split_whitespace().collect();
+    let ["JOIN", their_proof, name, ip, role, rest @ ..] = parts.as_slice() else {
+        return "DENIED malformed join request\n".into();
+    };
+    if *their_proof != proof {
+        return "DENIED wrong cluster token\n".into();
+    }
+    let rest: Vec<String> = rest.iter().map(|s| (*s).to_owned()).collect();
+    sim.register(NodeRegistration {
+        name: (*name).to_owned(),
+        internal_ip: ip.parse().ok(),
+        labels: labels(&rest),
+    });
+    if *role == "server" {
+        format!("OK {ca}\n")
+    } else {
+        "OK\n".into()
+    }
+}
