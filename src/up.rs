@@ -130,6 +130,7 @@ pub(crate) fn cluster_run(
         state_root: root.to_path_buf(),
         limit,
         merge_kubeconfig: args.merge_kubeconfig,
+        accept_new: args.accept_new,
         timeouts: timeouts(args),
         restore: None,
     }

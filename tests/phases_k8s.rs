@@ -104,6 +104,7 @@ impl Env {
             },
             limit: Default::default(),
             merge_kubeconfig: false,
+            accept_new: false,
             timeouts: Timeouts {
                 node: t,
                 api: t,

@@ -58,6 +58,13 @@ fn main() {
     let rack = Rack::for_test(3).expect("a second rack");
     rt.block_on(three_servers_join_one_at_a_time_under_one_ca(rack));
     println!("test up_k3s: three servers ... ok ({:.1} s)", t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    let rack = Rack::for_test(2).expect("a third rack");
+    rt.block_on(all_phases_reach_the_gitops_root_and_a_rerun_plans_nothing(rack));
+    println!(
+        "test up_k3s: phases -1 to 3 ... ok ({:.1} s)",
+        t.elapsed().as_secs_f64()
+    );
 }
 
 /// Everything logged (debug, `bootstrap` targets: SSH command output included).
@@ -110,6 +117,7 @@ fn run_for(
         },
         limit: BTreeSet::new(),
         merge_kubeconfig: merge,
+        accept_new: false,
         timeouts: Timeouts {
             node: node_timeout,
             api: Duration::from_secs(30),
@@ -422,4 +430,50 @@ async fn three_servers_join_one_at_a_time_under_one_ca(rack: Rack) {
         assert_eq!(f.contains("server joined"), i > 0, "{f}");
     }
     assert!(phases[0].plan(&ctx).await.unwrap().is_empty());
+}
+
+/// `up` on k3s end to end: phase -1 over SSH, then phases 0-3 against the
+/// stand-in's API until the Flux root Kustomization is Ready; then every phase
+/// plans nothing.
+async fn all_phases_reach_the_gitops_root_and_a_rerun_plans_nothing(rack: Rack) {
+    let dir = tempfile::tempdir().unwrap();
+    let (_pool, _) = prepare(&rack, dir.path()).await;
+    let inv = dir.path().join("rack.toml");
+    let gitops = "\n[cluster.gitops]\nengine = \"flux\"\nrepository = \"ssh://git@git.rack.invalid/rack/gitops.git\"\npath = \"./clusters/rack\"\n";
+    std::fs::write(&inv, std::fs::read_to_string(&inv).unwrap() + gitops).unwrap();
+    let cluster = bootstrap::inventory::load(&inv).unwrap().inventory.clusters.remove(0);
+    let crds = xtask::sim_rack::offline_crds(&dir.path().join("crds")).unwrap();
+    let run = {
+        let mut run = Arc::into_inner(run_for(&cluster, dir.path(), Duration::from_secs(20), false)).unwrap();
+        run.artifacts.offline = Some(crds);
+        Arc::new(run)
+    };
+    let ctx = ctx_for(&run);
+    let phases = || -> Vec<Box<dyn Phase>> {
+        std::iter::once(Box::new(K3sNodes::with_ssh(run.clone(), ssh_options(&rack))) as Box<dyn Phase>)
+            .chain(bootstrap::phases::kubernetes(run.clone()))
+            .collect()
+    };
+    engine::run(&phases(), &ctx).await.expect("phases -1 to 3 converge");
+    {
+        let state = ctx.state.lock().await;
+        for phase in ["nodes", "prerequisites", "crds", "core", "gitops"] {
+            assert!(state.state().phases[phase].done, "{phase} done");
+        }
+    }
+    let kube = bootstrap::k8s::Client::from_kubeconfig(ctx.state.lock().await.artifact(KUBECONFIG).unwrap())
+        .await
+        .unwrap();
+    let gvk = kube::api::GroupVersionKind::gvk("kustomize.toolkit.fluxcd.io", "v1", "Kustomization");
+    let ar = kube::api::ApiResource::from_gvk(&gvk);
+    let api: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(kube.kube().clone(), "flux-system", &ar);
+    let root = api.get("flux-system").await.expect("the root Kustomization exists");
+    let ready = root.data["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+    assert!(ready, "the GitOps root is Ready: {}", root.data["status"]);
+    let again = engine::plan_all(&phases(), &ctx).await.unwrap();
+    assert!(again.is_empty(), "a converged k3s cluster plans nothing: {again:#?}");
 }

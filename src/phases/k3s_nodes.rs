@@ -61,7 +61,11 @@ pub struct K3sNodes {
 impl K3sNodes {
     /// The phase for `run`, with the operator's SSH setup (`~/.ssh`, agent).
     pub fn new(run: Arc<ClusterRun>) -> Self {
-        Self::with_ssh(run, ssh::Options::from_user_env())
+        let opts = ssh::Options {
+            accept_new: run.accept_new,
+            ..ssh::Options::from_user_env()
+        };
+        Self::with_ssh(run, opts)
     }
 
     /// The phase for `run` with explicit SSH options (known_hosts, keys).

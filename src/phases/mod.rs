@@ -56,6 +56,8 @@ pub struct ClusterRun {
     /// `--merge-kubeconfig`: also merge the kubeconfig into `~/.kube/config`.
     pub merge_kubeconfig: bool,
     pub timeouts: Timeouts,
+    /// `--accept-new`: record SSH host keys of hosts never seen before.
+    pub accept_new: bool,
     /// `reset`: bootstrap etcd from this snapshot instead of empty.
     pub restore: Option<PathBuf>,
 }
@@ -101,8 +103,12 @@ pub fn all(run: Arc<ClusterRun>) -> Vec<Box<dyn Phase>> {
         Distribution::Talos => Box::new(talos_nodes::TalosNodes::new(run.clone())),
         Distribution::K3s => Box::new(k3s_nodes::K3sNodes::new(run.clone())),
     };
+    std::iter::once(nodes).chain(kubernetes(run)).collect()
+}
+
+/// Phases 0-3, which work through the Kubernetes API phase -1 made.
+pub fn kubernetes(run: Arc<ClusterRun>) -> Vec<Box<dyn Phase>> {
     vec![
-        nodes,
         Box::new(prerequisites::Prerequisites::new(run.clone())),
         Box::new(crds::Crds::new(run.clone())),
         Box::new(core::Core::new(run.clone())),
