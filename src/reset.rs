@@ -173,9 +173,10 @@ async fn take_snapshot(cluster: &Cluster, creds: &TalosCredentials, store: &mut 
     let first = cluster.control_planes().next().ok_or("no control plane")?;
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+        .map_or(0, |d| d.as_millis());
     let dir = store.dir().join("snapshots");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // Milliseconds: a second drill in the same second never overwrites a snapshot.
     let path = dir.join(format!("etcd-{stamp}.snapshot"));
     let info = client(first, creds)?
         .etcd_snapshot(&path)

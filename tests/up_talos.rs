@@ -186,8 +186,8 @@ async fn an_unreachable_node_fails_the_run_by_name_and_the_rest_is_kept() {
     }
     assert_eq!(
         bootstrap_calls(&rack),
-        0,
-        "etcd is not bootstrapped while a node is missing"
+        1,
+        "etcd was bootstrapped once the first control plane was ready; a missing worker does not hold it back"
     );
 }
 

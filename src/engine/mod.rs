@@ -110,14 +110,27 @@ impl RunCtx {
         F: Fn(String, T) -> Fut,
         Fut: Future<Output = Result<(), String>>,
     {
+        // Each target's outcome is reported as soon as it is known.
         let results: Vec<(String, Option<Result<(), String>>)> = futures::stream::iter(items)
             .map(|(target, item)| {
                 let fut = (!self.cancelled()).then(|| work(target.clone(), item));
                 async move {
-                    match fut {
-                        Some(f) => (target, Some(f.await)),
-                        None => (target, None),
+                    let Some(f) = fut else {
+                        return (target, None);
+                    };
+                    let r = f.await;
+                    match &r {
+                        Ok(()) => self.reporter.emit(Event::TargetDone {
+                            phase: phase.into(),
+                            target: target.clone(),
+                        }),
+                        Err(error) => self.reporter.emit(Event::TargetFailed {
+                            phase: phase.into(),
+                            target: target.clone(),
+                            error: error.clone(),
+                        }),
                     }
+                    (target, Some(r))
                 }
             })
             .buffer_unordered(self.concurrency.max(1))
@@ -127,18 +140,8 @@ impl RunCtx {
         let mut skipped = false;
         for (target, r) in results {
             match r {
-                Some(Ok(())) => self.reporter.emit(Event::TargetDone {
-                    phase: phase.into(),
-                    target,
-                }),
-                Some(Err(error)) => {
-                    self.reporter.emit(Event::TargetFailed {
-                        phase: phase.into(),
-                        target: target.clone(),
-                        error: error.clone(),
-                    });
-                    failures.push((target, error));
-                }
+                Some(Ok(())) => {}
+                Some(Err(error)) => failures.push((target, error)),
                 None => skipped = true,
             }
         }

@@ -351,15 +351,51 @@ impl Phase for TalosNodes {
             .filter_map(|a| self.run.cluster.node(&a.target).cloned())
             .map(|n| (n.name.clone(), n))
             .collect();
-        ctx.for_each(PHASE, nodes, |_, node| {
-            let m = m.clone();
-            async move { self.configure(ctx, &node, &m).await }
-        })
-        .await?;
+        // etcd is bootstrapped as soon as the first control plane is ready,
+        // while the other nodes are still being configured (they join later):
+        // the run's critical path does not grow with the number of nodes.
+        let first = self.first_control_plane()?.name.clone();
+        let first_pending = nodes.iter().any(|(name, _)| *name == first);
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+        let ready_tx = std::sync::Mutex::new(Some(ready_tx));
+        let signal_first = |name: &str| {
+            if name == first
+                && let Some(tx) = ready_tx.lock().expect("signal lock").take()
+            {
+                let _ = tx.send(());
+            }
+        };
+        let configure_all = async {
+            let result = ctx
+                .for_each(PHASE, nodes, |_, node| {
+                    let m = m.clone();
+                    async move {
+                        self.configure(ctx, &node, &m).await?;
+                        signal_first(&node.name);
+                        Ok(())
+                    }
+                })
+                .await;
+            // Unblocks the bootstrap below when the first control plane failed or never started.
+            ready_tx.lock().expect("signal lock").take();
+            result
+        };
+        let early_bootstrap = async {
+            let first_ready = !first_pending || ready_rx.await.is_ok();
+            if !first_ready || ctx.cancelled() {
+                return None;
+            }
+            Some(self.bootstrap_etcd(ctx, &m).await)
+        };
+        let (configured, bootstrapped) = tokio::join!(configure_all, early_bootstrap);
+        configured?;
         if ctx.cancelled() {
             return Err(PhaseError::Interrupted);
         }
-        self.bootstrap_etcd(ctx, &m).await?;
+        match bootstrapped {
+            Some(result) => result?,
+            None => self.bootstrap_etcd(ctx, &m).await?,
+        }
         self.wait_members(ctx, &m).await?;
         if ctx.cancelled() {
             return Err(PhaseError::Interrupted);

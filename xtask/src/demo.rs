@@ -2,7 +2,8 @@
 //! `inventory/simulated.toml` (Talos API simulators on 127.1.0.11-22, the
 //! Kubernetes API simulator on the endpoint once etcd is bootstrapped), then
 //! `bootstrap up` against it end to end with live progress, then `plan` to
-//! show that a converged cluster has nothing left to do.
+//! show that a converged cluster has nothing left to do. `--k3s`: the same
+//! on the test rack (real OpenSSH nodes, root) with the k3s stand-in.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,6 +25,10 @@ pub struct DemoArgs {
     /// Keep the rack running after `up` until Ctrl-C (to try `kubectl`/`bootstrap status`).
     #[arg(long)]
     pub keep: bool,
+    /// The k3s variant instead: a 1 server + 2 agent rack of real OpenSSH nodes
+    /// (network namespaces, root) with the k3s stand-in as the k3s binary.
+    #[arg(long)]
+    pub k3s: bool,
 }
 
 /// Runs the demo.
@@ -31,6 +36,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("workspace root")?;
+    if args.k3s {
+        return run_k3s(root, args.keep);
+    }
     let inventory = root.join(&args.inventory);
     let loaded = bootstrap::inventory::load(&inventory)
         .map_err(|d| anyhow::anyhow!("{}", d.0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
@@ -42,7 +50,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         .clone();
     let state = root.join("target/demo-state");
     let _ = std::fs::remove_dir_all(&state);
-    let bin = build_bootstrap(root)?;
+    let bin = build(root, "bootstrap", "bootstrap")?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let options = RackOptions {
@@ -100,16 +108,98 @@ pub fn run(args: DemoArgs) -> Result<()> {
     })
 }
 
-/// Builds the `bootstrap` binary and returns its path.
-fn build_bootstrap(root: &Path) -> Result<PathBuf> {
+/// `cargo xtask demo --k3s`: `bootstrap up` over SSH on the test rack, the
+/// k3s stand-in serving the Kubernetes API simulator on the first server.
+fn run_k3s(root: &Path, keep: bool) -> Result<()> {
+    if let Some(why) = crate::rack::unavailable() {
+        bail!("the k3s demo runs on the test rack: {why}");
+    }
+    let bin = build(root, "bootstrap", "bootstrap")?;
+    let standin = build(root, "xtask", "k3s-standin")?;
+    let rack = crate::rack::Rack::start(3)?;
+    let state = root.join("target/demo-k3s-state");
+    let _ = std::fs::remove_dir_all(&state);
+    // The operator's ~/.ssh for this demo: the rack's host keys, nothing else.
+    let home = state.join("home");
+    std::fs::create_dir_all(home.join(".ssh"))?;
+    std::fs::copy(rack.known_hosts(), home.join(".ssh/known_hosts"))?;
+    let inventory = state.join("rack-k3s.toml");
+    std::fs::write(
+        &inventory,
+        format!(
+            "{}\n[cluster.k3s]\nbinary = {:?}\n\n[cluster.gitops]\nengine = \"flux\"\nrepository = \"ssh://git@git.rack.invalid/rack/gitops.git\"\npath = \"./clusters/rack\"\n",
+            rack.inventory_toml(),
+            standin.display().to_string()
+        ),
+    )?;
+    let crds = crate::sim_rack::offline_crds(&root.join("target/demo-artifacts"))?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(install_systemctl_shim(&rack))?;
+    eprintln!(
+        "demo: test rack up: {} OpenSSH nodes at {} (k3s stand-in as k3s)",
+        rack.nodes().len(),
+        rack.nodes()
+            .iter()
+            .map(|n| n.ip.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for args in [&["up", "--artifacts"][..], &["plan", "--artifacts"][..]] {
+        eprintln!("\n$ bootstrap {} {}", args.join(" "), crds.display());
+        let status = Command::new(&bin)
+            .arg("-i")
+            .arg(&inventory)
+            .arg("--state-dir")
+            .arg(&state)
+            .args(args)
+            .arg(&crds)
+            .env("HOME", &home)
+            .status()?;
+        if !status.success() {
+            bail!("bootstrap {} failed ({status})", args[0]);
+        }
+    }
+    eprintln!("\ndemo: state and kubeconfig are in {}", state.display());
+    if keep {
+        eprintln!("demo: the rack keeps running; Ctrl-C to stop");
+        rt.block_on(tokio::signal::ctrl_c())?;
+    }
+    Ok(())
+}
+
+/// The rack nodes run no systemd: the stand-in's `systemctl` goes into each
+/// node's own /usr/local/bin (inside the node only).
+async fn install_systemctl_shim(rack: &crate::rack::Rack) -> Result<()> {
+    let pool = bootstrap::ssh::Pool::new(bootstrap::ssh::Options::isolated(rack.known_hosts()));
+    for n in rack.nodes() {
+        let mut t = bootstrap::ssh::Target::new(&n.name, n.ip.to_string());
+        t.user = Some("root".into());
+        t.key = Some(rack.client_key());
+        pool.session(&t)
+            .await?
+            .upload(
+                crate::k3s_standin::SYSTEMCTL.as_bytes(),
+                "/usr/local/bin/systemctl",
+                bootstrap::ssh::UploadOpts {
+                    mode: 0o755,
+                    ..Default::default()
+                },
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Builds binary `bin` of `package` (dev profile) and returns its path.
+fn build(root: &Path, package: &str, bin: &str) -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "--quiet", "--bin", "bootstrap"])
+        .args(["build", "--quiet", "--package", package, "--bin", bin])
         .current_dir(root)
         .status()?;
     if !status.success() {
-        bail!("building bootstrap failed");
+        bail!("building {bin} failed");
     }
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    Ok(target.join("debug/bootstrap"))
+    Ok(target.join("debug").join(bin))
 }

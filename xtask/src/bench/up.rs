@@ -6,7 +6,7 @@
 //! their ratio (target ≤ 1.2×) and the peak RSS of `bootstrap`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -30,7 +30,7 @@ pub struct UpBenchArgs {
 /// A rack inventory: `cps` control planes and `workers` workers on 127.`block`.x.y.
 fn inventory(dir: &Path, block: u8, cps: usize, workers: usize) -> Result<PathBuf> {
     let mut toml = format!(
-        "[defaults]\ninstall_disk = {{ path = \"/dev/vda\" }}\n\n[[cluster]]\nname = \"bench\"\ndistribution = \"talos\"\nendpoint = \"127.{block}.255.1\"\n\n[cluster.network]\nnode_cidr = \"127.{block}.0.0/16\"\ngateway = \"127.{block}.255.254\"\nnameservers = [\"127.{block}.255.254\"]\npod_cidr = \"10.244.0.0/16\"\nservice_cidr = \"10.96.0.0/16\"\n"
+        "[defaults]\ninstall_disk = {{ path = \"/dev/vda\" }}\n\n[[cluster]]\nname = \"bench\"\ndistribution = \"talos\"\nendpoint = \"127.{block}.255.1\"\n\n[cluster.network]\nnode_cidr = \"127.{block}.0.0/16\"\ngateway = \"127.{block}.255.254\"\nnameservers = [\"127.{block}.255.254\"]\npod_cidr = \"10.244.0.0/16\"\nservice_cidr = \"10.96.0.0/16\"\n\n[cluster.gitops]\nengine = \"flux\"\nrepository = \"ssh://git@git.bench.invalid/gitops.git\"\npath = \"./clusters/bench\"\n"
     );
     for i in 0..cps + workers {
         let (role, name) = if i < cps {
@@ -39,9 +39,9 @@ fn inventory(dir: &Path, block: u8, cps: usize, workers: usize) -> Result<PathBu
             ("worker", format!("worker-{}", i + 1 - cps))
         };
         toml += &format!(
-            "\n[[cluster.node]]\nname = \"{name}\"\nrole = \"{role}\"\nip = \"127.{block}.{}.{}\"\n",
-            i / 250,
-            i % 250 + 1
+            "\n[[cluster.node]]\nname = \"{name}\"\nrole = \"{role}\"\nip = \"127.{block}.{hi}.{lo}\"\nmac = \"02:00:7f:{block:02x}:{hi:02x}:{lo:02x}\"\n",
+            hi = i / 250,
+            lo = i % 250 + 1
         );
     }
     let path = dir.join(format!("bench-{block}.toml"));
@@ -49,8 +49,9 @@ fn inventory(dir: &Path, block: u8, cps: usize, workers: usize) -> Result<PathBu
     Ok(path)
 }
 
-/// One `up` against a fresh rack: wall time.
-fn one_run(bin: &Path, dir: &Path, block: u8, cps: usize, workers: usize, reboot: Duration) -> Result<Duration> {
+/// One `up` against a fresh rack: wall time and the peak RSS of `bootstrap`
+/// (MiB). Its progress and phase timings go to `<dir>/up-<block>.log`.
+fn one_run(bin: &Path, dir: &Path, block: u8, cps: usize, workers: usize, reboot: Duration) -> Result<(Duration, f64)> {
     let inv = inventory(dir, block, cps, workers)?;
     let cluster = bootstrap::inventory::load(&inv)
         .map_err(|d| anyhow::anyhow!("bench inventory: {:?}", d.0.first().map(ToString::to_string)))?
@@ -58,6 +59,7 @@ fn one_run(bin: &Path, dir: &Path, block: u8, cps: usize, workers: usize, reboot
         .clusters
         .remove(0);
     let state = dir.join(format!("state-{block}"));
+    seed_secrets(bin, dir, &inv, &state.join("bench"))?;
     let crds = crate::sim_rack::offline_crds(&dir.join("artifacts"))?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
@@ -71,31 +73,53 @@ fn one_run(bin: &Path, dir: &Path, block: u8, cps: usize, workers: usize, reboot
         )
         .await?;
         let started = Instant::now();
-        let status = tokio::task::block_in_place(|| {
-            Command::new(bin)
-                .arg("-i")
-                .arg(&inv)
-                .arg("--state-dir")
-                .arg(&state)
-                .args([
-                    "--quiet",
-                    "up",
-                    "--concurrency",
-                    "256",
-                    "--timeout",
-                    "300",
-                    "--artifacts",
-                ])
-                .arg(&crds)
-                .status()
-        })?;
+        let log = std::fs::File::create(dir.join(format!("up-{block}.log")))?;
+        let child = Command::new(bin)
+            .arg("-i")
+            .arg(&inv)
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["up", "--concurrency", "256", "--timeout", "300", "--artifacts"])
+            .arg(&crds)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        let (status, rss) = tokio::task::block_in_place(|| wait_with_rss(child))?;
         let wall = started.elapsed();
         rack.stop().await;
-        if !status.success() {
-            bail!("bootstrap up on {} nodes failed ({status})", cps + workers);
+        if status != 0 {
+            bail!(
+                "bootstrap up on {} nodes failed (wait status {status}); see {}",
+                cps + workers,
+                dir.join(format!("up-{block}.log")).display()
+            );
         }
-        Ok(wall)
+        Ok((wall, rss))
     })
+}
+
+/// Puts one pre-generated secrets bundle into the run's state dir: RSA-4096
+/// key generation takes 0.3-5 s at random and is paid once per cluster, so
+/// leaving it in would drown the node work being compared.
+fn seed_secrets(bin: &Path, dir: &Path, inv: &Path, cluster_state: &Path) -> Result<()> {
+    let seed = dir.join("seed-state");
+    if !seed.join("bench/secrets.yaml").exists() {
+        let status = Command::new(bin)
+            .arg("-i")
+            .arg(inv)
+            .arg("--state-dir")
+            .arg(&seed)
+            .args(["--quiet", "render", "--out"])
+            .arg(dir.join("seed-render"))
+            .status()?;
+        anyhow::ensure!(status.success(), "bootstrap render (secrets for the bench) failed");
+    }
+    std::fs::create_dir_all(cluster_state)?;
+    for f in std::fs::read_dir(seed.join("bench"))? {
+        let f = f?.path();
+        std::fs::copy(&f, cluster_state.join(f.file_name().context("file name")?))?;
+    }
+    Ok(())
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -103,12 +127,17 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// Peak resident set of the largest child waited for so far, in MiB.
-fn children_peak_rss_mib() -> f64 {
-    // SAFETY: getrusage only writes into the struct we pass.
+/// Waits for `child` with wait4(2), which reports that process's own peak
+/// resident set (std's `wait` does not; getrusage(RUSAGE_CHILDREN) would also
+/// count the compiler cargo ran). Returns (wait status, peak RSS in MiB).
+fn wait_with_rss(child: std::process::Child) -> Result<(i32, f64)> {
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: plain syscall filling the two out-parameters we own.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
-    usage.ru_maxrss as f64 / 1024.0
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    anyhow::ensure!(r == pid, "wait4: {}", std::io::Error::last_os_error());
+    Ok((status, usage.ru_maxrss as f64 / 1024.0))
 }
 
 /// Runs the benchmark and prints its figures.
@@ -134,12 +163,16 @@ pub fn run(args: UpBenchArgs) -> Result<()> {
     let reboot = Duration::from_millis(args.reboot_ms);
     let mut small = Vec::new();
     let mut large = Vec::new();
+    let mut rss = (0f64, 0f64);
     for i in 0..args.runs {
         let block = 200 + (i as u8) * 2;
-        small.push(one_run(&bin, &dir, block, 1, 1, reboot)?);
-        large.push(one_run(&bin, &dir, block + 1, 3, args.nodes - 3, reboot)?);
+        let (wall, r) = one_run(&bin, &dir, block, 1, 1, reboot)?;
+        small.push(wall);
+        rss.0 = rss.0.max(r);
+        let (wall, r) = one_run(&bin, &dir, block + 1, 3, args.nodes - 3, reboot)?;
+        large.push(wall);
+        rss.1 = rss.1.max(r);
     }
-    let rss = children_peak_rss_mib();
     let (s, l) = (median(small.clone()), median(large.clone()));
     println!(
         "bench up: {} simulated Talos nodes, {} ms reboot, {} runs each",
@@ -158,6 +191,12 @@ pub fn run(args: UpBenchArgs) -> Result<()> {
         large
     );
     println!("  ratio: {:.2}x (target <= 1.2x)", l.as_secs_f64() / s.as_secs_f64());
-    println!("  peak RSS of bootstrap: {rss:.1} MiB");
+    println!(
+        "  peak RSS of bootstrap: {:.1} MiB (2 nodes), {:.1} MiB ({} nodes); logs in {}",
+        rss.0,
+        rss.1,
+        args.nodes,
+        dir.display()
+    );
     Ok(())
 }
