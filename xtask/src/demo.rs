@@ -77,20 +77,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let bootstrap = |args: &[&str]| -> Result<()> {
-            eprintln!("\n$ bootstrap {}", args.join(" "));
-            let status = Command::new(&bin)
-                .arg("-i")
-                .arg(&inventory)
-                .arg("--state-dir")
-                .arg(&state)
-                .args(args)
-                .status()?;
-            if !status.success() {
-                bail!("bootstrap {} failed ({status})", args.join(" "));
-            }
-            Ok(())
-        };
+        let bootstrap = |args: &[&str]| bootstrap(&bin, &inventory, &state, None, args);
         let crds = crate::sim_rack::offline_crds(&root.join("target/demo-artifacts"))?;
         let crds = crds.to_str().context("artifact dir path")?;
         tokio::task::block_in_place(|| {
@@ -144,25 +131,28 @@ fn run_k3s(root: &Path, keep: bool) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    for args in [&["up", "--artifacts"][..], &["plan", "--artifacts"][..]] {
-        eprintln!("\n$ bootstrap {} {}", args.join(" "), crds.display());
-        let status = Command::new(&bin)
-            .arg("-i")
-            .arg(&inventory)
-            .arg("--state-dir")
-            .arg(&state)
-            .args(args)
-            .arg(&crds)
-            .env("HOME", &home)
-            .status()?;
-        if !status.success() {
-            bail!("bootstrap {} failed ({status})", args[0]);
-        }
-    }
+    let crds = crds.to_str().context("artifact dir path")?;
+    bootstrap(&bin, &inventory, &state, Some(&home), &["up", "--artifacts", crds])?;
+    bootstrap(&bin, &inventory, &state, Some(&home), &["plan", "--artifacts", crds])?;
     eprintln!("\ndemo: state and kubeconfig are in {}", state.display());
     if keep {
         eprintln!("demo: the rack keeps running; Ctrl-C to stop");
         rt.block_on(tokio::signal::ctrl_c())?;
+    }
+    Ok(())
+}
+
+/// Runs `bootstrap -i INVENTORY --state-dir STATE ARGS` (with `HOME` when given), echoing the command.
+fn bootstrap(bin: &Path, inventory: &Path, state: &Path, home: Option<&Path>, args: &[&str]) -> Result<()> {
+    eprintln!("\n$ bootstrap {}", args.join(" "));
+    let mut cmd = Command::new(bin);
+    cmd.arg("-i").arg(inventory).arg("--state-dir").arg(state).args(args);
+    if let Some(home) = home {
+        cmd.env("HOME", home);
+    }
+    let status = cmd.status()?;
+    if !status.success() {
+        bail!("bootstrap {} failed ({status})", args.join(" "));
     }
     Ok(())
 }
