@@ -346,3 +346,37 @@ async fn reset_snapshots_confirms_wipes_and_rebuilds_with_etcd_restored() {
         "rebuilt and converged:\n{plan}{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn add_node_joins_a_new_worker_and_touches_no_other_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory(dir.path(), 66, "");
+    let rack = SimRack::start(&cluster(&inv), fast()).await.unwrap();
+    let full = std::fs::read_to_string(&inv).unwrap();
+    // The cluster starts without worker-2 (the last node of the inventory).
+    let without = &full[..full.rfind("[[cluster.node]]").unwrap()];
+    std::fs::write(&inv, without).unwrap();
+    let state = dir.path().join("state");
+
+    let (ok, _, err) = tokio::task::block_in_place(|| bootstrap(&inv, &state, &["add-node", "worker-1"]));
+    assert!(!ok && err.contains("bootstrap up"), "add-node needs a running cluster:\n{err}");
+    let (ok, _, err) = tokio::task::block_in_place(|| bootstrap(&inv, &state, &["up", "--timeout", "60"]));
+    assert!(ok, "up failed:\n{err}");
+    let kube = rack.kube().expect("API up");
+    assert!(kube.object("", "nodes", "", "worker-2").is_none());
+
+    std::fs::write(&inv, &full).unwrap();
+    rack.clear_logs();
+    let (ok, _, err) =
+        tokio::task::block_in_place(|| bootstrap(&inv, &state, &["add-node", "worker-2", "--timeout", "60"]));
+    assert!(ok, "add-node failed:\n{err}");
+    assert!(kube.object("", "nodes", "", "worker-2").is_some(), "worker-2 registered");
+    let worker2: std::net::SocketAddr = "127.66.0.22:50000".parse().unwrap();
+    let calls = rack.talos_mutations();
+    assert!(
+        calls.iter().all(|(addr, _)| *addr == worker2),
+        "only worker-2 was changed: {calls:?}"
+    );
+    assert!(calls.iter().any(|(_, m)| *m == "ApplyConfiguration"), "{calls:?}");
+    assert_eq!(bootstrap_calls(&rack), 0, "no second etcd bootstrap");
+}
