@@ -22,6 +22,11 @@ pub struct ClusterState {
     /// Artifact name (`kubeconfig`, `talosconfig`, `snapshot-...`) → file in the cluster's state dir.
     #[serde(default)]
     pub artifacts: BTreeMap<String, PathBuf>,
+    /// Node → sha256 of the configuration it last accepted from us (Talos
+    /// machine config), so a changed inventory is re-applied and an unchanged
+    /// one is not.
+    #[serde(default)]
+    pub applied: BTreeMap<String, String>,
 }
 
 /// Progress of one phase.
@@ -133,6 +138,12 @@ impl StateStore {
         self.save()
     }
 
+    /// Records that `node` accepted the configuration whose sha256 is `sha256`, and saves.
+    pub fn record_applied(&mut self, node: &str, sha256: &str) -> Result<(), StateError> {
+        self.state.applied.insert(node.to_owned(), sha256.to_owned());
+        self.save()
+    }
+
     /// Marks `phase` done (or not), and saves.
     pub fn set_phase_done(&mut self, phase: &str, done: bool) -> Result<(), StateError> {
         self.state.phases.entry(phase.to_owned()).or_default().done = done;
@@ -155,6 +166,7 @@ impl StateStore {
     /// secrets and snapshots.
     pub fn forget_progress(&mut self) -> Result<(), StateError> {
         self.state.phases.clear();
+        self.state.applied.clear();
         if let Some(path) = self.state.artifacts.remove("kubeconfig") {
             let _ = std::fs::remove_file(path);
         }

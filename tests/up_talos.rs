@@ -359,7 +359,10 @@ async fn add_node_joins_a_new_worker_and_touches_no_other_node() {
     let state = dir.path().join("state");
 
     let (ok, _, err) = tokio::task::block_in_place(|| bootstrap(&inv, &state, &["add-node", "worker-1"]));
-    assert!(!ok && err.contains("bootstrap up"), "add-node needs a running cluster:\n{err}");
+    assert!(
+        !ok && err.contains("bootstrap up"),
+        "add-node needs a running cluster:\n{err}"
+    );
     let (ok, _, err) = tokio::task::block_in_place(|| bootstrap(&inv, &state, &["up", "--timeout", "60"]));
     assert!(ok, "up failed:\n{err}");
     let kube = rack.kube().expect("API up");
@@ -370,7 +373,10 @@ async fn add_node_joins_a_new_worker_and_touches_no_other_node() {
     let (ok, _, err) =
         tokio::task::block_in_place(|| bootstrap(&inv, &state, &["add-node", "worker-2", "--timeout", "60"]));
     assert!(ok, "add-node failed:\n{err}");
-    assert!(kube.object("", "nodes", "", "worker-2").is_some(), "worker-2 registered");
+    assert!(
+        kube.object("", "nodes", "", "worker-2").is_some(),
+        "worker-2 registered"
+    );
     let worker2: std::net::SocketAddr = "127.66.0.22:50000".parse().unwrap();
     let calls = rack.talos_mutations();
     assert!(
@@ -379,4 +385,55 @@ async fn add_node_joins_a_new_worker_and_touches_no_other_node() {
     );
     assert!(calls.iter().any(|(_, m)| *m == "ApplyConfiguration"), "{calls:?}");
     assert_eq!(bootstrap_calls(&rack), 0, "no second etcd bootstrap");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_changed_inventory_is_reapplied_to_the_changed_nodes_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory(dir.path(), 67, "");
+    let rack = SimRack::start(&cluster(&inv), fast()).await.unwrap();
+    let state = dir.path().join("state");
+    let (ok, _, err) = tokio::task::block_in_place(|| bootstrap(&inv, &state, &["up", "--timeout", "60"]));
+    assert!(ok, "up failed:\n{err}");
+
+    let text = std::fs::read_to_string(&inv).unwrap();
+    let relabelled = ["cp-2", "worker-1"].iter().fold(text, |t, n| {
+        t.replace(
+            &format!("name = \"{n}\"\n"),
+            &format!("name = \"{n}\"\nlabels = {{ tier = \"gold\" }}\n"),
+        )
+    });
+    std::fs::write(&inv, relabelled).unwrap();
+    rack.clear_logs();
+    let (ok, plan, err) = tokio::task::block_in_place(|| bootstrap(&inv, &state, &["plan"]));
+    assert!(ok, "plan failed:\n{err}");
+    let reapply: Vec<&str> = plan
+        .lines()
+        .filter(|l| l.contains("re-apply machine config"))
+        .map(|l| l.trim().split(':').next().unwrap())
+        .collect();
+    assert_eq!(reapply, ["cp-2", "worker-1"], "plan:\n{plan}");
+    assert_eq!(rack.talos_mutations(), vec![], "plan changes nothing");
+
+    let (ok, _, err) = tokio::task::block_in_place(|| bootstrap(&inv, &state, &["up", "--timeout", "60"]));
+    assert!(ok, "up after relabelling failed:\n{err}");
+    let mut changed: Vec<u8> = rack
+        .talos_mutations()
+        .iter()
+        .map(|(addr, m)| {
+            assert_eq!(*m, "ApplyConfiguration");
+            match addr.ip() {
+                std::net::IpAddr::V4(v4) => v4.octets()[3],
+                std::net::IpAddr::V6(_) => unreachable!(),
+            }
+        })
+        .collect();
+    changed.sort();
+    assert_eq!(
+        changed,
+        [12, 21],
+        "only cp-2 (.12) and worker-1 (.21) got their new config"
+    );
+    let (ok, plan, err) = tokio::task::block_in_place(|| bootstrap(&inv, &state, &["plan"]));
+    assert!(ok && plan.contains("nothing to do"), "converged again:\n{plan}{err}");
 }

@@ -21,6 +21,8 @@ use crate::talos::proto::machine::apply_configuration_request::Mode;
 use crate::talos::{CallPolicy, TalosClient, TalosCredentials, TalosError};
 
 const PHASE: &str = "nodes";
+/// The action for a configured node whose rendered config changed since it accepted ours.
+const REAPPLY: &str = "re-apply machine config (the inventory changed; control planes one at a time)";
 
 /// What a node answered when probed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,8 +130,7 @@ impl TalosNodes {
                 Seen::Foreign(why) => return Err(refusal(&why)),
                 Seen::Maintenance => {
                     ctx.step(PHASE, &node.name, "applying config");
-                    let config = render_talos::machine_config(&self.run.cluster, node, &m.bundle)
-                        .map_err(|e| format!("rendering its machine config: {e:#}"))?;
+                    let (config, sha256) = self.render(node, m)?;
                     let (client, _fingerprint) =
                         TalosClient::maintenance_with(&node.name, addr(node), None, policy(Duration::from_secs(30)))
                             .await
@@ -141,6 +142,11 @@ impl TalosNodes {
                     for w in outcome.warnings {
                         tracing::warn!(node = %node.name, "apply-config: {w}");
                     }
+                    ctx.state
+                        .lock()
+                        .await
+                        .record_applied(&node.name, &sha256)
+                        .map_err(|e| e.to_string())?;
                     ctx.record(PHASE, &node.name, "config applied")
                         .await
                         .map_err(|e| e.to_string())?;
@@ -157,6 +163,66 @@ impl TalosNodes {
         }
         ctx.step(PHASE, &node.name, "waiting for mTLS");
         let client = self.client(node, &m.creds, budget).map_err(|e| e.to_string())?;
+        client.wait_ready().await.map_err(|e| e.to_string())?;
+        ctx.record(PHASE, &node.name, "ready").await.map_err(|e| e.to_string())
+    }
+
+    /// The node's machine config and its sha256.
+    fn render(&self, node: &Node, m: &Material) -> Result<(String, String), String> {
+        let config = render_talos::machine_config(&self.run.cluster, node, &m.bundle)
+            .map_err(|e| format!("rendering its machine config: {e:#}"))?;
+        let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(config.as_bytes()));
+        Ok((config, sha256))
+    }
+
+    /// Re-applies changed configs to configured nodes: control planes one at a
+    /// time, each back and etcd whole again before the next (quorum is never
+    /// at risk), then workers in parallel.
+    async fn reapply(&self, ctx: &RunCtx, m: &Arc<Material>, nodes: Vec<Node>) -> Result<(), PhaseError> {
+        let (cps, workers): (Vec<Node>, Vec<Node>) = nodes.into_iter().partition(|n| n.role == Role::Controlplane);
+        let one = |_: String, node: Node| {
+            let m = m.clone();
+            async move { self.reapply_one(ctx, &node, &m).await }
+        };
+        for cp in cps {
+            if ctx.cancelled() {
+                return Err(PhaseError::Interrupted);
+            }
+            ctx.for_each(PHASE, vec![(cp.name.clone(), cp)], one).await?;
+            self.wait_members(ctx, m).await?;
+        }
+        let workers = workers.into_iter().map(|n| (n.name.clone(), n)).collect();
+        ctx.for_each(PHASE, workers, one).await
+    }
+
+    async fn reapply_one(&self, ctx: &RunCtx, node: &Node, m: &Material) -> Result<(), String> {
+        ctx.step(PHASE, &node.name, "re-applying config");
+        let (config, sha256) = self.render(node, m)?;
+        let client = self
+            .client(node, &m.creds, self.run.timeouts.node)
+            .map_err(|e| e.to_string())?;
+        let outcome = client
+            .apply_configuration(config.as_bytes(), Mode::Auto)
+            .await
+            .map_err(|e| e.to_string())?;
+        for w in outcome.warnings {
+            tracing::warn!(node = %node.name, "apply-config: {w}");
+        }
+        ctx.state
+            .lock()
+            .await
+            .record_applied(&node.name, &sha256)
+            .map_err(|e| e.to_string())?;
+        if outcome.mode == Mode::Reboot {
+            // Until it goes down the node still answers as before; only then wait for it.
+            ctx.step(PHASE, &node.name, "rebooting");
+            let once = self.client(node, &m.creds, Duration::ZERO).map_err(|e| e.to_string())?;
+            let until = Instant::now() + Duration::from_secs(60);
+            while once.version().await.is_ok() && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        ctx.step(PHASE, &node.name, "waiting for mTLS");
         client.wait_ready().await.map_err(|e| e.to_string())?;
         ctx.record(PHASE, &node.name, "ready").await.map_err(|e| e.to_string())
     }
@@ -289,9 +355,18 @@ impl Phase for TalosNodes {
         let seen = self.observe(ctx, m.as_ref().map(|m| &m.creds)).await;
         let mut actions = Vec::new();
         let mut refused = Vec::new();
+        let applied = ctx.state.lock().await.state().applied.clone();
         for (n, s) in &seen {
             match s {
-                Seen::Ours { .. } => {}
+                Seen::Ours { .. } => {
+                    let (Some(m), Some(recorded)) = (&m, applied.get(&n.name)) else {
+                        continue;
+                    };
+                    let (_, desired) = self.render(n, m).map_err(|e| self.failed(format!("{}: {e}", n.name)))?;
+                    if *recorded != desired {
+                        actions.push(Action::new(PHASE, &n.name, REAPPLY));
+                    }
+                }
                 Seen::Maintenance => actions.push(Action::new(
                     PHASE,
                     &n.name,
@@ -345,9 +420,14 @@ impl Phase for TalosNodes {
             .lock()
             .await
             .put_artifact(TALOSCONFIG, "talosconfig", m.talosconfig.as_bytes())?;
+        let reapply: Vec<Node> = plan
+            .iter()
+            .filter(|a| a.what == REAPPLY)
+            .filter_map(|a| self.run.cluster.node(&a.target).cloned())
+            .collect();
         let nodes: Vec<(String, Node)> = plan
             .iter()
-            .filter(|a| a.target != CLUSTER)
+            .filter(|a| a.target != CLUSTER && a.what != REAPPLY)
             .filter_map(|a| self.run.cluster.node(&a.target).cloned())
             .map(|n| (n.name.clone(), n))
             .collect();
@@ -397,6 +477,7 @@ impl Phase for TalosNodes {
             None => self.bootstrap_etcd(ctx, &m).await?,
         }
         self.wait_members(ctx, &m).await?;
+        self.reapply(ctx, &m, reapply).await?;
         if ctx.cancelled() {
             return Err(PhaseError::Interrupted);
         }
