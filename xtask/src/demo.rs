@@ -78,11 +78,11 @@ pub fn run(args: DemoArgs) -> Result<()> {
                 .join(", ")
         );
         let bootstrap = |args: &[&str]| bootstrap(&bin, &inventory, &state, None, args);
-        let crds = crate::sim_rack::offline_crds(&root.join("target/demo-artifacts"))?;
-        let crds = crds.to_str().context("artifact dir path")?;
+        let artifacts = artifact_args(root)?;
+        let artifacts: Vec<&str> = artifacts.iter().map(String::as_str).collect();
         tokio::task::block_in_place(|| {
-            bootstrap(&["up", "--artifacts", crds])?;
-            bootstrap(&["plan", "--artifacts", crds])?;
+            bootstrap(&[&["up"], &artifacts[..]].concat())?;
+            bootstrap(&[&["plan"], &artifacts[..]].concat())?;
             bootstrap(&["status"])
         })?;
         eprintln!("\ndemo: state, kubeconfig and talosconfig are in {}", state.display());
@@ -119,7 +119,7 @@ fn run_k3s(root: &Path, keep: bool) -> Result<()> {
             standin.display().to_string()
         ),
     )?;
-    let crds = crate::sim_rack::offline_crds(&root.join("target/demo-artifacts"))?;
+    let artifacts = artifact_args(root)?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(install_systemctl_shim(&rack))?;
     eprintln!(
@@ -131,15 +131,38 @@ fn run_k3s(root: &Path, keep: bool) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let crds = crds.to_str().context("artifact dir path")?;
-    bootstrap(&bin, &inventory, &state, Some(&home), &["up", "--artifacts", crds])?;
-    bootstrap(&bin, &inventory, &state, Some(&home), &["plan", "--artifacts", crds])?;
+    let artifacts: Vec<&str> = artifacts.iter().map(String::as_str).collect();
+    for cmd in ["up", "plan"] {
+        bootstrap(
+            &bin,
+            &inventory,
+            &state,
+            Some(&home),
+            &[&[cmd], &artifacts[..]].concat(),
+        )?;
+    }
     eprintln!("\ndemo: state and kubeconfig are in {}", state.display());
     if keep {
         eprintln!("demo: the rack keeps running; Ctrl-C to stop");
         rt.block_on(tokio::signal::ctrl_c())?;
     }
     Ok(())
+}
+
+/// `--artifacts DIR` with local copies of the pinned CRDs when `shared/crds`
+/// is beside the repository; otherwise none, and `bootstrap` fetches them from
+/// their pinned URLs (sha256-checked), as it would on a real rack.
+fn artifact_args(root: &Path) -> Result<Vec<String>> {
+    match crate::sim_rack::offline_crds(&root.join("target/demo-artifacts")) {
+        Ok(dir) => Ok(vec![
+            "--artifacts".into(),
+            dir.to_str().context("artifact dir path")?.to_owned(),
+        ]),
+        Err(e) => {
+            eprintln!("demo: {e:#}; bootstrap fetches the pinned CRDs from their URLs (sha256-checked)");
+            Ok(Vec::new())
+        }
+    }
 }
 
 /// Runs `bootstrap -i INVENTORY --state-dir STATE ARGS` (with `HOME` when given), echoing the command.
