@@ -3,7 +3,7 @@
 //! kube-controller-manager, the kubelets, helm-controller and the GitOps
 //! controllers), with the real upstream CRDs from `../shared/crds`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -22,25 +22,9 @@ const AGE_KEY: &str = "AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ
 const DEPLOY_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nsimulated-deploy-key\n-----END OPENSSH PRIVATE KEY-----";
 const NODES: [&str; 5] = ["cp-1", "cp-2", "cp-3", "worker-1", "worker-2"];
 
-/// Shared reference material, from this checkout or a worktree beside it.
-fn shared(rel: &str) -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    [root.join("../shared"), root.join("../../shared")]
-        .into_iter()
-        .map(|b| b.join(rel))
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("shared file {rel} not found beside {}", root.display()))
-}
-
-/// Every pinned CRD file, flat, as `--artifacts DIR` holds them.
+/// Every pinned CRD file, flat, as `--artifacts DIR` holds them (copies: tests may tamper with them).
 fn artifacts(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    for sub in ["crds/flux", "crds/gateway-api-v1.6.1"] {
-        for e in std::fs::read_dir(shared(sub)).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
-        }
-    }
+    xtask::sim_rack::offline_crds(dir).unwrap();
 }
 
 struct Env {
@@ -60,15 +44,7 @@ impl Env {
     async fn start_with(engine: &str, gitops_extra: &str, prepare: impl FnOnce(&Path), t: Duration) -> Self {
         let d = Duration::from_millis(20);
         let sim = KubeSim::start(SimOptions {
-            behaviour: Behaviour {
-                crd_established: d,
-                deployment_available: d,
-                daemonset_available: d,
-                node_ready: d,
-                flux_ready: d,
-                argo_healthy: d,
-                ..Behaviour::default()
-            },
+            behaviour: Behaviour::uniform(d),
             ..SimOptions::default()
         })
         .await

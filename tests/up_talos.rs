@@ -52,15 +52,7 @@ fn fast() -> RackOptions {
     RackOptions {
         reboot_delay: Duration::from_millis(150),
         ready_delay: Duration::from_millis(50),
-        behaviour: Behaviour {
-            crd_established: d,
-            deployment_available: d,
-            daemonset_available: d,
-            node_ready: d,
-            flux_ready: d,
-            argo_healthy: d,
-            ..Behaviour::default()
-        },
+        behaviour: Behaviour::uniform(d),
     }
 }
 

@@ -50,13 +50,15 @@ pub fn conditions_summary(obj: &Value) -> String {
     }
 }
 
-fn condition_true(obj: &Value, kind: &str) -> bool {
+/// Whether `obj` has status condition `kind` with status "True".
+pub(crate) fn condition_true(obj: &Value, kind: &str) -> bool {
     obj.pointer("/status/conditions")
         .and_then(Value::as_array)
         .is_some_and(|cs| cs.iter().any(|c| c["type"] == kind && c["status"] == "True"))
 }
 
-fn int(obj: &Value, ptr: &str) -> i64 {
+/// The integer at JSON pointer `ptr` in `obj` (0 when absent).
+pub(crate) fn int(obj: &Value, ptr: &str) -> i64 {
     obj.pointer(ptr).and_then(Value::as_i64).unwrap_or(0)
 }
 

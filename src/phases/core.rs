@@ -66,10 +66,7 @@ impl Core {
     }
 
     fn failed(&self, message: impl std::fmt::Display) -> PhaseError {
-        PhaseError::Failed {
-            phase: PHASE.into(),
-            message: format!("cluster {}: {message}", self.run.cluster.name),
-        }
+        self.run.failed(PHASE, message)
     }
 
     fn desired(&self) -> Result<Desired, PhaseError> {
@@ -187,13 +184,10 @@ impl Phase for Core {
 
     async fn plan(&self, ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
         let d = self.desired()?;
-        let Some(client) = objects::client_if_up(&self.run, ctx).await? else {
-            return Ok(objects::actions(PHASE, &objects::all_created(d.objects())));
+        let (client, mut actions) = objects::plan(&self.run, ctx, PHASE, d.objects()).await?;
+        let Some(client) = client else {
+            return Ok(actions);
         };
-        let pending = objects::pending(&client, d.objects())
-            .await
-            .map_err(|e| self.failed(e))?;
-        let mut actions = objects::actions(PHASE, &pending);
         for what in self.not_ready(&client, &d).await? {
             actions.push(Action::new(PHASE, CLUSTER, format!("wait for {what} to be ready")));
         }

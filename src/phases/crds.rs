@@ -27,10 +27,7 @@ impl Crds {
     }
 
     fn failed(&self, message: impl std::fmt::Display) -> PhaseError {
-        PhaseError::Failed {
-            phase: PHASE.into(),
-            message: format!("cluster {}: {message}", self.run.cluster.name),
-        }
+        self.run.failed(PHASE, message)
     }
 
     /// Every CRD of every pinned source, verified.
@@ -85,13 +82,10 @@ impl Phase for Crds {
 
     async fn plan(&self, ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
         let desired = self.desired().await?;
-        let Some(client) = objects::client_if_up(&self.run, ctx).await? else {
-            return Ok(objects::actions(PHASE, &objects::all_created(desired)));
+        let (client, mut actions) = objects::plan(&self.run, ctx, PHASE, desired.clone()).await?;
+        let Some(client) = client else {
+            return Ok(actions);
         };
-        let pending = objects::pending(&client, desired.clone())
-            .await
-            .map_err(|e| self.failed(e))?;
-        let mut actions = objects::actions(PHASE, &pending);
         for name in self.not_established(&client, &desired).await? {
             actions.push(Action::new(
                 PHASE,

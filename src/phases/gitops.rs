@@ -48,10 +48,7 @@ impl Gitops {
     }
 
     fn failed(&self, message: impl std::fmt::Display) -> PhaseError {
-        PhaseError::Failed {
-            phase: PHASE.into(),
-            message: format!("cluster {}: {message}", self.run.cluster.name),
-        }
+        self.run.failed(PHASE, message)
     }
 
     fn flux(&self, g: &GitopsSettings) -> Vec<Value> {
@@ -145,13 +142,10 @@ impl Phase for Gitops {
         if desired.is_empty() {
             return Ok(vec![]);
         }
-        let Some(client) = objects::client_if_up(&self.run, ctx).await? else {
-            return Ok(objects::actions(PHASE, &objects::all_created(desired)));
+        let (client, mut actions) = objects::plan(&self.run, ctx, PHASE, desired.clone()).await?;
+        let Some(client) = client else {
+            return Ok(actions);
         };
-        let pending = objects::pending(&client, desired.clone())
-            .await
-            .map_err(|e| self.failed(e))?;
-        let mut actions = objects::actions(PHASE, &pending);
         if let Some(root) = self.root(&desired)
             && let Some(live) = objects::get(&client, &root).await.map_err(|e| self.failed(e))?
             && !objects::is_ready(&live)

@@ -77,10 +77,7 @@ impl K3sNodes {
     }
 
     fn failed(&self, message: impl std::fmt::Display) -> PhaseError {
-        PhaseError::Failed {
-            phase: PHASE.into(),
-            message: format!("cluster {}: {message}", self.run.cluster.name),
-        }
+        self.run.failed(PHASE, message)
     }
 
     fn node_failed(&self, node: &Node, message: String) -> PhaseError {

@@ -78,6 +78,14 @@ impl ClusterRun {
         self.cluster.nodes.iter().filter(|n| self.selected(n))
     }
 
+    /// `phase` failed for this cluster because of `message`.
+    pub fn failed(&self, phase: &str, message: impl std::fmt::Display) -> PhaseError {
+        PhaseError::Failed {
+            phase: phase.into(),
+            message: format!("cluster {}: {message}", self.cluster.name),
+        }
+    }
+
     /// A Kubernetes client from the kubeconfig phase -1 stored in the state dir.
     pub async fn kube(&self, ctx: &RunCtx) -> Result<crate::k8s::Client, PhaseError> {
         let path = ctx.state.lock().await.artifact(KUBECONFIG).map(Path::to_path_buf);

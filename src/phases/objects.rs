@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::{ClusterRun, KUBECONFIG};
 use crate::engine::{Action, CLUSTER, PhaseError, RunCtx};
+use crate::k8s::wait::{condition_true, int};
 use crate::k8s::{self, ApplyOpts, Client};
 
 /// Field manager of every write of `bootstrap`.
@@ -157,6 +158,22 @@ pub async fn client_if_up(run: &ClusterRun, ctx: &RunCtx) -> Result<Option<Clien
     if up { run.kube(ctx).await.map(Some) } else { Ok(None) }
 }
 
+/// A phase's plan for `desired` objects: all of them to create while the API
+/// does not exist yet (no client), else those missing or different on the
+/// live cluster, with the client for further checks.
+pub async fn plan(
+    run: &ClusterRun,
+    ctx: &RunCtx,
+    phase: &str,
+    desired: Vec<Value>,
+) -> Result<(Option<Client>, Vec<Action>), PhaseError> {
+    let Some(client) = client_if_up(run, ctx).await? else {
+        return Ok((None, actions(phase, &all_created(desired))));
+    };
+    let pending = pending(&client, desired).await.map_err(|e| run.failed(phase, e))?;
+    Ok((Some(client), actions(phase, &pending)))
+}
+
 /// Every desired object as to be created (no cluster to compare with yet).
 pub fn all_created(desired: Vec<Value>) -> Vec<Pending> {
     desired
@@ -189,16 +206,6 @@ pub async fn apply(client: &Client, pending: &[Pending], crd_timeout: Duration) 
         ..ApplyOpts::default()
     };
     k8s::apply_manifests(client, &yaml(&objs), &opts).await.map(drop)
-}
-
-fn condition_true(obj: &Value, kind: &str) -> bool {
-    obj.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == kind && c["status"] == "True"))
-}
-
-fn int(obj: &Value, ptr: &str) -> i64 {
-    obj.pointer(ptr).and_then(Value::as_i64).unwrap_or(0)
 }
 
 fn observed_current(obj: &Value) -> bool {

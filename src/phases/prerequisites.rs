@@ -28,10 +28,7 @@ impl Prerequisites {
     }
 
     fn failed(&self, message: impl std::fmt::Display) -> PhaseError {
-        PhaseError::Failed {
-            phase: PHASE.into(),
-            message: format!("cluster {}: {message}", self.run.cluster.name),
-        }
+        self.run.failed(PHASE, message)
     }
 
     /// The inventory reference a seed secret is filled from, if set.
@@ -96,11 +93,7 @@ impl Phase for Prerequisites {
 
     async fn plan(&self, ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
         let desired = self.desired()?;
-        let pending = match objects::client_if_up(&self.run, ctx).await? {
-            None => objects::all_created(desired),
-            Some(client) => objects::pending(&client, desired).await.map_err(|e| self.failed(e))?,
-        };
-        Ok(objects::actions(PHASE, &pending))
+        Ok(objects::plan(&self.run, ctx, PHASE, desired).await?.1)
     }
 
     async fn apply(&self, ctx: &RunCtx, _plan: &[Action]) -> Result<(), PhaseError> {

@@ -56,10 +56,7 @@ impl TalosNodes {
     }
 
     fn failed(&self, message: impl std::fmt::Display) -> PhaseError {
-        PhaseError::Failed {
-            phase: PHASE.into(),
-            message: format!("cluster {}: {message}", self.run.cluster.name),
-        }
+        self.run.failed(PHASE, message)
     }
 
     /// Loads the secrets bundle (generating it on `up`, never on `plan`).
@@ -130,23 +127,11 @@ impl TalosNodes {
                 Seen::Foreign(why) => return Err(refusal(&why)),
                 Seen::Maintenance => {
                     ctx.step(PHASE, &node.name, "applying config");
-                    let (config, sha256) = self.render(node, m)?;
                     let (client, _fingerprint) =
                         TalosClient::maintenance_with(&node.name, addr(node), None, policy(Duration::from_secs(30)))
                             .await
                             .map_err(|e| e.to_string())?;
-                    let outcome = client
-                        .apply_configuration(config.as_bytes(), Mode::Auto)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    for w in outcome.warnings {
-                        tracing::warn!(node = %node.name, "apply-config: {w}");
-                    }
-                    ctx.state
-                        .lock()
-                        .await
-                        .record_applied(&node.name, &sha256)
-                        .map_err(|e| e.to_string())?;
+                    self.apply_config(ctx, &client, node, m).await?;
                     ctx.record(PHASE, &node.name, "config applied")
                         .await
                         .map_err(|e| e.to_string())?;
@@ -175,6 +160,31 @@ impl TalosNodes {
         Ok((config, sha256))
     }
 
+    /// Applies the node's rendered config (AUTO) through `client` and records
+    /// its sha256; returns how the node applies it (with a reboot or not).
+    async fn apply_config(
+        &self,
+        ctx: &RunCtx,
+        client: &TalosClient,
+        node: &Node,
+        m: &Material,
+    ) -> Result<Mode, String> {
+        let (config, sha256) = self.render(node, m)?;
+        let outcome = client
+            .apply_configuration(config.as_bytes(), Mode::Auto)
+            .await
+            .map_err(|e| e.to_string())?;
+        for w in outcome.warnings {
+            tracing::warn!(node = %node.name, "apply-config: {w}");
+        }
+        ctx.state
+            .lock()
+            .await
+            .record_applied(&node.name, &sha256)
+            .map_err(|e| e.to_string())?;
+        Ok(outcome.mode)
+    }
+
     /// Re-applies changed configs to configured nodes: control planes one at a
     /// time, each back and etcd whole again before the next (quorum is never
     /// at risk), then workers in parallel.
@@ -197,23 +207,10 @@ impl TalosNodes {
 
     async fn reapply_one(&self, ctx: &RunCtx, node: &Node, m: &Material) -> Result<(), String> {
         ctx.step(PHASE, &node.name, "re-applying config");
-        let (config, sha256) = self.render(node, m)?;
         let client = self
             .client(node, &m.creds, self.run.timeouts.node)
             .map_err(|e| e.to_string())?;
-        let outcome = client
-            .apply_configuration(config.as_bytes(), Mode::Auto)
-            .await
-            .map_err(|e| e.to_string())?;
-        for w in outcome.warnings {
-            tracing::warn!(node = %node.name, "apply-config: {w}");
-        }
-        ctx.state
-            .lock()
-            .await
-            .record_applied(&node.name, &sha256)
-            .map_err(|e| e.to_string())?;
-        if outcome.mode == Mode::Reboot {
+        if self.apply_config(ctx, &client, node, m).await? == Mode::Reboot {
             // Until it goes down the node still answers as before; only then wait for it.
             ctx.step(PHASE, &node.name, "rebooting");
             let once = self.client(node, &m.creds, Duration::ZERO).map_err(|e| e.to_string())?;

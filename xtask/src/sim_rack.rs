@@ -193,10 +193,11 @@ async fn start_api(
     Ok(Some(sim))
 }
 
-/// A directory of the pinned CRD files `phases/crds.toml` names, linked from
+/// A directory of the pinned CRD files `phases/crds.toml` names, copied from
 /// the reference copies in `shared/crds/` beside the repository (or beside a
 /// worktree's parent), for `up --artifacts DIR`: tests, demos and benchmarks
-/// never download. Errors when the reference copies are not there.
+/// never download. Copies, not links, so a test that tampers with one never
+/// touches `shared/`. Errors when the reference copies are not there.
 pub fn offline_crds(dir: &std::path::Path) -> Result<std::path::PathBuf> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let shared = root
@@ -214,9 +215,9 @@ pub fn offline_crds(dir: &std::path::Path) -> Result<std::path::PathBuf> {
         }
         for file in std::fs::read_dir(&sub)? {
             let file = file?.path();
-            let link = dir.join(file.file_name().context("file name")?);
-            if !link.exists() {
-                std::os::unix::fs::symlink(&file, &link).with_context(|| format!("linking {}", link.display()))?;
+            let copy = dir.join(file.file_name().context("file name")?);
+            if !copy.exists() {
+                std::fs::copy(&file, &copy).with_context(|| format!("copying to {}", copy.display()))?;
             }
         }
     }

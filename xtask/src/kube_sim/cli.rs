@@ -41,13 +41,8 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
     let behaviour = Behaviour {
-        crd_established: d,
-        deployment_available: d,
-        daemonset_available: d,
-        node_ready: d,
-        flux_ready: d,
-        argo_healthy: d,
         cni_daemonset,
+        ..Behaviour::uniform(d)
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {

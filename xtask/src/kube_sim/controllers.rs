@@ -33,9 +33,9 @@ pub struct Behaviour {
     pub cni_daemonset: Option<(String, String)>,
 }
 
-impl Default for Behaviour {
-    fn default() -> Self {
-        let d = Duration::from_millis(100);
+impl Behaviour {
+    /// Every readiness delay `d`, with the default CNI DaemonSet.
+    pub fn uniform(d: Duration) -> Self {
         Self {
             crd_established: d,
             deployment_available: d,
@@ -45,6 +45,12 @@ impl Default for Behaviour {
             argo_healthy: d,
             cni_daemonset: Some(("kube-system".into(), "cilium".into())),
         }
+    }
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Self::uniform(Duration::from_millis(100))
     }
 }
 
