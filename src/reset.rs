@@ -115,9 +115,9 @@ fn run(g: &Global, args: &ResetArgs) -> Result<(), String> {
             concurrency: usize::from(args.up.concurrency),
             cancel,
         };
-        engine::run(&crate::phases::all(Arc::new(run)), &ctx)
-            .await
-            .map_err(|e| format!("cluster {}: rebuild: {e}", cluster.name))?;
+        let rebuilt = engine::run(&crate::phases::all(Arc::new(run)), &ctx).await;
+        ctx.reporter.finish(rebuilt.is_ok());
+        rebuilt.map_err(|e| format!("cluster {}: rebuild: {e}", cluster.name))?;
         eprintln!(
             "reset {}: rebuilt{}",
             cluster.name,

@@ -179,11 +179,14 @@ pub(crate) async fn run_cluster(
     }
     let phases = phases::all(run.clone());
     if mode == Mode::Plan {
-        let actions = engine::plan_all(&phases, &ctx).await?;
-        print_plan(&run.cluster.name, &actions, ctx.reporter.style() == Style::Json);
+        let actions = engine::plan_all(&phases, &ctx).await;
+        ctx.reporter.finish(actions.is_ok());
+        print_plan(&run.cluster.name, &actions?, ctx.reporter.style() == Style::Json);
         return Ok(());
     }
-    engine::run(&phases, &ctx).await
+    let result = engine::run(&phases, &ctx).await;
+    ctx.reporter.finish(result.is_ok());
+    result
 }
 
 /// `up --provision`: boots nodes that have a BMC through it before phase -1.

@@ -1,7 +1,8 @@
 //! Progress of a run as events, shown three ways: indicatif bars on a terminal
-//! (a header per phase, a line per node with its current step), plain lines
-//! when stderr is not a terminal, or one JSON object per line (`--output json`).
-//! Every event also goes to tracing at debug level.
+//! (a header per phase, a spinner per node with its current step that ends as
+//! a permanent `✓`/`✗` line with its duration), plain lines when stderr is not
+//! a terminal, or one JSON object per line (`--output json`). Every event also
+//! goes to tracing at debug level.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -66,11 +67,18 @@ impl Style {
     }
 }
 
+/// A target's spinner while it works.
+struct Line {
+    bar: ProgressBar,
+    started: Instant,
+    step: String,
+}
+
 /// Receives events from concurrent tasks and renders them.
 pub struct Reporter {
     style: Style,
     multi: MultiProgress,
-    bars: Mutex<HashMap<(String, String), ProgressBar>>,
+    bars: Mutex<HashMap<(String, String), Line>>,
     timings: Mutex<Vec<(String, Duration, bool)>>,
     started: Mutex<HashMap<String, Instant>>,
 }
@@ -146,6 +154,38 @@ impl Reporter {
         out
     }
 
+    /// Ends every spinner still running (a plan's probes, a phase's
+    /// cluster-wide waits) as a permanent line, so nothing is left spinning
+    /// or frozen before the caller prints below it.
+    pub fn finish(&self, ok: bool) {
+        if self.style == Style::Bars {
+            let mut bars = self.bars.lock().unwrap();
+            for (_, line) in bars.drain() {
+                self.close(line, ok, None, true);
+            }
+        }
+    }
+
+    /// Turns a spinner into a permanent `✓`/`✗` line with its duration. The
+    /// line is printed above the spinners still running, in the order things
+    /// finish, and is never redrawn.
+    fn close(&self, line: Line, ok: bool, error: Option<&str>, closed_by_phase: bool) {
+        let mark = if ok { '✓' } else { '✗' };
+        // A target's own end says "done"; a line a phase end closes keeps its last step.
+        let what = match (error, closed_by_phase) {
+            (Some(e), _) => e,
+            (None, false) if ok => "done",
+            (None, _) => &line.step,
+        };
+        line.bar.finish_and_clear();
+        self.multi.remove(&line.bar);
+        let _ = self.multi.println(format!(
+            "{mark} {:>12} {what} ({:.1}s)",
+            line.bar.prefix(),
+            line.started.elapsed().as_secs_f64()
+        ));
+    }
+
     fn bars(&self, e: &Event) {
         let style = ProgressStyle::with_template("{spinner} {prefix:>12} {wide_msg}").expect("valid template");
         let mut bars = self.bars.lock().unwrap();
@@ -153,32 +193,47 @@ impl Reporter {
             Event::PhaseStarted { title, actions, .. } => {
                 let _ = self.multi.println(format!("== {title} ({actions} action(s))"));
             }
-            Event::PhaseConverged { title, .. } => {
+            Event::PhaseConverged { phase, title } => {
+                self.close_phase(&mut bars, phase, true);
                 let _ = self.multi.println(format!("== {title}: nothing to do"));
             }
             Event::Step { phase, target, step } => {
-                let bar = bars.entry((phase.clone(), target.clone())).or_insert_with(|| {
-                    let b = self.multi.add(ProgressBar::new_spinner());
-                    b.set_style(style.clone());
-                    b.set_prefix(target.clone());
-                    b.enable_steady_tick(Duration::from_millis(120));
-                    b
+                let line = bars.entry((phase.clone(), target.clone())).or_insert_with(|| {
+                    let bar = self.multi.add(ProgressBar::new_spinner());
+                    bar.set_style(style.clone());
+                    bar.set_prefix(target.clone());
+                    bar.enable_steady_tick(Duration::from_millis(120));
+                    Line {
+                        bar,
+                        started: Instant::now(),
+                        step: String::new(),
+                    }
                 });
-                bar.set_message(step.clone());
+                line.step.clone_from(step);
+                line.bar.set_message(step.clone());
             }
             Event::TargetDone { phase, target } => {
-                if let Some(b) = bars.remove(&(phase.clone(), target.clone())) {
-                    b.finish_with_message("done");
+                if let Some(line) = bars.remove(&(phase.clone(), target.clone())) {
+                    self.close(line, true, None, false);
                 }
             }
-            Event::TargetFailed { phase, target, error } => {
-                if let Some(b) = bars.remove(&(phase.clone(), target.clone())) {
-                    b.abandon_with_message(format!("FAILED: {error}"));
-                } else {
-                    let _ = self.multi.println(format!("{target}: FAILED: {error}"));
+            Event::TargetFailed { phase, target, error } => match bars.remove(&(phase.clone(), target.clone())) {
+                Some(line) => self.close(line, false, Some(error), false),
+                None => {
+                    let _ = self.multi.println(format!("✗ {target:>12} {error}"));
                 }
+            },
+            Event::PhaseFinished { phase, ok, .. } => self.close_phase(&mut bars, phase, *ok),
+        }
+    }
+
+    /// Ends the spinners of `phase` that no target event ended (cluster-wide steps).
+    fn close_phase(&self, bars: &mut HashMap<(String, String), Line>, phase: &str, ok: bool) {
+        let keys: Vec<(String, String)> = bars.keys().filter(|(p, _)| p == phase).cloned().collect();
+        for key in keys {
+            if let Some(line) = bars.remove(&key) {
+                self.close(line, ok, None, true);
             }
-            Event::PhaseFinished { .. } => {}
         }
     }
 }

@@ -26,6 +26,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "shellcheck",
     "python3-venv",
     "sudo",
+    "tmux",
 ];
 
 /// Runs the suite.
