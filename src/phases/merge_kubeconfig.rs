@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_yaml::{Mapping, Value};
+use kube::config::Kubeconfig;
 
 /// The operator's kubeconfig path.
 pub fn home_kubeconfig() -> Result<PathBuf, String> {
@@ -22,62 +22,41 @@ pub fn merge_into_home(kubeconfig: &[u8]) -> Result<PathBuf, String> {
     Ok(path)
 }
 
-/// Merges `kubeconfig` into the file at `path` (created when missing).
+/// Merges `kubeconfig` into the file at `path` (created when missing), with
+/// kube's own [`Kubeconfig`] types and merge rules: entries of the new file
+/// replace same-named ones, the operator's `current-context` is kept when set.
 pub fn merge_into(path: &Path, kubeconfig: &[u8]) -> Result<(), String> {
-    let new: Value = serde_yaml::from_slice(kubeconfig).map_err(|e| format!("the new kubeconfig: {e}"))?;
-    let mut existing: Value = match std::fs::read(path) {
-        Ok(bytes) => serde_yaml::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Value::Mapping(Mapping::new()),
+    let parse = |bytes: &[u8], what: &dyn std::fmt::Display| {
+        std::str::from_utf8(bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|text| Kubeconfig::from_yaml(text).map_err(|e| e.to_string()))
+            .map_err(|e| format!("{what}: {e}"))
+    };
+    let new = parse(kubeconfig, &"the new kubeconfig")?;
+    let existing = match std::fs::read(path) {
+        Ok(bytes) => parse(&bytes, &path.display())?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Kubeconfig::default(),
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
-    merge(&mut existing, &new);
-    let text = serde_yaml::to_string(&existing).map_err(|e| e.to_string())?;
+    let current = existing.current_context.clone().filter(|c| !c.is_empty());
+    // `merge` keeps the first file's entry for a name (kubectl's rule), so the new file goes first.
+    let mut merged = new.merge(existing).map_err(|e| format!("{}: {e}", path.display()))?;
+    if current.is_some() {
+        merged.current_context = current;
+    }
+    merged.api_version.get_or_insert_with(|| "v1".into());
+    merged.kind.get_or_insert_with(|| "Config".into());
+    let text = serde_yaml::to_string(&merged).map_err(|e| e.to_string())?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     crate::fsutil::write_secret(path, text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Entries of `new` replace same-named ones in `into`; `current-context` is
-/// set only when `into` has none.
-fn merge(into: &mut Value, new: &Value) {
-    if !into.is_mapping() {
-        *into = Value::Mapping(Mapping::new());
-    }
-    let into = into.as_mapping_mut().expect("a mapping");
-    for key in ["apiVersion", "kind"] {
-        if !into.contains_key(key)
-            && let Some(v) = new.get(key)
-        {
-            into.insert(key.into(), v.clone());
-        }
-    }
-    for list in ["clusters", "users", "contexts"] {
-        let entries = into.entry(list.into()).or_insert_with(|| Value::Sequence(Vec::new()));
-        if !entries.is_sequence() {
-            *entries = Value::Sequence(Vec::new());
-        }
-        let entries = entries.as_sequence_mut().expect("a sequence");
-        for entry in new.get(list).and_then(Value::as_sequence).into_iter().flatten() {
-            let name = entry.get("name");
-            match entries.iter_mut().find(|e| e.get("name") == name) {
-                Some(slot) => *slot = entry.clone(),
-                None => entries.push(entry.clone()),
-            }
-        }
-    }
-    let has_current = into
-        .get("current-context")
-        .and_then(Value::as_str)
-        .is_some_and(|s| !s.is_empty());
-    if !has_current && let Some(current) = new.get("current-context") {
-        into.insert("current-context".into(), current.clone());
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_yaml::Value;
 
     const NEW: &str = "apiVersion: v1\nkind: Config\nclusters:\n- name: sim\n  cluster: {server: 'https://127.1.0.10:6443'}\nusers:\n- name: admin@sim\n  user: {token: x}\ncontexts:\n- name: admin@sim\n  context: {cluster: sim, user: admin@sim}\ncurrent-context: admin@sim\n";
 
