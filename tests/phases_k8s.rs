@@ -19,7 +19,17 @@ use serde_json::Value;
 use xtask::kube_sim::{Behaviour, KubeSim, SimOptions};
 
 const AGE_KEY: &str = "AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ";
-const DEPLOY_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nsimulated-deploy-key\n-----END OPENSSH PRIVATE KEY-----";
+/// TEST-ONLY deploy key (ed25519) and its public key, as `identity.pub` holds it.
+const DEPLOY_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----
+b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW
+QyNTUxOQAAACDnnpyC8o7U3BydIdjxkki2/6ZP+ohGS7EKVclQY7GvYAAAAIiGIZqmhiGa
+pgAAAAtzc2gtZWQyNTUxOQAAACDnnpyC8o7U3BydIdjxkki2/6ZP+ohGS7EKVclQY7GvYA
+AAAEAh7ujyAYEQ4q4EEdlhBgMLUpJOYjr3SeHKW8wo2KMg++eenILyjtTcHJ0h2PGSSLb/
+pk/6iEZLsQpVyVBjsa9gAAAAAAECAwQF
+-----END OPENSSH PRIVATE KEY-----";
+const DEPLOY_PUB: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOeenILyjtTcHJ0h2PGSSLb/pk/6iEZLsQpVyVBjsa9g\n";
+/// The simulated Git host's key, given in the inventory (no scan).
+const GIT_KNOWN_HOSTS: &str = "git.sim.invalid ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBngy5v50zFp78pZ/CYt9N4uXsiQ2woBvVRRfXmPG4+/";
 const NODES: [&str; 5] = ["cp-1", "cp-2", "cp-3", "worker-1", "worker-2"];
 
 /// Every pinned CRD file, flat, as `--artifacts DIR` holds them (copies: tests may tamper with them).
@@ -61,7 +71,7 @@ impl Env {
             .replace(
                 "path = \"./clusters/sim\"\n",
                 &format!(
-                    "path = \"./clusters/sim\"\ndeploy_key = \"file:deploy.key\"\n{gitops_extra}\n[cluster.secrets]\nsops_age_key = \"file:age.key\"\n"
+                    "path = \"./clusters/sim\"\ndeploy_key = \"file:deploy.key\"\nknown_hosts = {GIT_KNOWN_HOSTS:?}\n{gitops_extra}\n[cluster.secrets]\nsops_age_key = \"file:age.key\"\n"
                 ),
             );
         let inv = dir.path().join("rack.toml");
@@ -162,13 +172,17 @@ async fn flux_takes_over_and_a_second_run_changes_nothing() {
         "create Secret flux-system/sops-age",
         "create CustomResourceDefinition helmreleases.helm.toolkit.fluxcd.io",
         "create Deployment flux-system/helm-controller",
+        "create Deployment flux-system/notification-controller",
+        "create CustomResourceDefinition buckets.source.toolkit.fluxcd.io",
+        "create CustomResourceDefinition externalartifacts.source.toolkit.fluxcd.io",
+        "create ResourceQuota flux-system/critical-pods",
         "create HelmRelease kube-system/cilium",
         "create Kustomization flux-system/flux-system",
     ] {
         assert!(plan.iter().any(|p| p == want), "plan lacks {want:?}: {plan:#?}");
     }
     let text = plan.join("\n");
-    assert!(!text.contains("AGE-SECRET-KEY") && !text.contains("simulated-deploy-key"));
+    assert!(!text.contains("AGE-SECRET-KEY") && !text.contains("OPENSSH PRIVATE KEY"));
     assert!(env.writes().is_empty(), "planning wrote: {:?}", env.writes());
 
     env.up().await.unwrap();
@@ -181,6 +195,8 @@ async fn flux_takes_over_and_a_second_run_changes_nothing() {
         .object("", "secrets", "flux-system", "flux-system")
         .expect("deploy key secret");
     assert_eq!(key["data"]["identity"], b64(DEPLOY_KEY));
+    assert_eq!(key["data"]["identity.pub"], b64(DEPLOY_PUB), "as `flux bootstrap` writes it");
+    assert_eq!(key["data"]["known_hosts"], b64(&format!("{GIT_KNOWN_HOSTS}\n")));
     assert!(
         env.object("", "secrets", "external-secrets", "vault-token").is_none(),
         "unset references are skipped"
@@ -297,7 +313,7 @@ async fn a_missing_crd_artifact_fails_clearly_and_applies_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tampered_crd_artifact_fails_its_checksum_and_applies_nothing() {
-    let file = "source.toolkit.fluxcd.io_helmrepositories.v1.9.0.yaml";
+    let file = "gateway.networking.k8s.io_gateways.yaml";
     broken_artifacts(
         |d| {
             artifacts(d);
