@@ -205,7 +205,7 @@ async fn an_unknown_git_host_is_refused_then_pinned_with_accept_new_and_a_change
     let pinned = std::fs::read_to_string(env.pin_file()).unwrap();
     assert!(pinned.contains(HOST_A_PUB.split(' ').nth(1).unwrap()), "{pinned}");
     let s = env.deploy_secret().expect("deploy-key Secret");
-    assert_eq!(unb64(&s["data"]["identity"]), DEPLOY_KEY);
+    assert_eq!(unb64(&s["data"]["identity"]), DEPLOY_KEY.trim_end(), "the file reference, trimmed");
     assert_eq!(unb64(&s["data"]["identity.pub"]), DEPLOY_PUB);
     assert_eq!(
         unb64(&s["data"]["known_hosts"]),
