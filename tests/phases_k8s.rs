@@ -168,6 +168,10 @@ impl Env {
     }
 }
 
+fn objects_ready(o: &Value) -> bool {
+    bootstrap::phases::objects::is_ready(o)
+}
+
 fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
@@ -351,6 +355,12 @@ async fn argocd_takes_over_with_a_root_application() {
         .expect("root Application");
     assert_eq!(app["spec"]["source"]["path"], "./clusters/sim");
     assert_eq!(app["status"]["health"]["status"], "Healthy");
+    assert_eq!(app["status"]["sync"]["status"], "Synced");
+    // Phase 2 waited on the Deployments the chart renders (release `argo-cd`).
+    for d in ["argo-cd-server", "argo-cd-repo-server"] {
+        let dep = env.object("apps", "deployments", "argocd", d).unwrap_or_else(|| panic!("{d}"));
+        assert!(objects_ready(&dep), "{d}: {dep}");
+    }
     let creds = env.object("", "secrets", "argocd", "root-repository").unwrap();
     assert_eq!(creds["data"]["sshPrivateKey"], b64(DEPLOY_KEY));
     assert!(

@@ -251,7 +251,7 @@ fn observed_current(obj: &Value) -> bool {
 
 /// Whether a live object is ready by its kind's convention: CRD Established,
 /// Deployment Available, DaemonSet rolled out, Node/Flux object Ready,
-/// Argo CD Application Healthy.
+/// Argo CD Application Healthy and Synced.
 pub fn is_ready(obj: &Value) -> bool {
     match obj["kind"].as_str().unwrap_or_default() {
         "CustomResourceDefinition" => condition_true(obj, "Established"),
@@ -269,7 +269,10 @@ pub fn is_ready(obj: &Value) -> bool {
                 && int(obj, "/status/updatedNumberScheduled") >= desired
                 && int(obj, "/status/numberAvailable") >= desired
         }
-        "Application" => obj.pointer("/status/health/status").and_then(Value::as_str) == Some("Healthy"),
+        "Application" => {
+            obj.pointer("/status/health/status").and_then(Value::as_str) == Some("Healthy")
+                && obj.pointer("/status/sync/status").and_then(Value::as_str) == Some("Synced")
+        }
         _ => condition_true(obj, "Ready") && observed_current(obj),
     }
 }
