@@ -16,7 +16,7 @@ use bootstrap::k8s::{ApplyOpts, Client, apply_manifests};
 use bootstrap::phases::{ClusterRun, KUBECONFIG, Timeouts, crds, gitops, prerequisites};
 use bootstrap::state::StateStore;
 use serde_json::Value;
-use xtask::kube_sim::{Behaviour, KubeSim, SimOptions};
+use xtask::kube_sim::{Behaviour, KubeSim, NodeRegistration, SimOptions};
 
 const AGE_KEY: &str = "AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ";
 const DEPLOY_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nsimulated-deploy-key\n-----END OPENSSH PRIVATE KEY-----";
@@ -49,8 +49,19 @@ impl Env {
         })
         .await
         .unwrap();
-        for n in NODES {
-            sim.register_node(n);
+        // As Talos' kubelets register them: control planes labelled and tainted.
+        for (i, n) in NODES.into_iter().enumerate() {
+            let mut reg = NodeRegistration {
+                name: n.to_owned(),
+                internal_ip: Some(std::net::IpAddr::from([127, 1, 0, 11 + i as u8])),
+                ..Default::default()
+            };
+            if n.starts_with("cp-") {
+                let role = "node-role.kubernetes.io/control-plane";
+                reg.labels.insert(role.into(), String::new());
+                reg.taints.push((role.into(), String::new(), "NoSchedule".into()));
+            }
+            sim.register(reg);
         }
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("age.key"), format!("{AGE_KEY}\n")).unwrap();

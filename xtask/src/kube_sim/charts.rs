@@ -71,13 +71,15 @@ fn objects(release: &str, ns: &str, workloads: Vec<Workload>, crds: &[(&str, &st
         out.push(json!({"apiVersion": "apps/v1", "kind": w.kind, "metadata": meta(&w.name, ns, release), "spec": spec}));
     }
     for (group, kind, plural) in crds {
+        // Upstream: argoproj/argo-cd manifests/crds/*-crd.yaml serve argoproj.io/v1alpha1 only.
+        let version = if *group == "argoproj.io" { "v1alpha1" } else { "v1" };
         out.push(json!({
             "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
             "metadata": {"name": format!("{plural}.{group}"), "generation": 1,
                          "labels": {"app.kubernetes.io/managed-by": "Helm", "app.kubernetes.io/instance": release}},
             "spec": {"group": group, "scope": "Namespaced",
                      "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(), "listKind": format!("{kind}List")},
-                     "versions": [{"name": "v1", "served": true, "storage": true,
+                     "versions": [{"name": version, "served": true, "storage": true,
                                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]},
         }));
     }
