@@ -23,7 +23,7 @@ pub const HOLD_ANNOTATION: &str = "kube-sim.bootstrap.dev/hold";
 
 /// How the simulated cluster behaves: delays, its CNI, what its nodes may pull, and the upstream
 /// material its controllers are checked against.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Behaviour {
     pub crd_established: Duration,
     /// From a Deployment pod's containers starting to the pod being Ready.
@@ -75,6 +75,8 @@ type Key = (GroupResource, String, String);
 #[derive(Default)]
 pub struct Timers {
     due: HashMap<Key, (i64, Instant)>,
+    /// The earliest deadline a pass found still pending.
+    next: Option<Instant>,
     /// Workloads whose pods admission refused, with the message.
     pub(crate) failed_creates: HashMap<(String, String, String), String>,
 }
@@ -85,7 +87,11 @@ impl Timers {
         if entry.0 != generation {
             *entry = (generation, now + delay);
         }
-        now >= entry.1
+        let due = now >= entry.1;
+        if !due {
+            self.next = Some(self.next.map_or(entry.1, |n| n.min(entry.1)));
+        }
+        due
     }
 }
 
@@ -125,16 +131,28 @@ pub(crate) fn cond(t: &str, s: &str, reason: &str, message: &str) -> Value {
     json!({"type": t, "status": s, "reason": reason, "message": message, "lastTransitionTime": now_rfc3339()})
 }
 
-/// Runs the controllers every 20 ms until the simulator stops.
+/// Runs the controllers every 20 ms until the simulator stops; a tick with nothing new (no write
+/// since the last pass, no deadline reached, the same behaviour) is skipped.
 pub(crate) async fn run(shared: Arc<Shared>) {
     let mut timers = Timers::default();
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last: Option<(u64, Behaviour)> = None;
     loop {
         tick.tick().await;
         let behaviour = shared.behaviour.lock().expect("behaviour lock").clone();
         let mut store = shared.store.lock().expect("store lock");
-        reconcile(&mut store, &behaviour, &mut timers, Instant::now());
+        let now = Instant::now();
+        let idle = last
+            .as_ref()
+            .is_some_and(|(rv, b)| *rv == store.resource_version() && *b == behaviour)
+            && timers.next.is_none_or(|n| now < n);
+        if idle {
+            continue;
+        }
+        timers.next = None;
+        reconcile(&mut store, &behaviour, &mut timers, now);
+        last = Some((store.resource_version(), behaviour));
     }
 }
 

@@ -277,12 +277,17 @@ fn sync_deployment(store: &Store, d: &Value, by_owner: &ByOwner, ch: &mut Change
 /// Upstream: pkg/controller/daemon `NodeShouldRunDaemonPod`: the node matches the pod's node
 /// affinity/selector and the pod (with the automatic DaemonSet tolerations) tolerates the node's
 /// NoSchedule and NoExecute taints.
-fn should_run(template_spec: &Value, node: &Value) -> bool {
-    let mut spec = template_spec.clone();
-    daemon_pod_tolerations(&mut spec);
+/// `spec` is the template's, with [`daemon_pod_tolerations`] added.
+fn should_run(spec: &Value, node: &Value) -> bool {
     let taints = scheduler::taints(node);
     scheduler::affinity_matches(&spec, node)
         && scheduler::untolerated(&spec, &taints, &["NoSchedule", "NoExecute"]).is_none()
+}
+
+fn daemon_spec(ds: &Value) -> Value {
+    let mut spec = ds.pointer("/spec/template/spec").cloned().unwrap_or_else(|| json!({}));
+    daemon_pod_tolerations(&mut spec);
+    spec
 }
 
 /// The node a DaemonSet pod is pinned to.
@@ -309,7 +314,7 @@ fn sync_daemonset(store: &Store, ds: &Value, nodes: &BTreeMap<String, &Value>, b
             _ => ch.delete.push((namespace(p).to_owned(), name(p).to_owned())),
         }
     }
-    let spec = ds.pointer("/spec/template/spec").cloned().unwrap_or_default();
+    let spec = daemon_spec(ds);
     for (node_name, node) in nodes {
         if on_node.contains_key(node_name.as_str()) || !should_run(&spec, node) {
             continue;
@@ -426,7 +431,7 @@ fn deployment_status(d: &Value, pods: &[&Value], failure: Option<&String>) -> Va
 fn daemonset_status(ds: &Value, pods: &[&Value], nodes: &[&Value]) -> Value {
     let g = generation(ds);
     let hash = template_hash(ds);
-    let spec = ds.pointer("/spec/template/spec").cloned().unwrap_or_default();
+    let spec = daemon_spec(ds);
     let desired = nodes.iter().filter(|n| should_run(&spec, n)).count() as i64;
     let scheduled = pods
         .iter()
