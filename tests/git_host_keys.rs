@@ -114,7 +114,7 @@ impl Env {
         let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/inventory/simulated.toml"))
             .unwrap()
             .replace(
-                "repository = \"ssh://git@git.sim.invalid/rack/gitops.git\"",
+                "repository = \"https://git.sim.invalid/rack/gitops.git\"",
                 &format!("repository = \"ssh://git@127.0.0.1:{}/rack/gitops.git\"", self.host.port),
             )
             .replace(

@@ -79,6 +79,7 @@ impl Env {
         let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/inventory/simulated.toml"))
             .unwrap()
             .replace("engine = \"flux\"", &format!("engine = \"{engine}\""))
+            .replace("https://git.sim.invalid/", "ssh://git@git.sim.invalid/")
             .replace(
                 "path = \"./clusters/sim\"\n",
                 &format!(

@@ -410,6 +410,13 @@ impl<'a> Validator<'a> {
             );
         }
         let deploy_key = self.secret(&g.deploy_key, p.key("deploy_key"));
+        if deploy_key.is_none() && g.deploy_key.is_none() && ssh_host(url).is_some() {
+            // Upstream: source-controller refuses an ssh:// GitRepository whose secret has no `identity`.
+            self.error(
+                p.key("repository"),
+                format!("`{url}` is reached over SSH, which needs deploy_key (a private key reference); or use https://"),
+            );
+        }
         let branch = g.branch.clone().unwrap_or_else(|| "main".into());
         if branch.is_empty() || branch.contains([' ', '~', '^', ':', '\\']) || branch.contains("..") {
             self.error(p.key("branch"), format!("`{branch}` is not a valid Git branch name"));
