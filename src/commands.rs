@@ -25,7 +25,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Up(a) => crate::up::up(g, &a),
         Command::AddNode(a) => crate::up::add_node(g, &a),
         Command::Reset(a) => crate::reset::reset(g, &a),
-        Command::Render(a) => crate::render::cli::run(g, &a),
+        Command::Render(a) => crate::render::cli::run(g, &a, &crate::phases::export::manifests),
         Command::Plan(a) => crate::up::plan(g, &a),
         Command::Status => status(g),
         Command::Kubeconfig(a) => kubeconfig(g, &a),

@@ -39,6 +39,8 @@ fn plan() -> ApplyOpts {
     }
 }
 
+static INSTALL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 const FLUX_OBJECTS: &str = r#"
 apiVersion: source.toolkit.fluxcd.io/v1
 kind: GitRepository
@@ -124,7 +126,25 @@ async fn upstream_crds_and_their_custom_resources_apply_establish_and_converge()
     let (ar, _) = group.recommended_kind("GitRepository").expect("kind discovered");
     assert_eq!((ar.version.as_str(), ar.plural.as_str()), ("v1", "gitrepositories"));
 
-    // Flux objects become Ready (simulated controllers).
+    // Flux objects become Ready once Flux's controllers run: upstream's installation (its other
+    // CRDs, controllers, RBAC) on a node with the distribution's own CNI.
+    sim.set_behaviour(xtask::kube_sim::Behaviour {
+        cni_daemonset: None,
+        ..Default::default()
+    });
+    sim.register_node("cp-1");
+    let install: Vec<&str> = INSTALL
+        .get_or_init(|| read_shared("flux/v2.9.0/install.yaml"))
+        .split("\n---\n")
+        .filter(|d| {
+            !d.contains("name: gitrepositories.source")
+                && !d.contains("name: kustomizations.kustomize")
+                && !d.starts_with("apiVersion: v1\nkind: Namespace\n")
+        })
+        .collect();
+    apply_manifests(&client, &install.join("\n---\n"), &ApplyOpts::default())
+        .await
+        .unwrap();
     wait::ready_condition(
         &client,
         "kustomize.toolkit.fluxcd.io/v1",
@@ -197,6 +217,8 @@ spec:
   template:
     metadata: {labels: {k8s-app: cilium}}
     spec:
+      hostNetwork: true
+      tolerations: [{operator: Exists}]
       containers: [{name: agent, image: "quay.io/cilium/cilium:v1.18.0"}]
 ---
 apiVersion: v1

@@ -158,7 +158,10 @@ spec:
   selector: {matchLabels: {k8s-app: cilium}}
   template:
     metadata: {labels: {k8s-app: cilium}}
-    spec: {containers: [{name: agent, image: "quay.io/cilium/cilium:v1.18.0"}]}
+    spec:
+      hostNetwork: true
+      tolerations: [{operator: Exists}]
+      containers: [{name: agent, image: "quay.io/cilium/cilium:v1.18.0"}]
 "#;
     apply_manifests(&client, cni, &ApplyOpts::default()).await.unwrap();
     wait::nodes_ready(&client, &["cp-1"], Duration::from_secs(15))

@@ -16,10 +16,20 @@ use bootstrap::k8s::{ApplyOpts, Client, apply_manifests};
 use bootstrap::phases::{ClusterRun, KUBECONFIG, Timeouts, crds, gitops, prerequisites};
 use bootstrap::state::StateStore;
 use serde_json::Value;
-use xtask::kube_sim::{Behaviour, KubeSim, SimOptions};
+use xtask::kube_sim::{Behaviour, KubeSim, NodeRegistration, SimOptions};
 
 const AGE_KEY: &str = "AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ";
-const DEPLOY_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nsimulated-deploy-key\n-----END OPENSSH PRIVATE KEY-----";
+/// TEST-ONLY deploy key (ed25519) and its public key, as `identity.pub` holds it.
+const DEPLOY_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----
+b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW
+QyNTUxOQAAACDnnpyC8o7U3BydIdjxkki2/6ZP+ohGS7EKVclQY7GvYAAAAIiGIZqmhiGa
+pgAAAAtzc2gtZWQyNTUxOQAAACDnnpyC8o7U3BydIdjxkki2/6ZP+ohGS7EKVclQY7GvYA
+AAAEAh7ujyAYEQ4q4EEdlhBgMLUpJOYjr3SeHKW8wo2KMg++eenILyjtTcHJ0h2PGSSLb/
+pk/6iEZLsQpVyVBjsa9gAAAAAAECAwQF
+-----END OPENSSH PRIVATE KEY-----";
+const DEPLOY_PUB: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOeenILyjtTcHJ0h2PGSSLb/pk/6iEZLsQpVyVBjsa9g\n";
+/// The simulated Git host's key, given in the inventory (no scan).
+const GIT_KNOWN_HOSTS: &str = "git.sim.invalid ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBngy5v50zFp78pZ/CYt9N4uXsiQ2woBvVRRfXmPG4+/";
 const NODES: [&str; 5] = ["cp-1", "cp-2", "cp-3", "worker-1", "worker-2"];
 
 /// Every pinned CRD file, flat, as `--artifacts DIR` holds them (copies: tests may tamper with them).
@@ -49,8 +59,19 @@ impl Env {
         })
         .await
         .unwrap();
-        for n in NODES {
-            sim.register_node(n);
+        // As Talos' kubelets register them: control planes labelled and tainted.
+        for (i, n) in NODES.into_iter().enumerate() {
+            let mut reg = NodeRegistration {
+                name: n.to_owned(),
+                internal_ip: Some(std::net::IpAddr::from([127, 1, 0, 11 + i as u8])),
+                ..Default::default()
+            };
+            if n.starts_with("cp-") {
+                let role = "node-role.kubernetes.io/control-plane";
+                reg.labels.insert(role.into(), String::new());
+                reg.taints.push((role.into(), String::new(), "NoSchedule".into()));
+            }
+            sim.register(reg);
         }
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("age.key"), format!("{AGE_KEY}\n")).unwrap();
@@ -58,10 +79,11 @@ impl Env {
         let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/inventory/simulated.toml"))
             .unwrap()
             .replace("engine = \"flux\"", &format!("engine = \"{engine}\""))
+            .replace("https://git.sim.invalid/", "ssh://git@git.sim.invalid/")
             .replace(
                 "path = \"./clusters/sim\"\n",
                 &format!(
-                    "path = \"./clusters/sim\"\ndeploy_key = \"file:deploy.key\"\n{gitops_extra}\n[cluster.secrets]\nsops_age_key = \"file:age.key\"\n"
+                    "path = \"./clusters/sim\"\ndeploy_key = \"file:deploy.key\"\nknown_hosts = {GIT_KNOWN_HOSTS:?}\n{gitops_extra}\n[cluster.secrets]\nsops_age_key = \"file:age.key\"\n"
                 ),
             );
         let inv = dir.path().join("rack.toml");
@@ -147,6 +169,10 @@ impl Env {
     }
 }
 
+fn objects_ready(o: &Value) -> bool {
+    bootstrap::phases::objects::is_ready(o)
+}
+
 fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
@@ -162,13 +188,17 @@ async fn flux_takes_over_and_a_second_run_changes_nothing() {
         "create Secret flux-system/sops-age",
         "create CustomResourceDefinition helmreleases.helm.toolkit.fluxcd.io",
         "create Deployment flux-system/helm-controller",
+        "create Deployment flux-system/notification-controller",
+        "create CustomResourceDefinition buckets.source.toolkit.fluxcd.io",
+        "create CustomResourceDefinition externalartifacts.source.toolkit.fluxcd.io",
+        "create ResourceQuota flux-system/critical-pods",
         "create HelmRelease kube-system/cilium",
         "create Kustomization flux-system/flux-system",
     ] {
         assert!(plan.iter().any(|p| p == want), "plan lacks {want:?}: {plan:#?}");
     }
     let text = plan.join("\n");
-    assert!(!text.contains("AGE-SECRET-KEY") && !text.contains("simulated-deploy-key"));
+    assert!(!text.contains("AGE-SECRET-KEY") && !text.contains("OPENSSH PRIVATE KEY"));
     assert!(env.writes().is_empty(), "planning wrote: {:?}", env.writes());
 
     env.up().await.unwrap();
@@ -181,6 +211,8 @@ async fn flux_takes_over_and_a_second_run_changes_nothing() {
         .object("", "secrets", "flux-system", "flux-system")
         .expect("deploy key secret");
     assert_eq!(key["data"]["identity"], b64(DEPLOY_KEY));
+    assert_eq!(key["data"]["identity.pub"], b64(DEPLOY_PUB), "as `flux bootstrap` writes it");
+    assert_eq!(key["data"]["known_hosts"], b64(&format!("{GIT_KNOWN_HOSTS}\n")));
     assert!(
         env.object("", "secrets", "external-secrets", "vault-token").is_none(),
         "unset references are skipped"
@@ -297,7 +329,7 @@ async fn a_missing_crd_artifact_fails_clearly_and_applies_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tampered_crd_artifact_fails_its_checksum_and_applies_nothing() {
-    let file = "source.toolkit.fluxcd.io_helmrepositories.v1.9.0.yaml";
+    let file = "gateway.networking.k8s.io_gateways.yaml";
     broken_artifacts(
         |d| {
             artifacts(d);
@@ -324,6 +356,12 @@ async fn argocd_takes_over_with_a_root_application() {
         .expect("root Application");
     assert_eq!(app["spec"]["source"]["path"], "./clusters/sim");
     assert_eq!(app["status"]["health"]["status"], "Healthy");
+    assert_eq!(app["status"]["sync"]["status"], "Synced");
+    // Phase 2 waited on the Deployments the chart renders (release `argo-cd`).
+    for d in ["argo-cd-server", "argo-cd-repo-server"] {
+        let dep = env.object("apps", "deployments", "argocd", d).unwrap_or_else(|| panic!("{d}"));
+        assert!(objects_ready(&dep), "{d}: {dep}");
+    }
     let creds = env.object("", "secrets", "argocd", "root-repository").unwrap();
     assert_eq!(creds["data"]["sshPrivateKey"], b64(DEPLOY_KEY));
     assert!(

@@ -142,3 +142,48 @@ fn secrets_import_renders_with_the_given_bundle() {
         out_text(&o)
     );
 }
+
+#[test]
+fn render_exports_the_manifests_of_phases_0_to_3_with_secret_values_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("deploy.key");
+    std::fs::write(&key, "-----BEGIN OPENSSH PRIVATE KEY-----\nDEPLOY-KEY-VALUE\n-----END OPENSSH PRIVATE KEY-----\n").unwrap();
+    let text = std::fs::read_to_string(repo("inventory/simulated.toml")).unwrap().replace(
+        "path = \"./clusters/sim\"\n",
+        &format!("path = \"./clusters/sim\"\ndeploy_key = \"file:{}\"\n", key.display()),
+    );
+    let inv = tmp.path().join("sim.toml");
+    std::fs::write(&inv, text).unwrap();
+    let (state, out) = (tmp.path().join("state"), tmp.path().join("out"));
+    let o = bootstrap(&[
+        "-i",
+        inv.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "render",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", out_text(&o));
+    let dir = out.join("sim/manifests");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    let docs = |f: &str| bootstrap::k8s::parse_manifests(&read(f)).unwrap();
+    let kinds = |f: &str| -> Vec<String> { docs(f).iter().map(|o| o["kind"].as_str().unwrap().to_owned()).collect() };
+    assert!(kinds("0-prerequisites.yaml").contains(&"Secret".to_owned()));
+    assert_eq!(kinds("1-crds.yaml").len(), 11, "Flux's CRDs");
+    let core = kinds("2-core.yaml");
+    assert_eq!(core.iter().filter(|k| *k == "Deployment").count(), 4, "{core:?}");
+    assert!(core.contains(&"HelmRelease".to_owned()) && core.contains(&"NetworkPolicy".to_owned()));
+    assert_eq!(kinds("3-gitops.yaml"), ["GitRepository", "Kustomization"]);
+    let deploy = docs("0-prerequisites.yaml")
+        .into_iter()
+        .find(|o| o["metadata"]["name"] == "flux-system" && o["kind"] == "Secret")
+        .unwrap();
+    for k in ["identity", "identity.pub", "known_hosts"] {
+        assert_eq!(deploy["data"][k], bootstrap::phases::objects::PLACEHOLDER, "{k}");
+    }
+    for f in ["0-prerequisites.yaml", "1-crds.yaml", "2-core.yaml", "3-gitops.yaml"] {
+        assert!(!read(f).contains("DEPLOY-KEY-VALUE"), "{f} holds a secret value");
+        assert_eq!(mode(&dir.join(f)), 0o644, "no secret: readable");
+    }
+}

@@ -439,7 +439,7 @@ async fn all_phases_reach_the_gitops_root_and_a_rerun_plans_nothing(rack: Rack) 
     let dir = tempfile::tempdir().unwrap();
     let (_pool, _) = prepare(&rack, dir.path()).await;
     let inv = dir.path().join("rack.toml");
-    let gitops = "\n[cluster.gitops]\nengine = \"flux\"\nrepository = \"ssh://git@git.rack.invalid/rack/gitops.git\"\npath = \"./clusters/rack\"\n";
+    let gitops = "\n[cluster.gitops]\nengine = \"flux\"\nrepository = \"https://git.rack.invalid/rack/gitops.git\"\npath = \"./clusters/rack\"\n";
     std::fs::write(&inv, std::fs::read_to_string(&inv).unwrap() + gitops).unwrap();
     let cluster = bootstrap::inventory::load(&inv).unwrap().inventory.clusters.remove(0);
     let crds = xtask::sim_rack::offline_crds(&dir.path().join("crds")).unwrap();

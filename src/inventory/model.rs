@@ -143,6 +143,48 @@ pub struct Gitops {
     pub path: String,
     pub deploy_key: Option<SecretRef>,
     pub checkout: Option<PathBuf>,
+    /// How the Git host's SSH key is trusted (`None`: scanned and pinned in the state dir).
+    pub known_hosts: Option<GitKnownHosts>,
+}
+
+impl Gitops {
+    /// The SSH host and port of the repository (`ssh://[user@]host[:port]/path`
+    /// or scp-like `user@host:path`); `None` for other schemes.
+    pub fn ssh_host(&self) -> Option<(String, u16)> {
+        ssh_host(&self.repository)
+    }
+}
+
+/// See [`Gitops::ssh_host`].
+pub fn ssh_host(url: &str) -> Option<(String, u16)> {
+    let authority = match url.strip_prefix("ssh://") {
+        Some(rest) => rest.split('/').next()?,
+        None if !url.contains("://") && url.contains('@') => {
+            let host = url.split_once(':')?.0;
+            return Some((host.rsplit('@').next()?.to_owned(), 22));
+        }
+        None => return None,
+    };
+    let host_port = authority.rsplit('@').next()?;
+    if let Some(rest) = host_port.strip_prefix('[') {
+        let (host, tail) = rest.split_once(']')?;
+        let port = tail.strip_prefix(':').map_or(Some(22), |p| p.parse().ok())?;
+        return Some((host.to_owned(), port));
+    }
+    match host_port.split_once(':') {
+        Some((h, p)) => Some((h.to_owned(), p.parse().ok()?)),
+        None => Some((host_port.to_owned(), 22)),
+    }
+    .filter(|(h, _)| !h.is_empty())
+}
+
+/// `[cluster.gitops] known_hosts`, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum GitKnownHosts {
+    /// OpenSSH known_hosts lines naming the Git host, used as given.
+    Lines(String),
+    /// A `SHA256:` fingerprint the scanned host key must have.
+    Fingerprint(String),
 }
 
 /// Seed secrets for phase 0, as references.
@@ -434,6 +476,15 @@ pub struct Bmc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ssh_hosts_of_repository_urls() {
+        assert_eq!(ssh_host("ssh://git@github.com/org/r.git"), Some(("github.com".into(), 22)));
+        assert_eq!(ssh_host("ssh://git@127.0.0.1:2222/r.git"), Some(("127.0.0.1".into(), 2222)));
+        assert_eq!(ssh_host("git@gitlab.example:org/r.git"), Some(("gitlab.example".into(), 22)));
+        assert_eq!(ssh_host("ssh://[::1]:2200/r"), Some(("::1".into(), 2200)));
+        assert_eq!(ssh_host("https://github.com/org/r.git"), None);
+    }
 
     #[test]
     fn parses_sizes_macs_and_jump_hosts() {

@@ -109,6 +109,8 @@ pub struct RawGitops {
     pub deploy_key: Option<String>,
     /// Local checkout of the repository: source of chart versions and values.
     pub checkout: Option<String>,
+    /// The Git host's SSH key: OpenSSH known_hosts lines, or a pinned `SHA256:` fingerprint.
+    pub known_hosts: Option<String>,
 }
 
 /// The GitOps engine of phase 3.

@@ -410,10 +410,21 @@ impl<'a> Validator<'a> {
             );
         }
         let deploy_key = self.secret(&g.deploy_key, p.key("deploy_key"));
+        if deploy_key.is_none() && g.deploy_key.is_none() && ssh_host(url).is_some() {
+            // Upstream: source-controller refuses an ssh:// GitRepository whose secret has no `identity`.
+            self.error(
+                p.key("repository"),
+                format!("`{url}` is reached over SSH, which needs deploy_key (a private key reference); or use https://"),
+            );
+        }
         let branch = g.branch.clone().unwrap_or_else(|| "main".into());
         if branch.is_empty() || branch.contains([' ', '~', '^', ':', '\\']) || branch.contains("..") {
             self.error(p.key("branch"), format!("`{branch}` is not a valid Git branch name"));
         }
+        let known_hosts = g
+            .known_hosts
+            .as_deref()
+            .and_then(|k| self.git_known_hosts(k, url, p.key("known_hosts")));
         Some(Gitops {
             engine: g.engine,
             repository: url.to_owned(),
@@ -421,7 +432,41 @@ impl<'a> Validator<'a> {
             path: g.path.clone().unwrap_or_else(|| format!("./clusters/{cluster}")),
             deploy_key,
             checkout: g.checkout.as_deref().map(|c| self.path(c)),
+            known_hosts,
         })
+    }
+
+    /// `[cluster.gitops] known_hosts`: a `SHA256:` fingerprint, or OpenSSH
+    /// known_hosts lines of which one names the repository's host.
+    fn git_known_hosts(&mut self, text: &str, url: &str, p: FieldPath) -> Option<GitKnownHosts> {
+        if ssh_host(url).is_none() {
+            self.error(p, format!("known_hosts is for SSH repositories; `{url}` is not one"));
+            return None;
+        }
+        let t = text.trim();
+        if let Some(b64) = t.strip_prefix("SHA256:") {
+            let ok = b64.len() == 43
+                && b64
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
+            if !ok {
+                self.error(p, format!("`{t}` is not a SHA256 fingerprint (SHA256: + 43 base64 characters)"));
+                return None;
+            }
+            return Some(GitKnownHosts::Fingerprint(t.to_owned()));
+        }
+        // Which lines name the host is checked where the key is used (phase 0).
+        for (n, line) in t.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if let Err(e) = line.parse::<russh::keys::ssh_key::known_hosts::Entry>() {
+                self.error(p, format!("line {} is not an OpenSSH known_hosts line: {e}", n + 1));
+                return None;
+            }
+        }
+        Some(GitKnownHosts::Lines(format!("{t}\n")))
     }
 
     fn k3s(&mut self, k: &RawK3sSettings, p: &FieldPath) -> K3sSettings {

@@ -372,7 +372,7 @@ pub async fn ready_condition(
 pub async fn application_healthy(client: &Client, namespace: &str, name: &str, timeout: Duration) -> Result<(), Error> {
     let object = format!("Application {namespace}/{name}");
     let ar = resolve(client, "argoproj.io/v1alpha1", "Application", &object).await?;
-    let what = format!("{object} to be Healthy");
+    let what = format!("{object} to be Healthy and Synced");
     wait_for(client, &ar, Some(namespace), name, &what, timeout, |o| {
         let health = o
             .pointer("/status/health/status")
@@ -382,7 +382,7 @@ pub async fn application_healthy(client: &Client, namespace: &str, name: &str, t
             .pointer("/status/sync/status")
             .and_then(Value::as_str)
             .unwrap_or("unknown");
-        if health == "Healthy" {
+        if health == "Healthy" && sync == "Synced" {
             Progress::Done
         } else {
             Progress::Pending(format!("health {health}, sync {sync}"))

@@ -33,6 +33,10 @@ pub struct SeedSecret {
     pub name: String,
     /// The key in the Secret's data.
     pub key: String,
+    /// Also store the value's OpenSSH public key (an SSH private key) under this key.
+    pub public_key: Option<String>,
+    /// Also store the Git host's known_hosts under this key (SSH repositories).
+    pub known_hosts: Option<String>,
 }
 
 /// `phases/crds.toml`.
@@ -71,19 +75,17 @@ impl CrdSource {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Core {
-    pub flux: FluxImages,
+    pub flux: FluxVersion,
     #[serde(rename = "release")]
     pub releases: Vec<Release>,
 }
 
-/// The Flux distribution whose controllers phase 2 starts.
+/// The Flux release phase 2 installs; its objects and images come from the
+/// pinned upstream manifest (`phases/flux.toml`), which must be this version.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FluxImages {
+pub struct FluxVersion {
     pub version: String,
-    pub source_controller: String,
-    pub kustomize_controller: String,
-    pub helm_controller: String,
 }
 
 /// One Helm release of phase 2, with its defaults.
@@ -199,5 +201,11 @@ mod tests {
         let core = core();
         assert!(core.releases.iter().filter(|r| r.cni).count() == 1);
         assert!(core.releases.iter().all(|r| !r.waits().is_empty()));
+        assert_eq!(
+            core.flux.version,
+            super::super::flux::pin().version,
+            "phases/core.toml wants another Flux than phases/flux.toml pins: run `cargo xtask codegen flux`"
+        );
+        assert!(c.sources.iter().all(|s| !s.name.starts_with("flux")), "Flux CRDs come from phases/flux/");
     }
 }

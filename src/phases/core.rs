@@ -1,6 +1,6 @@
 //! Phase 2: core services with no helm, kubectl or flux binary on the
-//! operator's machine. `bootstrap` starts Flux's controllers itself (see
-//! [`manifests`]) and hands the core releases (Cilium, CoreDNS where the
+//! operator's machine. `bootstrap` applies Flux as upstream installs it (see
+//! [`flux`], patched only as [`super::flux_patches`] lists) and hands the core releases (Cilium, CoreDNS where the
 //! distribution runs none, Spegel, cert-manager, external-secrets, Argo CD
 //! when it is the GitOps engine) to helm-controller as HelmRelease objects.
 //! Chart versions and values come from the GitOps checkout's HelmReleases when
@@ -14,8 +14,9 @@ use serde_json::{Value, json};
 
 use super::checkout::Checkout;
 use super::manifests::{self, ReleaseObjects};
-use super::{ClusterRun, catalog, objects};
+use super::{ClusterRun, catalog, flux, objects};
 use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx};
+use crate::inventory::Cluster;
 use crate::k8s::{Client, wait};
 
 const PHASE: &str = "core";
@@ -27,6 +28,7 @@ pub struct Core {
 
 /// Everything phase 2 wants.
 struct Desired {
+    /// Flux's objects (quota, RBAC, Services, controllers, NetworkPolicies).
     controllers: Vec<Value>,
     releases: Vec<ReleaseObjects>,
 }
@@ -59,6 +61,29 @@ impl Desired {
     }
 }
 
+/// Everything phase 2 wants for `cluster` (reads the GitOps checkout when set).
+fn desired(cluster: &Cluster) -> Result<Desired, String> {
+    let core = catalog::core();
+    let checkout = match cluster.gitops.as_ref().and_then(|g| g.checkout.as_ref()) {
+        Some(dir) => Some(Checkout::read(dir)?),
+        None => None,
+    };
+    let releases = manifests::releases(&core, cluster, checkout.as_ref())?;
+    for r in &releases {
+        tracing::debug!("release {}/{}: chart {} from {}", r.namespace, r.name, r.version, r.origin);
+    }
+    Ok(Desired {
+        controllers: flux::components(cluster),
+        releases,
+    })
+}
+
+/// Phase 2's objects: Flux's (upstream, patched), then each release's
+/// HelmRepository and HelmRelease.
+pub fn desired_objects(cluster: &Cluster) -> Result<Vec<Value>, String> {
+    desired(cluster).map(|d| d.objects())
+}
+
 impl Core {
     /// The phase for `run`.
     pub fn new(run: Arc<ClusterRun>) -> Self {
@@ -70,26 +95,7 @@ impl Core {
     }
 
     fn desired(&self) -> Result<Desired, PhaseError> {
-        let cluster = &self.run.cluster;
-        let core = catalog::core();
-        let checkout = match cluster.gitops.as_ref().and_then(|g| g.checkout.as_ref()) {
-            Some(dir) => Some(Checkout::read(dir).map_err(|e| self.failed(e))?),
-            None => None,
-        };
-        let releases = manifests::releases(&core, cluster, checkout.as_ref()).map_err(|e| self.failed(e))?;
-        for r in &releases {
-            tracing::debug!(
-                "release {}/{}: chart {} from {}",
-                r.namespace,
-                r.name,
-                r.version,
-                r.origin
-            );
-        }
-        Ok(Desired {
-            controllers: manifests::flux_controllers(&core.flux, cluster),
-            releases,
-        })
+        desired(&self.run.cluster).map_err(|e| self.failed(e))
     }
 
     /// What exists but is not ready yet.

@@ -1,4 +1,5 @@
-//! Phase 1: the CRDs of `phases/crds.toml`, each file pinned by sha256 and
+//! Phase 1: the CRDs of Flux's pinned upstream manifest (compiled in, see
+//! [`flux`]) and of `phases/crds.toml`, each file pinned by sha256 and
 //! taken from the artifact store (`--artifacts DIR`, the cache, or fetched
 //! once; with `--artifacts` nothing is ever downloaded), applied server-side
 //! and waited for until Established. Every file is read and verified before
@@ -8,8 +9,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::catalog;
-use super::{ClusterRun, objects};
+use super::{ClusterRun, catalog, flux, objects};
 use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx};
 use crate::k8s::{self, wait};
 
@@ -53,6 +53,8 @@ impl Crds {
                 out.push(objects::labelled(doc));
             }
         }
+        // Flux's CRDs come with its pinned upstream manifest, compiled in.
+        out.extend(flux::crds(&self.run.cluster));
         Ok(out)
     }
 

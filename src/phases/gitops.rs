@@ -8,10 +8,10 @@
 
 use std::sync::Arc;
 
-use base64::Engine;
 use serde_json::{Value, json};
 
-use super::{ClusterRun, objects};
+use super::objects::{self, Values};
+use super::ClusterRun;
 use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx};
 use crate::inventory::{Cluster, Gitops as GitopsSettings, GitopsEngine};
 use crate::k8s::wait;
@@ -36,6 +36,82 @@ pub fn watch_hint(cluster: &Cluster) -> String {
     }
 }
 
+fn flux(cluster: &Cluster, g: &GitopsSettings) -> Vec<Value> {
+    let mut repo = json!({
+        "apiVersion": "source.toolkit.fluxcd.io/v1",
+        "kind": "GitRepository",
+        "metadata": {"name": FLUX_ROOT, "namespace": FLUX_NS},
+        "spec": {"interval": "1m", "url": g.repository, "ref": {"branch": g.branch}},
+    });
+    if g.deploy_key.is_some() {
+        // Phase 0 stored the deploy key in flux-system/flux-system.
+        repo["spec"]["secretRef"] = json!({"name": FLUX_ROOT});
+    }
+    let mut root = json!({
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
+        "kind": "Kustomization",
+        "metadata": {"name": FLUX_ROOT, "namespace": FLUX_NS},
+        "spec": {
+            "interval": "10m",
+            "path": g.path,
+            "prune": true,
+            "sourceRef": {"kind": "GitRepository", "name": FLUX_ROOT},
+        },
+    });
+    if cluster.secrets.sops_age_key.is_some() {
+        root["spec"]["decryption"] = json!({"provider": "sops", "secretRef": {"name": "sops-age"}});
+    }
+    vec![objects::labelled(repo), objects::labelled(root)]
+}
+
+fn argocd(g: &GitopsSettings, values: Values) -> Result<Vec<Value>, String> {
+    let mut out = vec![];
+    if let Some(key) = &g.deploy_key {
+        let key = match values {
+            Values::Placeholder => None,
+            Values::Resolved { .. } => Some(
+                key.resolve()
+                    .map_err(|e| format!("Argo CD repository credentials: {e}"))?
+                    .expose()
+                    .to_owned(),
+            ),
+        };
+        let plain = |s: &str| key.as_ref().map(|_| s.to_owned());
+        out.push(objects::secret(
+            ARGO_NS,
+            "root-repository",
+            json!({"argocd.argoproj.io/secret-type": "repository"}),
+            vec![
+                ("type".into(), plain("git")),
+                ("url".into(), plain(&g.repository)),
+                ("sshPrivateKey".into(), key.clone()),
+            ],
+        ));
+    }
+    out.push(objects::labelled(json!({
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Application",
+        "metadata": {"name": ARGO_ROOT, "namespace": ARGO_NS},
+        "spec": {
+            "project": "default",
+            "source": {"repoURL": g.repository, "targetRevision": g.branch, "path": g.path},
+            "destination": {"server": "https://kubernetes.default.svc", "namespace": ARGO_NS},
+            "syncPolicy": {"automated": {"prune": true, "selfHeal": true}},
+        },
+    })));
+    Ok(out)
+}
+
+/// Phase 3's objects: Flux's GitRepository + root Kustomization, or Argo CD's
+/// repository Secret + root Application; nothing without `[cluster.gitops]`.
+pub fn desired_objects(cluster: &Cluster, values: Values) -> Result<Vec<Value>, String> {
+    match &cluster.gitops {
+        None => Ok(vec![]),
+        Some(g) if g.engine == GitopsEngine::Flux => Ok(flux(cluster, g)),
+        Some(g) => argocd(g, values),
+    }
+}
+
 /// Phase 3: GitOps takeover.
 pub struct Gitops {
     run: Arc<ClusterRun>,
@@ -51,71 +127,9 @@ impl Gitops {
         self.run.failed(PHASE, message)
     }
 
-    fn flux(&self, g: &GitopsSettings) -> Vec<Value> {
-        let mut repo = json!({
-            "apiVersion": "source.toolkit.fluxcd.io/v1",
-            "kind": "GitRepository",
-            "metadata": {"name": FLUX_ROOT, "namespace": FLUX_NS},
-            "spec": {"interval": "1m", "url": g.repository, "ref": {"branch": g.branch}},
-        });
-        if g.deploy_key.is_some() {
-            // Phase 0 stored the deploy key in flux-system/flux-system.
-            repo["spec"]["secretRef"] = json!({"name": FLUX_ROOT});
-        }
-        let mut root = json!({
-            "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
-            "kind": "Kustomization",
-            "metadata": {"name": FLUX_ROOT, "namespace": FLUX_NS},
-            "spec": {
-                "interval": "10m",
-                "path": g.path,
-                "prune": true,
-                "sourceRef": {"kind": "GitRepository", "name": FLUX_ROOT},
-            },
-        });
-        if self.run.cluster.secrets.sops_age_key.is_some() {
-            root["spec"]["decryption"] = json!({"provider": "sops", "secretRef": {"name": "sops-age"}});
-        }
-        vec![objects::labelled(repo), objects::labelled(root)]
-    }
-
-    fn argocd(&self, g: &GitopsSettings) -> Result<Vec<Value>, PhaseError> {
-        let mut out = vec![];
-        if let Some(key) = &g.deploy_key {
-            let key = key
-                .resolve()
-                .map_err(|e| self.failed(format!("Argo CD repository credentials: {e}")))?;
-            let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-            out.push(objects::labelled(json!({
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": "root-repository", "namespace": ARGO_NS,
-                             "labels": {"argocd.argoproj.io/secret-type": "repository"}},
-                "type": "Opaque",
-                "data": {"type": b64("git"), "url": b64(&g.repository), "sshPrivateKey": b64(key.expose())},
-            })));
-        }
-        out.push(objects::labelled(json!({
-            "apiVersion": "argoproj.io/v1alpha1",
-            "kind": "Application",
-            "metadata": {"name": ARGO_ROOT, "namespace": ARGO_NS},
-            "spec": {
-                "project": "default",
-                "source": {"repoURL": g.repository, "targetRevision": g.branch, "path": g.path},
-                "destination": {"server": "https://kubernetes.default.svc", "namespace": ARGO_NS},
-                "syncPolicy": {"automated": {"prune": true, "selfHeal": true}},
-            },
-        })));
-        Ok(out)
-    }
-
     /// The root objects, or nothing without `[cluster.gitops]`.
     fn desired(&self) -> Result<Vec<Value>, PhaseError> {
-        match &self.run.cluster.gitops {
-            None => Ok(vec![]),
-            Some(g) if g.engine == GitopsEngine::Flux => Ok(self.flux(g)),
-            Some(g) => self.argocd(g),
-        }
+        desired_objects(&self.run.cluster, Values::Resolved { known_hosts: None }).map_err(|e| self.failed(e))
     }
 
     /// The object whose readiness says the takeover worked.

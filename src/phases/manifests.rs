@@ -1,15 +1,14 @@
-//! Objects of phase 2, built as JSON: Flux's source, kustomize and helm
-//! controllers started by `bootstrap` itself (host network, tolerating
-//! not-ready nodes, on control planes, reaching the API locally: KubePrism on
-//! Talos, the local apiserver on k3s), and one HelmRepository + HelmRelease
-//! per core release. Names match Flux's own install, so the GitOps
-//! repository's definitions adopt these objects later.
+//! Release objects of phase 2, built as JSON: one HelmRepository +
+//! HelmRelease per core release, handed to Flux's helm-controller (Flux
+//! itself comes from the pinned upstream manifest, see [`super::flux`]).
+//! Names match what the GitOps repository defines, so its definitions adopt
+//! these objects later; plus the API addresses and DNS IP the objects use.
 
 use std::net::IpAddr;
 
 use serde_json::{Value, json};
 
-use super::catalog::{Core, FluxImages, Release};
+use super::catalog::{Core, Release};
 use super::checkout::Checkout;
 use super::objects;
 use crate::inventory::{Cluster, Distribution};
@@ -42,116 +41,6 @@ pub fn dns_ip(cluster: &Cluster) -> String {
         IpAddr::V4(v4) => std::net::Ipv4Addr::from(u32::from(v4) + 10).to_string(),
         IpAddr::V6(v6) => std::net::Ipv6Addr::from(u128::from(v6) + 10).to_string(),
     }
-}
-
-/// One controller: ports distinct per controller (host network), pinned to
-/// control planes, tolerating the taints of a node without network.
-fn controller(name: &str, image: &str, ports: (u16, u16), args: &[String], cluster: &Cluster) -> Value {
-    let (host, port) = local_api(cluster);
-    let labels = json!({"app": name, "app.kubernetes.io/part-of": "flux", "app.kubernetes.io/component": name});
-    let mut all_args = vec![
-        "--watch-all-namespaces=true".to_owned(),
-        "--log-level=info".to_owned(),
-        "--log-encoding=json".to_owned(),
-        "--enable-leader-election".to_owned(),
-        "--events-addr=".to_owned(),
-        format!("--metrics-addr=:{}", ports.0),
-        format!("--health-addr=:{}", ports.1),
-    ];
-    all_args.extend(args.iter().cloned());
-    let toleration = |key: &str| json!({"key": key, "operator": "Exists"});
-    objects::labelled(json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": FLUX_NAMESPACE, "labels": labels},
-        "spec": {
-            "replicas": 1,
-            "strategy": {"type": "Recreate"},
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "serviceAccountName": name,
-                    "hostNetwork": true,
-                    "dnsPolicy": "Default",
-                    "priorityClassName": "system-cluster-critical",
-                    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                        {"matchExpressions": [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}]}
-                    ]}}},
-                    "tolerations": [
-                        toleration("node-role.kubernetes.io/control-plane"),
-                        toleration("node.kubernetes.io/not-ready"),
-                        toleration("node.cilium.io/agent-not-ready"),
-                        toleration("node.cloudprovider.kubernetes.io/uninitialized"),
-                    ],
-                    "containers": [{
-                        "name": "manager",
-                        "image": image,
-                        "args": all_args,
-                        "env": [
-                            {"name": "RUNTIME_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-                            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-                            {"name": "KUBERNETES_SERVICE_HOST", "value": host},
-                            {"name": "KUBERNETES_SERVICE_PORT", "value": port.to_string()},
-                        ],
-                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": ports.1}},
-                        "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
-                                            "runAsNonRoot": true, "capabilities": {"drop": ["ALL"]}},
-                        "volumeMounts": [{"name": "data", "mountPath": "/data"}, {"name": "tmp", "mountPath": "/tmp"}],
-                    }],
-                    "volumes": [{"name": "data", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
-                },
-            },
-        },
-    }))
-}
-
-/// Flux's three controllers with their ServiceAccounts and RBAC.
-pub fn flux_controllers(images: &FluxImages, cluster: &Cluster) -> Vec<Value> {
-    let names = ["source-controller", "kustomize-controller", "helm-controller"];
-    let mut out: Vec<Value> = names
-        .iter()
-        .map(|n| {
-            objects::labelled(json!({"apiVersion": "v1", "kind": "ServiceAccount",
-                                     "metadata": {"name": n, "namespace": FLUX_NAMESPACE}}))
-        })
-        .collect();
-    out.push(objects::labelled(json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRoleBinding",
-        "metadata": {"name": "cluster-reconciler-flux-system"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
-        "subjects": names.iter().map(|n| json!({"kind": "ServiceAccount", "name": n, "namespace": FLUX_NAMESPACE})).collect::<Vec<_>>(),
-    })));
-    // The artifact server answers on the node's address: helm-controller may
-    // run on another control plane and no Service works before the CNI.
-    let storage = [
-        "--storage-path=/data".to_owned(),
-        "--storage-addr=:9790".to_owned(),
-        "--storage-adv-addr=$(POD_IP):9790".to_owned(),
-    ];
-    out.push(controller(
-        "source-controller",
-        &images.source_controller,
-        (9791, 9792),
-        &storage,
-        cluster,
-    ));
-    out.push(controller(
-        "kustomize-controller",
-        &images.kustomize_controller,
-        (9793, 9794),
-        &[],
-        cluster,
-    ));
-    out.push(controller(
-        "helm-controller",
-        &images.helm_controller,
-        (9795, 9796),
-        &[],
-        cluster,
-    ));
-    out
 }
 
 /// One core release, resolved: the objects to apply and what to wait for.

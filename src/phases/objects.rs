@@ -39,6 +39,41 @@ pub fn describe(obj: &Value) -> String {
     }
 }
 
+/// What `render` writes instead of a Secret value.
+pub const PLACEHOLDER: &str = "<redacted: filled by bootstrap up>";
+
+/// How the phases' object builders fill Secret values.
+#[derive(Debug, Clone, Copy)]
+pub enum Values<'a> {
+    /// Resolved from the inventory's references, with the Git host's
+    /// known_hosts (phase 0 finds it, see `git_host`).
+    Resolved { known_hosts: Option<&'a str> },
+    /// Nothing resolved: every Secret value is [`PLACEHOLDER`] (`render`'s export).
+    Placeholder,
+}
+
+/// A Secret with `data` (plaintext, base64-encoded here; `None`: [`PLACEHOLDER`]).
+pub fn secret(namespace: &str, name: &str, labels: Value, data: Vec<(String, Option<String>)>) -> Value {
+    use base64::Engine;
+    let data: serde_json::Map<String, Value> = data
+        .into_iter()
+        .map(|(k, v)| {
+            let v = v.map_or_else(
+                || PLACEHOLDER.to_owned(),
+                |v| base64::engine::general_purpose::STANDARD.encode(v),
+            );
+            (k, Value::String(v))
+        })
+        .collect();
+    labelled(json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "type": "Opaque",
+        "data": data,
+    }))
+}
+
 /// Adds the `managed-by: bootstrap` label.
 pub fn labelled(mut obj: Value) -> Value {
     let meta = &mut obj["metadata"];
@@ -216,7 +251,7 @@ fn observed_current(obj: &Value) -> bool {
 
 /// Whether a live object is ready by its kind's convention: CRD Established,
 /// Deployment Available, DaemonSet rolled out, Node/Flux object Ready,
-/// Argo CD Application Healthy.
+/// Argo CD Application Healthy and Synced.
 pub fn is_ready(obj: &Value) -> bool {
     match obj["kind"].as_str().unwrap_or_default() {
         "CustomResourceDefinition" => condition_true(obj, "Established"),
@@ -234,7 +269,10 @@ pub fn is_ready(obj: &Value) -> bool {
                 && int(obj, "/status/updatedNumberScheduled") >= desired
                 && int(obj, "/status/numberAvailable") >= desired
         }
-        "Application" => obj.pointer("/status/health/status").and_then(Value::as_str) == Some("Healthy"),
+        "Application" => {
+            obj.pointer("/status/health/status").and_then(Value::as_str) == Some("Healthy")
+                && obj.pointer("/status/sync/status").and_then(Value::as_str) == Some("Synced")
+        }
         _ => condition_true(obj, "Ready") && observed_current(obj),
     }
 }

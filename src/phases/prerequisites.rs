@@ -1,17 +1,20 @@
-//! Phase 0: the namespaces of `phases/prerequisites.toml`, then the seed
-//! secrets later phases and the GitOps engine read (SOPS age key, 1Password
-//! Connect token, Vault token, Git deploy key), each from its inventory
-//! reference; a reference that is not set is skipped. Values go to the API
+//! Phase 0: the namespaces of `phases/prerequisites.toml` (Flux's with the
+//! labels of its upstream manifest), then the seed secrets later phases and
+//! the GitOps engine read (SOPS age key, 1Password Connect token, Vault token,
+//! Git deploy key with its public key and the Git host's known_hosts, see
+//! [`git_host`]), each from its inventory reference; a reference that is not
+//! set is skipped. Values go to the API
 //! only: plans and errors name objects and fields, never values.
 
 use std::sync::Arc;
 
-use base64::Engine;
 use serde_json::{Value, json};
 
 use super::catalog::{self, SeedSecret};
-use super::{ClusterRun, objects};
+use super::objects::Values;
+use super::{ClusterRun, flux, git_host, objects};
 use crate::engine::{Action, Phase, PhaseError, RunCtx};
+use crate::inventory::Cluster;
 use crate::secret::SecretRef;
 
 const PHASE: &str = "prerequisites";
@@ -19,6 +22,86 @@ const PHASE: &str = "prerequisites";
 /// Phase 0: namespaces and seed secrets.
 pub struct Prerequisites {
     run: Arc<ClusterRun>,
+}
+
+/// The inventory reference a seed secret is filled from, if set.
+fn reference<'a>(c: &'a Cluster, s: &SeedSecret) -> Result<Option<&'a SecretRef>, String> {
+    Ok(match s.from.as_str() {
+        "sops_age_key" => c.secrets.sops_age_key.as_ref(),
+        "onepassword_token" => c.secrets.onepassword_token.as_ref(),
+        "vault_token" => c.secrets.vault_token.as_ref(),
+        "deploy_key" => c.gitops.as_ref().and_then(|g| g.deploy_key.as_ref()),
+        other => {
+            return Err(format!(
+                "phases/prerequisites.toml: secret {}/{} comes from unknown reference {other:?}",
+                s.namespace, s.name
+            ));
+        }
+    })
+}
+
+/// Whether some seed secret needs the Git host's known_hosts (a deploy key
+/// for an SSH repository).
+pub fn needs_known_hosts(cluster: &Cluster) -> bool {
+    let ssh = cluster.gitops.as_ref().is_some_and(|g| g.ssh_host().is_some());
+    ssh && catalog::prerequisites()
+        .secrets
+        .iter()
+        .any(|s| s.known_hosts.is_some() && matches!(reference(cluster, s), Ok(Some(_))))
+}
+
+/// `ssh-ed25519 AAAA...` (no comment, newline-terminated, as
+/// `ssh.MarshalAuthorizedKey` writes `identity.pub`) of an OpenSSH private key.
+fn public_key(private: &str) -> Result<String, String> {
+    let key = russh::keys::decode_secret_key(private, None)
+        .map_err(|e| format!("not an unencrypted OpenSSH private key ({e})"))?;
+    let plain = russh::keys::PublicKey::new(key.public_key().key_data().clone(), "");
+    let text = plain.to_openssh().map_err(|e| e.to_string())?;
+    Ok(format!("{}\n", text.trim()))
+}
+
+/// Phase 0's objects: the namespaces (Flux's as its upstream manifest has it),
+/// then one Secret per set reference, filled as `values` says.
+pub fn desired_objects(cluster: &Cluster, values: Values) -> Result<Vec<Value>, String> {
+    let data = catalog::prerequisites();
+    let mut out = vec![];
+    for ns in &data.namespaces {
+        if ns == flux::namespace_name() {
+            out.extend(flux::namespace(cluster));
+        } else {
+            out.push(objects::labelled(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})));
+        }
+    }
+    let ssh = cluster.gitops.as_ref().is_some_and(|g| g.ssh_host().is_some());
+    for s in &data.secrets {
+        let Some(reference) = reference(cluster, s)? else {
+            tracing::debug!("secret {}/{}: {} is not set, skipped", s.namespace, s.name, s.from);
+            continue;
+        };
+        let what = format!("secret {}/{}", s.namespace, s.name);
+        let mut fields: Vec<(String, Option<String>)> = vec![];
+        match values {
+            Values::Placeholder => {
+                fields.push((s.key.clone(), None));
+                fields.extend(s.public_key.iter().map(|k| (k.clone(), None)));
+                fields.extend(s.known_hosts.iter().filter(|_| ssh).map(|k| (k.clone(), None)));
+            }
+            Values::Resolved { known_hosts } => {
+                let value = reference.resolve().map_err(|e| format!("{what}: {e}"))?;
+                if let Some(k) = &s.public_key {
+                    let line = public_key(value.expose()).map_err(|e| format!("{what}: {} ({reference}): {e}", s.from))?;
+                    fields.push((k.clone(), Some(line)));
+                }
+                if let (Some(k), true) = (&s.known_hosts, ssh) {
+                    let text = known_hosts.ok_or_else(|| format!("{what}: the Git host's known_hosts is missing"))?;
+                    fields.push((k.clone(), Some(text.to_owned())));
+                }
+                fields.insert(0, (s.key.clone(), Some(value.expose().to_owned())));
+            }
+        }
+        out.push(objects::secret(&s.namespace, &s.name, json!({}), fields));
+    }
+    Ok(out)
 }
 
 impl Prerequisites {
@@ -31,53 +114,21 @@ impl Prerequisites {
         self.run.failed(PHASE, message)
     }
 
-    /// The inventory reference a seed secret is filled from, if set.
-    fn reference(&self, s: &SeedSecret) -> Result<Option<&SecretRef>, PhaseError> {
+    /// Namespaces, then one Secret per set reference (values resolved; the
+    /// Git host's key verified, and pinned when `record`).
+    async fn desired(&self, record: bool) -> Result<Vec<Value>, PhaseError> {
         let c = &self.run.cluster;
-        Ok(match s.from.as_str() {
-            "sops_age_key" => c.secrets.sops_age_key.as_ref(),
-            "onepassword_token" => c.secrets.onepassword_token.as_ref(),
-            "vault_token" => c.secrets.vault_token.as_ref(),
-            "deploy_key" => c.gitops.as_ref().and_then(|g| g.deploy_key.as_ref()),
-            other => {
-                return Err(self.failed(format!(
-                    "phases/prerequisites.toml: secret {}/{} comes from unknown reference {other:?}",
-                    s.namespace, s.name
-                )));
-            }
-        })
-    }
-
-    /// Namespaces, then one Secret per set reference (values resolved).
-    fn desired(&self) -> Result<Vec<Value>, PhaseError> {
-        let data = catalog::prerequisites();
-        let mut out: Vec<Value> = data
-            .namespaces
-            .iter()
-            .map(|ns| objects::labelled(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})))
-            .collect();
-        for s in &data.secrets {
-            let Some(reference) = self.reference(s)? else {
-                tracing::debug!("secret {}/{}: {} is not set, skipped", s.namespace, s.name, s.from);
-                continue;
-            };
-            let value = reference
-                .resolve()
-                .map_err(|e| self.failed(format!("secret {}/{}: {e}", s.namespace, s.name)))?;
-            let mut data = serde_json::Map::new();
-            data.insert(
-                s.key.clone(),
-                Value::String(base64::engine::general_purpose::STANDARD.encode(value.expose())),
-            );
-            out.push(objects::labelled(json!({
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": s.name, "namespace": s.namespace},
-                "type": "Opaque",
-                "data": data,
-            })));
-        }
-        Ok(out)
+        let known_hosts = if needs_known_hosts(c) {
+            git_host::known_hosts(c, &self.run.cluster_dir(), self.run.accept_new, record)
+                .await
+                .map_err(|e| self.failed(e))?
+        } else {
+            None
+        };
+        let values = Values::Resolved {
+            known_hosts: known_hosts.as_deref(),
+        };
+        desired_objects(c, values).map_err(|e| self.failed(e))
     }
 }
 
@@ -92,14 +143,16 @@ impl Phase for Prerequisites {
     }
 
     async fn plan(&self, ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
-        let desired = self.desired()?;
+        let desired = self.desired(false).await?;
         Ok(objects::plan(&self.run, ctx, PHASE, desired).await?.1)
     }
 
     async fn apply(&self, ctx: &RunCtx, _plan: &[Action]) -> Result<(), PhaseError> {
+        // The Git host's key is checked (and pinned) before anything is applied.
+        let desired = self.desired(true).await?;
         let client = self.run.kube(ctx).await?;
         ctx.step(PHASE, crate::engine::CLUSTER, "observing namespaces and secrets");
-        let pending = objects::pending(&client, self.desired()?)
+        let pending = objects::pending(&client, desired)
             .await
             .map_err(|e| self.failed(e))?;
         ctx.step(PHASE, crate::engine::CLUSTER, "applying namespaces and secrets");

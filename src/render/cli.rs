@@ -1,17 +1,22 @@
 //! `bootstrap render -i INV [--cluster C] --out DIR [--check] [--secrets FILE]`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::cli::{Global, RenderArgs};
 use crate::commands::{EXIT_FAILURE, load_inventory, selected, state_dir};
-use crate::inventory::Distribution;
+use crate::inventory::{Cluster, Distribution};
 
 use super::{Rendered, SecretsBundle, check, render_cluster, write};
 
+/// Files added to a cluster's output besides its node configs (the exported
+/// manifests): `(path under the cluster's directory, text)`.
+pub type Extra<'a> = &'a dyn Fn(&Cluster) -> anyhow::Result<Vec<(PathBuf, String)>>;
+
 /// Runs `render`: exit 0 when written (or up to date with `--check`), 1 on a
 /// difference or an error.
-pub fn run(g: &Global, args: &RenderArgs) -> ExitCode {
-    match run_inner(g, args) {
+pub fn run(g: &Global, args: &RenderArgs, extra: Extra) -> ExitCode {
+    match run_inner(g, args, extra) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: render: {e:#}");
@@ -20,7 +25,7 @@ pub fn run(g: &Global, args: &RenderArgs) -> ExitCode {
     }
 }
 
-fn run_inner(g: &Global, args: &RenderArgs) -> anyhow::Result<ExitCode> {
+fn run_inner(g: &Global, args: &RenderArgs, extra: Extra) -> anyhow::Result<ExitCode> {
     let Some(loaded) = load_inventory(g) else {
         return Ok(ExitCode::from(EXIT_FAILURE));
     };
@@ -50,6 +55,9 @@ fn run_inner(g: &Global, args: &RenderArgs) -> anyhow::Result<ExitCode> {
         };
         let r = render_cluster(c, &bundle)?;
         all.files.extend(r.files);
+        for (path, text) in extra(c)? {
+            all.add(PathBuf::from(&c.name).join(path), text, 0o644);
+        }
     }
     if args.check {
         return Ok(match check(&args.out, &all)? {

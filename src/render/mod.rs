@@ -4,7 +4,10 @@
 //!
 //! Layout under the output directory:
 //! - Talos: `<cluster>/<node>.yaml` (machine config), `<cluster>/talosconfig`;
-//! - k3s: `<cluster>/<node>/config.yaml`, `<cluster>/<node>/install.sh`.
+//! - k3s: `<cluster>/<node>/config.yaml`, `<cluster>/<node>/install.sh`;
+//! - both, added by the `render` command: `<cluster>/manifests/<n>-<phase>.yaml`,
+//!   the objects phases 0-3 apply (Secret values as placeholders), built by
+//!   `phases::export` (passed in, so rendering never depends on the phases).
 //!
 //! Files holding secrets (machine configs, talosconfig, k3s configs) are
 //! written 0600; a diff never shows secret values.
@@ -56,7 +59,8 @@ pub struct Rendered {
 }
 
 impl Rendered {
-    fn add(&mut self, path: PathBuf, text: String, mode: u32) {
+    /// Adds (or replaces) one file.
+    pub fn add(&mut self, path: PathBuf, text: String, mode: u32) {
         self.files.insert(
             path,
             RenderedFile {

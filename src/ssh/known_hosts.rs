@@ -19,6 +19,14 @@ pub fn key_fingerprint(key: &PublicKey) -> String {
     key.fingerprint(HashAlg::Sha256).to_string()
 }
 
+/// The known_hosts line for `host:port` with `key` (no comment), as
+/// `ssh-keyscan` and `flux bootstrap` write it.
+pub fn known_hosts_line(host: &str, port: u16, key: &PublicKey) -> String {
+    let plain = PublicKey::new(key.key_data().clone(), "");
+    let text = plain.to_openssh().unwrap_or_default();
+    format!("{} {}", host_entry_name(host, port), text.trim())
+}
+
 /// The name a host is recorded under: `host`, or `[host]:port` off port 22.
 pub fn host_entry_name(host: &str, port: u16) -> String {
     if port == 22 {
@@ -69,6 +77,29 @@ impl KnownHosts {
             }
         }
         Self { entries }
+    }
+
+    /// Parses known_hosts text (from the inventory); the first bad line is an
+    /// error naming its 1-based line number.
+    pub fn parse(text: &str) -> Result<Self, (usize, String)> {
+        let mut entries = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let e = line.parse::<Entry>().map_err(|e| (n + 1, e.to_string()))?;
+            entries.push((PathBuf::new(), e));
+        }
+        Ok(Self { entries })
+    }
+
+    /// True when some plain (not `@revoked`/`@cert-authority`) line names the host.
+    pub fn knows(&self, host: &str, port: u16) -> bool {
+        let name = host_entry_name(host, port);
+        self.entries
+            .iter()
+            .any(|(_, e)| e.marker().is_none() && matches_host(e.host_patterns(), &name))
     }
 
     /// True when some `@cert-authority` line covers the host (so asking the

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod fanout;
 pub mod known_hosts;
+pub mod scan;
 pub mod session;
 pub mod upload;
 

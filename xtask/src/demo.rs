@@ -114,7 +114,7 @@ fn run_k3s(root: &Path, keep: bool) -> Result<()> {
     std::fs::write(
         &inventory,
         format!(
-            "{}\n[cluster.k3s]\nbinary = {:?}\n\n[cluster.gitops]\nengine = \"flux\"\nrepository = \"ssh://git@git.rack.invalid/rack/gitops.git\"\npath = \"./clusters/rack\"\n",
+            "{}\n[cluster.k3s]\nbinary = {:?}\n\n[cluster.gitops]\nengine = \"flux\"\nrepository = \"https://git.rack.invalid/rack/gitops.git\"\npath = \"./clusters/rack\"\n",
             rack.inventory_toml(),
             standin.display().to_string()
         ),

@@ -3,6 +3,7 @@
 //! linked into the `bootstrap` binary.
 
 pub mod bench;
+pub mod codegen;
 pub mod demo;
 pub mod k3s_standin;
 pub mod kube_sim;
@@ -41,6 +42,9 @@ enum Task {
     KubeSim(kube_sim::cli::Args),
     /// `bootstrap up` end to end against a simulated 3 + 2 Talos rack.
     Demo(demo::DemoArgs),
+    /// Generate product data from pinned upstream sources (`codegen flux`).
+    #[command(subcommand)]
+    Codegen(codegen::CodegenCmd),
 }
 
 /// Entry point of the `xtask` binary.
@@ -53,5 +57,6 @@ pub fn main() -> anyhow::Result<()> {
         Task::Sim(a) => talos_sim::cmd::run(a),
         Task::KubeSim(a) => kube_sim::cli::run(a),
         Task::Demo(a) => demo::run(a),
+        Task::Codegen(c) => codegen::run(c),
     }
 }

@@ -150,15 +150,54 @@ async fn watch(
         };
         for n in &nodes {
             if n.is_up() && n.mode() == NodeMode::Configured && !registered.contains(n.name()) {
-                kube.register(NodeRegistration {
-                    name: n.hostname(),
-                    internal_ip: Some(n.addr().ip()),
-                    labels: Default::default(),
-                });
+                kube.register(registration(n));
                 registered.insert(n.name().to_owned());
             }
         }
     }
+}
+
+/// The Node a Talos node's kubelet registers. Upstream: Talos machine config reference
+/// (`machine.nodeLabels`, `machine.nodeTaints` as `key: value:Effect`; control planes get the
+/// `node-role.kubernetes.io/control-plane` label, and its NoSchedule taint unless
+/// `cluster.allowSchedulingOnControlPlanes`).
+fn registration(n: &crate::talos_sim::SimNode) -> NodeRegistration {
+    let mut reg = NodeRegistration {
+        name: n.hostname(),
+        internal_ip: Some(n.addr().ip()),
+        ..Default::default()
+    };
+    let Some(config) = n.config() else { return reg };
+    let raw: serde_yaml::Value = serde_yaml::Deserializer::from_str(&config.raw)
+        .filter_map(|d| serde::Deserialize::deserialize(d).ok())
+        .find(|v: &serde_yaml::Value| v.get("kind").is_none() && v.get("machine").is_some())
+        .unwrap_or_default();
+    let strings = |v: Option<&serde_yaml::Value>| -> Vec<(String, String)> {
+        v.and_then(serde_yaml::Value::as_mapping)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), v.as_str().unwrap_or_default().to_owned())))
+            .collect()
+    };
+    let machine = raw.get("machine");
+    reg.labels = strings(machine.and_then(|m| m.get("nodeLabels"))).into_iter().collect();
+    for (key, v) in strings(machine.and_then(|m| m.get("nodeTaints"))) {
+        let (value, effect) = v.rsplit_once(':').unwrap_or(("", v.as_str()));
+        reg.taints.push((key, value.to_owned(), effect.to_owned()));
+    }
+    if config.machine_type == crate::talos_sim::config::MachineType::ControlPlane {
+        reg.labels.insert("node-role.kubernetes.io/control-plane".into(), String::new());
+        let schedulable = raw
+            .get("cluster")
+            .and_then(|c| c.get("allowSchedulingOnControlPlanes"))
+            .and_then(serde_yaml::Value::as_bool)
+            .unwrap_or(false);
+        if !schedulable {
+            reg.taints
+                .push(("node-role.kubernetes.io/control-plane".into(), String::new(), "NoSchedule".into()));
+        }
+    }
+    reg
 }
 
 /// Starts the API once a control plane's cluster has etcd; `None` before that.

@@ -30,7 +30,7 @@ pub struct UpBenchArgs {
 /// A rack inventory: `cps` control planes and `workers` workers on 127.`block`.x.y.
 fn inventory(dir: &Path, block: u8, cps: usize, workers: usize) -> Result<PathBuf> {
     let mut toml = format!(
-        "[defaults]\ninstall_disk = {{ path = \"/dev/vda\" }}\n\n[[cluster]]\nname = \"bench\"\ndistribution = \"talos\"\nendpoint = \"127.{block}.255.1\"\n\n[cluster.network]\nnode_cidr = \"127.{block}.0.0/16\"\ngateway = \"127.{block}.255.254\"\nnameservers = [\"127.{block}.255.254\"]\npod_cidr = \"10.244.0.0/16\"\nservice_cidr = \"10.96.0.0/16\"\n\n[cluster.gitops]\nengine = \"flux\"\nrepository = \"ssh://git@git.bench.invalid/gitops.git\"\npath = \"./clusters/bench\"\n"
+        "[defaults]\ninstall_disk = {{ path = \"/dev/vda\" }}\n\n[[cluster]]\nname = \"bench\"\ndistribution = \"talos\"\nendpoint = \"127.{block}.255.1\"\n\n[cluster.network]\nnode_cidr = \"127.{block}.0.0/16\"\ngateway = \"127.{block}.255.254\"\nnameservers = [\"127.{block}.255.254\"]\npod_cidr = \"10.244.0.0/16\"\nservice_cidr = \"10.96.0.0/16\"\n\n[cluster.gitops]\nengine = \"flux\"\nrepository = \"https://git.bench.invalid/gitops.git\"\npath = \"./clusters/bench\"\n"
     );
     for i in 0..cps + workers {
         let (role, name) = if i < cps {

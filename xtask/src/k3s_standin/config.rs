@@ -21,8 +21,17 @@ pub struct Config {
     pub tls_san: Vec<String>,
     /// `key=value` node labels.
     pub node_labels: Vec<String>,
+    /// `key=value:Effect` (or `key:Effect`) node taints.
+    pub node_taints: Vec<String>,
     /// `flannel-backend: none`: Nodes wait for a CNI (Cilium) to be Ready.
     pub external_cni: bool,
+}
+
+/// `key=value:Effect` or `key:Effect` (k3s `--node-taint`, kubelet `--register-with-taints`) as `(key, value, effect)`.
+pub fn parse_taint(t: &str) -> Option<(String, String, String)> {
+    let (kv, effect) = t.rsplit_once(':')?;
+    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+    Some((k.to_owned(), v.to_owned(), effect.to_owned()))
 }
 
 impl std::fmt::Debug for Config {
@@ -63,6 +72,7 @@ impl Config {
             node_ip: s("node-ip").map(|ip| ip.parse()).transpose().context("node-ip")?,
             tls_san: list("tls-san"),
             node_labels: list("node-label"),
+            node_taints: list("node-taint"),
             external_cni: s("flannel-backend").is_some_and(|b| b == "none"),
         })
     }

@@ -44,6 +44,7 @@ fn cluster_ca(given: Option<(String, String)>) -> Result<(String, String)> {
 fn labels(pairs: &[String]) -> BTreeMap<String, String> {
     pairs
         .iter()
+        .filter(|l| !l.starts_with("taint:"))
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect()
@@ -117,6 +118,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         name: cfg.node_name.clone(),
         internal_ip: cfg.node_ip,
         labels: own,
+        taints: cfg.node_taints.iter().filter_map(|t| super::config::parse_taint(t)).collect(),
     });
 
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], SUPERVISOR_PORT)))
@@ -178,6 +180,11 @@ fn handle_join(sim: &KubeSim, proof: &str, ca: &str, line: &str) -> String {
         name: (*name).to_owned(),
         internal_ip: ip.parse().ok(),
         labels: labels(&rest),
+        taints: rest
+            .iter()
+            .filter_map(|t| t.strip_prefix("taint:"))
+            .filter_map(super::config::parse_taint)
+            .collect(),
     });
     if *role == "server" {
         format!("OK {ca}\n")

@@ -27,6 +27,12 @@ pub struct Args {
     /// Delay of every simulated controller, in milliseconds.
     #[arg(long, default_value_t = 500)]
     pub delay_ms: u64,
+    /// Nodes may pull only images under this prefix (repeatable; air-gapped rehearsals).
+    #[arg(long = "allowed-image", value_name = "PREFIX")]
+    pub allowed_images: Vec<String>,
+    /// Upstream Flux installation the simulated Flux controllers' prerequisites are read from.
+    #[arg(long, value_name = "PATH")]
+    pub flux_install: Option<PathBuf>,
 }
 
 /// Runs until Ctrl-C.
@@ -40,9 +46,12 @@ pub fn run(args: Args) -> Result<()> {
             Some((ns.to_owned(), name.to_owned()))
         }
     };
+    let defaults = Behaviour::uniform(d);
     let behaviour = Behaviour {
         cni_daemonset,
-        ..Behaviour::uniform(d)
+        allowed_images: (!args.allowed_images.is_empty()).then_some(args.allowed_images),
+        flux_install: args.flux_install.unwrap_or(defaults.flux_install.clone()),
+        ..defaults
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {

@@ -1,11 +1,13 @@
-//! Status simulation: what kube-controller-manager, the kubelets and the GitOps
-//! controllers would report, after configurable delays. CRDs become
-//! Established; Deployments and DaemonSets available; Nodes Ready once the CNI
-//! DaemonSet is available; Flux objects Ready; Argo CD Applications Healthy;
-//! HelmReleases install their chart's workloads ([`super::helm`]).
+//! Status simulation, the driver of every simulated controller: CRDs become
+//! Established; workloads create Pods ([`super::workloads`]) that the
+//! scheduler binds ([`super::scheduler`]) and kubelets run
+//! ([`super::kubelet`]); Nodes turn Ready once a CNI runs on them; Flux's
+//! controllers act once their pods run ([`super::flux`], [`super::helm`]);
+//! Argo CD Applications get Healthy. Delays are [`Behaviour`]'s.
 //! An object annotated `kube-sim.bootstrap.dev/hold: "true"` never gets ready.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,18 +21,28 @@ use super::store::{Store, now_rfc3339};
 /// Annotation that keeps an object from ever becoming ready (for timeout tests).
 pub const HOLD_ANNOTATION: &str = "kube-sim.bootstrap.dev/hold";
 
-/// How long each simulated controller takes.
-#[derive(Clone, Debug)]
+/// How the simulated cluster behaves: delays, its CNI, what its nodes may pull, and the upstream
+/// material its controllers are checked against.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Behaviour {
     pub crd_established: Duration,
+    /// From a Deployment pod's containers starting to the pod being Ready.
     pub deployment_available: Duration,
+    /// From a DaemonSet pod's containers starting to the pod being Ready.
     pub daemonset_available: Duration,
-    /// After the CNI DaemonSet is available (or after registration without a CNI).
+    /// After the CNI runs on a Node.
     pub node_ready: Duration,
     pub flux_ready: Duration,
     pub argo_healthy: Duration,
-    /// `(namespace, name)` of the CNI DaemonSet Nodes wait for; `None`: Nodes get Ready on their own.
+    /// `(namespace, name)` of the CNI DaemonSet: a Node's network is up once its pod is Ready there.
+    /// `None`: the distribution brings its own CNI (k3s's flannel), up on every node.
     pub cni_daemonset: Option<(String, String)>,
+    /// Registry prefixes nodes may pull from (air-gapped rehearsals); `None`: any image.
+    pub allowed_images: Option<Vec<String>>,
+    /// Upstream Flux installation the Flux controllers' prerequisites are read from.
+    pub flux_install: PathBuf,
+    /// `values.schema.json` per chart name, for charts that publish one.
+    pub chart_schemas: BTreeMap<String, PathBuf>,
 }
 
 impl Behaviour {
@@ -44,6 +56,9 @@ impl Behaviour {
             flux_ready: d,
             argo_healthy: d,
             cni_daemonset: Some(("kube-system".into(), "cilium".into())),
+            allowed_images: None,
+            flux_install: super::flux::default_install_path(),
+            chart_schemas: [("cilium".to_owned(), super::shared_path("cilium/values.schema.json"))].into(),
         }
     }
 }
@@ -56,32 +71,42 @@ impl Default for Behaviour {
 
 type Key = (GroupResource, String, String);
 
-/// When each object's pending transition is due, by (key, generation).
+/// When each object's pending transition is due, by (key, generation); and the controllers' memory.
 #[derive(Default)]
-pub struct Timers(HashMap<Key, (i64, Instant)>);
+pub struct Timers {
+    due: HashMap<Key, (i64, Instant)>,
+    /// The earliest deadline a pass found still pending.
+    next: Option<Instant>,
+    /// Workloads whose pods admission refused, with the message.
+    pub(crate) failed_creates: HashMap<(String, String, String), String>,
+}
 
 impl Timers {
-    fn due(&mut self, key: Key, generation: i64, delay: Duration, now: Instant) -> bool {
-        let entry = self.0.entry(key).or_insert((generation, now + delay));
+    pub(crate) fn due(&mut self, key: Key, generation: i64, delay: Duration, now: Instant) -> bool {
+        let entry = self.due.entry(key).or_insert((generation, now + delay));
         if entry.0 != generation {
             *entry = (generation, now + delay);
         }
-        now >= entry.1
+        let due = now >= entry.1;
+        if !due {
+            self.next = Some(self.next.map_or(entry.1, |n| n.min(entry.1)));
+        }
+        due
     }
 }
 
-fn held(o: &Value) -> bool {
+pub(crate) fn held(o: &Value) -> bool {
     o.pointer("/metadata/annotations")
         .and_then(|a| a.get(HOLD_ANNOTATION))
         .is_some_and(|v| v == "true")
 }
 
-fn generation(o: &Value) -> i64 {
+pub(crate) fn generation(o: &Value) -> i64 {
     o.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1)
 }
 
 /// Status without timestamps, to compare an existing status with a target.
-fn timeless(v: &Value) -> Value {
+pub(crate) fn timeless(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
             m.iter()
@@ -94,7 +119,7 @@ fn timeless(v: &Value) -> Value {
     }
 }
 
-fn key_of(gr: &GroupResource, o: &Value) -> Key {
+pub(crate) fn key_of(gr: &GroupResource, o: &Value) -> Key {
     (
         gr.clone(),
         o["metadata"]["namespace"].as_str().unwrap_or_default().to_owned(),
@@ -102,35 +127,64 @@ fn key_of(gr: &GroupResource, o: &Value) -> Key {
     )
 }
 
-fn cond(t: &str, s: &str, reason: &str, message: &str) -> Value {
+pub(crate) fn cond(t: &str, s: &str, reason: &str, message: &str) -> Value {
     json!({"type": t, "status": s, "reason": reason, "message": message, "lastTransitionTime": now_rfc3339()})
 }
 
-/// Runs the controllers every 20 ms until the simulator stops.
+/// Runs the controllers every 20 ms until the simulator stops; a tick with nothing new (no write
+/// since the last pass, no deadline reached, the same behaviour) is skipped.
 pub(crate) async fn run(shared: Arc<Shared>) {
     let mut timers = Timers::default();
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last: Option<(u64, Behaviour)> = None;
     loop {
         tick.tick().await;
         let behaviour = shared.behaviour.lock().expect("behaviour lock").clone();
         let mut store = shared.store.lock().expect("store lock");
-        reconcile(&mut store, &behaviour, &mut timers, Instant::now());
+        let now = Instant::now();
+        let idle = last
+            .as_ref()
+            .is_some_and(|(rv, b)| *rv == store.resource_version() && *b == behaviour)
+            && timers.next.is_none_or(|n| now < n);
+        if idle {
+            continue;
+        }
+        timers.next = None;
+        reconcile(&mut store, &behaviour, &mut timers, now);
+        last = Some((store.resource_version(), behaviour));
     }
 }
 
 /// One pass of every simulated controller.
 pub fn reconcile(store: &mut Store, b: &Behaviour, timers: &mut Timers, now: Instant) {
-    super::helm::install(store);
-    let mut writes: Vec<(GroupResource, Value)> = vec![];
-    let set_status = |gr: &GroupResource, o: &Value, status: Value, writes: &mut Vec<(GroupResource, Value)>| {
-        if timeless(&o["status"]) != timeless(&status) {
-            let mut n = o.clone();
-            n["status"] = status;
-            writes.push((gr.clone(), n));
-        }
-    };
+    super::workloads::default_service_accounts(store);
+    crds(store, b, timers, now);
+    super::flux::reconcile(store, b, &mut |gr, o| {
+        timers.due(key_of(gr, o), generation(o), b.flux_ready, now)
+    });
+    let net = super::kubelet::network_ready_nodes(store, b);
+    super::kubelet::nodes(store, b, net.as_ref(), timers, now);
+    super::workloads::sync_pods(store, &mut timers.failed_creates);
+    super::scheduler::run(store);
+    let crash = |s: &Store, p: &Value| super::flux::crash_reason(s, b, p);
+    super::kubelet::pods(store, b, net.as_ref(), &crash, timers, now);
+    for (gr, o) in super::workloads::statuses(store, &timers.failed_creates) {
+        store.put(&gr, o);
+    }
+    argo(store, b, timers, now);
+}
 
+fn set_status(gr: &GroupResource, o: &Value, status: Value, writes: &mut Vec<(GroupResource, Value)>) {
+    if timeless(&o["status"]) != timeless(&status) {
+        let mut n = o.clone();
+        n["status"] = status;
+        writes.push((gr.clone(), n));
+    }
+}
+
+fn crds(store: &mut Store, b: &Behaviour, timers: &mut Timers, now: Instant) {
+    let mut writes: Vec<(GroupResource, Value)> = vec![];
     let crds = GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions");
     for o in store.list(&crds, None) {
         let ready = !held(o) && timers.due(key_of(&crds, o), generation(o), b.crd_established, now);
@@ -142,132 +196,32 @@ pub fn reconcile(store: &mut Store, b: &Behaviour, timers: &mut Timers, now: Ins
             .filter(|v| v["storage"] == true)
             .map(|v| v["name"].clone())
             .collect();
-        let status = if ready {
-            json!({
-                "conditions": [
-                    cond("NamesAccepted", "True", "NoConflicts", "no conflicts found"),
-                    cond("Established", "True", "InitialNamesAccepted", "the initial names have been accepted"),
-                ],
-                "acceptedNames": o["spec"]["names"], "storedVersions": storage,
-            })
+        let established = if ready {
+            cond("Established", "True", "InitialNamesAccepted", "the initial names have been accepted")
         } else {
-            json!({
-                "conditions": [
-                    cond("NamesAccepted", "True", "NoConflicts", "no conflicts found"),
-                    cond("Established", "False", "Installing", "the initial names have been accepted"),
-                ],
-                "acceptedNames": o["spec"]["names"], "storedVersions": storage,
-            })
+            cond("Established", "False", "Installing", "the initial names have been accepted")
         };
+        let status = json!({
+            "conditions": [cond("NamesAccepted", "True", "NoConflicts", "no conflicts found"), established],
+            "acceptedNames": o["spec"]["names"], "storedVersions": storage,
+        });
         set_status(&crds, o, status, &mut writes);
     }
-
-    let deployments = GroupResource::new("apps", "deployments");
-    for o in store.list(&deployments, None) {
-        let n = o.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
-        let g = generation(o);
-        let ready = !held(o) && timers.due(key_of(&deployments, o), g, b.deployment_available, now);
-        let status = if ready {
-            json!({"observedGeneration": g, "replicas": n, "updatedReplicas": n, "readyReplicas": n, "availableReplicas": n,
-            "conditions": [
-                cond("Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability."),
-                cond("Progressing", "True", "NewReplicaSetAvailable", "ReplicaSet has successfully progressed."),
-            ]})
-        } else {
-            json!({"observedGeneration": g, "replicas": n, "updatedReplicas": n, "unavailableReplicas": n,
-            "conditions": [
-                cond("Available", "False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability."),
-                cond("Progressing", "True", "ReplicaSetUpdated", "ReplicaSet is progressing."),
-            ]})
-        };
-        set_status(&deployments, o, status, &mut writes);
+    for (gr, o) in writes {
+        store.put(&gr, o);
     }
+}
 
-    let nodes = GroupResource::new("", "nodes");
-    let node_count = store.list(&nodes, None).count() as i64;
-    let daemonsets = GroupResource::new("apps", "daemonsets");
-    let mut cni_available = b.cni_daemonset.is_none();
-    for o in store.list(&daemonsets, None) {
-        let g = generation(o);
-        let ready = !held(o) && timers.due(key_of(&daemonsets, o), g, b.daemonset_available, now);
-        let d = node_count;
-        let status = if ready {
-            json!({"observedGeneration": g, "desiredNumberScheduled": d, "currentNumberScheduled": d,
-                   "updatedNumberScheduled": d, "numberReady": d, "numberAvailable": d, "numberMisscheduled": 0})
-        } else {
-            json!({"observedGeneration": g, "desiredNumberScheduled": d, "currentNumberScheduled": d,
-                   "updatedNumberScheduled": d, "numberReady": 0, "numberUnavailable": d, "numberMisscheduled": 0})
-        };
-        let is_cni = b
-            .cni_daemonset
-            .as_ref()
-            .is_some_and(|(ns, name)| o["metadata"]["namespace"] == json!(ns) && o["metadata"]["name"] == json!(name));
-        if is_cni && ready {
-            cni_available = true;
-        }
-        set_status(&daemonsets, o, status, &mut writes);
+fn argo(store: &mut Store, b: &Behaviour, timers: &mut Timers, now: Instant) {
+    let gr = GroupResource::new("argoproj.io", "applications");
+    let mut writes: Vec<(GroupResource, Value)> = vec![];
+    for o in store.list(&gr, None) {
+        let ready = !held(o) && timers.due(key_of(&gr, o), generation(o), b.argo_healthy, now);
+        let mut status = if o["status"].is_object() { o["status"].clone() } else { json!({}) };
+        status["health"] = json!({"status": if ready { "Healthy" } else { "Progressing" }});
+        status["sync"] = json!({"status": if ready { "Synced" } else { "OutOfSync" }});
+        set_status(&gr, o, status, &mut writes);
     }
-
-    for o in store.list(&nodes, None) {
-        // The timer starts when the network is there: generation 0 before, 1 after.
-        let key = key_of(&nodes, o);
-        let ready = cni_available && !held(o) && timers.due(key, 1, b.node_ready, now);
-        let mut status = o["status"].clone();
-        let mut conditions: Vec<Value> = status["conditions"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|c| c["type"] != "Ready")
-            .collect();
-        conditions.push(if ready {
-            cond("Ready", "True", "KubeletReady", "kubelet is posting ready status")
-        } else {
-            cond(
-                "Ready",
-                "False",
-                "KubeletNotReady",
-                "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized",
-            )
-        });
-        status["conditions"] = Value::Array(conditions);
-        set_status(&nodes, o, status, &mut writes);
-    }
-
-    for gr in store.resources() {
-        let flux = gr.group.ends_with(".toolkit.fluxcd.io");
-        let argo = gr.group == "argoproj.io" && gr.resource == "applications";
-        if !flux && !argo {
-            continue;
-        }
-        for o in store.list(&gr, None) {
-            let g = generation(o);
-            let delay = if flux { b.flux_ready } else { b.argo_healthy };
-            let ready = !held(o) && timers.due(key_of(&gr, o), g, delay, now);
-            let mut status = o["status"].clone();
-            if !status.is_object() {
-                status = json!({});
-            }
-            if flux {
-                status["observedGeneration"] = json!(g);
-                status["conditions"] = json!([if ready {
-                    cond(
-                        "Ready",
-                        "True",
-                        "ReconciliationSucceeded",
-                        "Applied revision: main@sha1:0000000",
-                    )
-                } else {
-                    cond("Ready", "Unknown", "Progressing", "reconciliation in progress")
-                }]);
-            } else {
-                status["health"] = json!({"status": if ready { "Healthy" } else { "Progressing" }});
-                status["sync"] = json!({"status": if ready { "Synced" } else { "OutOfSync" }});
-            }
-            set_status(&gr, o, status, &mut writes);
-        }
-    }
-
     for (gr, o) in writes {
         store.put(&gr, o);
     }

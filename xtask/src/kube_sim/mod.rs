@@ -13,18 +13,27 @@
 //! ```
 
 mod api;
+pub mod charts;
 pub mod cli;
 pub mod controllers;
+pub mod events;
 pub mod faults;
+pub mod flux;
 pub mod helm;
+pub mod kubelet;
 pub mod resources;
+pub mod scheduler;
 pub mod selector;
 pub mod ssa;
 pub mod store;
+#[cfg(test)]
+mod strict_tests;
 pub mod tls;
+pub mod workloads;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
@@ -74,12 +83,27 @@ impl Default for SimOptions {
     }
 }
 
+/// Reference material in `shared/` beside the workspace (or beside a worktree's parent):
+/// `<dir>/shared/<rel>` for the first ancestor that has it, else `<workspace>/../shared/<rel>`.
+pub fn shared_path(rel: &str) -> PathBuf {
+    let xtask = Path::new(env!("CARGO_MANIFEST_DIR"));
+    xtask
+        .ancestors()
+        .skip(1)
+        .take(3)
+        .map(|a| a.join("shared").join(rel))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| xtask.join("../../shared").join(rel))
+}
+
 /// A Node to register, as a kubelet would.
 #[derive(Clone, Debug, Default)]
 pub struct NodeRegistration {
     pub name: String,
     pub internal_ip: Option<IpAddr>,
     pub labels: BTreeMap<String, String>,
+    /// `(key, value, effect)`, as `--register-with-taints` (or Talos' `machine.nodeTaints`) sets them.
+    pub taints: Vec<(String, String, String)>,
 }
 
 /// A running simulator; stops (closing every connection) when dropped.
@@ -148,6 +172,16 @@ impl KubeSim {
                            "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}),
                 );
             }
+            // Upstream: kube-apiserver's RBAC bootstrap policy (plugin/pkg/auth/authorizer/rbac/bootstrappolicy)
+            // creates the cluster-admin ClusterRole at start.
+            store.put(
+                &GroupResource::new("rbac.authorization.k8s.io", "clusterroles"),
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                       "metadata": {"name": "cluster-admin", "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
+                                    "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}},
+                       "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+                                 {"nonResourceURLs": ["*"], "verbs": ["*"]}]}),
+            );
         }
         let serve = tokio::spawn(serve(listener, acceptor, shared.clone()));
         let ctrl = tokio::spawn(controllers::run(shared.clone()));
@@ -194,7 +228,7 @@ impl KubeSim {
         tls::kubeconfig("sim", &self.url, &self.tls.ca_cert_pem, user, cert)
     }
 
-    /// Registers a Node (NotReady until the CNI DaemonSet is available).
+    /// Registers a Node (NotReady until a CNI runs on it).
     pub fn register_node(&self, name: &str) {
         self.register(NodeRegistration {
             name: name.to_owned(),
@@ -225,6 +259,23 @@ impl KubeSim {
                               "operatingSystem": "linux", "architecture": "amd64"}}})
         });
         obj["metadata"]["labels"] = json!(labels);
+        let mut taints: Vec<Value> = node
+            .taints
+            .iter()
+            .map(|(key, value, effect)| match value.as_str() {
+                "" => json!({"key": key, "effect": effect}),
+                v => json!({"key": key, "value": v, "effect": effect}),
+            })
+            .collect();
+        taints.extend(
+            obj.pointer("/spec/taints")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|t| t["key"] == "node.kubernetes.io/not-ready")
+                .cloned(),
+        );
+        obj["spec"]["taints"] = Value::Array(taints);
         obj["status"]["addresses"] = Value::Array(addresses);
         store.put(&gr, obj);
     }

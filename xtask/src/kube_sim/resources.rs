@@ -57,6 +57,8 @@ const BUILTINS: &[(&str, &str, &str, &str, bool, bool)] = &[
     ("", "v1", "Endpoints", "endpoints", true, false),
     ("", "v1", "Event", "events", true, false),
     ("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", true, true),
+    // Upstream: kubernetes/api core/v1 ResourceQuota (namespaced, with a status subresource).
+    ("", "v1", "ResourceQuota", "resourcequotas", true, true),
     ("apps", "v1", "Deployment", "deployments", true, true),
     ("apps", "v1", "DaemonSet", "daemonsets", true, true),
     ("apps", "v1", "StatefulSet", "statefulsets", true, true),

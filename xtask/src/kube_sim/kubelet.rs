@@ -1,0 +1,387 @@
+//! The kubelets and the node lifecycle controller, simulated. A Node is Ready
+//! once a CNI runs on it (the CNI DaemonSet's pod Ready there, or the
+//! distribution's built-in one) and carries the `node.kubernetes.io/not-ready`
+//! taints until then. A pod bound to a node starts only when its volumes'
+//! Secrets and ConfigMaps exist, the node's network is up (unless
+//! `hostNetwork`), its images may be pulled and its environment resolves;
+//! otherwise it waits with the reason a kubelet reports.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::controllers::{Behaviour, Timers, cond, held, key_of, timeless};
+use super::events;
+use super::resources::GroupResource;
+use super::store::{Store, now_rfc3339};
+use super::workloads::{pod_ready, pods_gr};
+
+/// Upstream: the CNI plugin's "not initialized" text as containerd reports it through the kubelet.
+const NETWORK_NOT_READY: &str = "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized";
+
+/// Nodes where the pod network is up: every node when the distribution brings its own CNI
+/// (`cni_daemonset: None`, e.g. k3s's flannel), else the nodes where the CNI DaemonSet's pod is Ready.
+pub fn network_ready_nodes(store: &Store, b: &Behaviour) -> Option<HashSet<String>> {
+    let (ns, ds) = b.cni_daemonset.as_ref()?;
+    Some(
+        store
+            .list(&pods_gr(), Some(ns))
+            .filter(|p| {
+                p.pointer("/metadata/ownerReferences/0")
+                    .is_some_and(|r| r["kind"] == "DaemonSet" && r["name"] == json!(ds))
+            })
+            .filter(|p| pod_ready(p))
+            .filter_map(|p| p.pointer("/spec/nodeName").and_then(Value::as_str).map(str::to_owned))
+            .collect(),
+    )
+}
+
+/// Node conditions and taints. Upstream: pkg/controller/nodelifecycle (TaintNodesByCondition:
+/// `node.kubernetes.io/not-ready:NoSchedule` while Ready is not True; taint-based eviction adds the
+/// NoExecute one), and the kubelet's Ready condition with the runtime's network status.
+pub fn nodes(store: &mut Store, b: &Behaviour, net: Option<&HashSet<String>>, timers: &mut Timers, now: Instant) {
+    let gr = GroupResource::new("", "nodes");
+    let mut writes = vec![];
+    for o in store.list(&gr, None) {
+        let name = o["metadata"]["name"].as_str().unwrap_or_default();
+        let network = net.is_none_or(|n| n.contains(name));
+        // The timer starts when the network is there: generation 0 before, 1 after.
+        let ready = network && !held(o) && timers.due(key_of(&gr, o), 1, b.node_ready, now);
+        let mut n = o.clone();
+        let mut conditions: Vec<Value> = o
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c["type"] != "Ready")
+            .collect();
+        conditions.push(if ready {
+            cond("Ready", "True", "KubeletReady", "kubelet is posting ready status")
+        } else {
+            cond("Ready", "False", "KubeletNotReady", NETWORK_NOT_READY)
+        });
+        n["status"]["conditions"] = Value::Array(conditions);
+        let mut taints: Vec<Value> = o
+            .pointer("/spec/taints")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| t["key"] != "node.kubernetes.io/not-ready")
+            .collect();
+        if !ready {
+            taints.push(json!({"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}));
+            taints.push(json!({"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}));
+        }
+        n["spec"]["taints"] = Value::Array(taints);
+        if timeless(&n) != timeless(o) {
+            writes.push(n);
+        }
+    }
+    for n in writes {
+        store.put(&gr, n);
+    }
+}
+
+/// What keeps a bound pod's containers from running.
+struct Waiting {
+    reason: &'static str,
+    message: String,
+    /// `(event reason, message)`.
+    event: Option<(&'static str, String)>,
+    /// A container that started and exited (CrashLoopBackOff): its termination message.
+    crashed: Option<String>,
+}
+
+fn optional(r: &Value) -> bool {
+    r["optional"] == true
+}
+
+/// Upstream: pkg/kubelet/volumemanager: a secret/configMap volume (or projected source) whose
+/// object is missing fails `MountVolume.SetUp` and the pod stays ContainerCreating.
+fn missing_volume(store: &Store, ns: &str, spec: &Value) -> Option<String> {
+    let secrets = GroupResource::new("", "secrets");
+    let cms = GroupResource::new("", "configmaps");
+    for v in spec["volumes"].as_array().into_iter().flatten() {
+        let vol = v["name"].as_str().unwrap_or_default();
+        let mut refs: Vec<(&str, &Value)> = vec![];
+        if v["secret"].is_object() {
+            refs.push(("secret", &v["secret"]));
+        }
+        if v["configMap"].is_object() {
+            refs.push(("configmap", &v["configMap"]));
+        }
+        for s in v.pointer("/projected/sources").and_then(Value::as_array).into_iter().flatten() {
+            if s["secret"].is_object() {
+                refs.push(("secret", &s["secret"]));
+            }
+            if s["configMap"].is_object() {
+                refs.push(("configmap", &s["configMap"]));
+            }
+        }
+        for (kind, r) in refs {
+            let name = r["secretName"].as_str().or_else(|| r["name"].as_str()).unwrap_or_default();
+            let gr = if kind == "secret" { &secrets } else { &cms };
+            if !optional(r) && store.get(gr, ns, name).is_none() {
+                return Some(format!(
+                    "MountVolume.SetUp failed for volume \"{vol}\" : {kind} \"{name}\" not found"
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// Upstream: pkg/kubelet/kubelet_pods.go `makeEnvironmentVariables`: a missing non-optional Secret or
+/// ConfigMap (or key) referenced by `envFrom` or `env[].valueFrom` is a CreateContainerConfigError.
+fn env_error(store: &Store, ns: &str, container: &Value) -> Option<String> {
+    let get = |kind: &str, name: &str| {
+        let gr = GroupResource::new("", if kind == "Secret" { "secrets" } else { "configmaps" });
+        store.get(&gr, ns, name).cloned()
+    };
+    for from in container["envFrom"].as_array().into_iter().flatten() {
+        for (field, kind, word) in [("secretRef", "Secret", "secret"), ("configMapRef", "ConfigMap", "configmap")] {
+            let r = &from[field];
+            if let Some(name) = r["name"].as_str()
+                && !optional(r)
+                && get(kind, name).is_none()
+            {
+                return Some(format!("{word} \"{name}\" not found"));
+            }
+        }
+    }
+    for env in container["env"].as_array().into_iter().flatten() {
+        for (field, kind, word) in [
+            ("secretKeyRef", "Secret", "secret"),
+            ("configMapKeyRef", "ConfigMap", "configmap"),
+        ] {
+            let r = &env["valueFrom"][field];
+            let Some(name) = r["name"].as_str() else { continue };
+            if optional(r) {
+                continue;
+            }
+            let key = r["key"].as_str().unwrap_or_default();
+            match get(kind, name) {
+                None => return Some(format!("{word} \"{name}\" not found")),
+                Some(o) if o["data"].get(key).is_none() && o["binaryData"].get(key).is_none() => {
+                    return Some(format!("couldn't find key {key} in {kind} {ns}/{name}"));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    None
+}
+
+fn containers(spec: &Value) -> impl Iterator<Item = &Value> {
+    spec["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(spec["containers"].as_array().into_iter().flatten())
+}
+
+/// Why `pod` (bound to a node) cannot run its containers, checked in the kubelet's order.
+fn waiting(
+    store: &Store,
+    b: &Behaviour,
+    pod: &Value,
+    network_up: bool,
+    crash: &dyn Fn(&Store, &Value) -> Option<String>,
+) -> Option<Waiting> {
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default();
+    let spec = &pod["spec"];
+    if let Some(msg) = missing_volume(store, ns, spec) {
+        return Some(Waiting {
+            reason: "ContainerCreating",
+            message: String::new(),
+            event: Some(("FailedMount", msg)),
+            crashed: None,
+        });
+    }
+    if spec["hostNetwork"] != true && !network_up {
+        // Upstream: pkg/kubelet/kubelet.go syncPod: "network is not ready: ..." (event NetworkNotReady).
+        return Some(Waiting {
+            reason: "ContainerCreating",
+            message: String::new(),
+            event: Some(("NetworkNotReady", format!("network is not ready: {NETWORK_NOT_READY}"))),
+            crashed: None,
+        });
+    }
+    if let Some(allowed) = &b.allowed_images
+        && let Some(image) = containers(spec)
+            .filter_map(|c| c["image"].as_str())
+            .find(|i| !allowed.iter().any(|p| i.starts_with(p.as_str())))
+    {
+        // Upstream: pkg/kubelet/images: ErrImagePull on the first failure, then ImagePullBackOff.
+        let before = pod.pointer("/status/containerStatuses/0/state/waiting/reason").and_then(Value::as_str);
+        let backoff = matches!(before, Some("ErrImagePull" | "ImagePullBackOff"));
+        let pull = format!(
+            "failed to pull and unpack image \"{image}\": the simulated nodes may pull only from {}",
+            allowed.join(", ")
+        );
+        return Some(Waiting {
+            reason: if backoff { "ImagePullBackOff" } else { "ErrImagePull" },
+            message: if backoff { format!("Back-off pulling image \"{image}\"") } else { pull.clone() },
+            event: Some(("Failed", format!("Failed to pull image \"{image}\": {pull}"))),
+            crashed: None,
+        });
+    }
+    if let Some(msg) = containers(spec).find_map(|c| env_error(store, ns, c)) {
+        return Some(Waiting {
+            reason: "CreateContainerConfigError",
+            message: msg.clone(),
+            event: Some(("Failed", format!("Error: {msg}"))),
+            crashed: None,
+        });
+    }
+    if let Some(msg) = crash(store, pod) {
+        let c = spec.pointer("/containers/0/name").and_then(Value::as_str).unwrap_or_default();
+        let pod_name = pod["metadata"]["name"].as_str().unwrap_or_default();
+        let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
+        // Upstream: pkg/kubelet/kuberuntime: "back-off 10s restarting failed container=... pod=..._...(uid)".
+        return Some(Waiting {
+            reason: "CrashLoopBackOff",
+            message: format!("back-off 10s restarting failed container={c} pod={pod_name}_{ns}({uid})"),
+            event: Some(("BackOff", "Back-off restarting failed container".into())),
+            crashed: Some(msg),
+        });
+    }
+    None
+}
+
+fn pod_ip(pod: &Value, node: &Value) -> String {
+    if pod["spec"]["hostNetwork"] == true {
+        return node_ip_of(node);
+    }
+    let h = pod["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .bytes()
+        .fold(0u32, |a, c| a.wrapping_mul(31).wrapping_add(c.into()));
+    format!("10.244.{}.{}", (h >> 8) % 250, h % 250 + 2)
+}
+
+/// The ready delay of a pod: its owner kind's.
+fn ready_delay(b: &Behaviour, pod: &Value) -> Duration {
+    match pod.pointer("/metadata/ownerReferences/0/kind").and_then(Value::as_str) {
+        Some("DaemonSet") => b.daemonset_available,
+        _ => b.deployment_available,
+    }
+}
+
+/// Status of every bound pod, as its node's kubelet reports it.
+pub fn pods(
+    store: &mut Store,
+    b: &Behaviour,
+    net: Option<&HashSet<String>>,
+    crash: &dyn Fn(&Store, &Value) -> Option<String>,
+    timers: &mut Timers,
+    now: Instant,
+) {
+    let nodes = GroupResource::new("", "nodes");
+    let mut writes = vec![];
+    let mut evs = vec![];
+    for p in store.list(&pods_gr(), None) {
+        let Some(node_name) = p.pointer("/spec/nodeName").and_then(Value::as_str) else {
+            continue;
+        };
+        let Some(node) = store.get(&nodes, "", node_name) else { continue };
+        let network_up = net.is_none_or(|n| n.contains(node_name));
+        let wait = waiting(store, b, p, network_up, crash);
+        let key = key_of(&pods_gr(), p);
+        let running = wait.is_none() || wait.as_ref().is_some_and(|w| w.crashed.is_some());
+        let ready = wait.is_none() && timers.due(key, 1, ready_delay(b, p), now);
+        let started_at = p
+            .pointer("/status/startTime")
+            .cloned()
+            .unwrap_or_else(|| json!(now_rfc3339()));
+        let statuses: Vec<Value> = p["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                let mut s = json!({"name": c["name"], "image": c["image"], "imageID": "", "ready": ready,
+                                   "started": wait.is_none(), "restartCount": 0});
+                match &wait {
+                    None => s["state"] = json!({"running": {"startedAt": started_at}}),
+                    Some(w) => {
+                        s["state"] = json!({"waiting": {"reason": w.reason}});
+                        if !w.message.is_empty() {
+                            s["state"]["waiting"]["message"] = json!(w.message);
+                        }
+                        if let Some(m) = &w.crashed {
+                            s["restartCount"] = json!(1);
+                            s["lastState"] = json!({"terminated": {"exitCode": 1, "reason": "Error", "message": m}});
+                        }
+                    }
+                }
+                s
+            })
+            .collect();
+        let t = |ok: bool| if ok { "True" } else { "False" };
+        let mut ready_cond = json!({"type": "Ready", "status": t(ready)});
+        let mut cr_cond = json!({"type": "ContainersReady", "status": t(ready)});
+        if !ready {
+            let names: Vec<&str> = p["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["name"].as_str())
+                .collect();
+            let msg = format!("containers with unready status: [{}]", names.join(" "));
+            for c in [&mut ready_cond, &mut cr_cond] {
+                c["reason"] = json!("ContainersNotReady");
+                c["message"] = json!(msg);
+            }
+        }
+        let ip = pod_ip(p, node);
+        let mut status = json!({
+            "phase": if running { "Running" } else { "Pending" },
+            "qosClass": p["status"]["qosClass"].as_str().unwrap_or("BestEffort"),
+            "conditions": [
+                {"type": "PodReadyToStartContainers", "status": t(wait.as_ref().is_none_or(|w| w.reason != "ContainerCreating"))},
+                {"type": "Initialized", "status": "True"},
+                ready_cond, cr_cond,
+                {"type": "PodScheduled", "status": "True"},
+            ],
+            "hostIP": node_ip_of(node), "hostIPs": [{"ip": node_ip_of(node)}],
+            "startTime": started_at, "containerStatuses": statuses,
+        });
+        if wait.as_ref().is_none_or(|w| w.reason != "ContainerCreating") {
+            status["podIP"] = json!(ip);
+            status["podIPs"] = json!([{"ip": ip}]);
+        }
+        if let Some((reason, msg)) = wait.and_then(|w| w.event) {
+            evs.push((
+                p["metadata"]["namespace"].as_str().unwrap_or_default().to_owned(),
+                p["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
+                reason,
+                msg,
+            ));
+        }
+        if timeless(&p["status"]) != timeless(&status) {
+            let mut n = p.clone();
+            n["status"] = status;
+            writes.push(n);
+        }
+    }
+    for n in writes {
+        store.put(&pods_gr(), n);
+    }
+    for (ns, name, reason, msg) in evs {
+        events::warn(store, ("Pod", &ns, &name), reason, &msg);
+    }
+}
+
+fn node_ip_of(node: &Value) -> String {
+    node.pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .and_then(|a| a.iter().find(|x| x["type"] == "InternalIP"))
+        .and_then(|x| x["address"].as_str())
+        .unwrap_or("127.0.0.1")
+        .to_owned()
+}
