@@ -116,6 +116,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         let behaviour = shared.behaviour.lock().expect("behaviour lock").clone();
         let mut store = shared.store.lock().expect("store lock");
         reconcile(&mut store, &behaviour, &mut timers, Instant::now());
+        super::lifecycle::reconcile(&mut store);
     }
 }
 

@@ -12,16 +12,22 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admit;
 mod api;
 pub mod cli;
 pub mod controllers;
+pub mod decode;
 pub mod faults;
+pub mod field;
 pub mod helm;
+pub mod lifecycle;
 pub mod resources;
+pub mod schema;
 pub mod selector;
 pub mod ssa;
 pub mod store;
 pub mod tls;
+pub mod validate;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
