@@ -72,7 +72,8 @@ impl Raw {
     }
 
     async fn post(&self, path: &str, body: &Value) -> Answer {
-        self.send("POST", path, "application/json", Some(body.to_string())).await
+        self.send("POST", path, "application/json", Some(body.to_string()))
+            .await
     }
 
     async fn put(&self, path: &str, body: &Value) -> Answer {
@@ -149,7 +150,11 @@ async fn strict_field_validation_refuses_unknown_and_duplicate_fields_with_their
         a.body["message"],
         r#"Deployment in version "v1" cannot be handled as a Deployment: strict decoding error: duplicate field "spec.paused", unknown field "spec.foo", unknown field "spec.template.spec.containers[0].bogus""#
     );
-    assert_eq!(raw.get(&format!("{DEPLOYMENTS}/strict")).await.code, 404, "nothing stored");
+    assert_eq!(
+        raw.get(&format!("{DEPLOYMENTS}/strict")).await.code,
+        404,
+        "nothing stored"
+    );
 }
 
 #[tokio::test]
@@ -190,7 +195,11 @@ async fn ignore_drops_unknown_fields_silently_and_bad_directives_are_refused() {
         .await;
     assert_eq!(a.code, 201);
     assert!(a.warnings.is_empty(), "{:?}", a.warnings);
-    assert!(sim.object("apps", "deployments", "default", "ignored").unwrap()["spec"].get("foo").is_none());
+    assert!(
+        sim.object("apps", "deployments", "default", "ignored").unwrap()["spec"]
+            .get("foo")
+            .is_none()
+    );
 
     let bad = raw
         .post(&format!("{DEPLOYMENTS}?fieldValidation=strict"), &deployment("x"))
@@ -253,13 +262,18 @@ async fn deployment_rules_answer_422_with_causes() {
             "POST",
             DEPLOYMENTS,
             "application/json",
-            Some(deployment("typed").to_string().replace(r#""spec":{"#, r#""spec":{"replicas":"three","#)),
+            Some(
+                deployment("typed")
+                    .to_string()
+                    .replace(r#""spec":{"#, r#""spec":{"replicas":"three","#),
+            ),
         )
         .await;
     assert_eq!(bad_type.code, 400);
     let msg = bad_type.body["message"].as_str().unwrap();
     assert!(
-        msg.starts_with(r#"Deployment in version "v1" cannot be handled as a Deployment: "#) && msg.contains("spec.replicas"),
+        msg.starts_with(r#"Deployment in version "v1" cannot be handled as a Deployment: "#)
+            && msg.contains("spec.replicas"),
         "{msg}"
     );
 }
@@ -292,7 +306,10 @@ async fn secret_and_configmap_contents_are_checked() {
 async fn object_names_follow_upstream_rules() {
     let (_sim, raw) = start().await;
     let ns = raw
-        .post("/api/v1/namespaces", &json!({"apiVersion":"v1","kind":"Namespace","metadata":{"name":"a.b"}}))
+        .post(
+            "/api/v1/namespaces",
+            &json!({"apiVersion":"v1","kind":"Namespace","metadata":{"name":"a.b"}}),
+        )
         .await;
     assert_eq!(ns.code, 422);
     assert_eq!(
@@ -311,7 +328,12 @@ async fn object_names_follow_upstream_rules() {
     let cm = json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"Bad_Name"}});
     let a = raw.post("/api/v1/namespaces/default/configmaps", &cm).await;
     assert_eq!(a.code, 422);
-    assert!(a.body["message"].as_str().unwrap().contains("a lowercase RFC 1123 subdomain"));
+    assert!(
+        a.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("a lowercase RFC 1123 subdomain")
+    );
     let ok = json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"good.name-1"}});
     assert_eq!(raw.post("/api/v1/namespaces/default/configmaps", &ok).await.code, 201);
 }
@@ -337,7 +359,12 @@ async fn a_stale_resource_version_is_a_conflict() {
     // A merge patch carrying a resourceVersion is a precondition too.
     let patch = json!({"metadata":{"resourceVersion": first["metadata"]["resourceVersion"]},"data":{"level":"warn"}});
     let a = raw
-        .send("PATCH", &format!("{cms}/settings"), "application/merge-patch+json", Some(patch.to_string()))
+        .send(
+            "PATCH",
+            &format!("{cms}/settings"),
+            "application/merge-patch+json",
+            Some(patch.to_string()),
+        )
         .await;
     assert_eq!(a.code, 409);
 }
@@ -354,12 +381,19 @@ async fn immutable_fields_are_refused_on_update() {
         .await;
     assert_eq!(a.code, 422);
     assert_eq!(a.body["details"]["causes"][0]["field"], "spec.selector");
-    assert!(a.body["message"].as_str().unwrap().ends_with("field is immutable"), "{}", a.body);
+    assert!(
+        a.body["message"].as_str().unwrap().ends_with("field is immutable"),
+        "{}",
+        a.body
+    );
 
     let cms = "/api/v1/namespaces/default/configmaps";
-    let cm = json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"frozen"},"immutable":true,"data":{"a":"1"}});
+    let cm =
+        json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"frozen"},"immutable":true,"data":{"a":"1"}});
     assert_eq!(raw.post(cms, &cm).await.code, 201);
-    let a = raw.update(&format!("{cms}/frozen"), |c| c["data"]["a"] = json!("2")).await;
+    let a = raw
+        .update(&format!("{cms}/frozen"), |c| c["data"]["a"] = json!("2"))
+        .await;
     assert_eq!(a.code, 422);
     assert_eq!(
         a.body["message"],
@@ -383,7 +417,11 @@ async fn immutable_fields_are_refused_on_update() {
 #[tokio::test]
 async fn crd_scope_is_immutable() {
     let (sim, raw) = start().await;
-    install(&sim, &shared("crds/flux/kustomize.toolkit.fluxcd.io_kustomizations.v1.9.0.yaml")).await;
+    install(
+        &sim,
+        &shared("crds/flux/kustomize.toolkit.fluxcd.io_kustomizations.v1.9.0.yaml"),
+    )
+    .await;
     let path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/kustomizations.kustomize.toolkit.fluxcd.io";
     let a = raw.update(path, |crd| crd["spec"]["scope"] = json!("Cluster")).await;
     assert_eq!(a.code, 422);
@@ -398,7 +436,11 @@ const KUSTOMIZATIONS: &str = "/apis/kustomize.toolkit.fluxcd.io/v1/namespaces/de
 #[tokio::test]
 async fn flux_kustomization_is_held_to_its_crd_schema_and_defaulted() {
     let (sim, raw) = start().await;
-    install(&sim, &shared("crds/flux/kustomize.toolkit.fluxcd.io_kustomizations.v1.9.0.yaml")).await;
+    install(
+        &sim,
+        &shared("crds/flux/kustomize.toolkit.fluxcd.io_kustomizations.v1.9.0.yaml"),
+    )
+    .await;
     let no_source = json!({"apiVersion":"kustomize.toolkit.fluxcd.io/v1","kind":"Kustomization",
         "metadata":{"name":"apps"},"spec":{"interval":"ten minutes","prune":"yes"}});
     let a = raw.post(KUSTOMIZATIONS, &no_source).await;
@@ -431,7 +473,10 @@ async fn flux_kustomization_is_held_to_its_crd_schema_and_defaulted() {
     let a = raw.post(KUSTOMIZATIONS, &good).await;
     assert_eq!(a.code, 201, "{}", a.body);
     assert_eq!(a.body["spec"]["force"], false, "the CRD's default is applied");
-    assert_eq!(raw.get(&format!("{KUSTOMIZATIONS}/apps")).await.body["spec"]["force"], false);
+    assert_eq!(
+        raw.get(&format!("{KUSTOMIZATIONS}/apps")).await.body["spec"]["force"],
+        false
+    );
 }
 
 const POOLS: &str = "/apis/cilium.io/v2/ciliumloadbalancerippools";
@@ -482,10 +527,13 @@ async fn namespace_deletion_terminates_waits_for_finalizers_then_removes_it() {
     let ns = json!({"apiVersion":"v1","kind":"Namespace","metadata":{"name":"doomed"}});
     assert_eq!(raw.post("/api/v1/namespaces", &ns).await.code, 201);
     let cms = "/api/v1/namespaces/doomed/configmaps";
-    let held = json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"held","finalizers":["example.com/hold"]}});
+    let held =
+        json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"held","finalizers":["example.com/hold"]}});
     assert_eq!(raw.post(cms, &held).await.code, 201);
 
-    let a = raw.send("DELETE", "/api/v1/namespaces/doomed", "application/json", None).await;
+    let a = raw
+        .send("DELETE", "/api/v1/namespaces/doomed", "application/json", None)
+        .await;
     assert_eq!(a.code, 200);
     assert_eq!(a.body["status"]["phase"], "Terminating");
     assert!(a.body["metadata"]["deletionTimestamp"].is_string());
@@ -523,4 +571,37 @@ async fn namespace_deletion_terminates_waits_for_finalizers_then_removes_it() {
     assert_eq!(a.code, 200);
     assert_eq!(raw.get(&format!("{cms}/held")).await.code, 404);
     assert_eq!(eventually(&raw, "/api/v1/namespaces/doomed", 404).await.code, 404);
+}
+
+const ROUTES: &str = "/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes";
+
+#[tokio::test]
+async fn gateway_api_route_gets_its_defaults_and_its_bounds_enforced() {
+    let (sim, raw) = start().await;
+    install(
+        &sim,
+        &shared("crds/gateway-api-v1.6.1/gateway.networking.k8s.io_httproutes.yaml"),
+    )
+    .await;
+    let route = |port: u32| {
+        json!({"apiVersion":"gateway.networking.k8s.io/v1","kind":"HTTPRoute","metadata":{"name":"web"},
+               "spec":{"parentRefs":[{"name":"gw"}],"rules":[{"backendRefs":[{"name":"web","port":port}]}]}})
+    };
+    let a = raw.post(ROUTES, &route(70000)).await;
+    assert_eq!(a.code, 422);
+    assert_eq!(
+        a.body["message"],
+        r#"HTTPRoute.gateway.networking.k8s.io "web" is invalid: spec.rules[0].backendRefs[0].port: Invalid value: 70000: spec.rules[0].backendRefs[0].port in body should be less than or equal to 65535"#
+    );
+    let a = raw.post(ROUTES, &route(80)).await;
+    assert_eq!(a.code, 201, "{}", a.body);
+    assert!(a.warnings.is_empty(), "{:?}", a.warnings);
+    let spec = &a.body["spec"];
+    assert_eq!(spec["parentRefs"][0]["group"], "gateway.networking.k8s.io");
+    assert_eq!(spec["parentRefs"][0]["kind"], "Gateway");
+    assert_eq!(
+        spec["rules"][0]["matches"],
+        json!([{"path": {"type": "PathPrefix", "value": "/"}}])
+    );
+    assert_eq!(spec["rules"][0]["backendRefs"][0]["weight"], 1);
 }

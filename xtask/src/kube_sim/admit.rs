@@ -42,7 +42,10 @@ pub fn cr_schema(store: &Store, t: &ResourceType) -> Option<Value> {
     let crds = GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions");
     store
         .list(&crds, None)
-        .find(|c| c.pointer("/spec/group") == Some(&Value::from(t.group.as_str())) && c.pointer("/spec/names/plural") == Some(&Value::from(t.plural.as_str())))
+        .find(|c| {
+            c.pointer("/spec/group") == Some(&Value::from(t.group.as_str()))
+                && c.pointer("/spec/names/plural") == Some(&Value::from(t.plural.as_str()))
+        })
         .and_then(|c| schema::version_schema(c, &t.version))
         .cloned()
 }
@@ -78,7 +81,10 @@ pub fn admit(store: &Store, w: &Write, live: Option<&Value>, obj: &mut Value) ->
         None => vec![],
     };
     let mut warnings = vec![];
-    let dup_msgs = w.duplicates.iter().map(|d| format!("duplicate field {}", field::go_quote(d)));
+    let dup_msgs = w
+        .duplicates
+        .iter()
+        .map(|d| format!("duplicate field {}", field::go_quote(d)));
     match w.verb {
         Verb::Apply => {
             if let Some(first) = unknown.first() {
@@ -148,7 +154,9 @@ pub fn admit(store: &Store, w: &Write, live: Option<&Value>, obj: &mut Value) ->
 /// (pkg/registry/core/service/storage `patchAllocatedValues`).
 fn preserve_cluster_ip(live: &Value, obj: &mut Value) {
     let old = live.pointer("/spec/clusterIP").cloned();
-    if obj.pointer("/spec/clusterIP").is_none_or(|v| v.as_str().is_none_or(str::is_empty))
+    if obj
+        .pointer("/spec/clusterIP")
+        .is_none_or(|v| v.as_str().is_none_or(str::is_empty))
         && let Some(ip) = old
         && obj["spec"].is_object()
     {

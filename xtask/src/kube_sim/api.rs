@@ -407,7 +407,6 @@ fn as_served(t: &ResourceType, mut v: Value) -> Value {
     v
 }
 
-
 fn spec_part(v: &Value) -> Value {
     let mut v = v.clone();
     if let Some(o) = v.as_object_mut() {
@@ -923,10 +922,15 @@ fn stale(body: &Value, live: &Value) -> bool {
 /// (k8s.io/apiserver/pkg/storage/names `SimpleNameGenerator`).
 fn generate_name(obj: &mut Value) {
     use rand::Rng;
-    let has_name = obj.pointer("/metadata/name").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+    let has_name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
     if let (false, Some(prefix)) = (
         has_name,
-        obj.pointer("/metadata/generateName").and_then(Value::as_str).map(str::to_owned),
+        obj.pointer("/metadata/generateName")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
     ) {
         const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
         let mut rng = rand::rng();
@@ -939,26 +943,27 @@ fn generate_name(obj: &mut Value) {
 
 /// Deleting a CRD deletes its objects (a namespace's content goes through [`lifecycle`]).
 fn cascade(store: &mut Store, gr: &GroupResource, obj: &Value) {
-    let victims: Vec<(GroupResource, String, String)> = if *gr == GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions") {
-        let crd_gr = GroupResource::new(
-            obj.pointer("/spec/group").and_then(Value::as_str).unwrap_or_default(),
-            obj.pointer("/spec/names/plural")
-                .and_then(Value::as_str)
-                .unwrap_or_default(),
-        );
-        store
-            .list(&crd_gr, None)
-            .map(|o| {
-                (
-                    crd_gr.clone(),
-                    o["metadata"]["namespace"].as_str().unwrap_or_default().to_owned(),
-                    o["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect()
-    } else {
-        vec![]
-    };
+    let victims: Vec<(GroupResource, String, String)> =
+        if *gr == GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions") {
+            let crd_gr = GroupResource::new(
+                obj.pointer("/spec/group").and_then(Value::as_str).unwrap_or_default(),
+                obj.pointer("/spec/names/plural")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+            );
+            store
+                .list(&crd_gr, None)
+                .map(|o| {
+                    (
+                        crd_gr.clone(),
+                        o["metadata"]["namespace"].as_str().unwrap_or_default().to_owned(),
+                        o["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        } else {
+            vec![]
+        };
     for (g, ns, n) in victims {
         store.remove(&g, &ns, &n);
     }

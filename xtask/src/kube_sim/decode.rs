@@ -56,7 +56,8 @@ pub fn parse(body: &[u8]) -> Result<Decoded, String> {
         }
         .deserialize(&mut de)
         .map_err(|e| format!("the request body is not valid YAML or JSON: {e}"))?;
-        de.end().map_err(|e| format!("the request body is not valid YAML or JSON: {e}"))?;
+        de.end()
+            .map_err(|e| format!("the request body is not valid YAML or JSON: {e}"))?;
         v
     } else {
         let de = serde_yaml::Deserializer::from_slice(body);
@@ -222,6 +223,10 @@ mod tests {
         let q = |v: &str| HashMap::from([("fieldValidation".to_owned(), v.to_owned())]);
         assert_eq!(FieldValidation::from_query(&HashMap::new()), Ok(FieldValidation::Warn));
         assert_eq!(FieldValidation::from_query(&q("Strict")), Ok(FieldValidation::Strict));
-        assert!(FieldValidation::from_query(&q("strict")).unwrap_err().contains("Unsupported value"));
+        assert!(
+            FieldValidation::from_query(&q("strict"))
+                .unwrap_err()
+                .contains("Unsupported value")
+        );
     }
 }

@@ -273,7 +273,10 @@ mod tests {
         assert_eq!(s["details"]["causes"][0]["field"], "spec.selector");
         assert_eq!(s["details"]["group"], "apps");
         let core = invalid("ConfigMap", "", "x", &errs[..1]);
-        assert_eq!(core["message"], r#"ConfigMap "x" is invalid: spec.selector: Required value"#);
+        assert_eq!(
+            core["message"],
+            r#"ConfigMap "x" is invalid: spec.selector: Required value"#
+        );
     }
 
     #[test]

@@ -146,7 +146,10 @@ pub fn reconcile(store: &mut Store) {
         let Some(mut n) = store.get(&namespaces(), "", &ns).cloned() else {
             continue;
         };
-        if n.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|a| !a.is_empty()) {
+        if n.pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty())
+        {
             // The `kubernetes` finalizer goes once the content is gone (the /finalize call).
             n["spec"]["finalizers"] = json!([]);
             n = store.put(&namespaces(), n);

@@ -210,7 +210,10 @@ fn format_ok(format: &str, s: &str) -> bool {
         "hostname" => {
             s.len() <= 255
                 && s.split('.').all(|p| p.len() <= 63)
-                && re(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$", s)
+                && re(
+                    r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$",
+                    s,
+                )
         }
         "ipv4" => s.parse::<Ipv4Addr>().is_ok(),
         "ipv6" => s.parse::<Ipv6Addr>().is_ok(),
@@ -222,10 +225,22 @@ fn format_ok(format: &str, s: &str) -> bool {
                 _ => false,
             }),
         "mac" => re(r"^([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$", s),
-        "uuid" => re(r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$", s),
-        "uuid3" => re(r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?3[0-9a-f]{3}-?[0-9a-f]{4}-?[0-9a-f]{12}$", s),
-        "uuid4" => re(r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?4[0-9a-f]{3}-?[89ab][0-9a-f]{3}-?[0-9a-f]{12}$", s),
-        "uuid5" => re(r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?5[0-9a-f]{3}-?[89ab][0-9a-f]{3}-?[0-9a-f]{12}$", s),
+        "uuid" => re(
+            r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$",
+            s,
+        ),
+        "uuid3" => re(
+            r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?3[0-9a-f]{3}-?[0-9a-f]{4}-?[0-9a-f]{12}$",
+            s,
+        ),
+        "uuid4" => re(
+            r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?4[0-9a-f]{3}-?[89ab][0-9a-f]{3}-?[0-9a-f]{12}$",
+            s,
+        ),
+        "uuid5" => re(
+            r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?5[0-9a-f]{3}-?[89ab][0-9a-f]{3}-?[0-9a-f]{12}$",
+            s,
+        ),
         "byte" => {
             use base64::Engine;
             base64::engine::general_purpose::STANDARD.decode(s).is_ok()
@@ -258,11 +273,7 @@ fn validate_at(v: &Value, s: &Value, path: &str, root: bool, errs: &mut Vec<Fiel
     if v.is_null() && (flag(s, "nullable") || (ty.is_none() && !int_or_string)) {
         return;
     }
-    let wanted = if int_or_string {
-        Some("integer,string")
-    } else {
-        ty
-    };
+    let wanted = if int_or_string { Some("integer,string") } else { ty };
     if let Some(want) = wanted {
         let ok = match want {
             "integer,string" => actual == "integer" || actual == "string",
@@ -336,7 +347,11 @@ fn validate_at(v: &Value, s: &Value, path: &str, root: bool, errs: &mut Vec<Fiel
             if let Some(min) = s.get("minimum").and_then(Value::as_f64) {
                 let excl = flag(s, "exclusiveMinimum");
                 if x < min || (excl && x == min) {
-                    let op = if excl { "greater than" } else { "greater than or equal to" };
+                    let op = if excl {
+                        "greater than"
+                    } else {
+                        "greater than or equal to"
+                    };
                     errs.push(FieldError::invalid(
                         path,
                         v.clone(),
@@ -424,7 +439,8 @@ fn validate_object(m: &Map<String, Value>, s: &Value, path: &str, root: bool, er
     let props = s.get("properties").and_then(Value::as_object);
     let additional = s.get("additionalProperties").filter(|a| a.is_object());
     for (k, c) in m {
-        if (root || flag(s, "x-kubernetes-embedded-resource")) && matches!(k.as_str(), "apiVersion" | "kind" | "metadata")
+        if (root || flag(s, "x-kubernetes-embedded-resource"))
+            && matches!(k.as_str(), "apiVersion" | "kind" | "metadata")
         {
             continue;
         }
@@ -527,7 +543,10 @@ fn combinators(v: &Value, s: &Value, path: &str, errs: &mut Vec<FieldError>) {
             errs.push(FieldError::invalid(
                 "<nil>",
                 json!(""),
-                format!("{} must validate one and only one schema (oneOf). {found}", go_quote(shown)),
+                format!(
+                    "{} must validate one and only one schema (oneOf). {found}",
+                    go_quote(shown)
+                ),
             ));
         }
     }

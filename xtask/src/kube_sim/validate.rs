@@ -26,14 +26,19 @@ fn child(path: &str, key: &str) -> String {
 fn roundtrip<T: DeserializeOwned + Serialize>(v: &Value) -> Result<Value, DecodeError> {
     let typed: T = serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
-        DecodeError(format!("json: cannot unmarshal into Go struct field .{path}: {}", e.inner()))
+        DecodeError(format!(
+            "json: cannot unmarshal into Go struct field .{path}: {}",
+            e.inner()
+        ))
     })?;
     serde_json::to_value(&typed).map_err(|e| DecodeError(e.to_string()))
 }
 
 /// The typed round trip of a built-in kind, `None` for kinds without a typed model here.
 fn typed(kind: &str, v: &Value) -> Option<Result<Value, DecodeError>> {
-    use k8s_openapi::api::{admissionregistration, apps, batch, coordination, core, networking, policy, rbac, scheduling, storage};
+    use k8s_openapi::api::{
+        admissionregistration, apps, batch, coordination, core, networking, policy, rbac, scheduling, storage,
+    };
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiext;
     Some(match kind {
         "Namespace" => roundtrip::<core::v1::Namespace>(v),
@@ -61,9 +66,7 @@ fn typed(kind: &str, v: &Value) -> Option<Result<Value, DecodeError>> {
         "ValidatingAdmissionPolicyBinding" => {
             roundtrip::<admissionregistration::v1::ValidatingAdmissionPolicyBinding>(v)
         }
-        "ValidatingWebhookConfiguration" => {
-            roundtrip::<admissionregistration::v1::ValidatingWebhookConfiguration>(v)
-        }
+        "ValidatingWebhookConfiguration" => roundtrip::<admissionregistration::v1::ValidatingWebhookConfiguration>(v),
         "MutatingWebhookConfiguration" => roundtrip::<admissionregistration::v1::MutatingWebhookConfiguration>(v),
         "StorageClass" => roundtrip::<storage::v1::StorageClass>(v),
         "NetworkPolicy" => roundtrip::<networking::v1::NetworkPolicy>(v),
@@ -121,7 +124,12 @@ pub fn decode_builtin(kind: &str, obj: &mut Value) -> Result<Option<Vec<String>>
 
 /// Secret `data` values are base64 (Go's `encoding/base64` message).
 fn secret_base64(obj: &Value) -> Result<(), DecodeError> {
-    for v in obj.get("data").and_then(Value::as_object).into_iter().flat_map(|m| m.values()) {
+    for v in obj
+        .get("data")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flat_map(|m| m.values())
+    {
         let Some(s) = v.as_str() else { continue };
         if let Err(e) = base64::engine::general_purpose::STANDARD.decode(s) {
             let at = match e {
@@ -156,7 +164,8 @@ const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist
 const DNS1123_SUBDOMAIN_FMT: &str = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
 const DNS1035_LABEL_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character";
 const DNS1035_LABEL_FMT: &str = "[a-z]([-a-z0-9]*[a-z0-9])?";
-const QUALIFIED_NAME_MSG: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
+const QUALIFIED_NAME_MSG: &str =
+    "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
 const QUALIFIED_NAME_FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
 const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
 const LABEL_VALUE_FMT: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
@@ -180,7 +189,11 @@ pub fn dns1123_label(s: &str) -> Vec<String> {
         e.push("must be no more than 63 characters".to_owned());
     }
     if !is_label(s, lower_alnum) {
-        e.push(regex_error(DNS1123_LABEL_MSG, DNS1123_LABEL_FMT, &["my-name", "123-abc"]));
+        e.push(regex_error(
+            DNS1123_LABEL_MSG,
+            DNS1123_LABEL_FMT,
+            &["my-name", "123-abc"],
+        ));
     }
     e
 }
@@ -192,7 +205,11 @@ pub fn dns1123_subdomain(s: &str) -> Vec<String> {
         e.push("must be no more than 253 characters".to_owned());
     }
     if s.is_empty() || !s.split('.').all(|p| is_label(p, lower_alnum)) {
-        e.push(regex_error(DNS1123_SUBDOMAIN_MSG, DNS1123_SUBDOMAIN_FMT, &["example.com"]));
+        e.push(regex_error(
+            DNS1123_SUBDOMAIN_MSG,
+            DNS1123_SUBDOMAIN_FMT,
+            &["example.com"],
+        ));
     }
     e
 }
@@ -204,7 +221,11 @@ fn dns1035_label(s: &str) -> Vec<String> {
         e.push("must be no more than 63 characters".to_owned());
     }
     if !is_label(s, |c| c.is_ascii_lowercase()) {
-        e.push(regex_error(DNS1035_LABEL_MSG, DNS1035_LABEL_FMT, &["my-name", "abc-123"]));
+        e.push(regex_error(
+            DNS1035_LABEL_MSG,
+            DNS1035_LABEL_FMT,
+            &["my-name", "abc-123"],
+        ));
     }
     e
 }
@@ -226,14 +247,22 @@ fn qualified_name(s: &str) -> Vec<String> {
             if prefix.is_empty() {
                 e.push("prefix part must be non-empty".to_owned());
             } else {
-                e.extend(dns1123_subdomain(prefix).into_iter().map(|m| format!("prefix part {m}")));
+                e.extend(
+                    dns1123_subdomain(prefix)
+                        .into_iter()
+                        .map(|m| format!("prefix part {m}")),
+                );
             }
             *name
         }
         _ => {
             e.push(format!(
                 "a qualified name {} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')",
-                regex_error(QUALIFIED_NAME_MSG, QUALIFIED_NAME_FMT, &["MyName", "my.name", "123-abc"])
+                regex_error(
+                    QUALIFIED_NAME_MSG,
+                    QUALIFIED_NAME_FMT,
+                    &["MyName", "my.name", "123-abc"]
+                )
             ));
             return e;
         }
@@ -246,7 +275,11 @@ fn qualified_name(s: &str) -> Vec<String> {
     if !name.is_empty() && !qualified_part(name) {
         e.push(format!(
             "name part {}",
-            regex_error(QUALIFIED_NAME_MSG, QUALIFIED_NAME_FMT, &["MyName", "my.name", "123-abc"])
+            regex_error(
+                QUALIFIED_NAME_MSG,
+                QUALIFIED_NAME_FMT,
+                &["MyName", "my.name", "123-abc"]
+            )
         ));
     }
     e
@@ -259,7 +292,11 @@ fn label_value(s: &str) -> Vec<String> {
         e.push("must be no more than 63 characters".to_owned());
     }
     if !s.is_empty() && !qualified_part(s) {
-        e.push(regex_error(LABEL_VALUE_MSG, LABEL_VALUE_FMT, &["MyValue", "my_value", "12345"]));
+        e.push(regex_error(
+            LABEL_VALUE_MSG,
+            LABEL_VALUE_FMT,
+            &["MyValue", "my_value", "12345"],
+        ));
     }
     e
 }
@@ -270,8 +307,16 @@ fn config_key(s: &str) -> Vec<String> {
     if s.len() > 253 {
         e.push("must be no more than 253 characters".to_owned());
     }
-    if s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
-        e.push(regex_error(CONFIG_KEY_MSG, CONFIG_KEY_FMT, &["key.name", "KEY_NAME", "key-name"]));
+    if s.is_empty()
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        e.push(regex_error(
+            CONFIG_KEY_MSG,
+            CONFIG_KEY_FMT,
+            &["key.name", "KEY_NAME", "key-name"],
+        ));
     }
     if s == "." {
         e.push("must not be '.'".to_owned());
@@ -289,7 +334,10 @@ fn config_key(s: &str) -> Vec<String> {
 /// `ValidateRBACName`), everything else, custom resources included, DNS-1123 subdomains.
 pub fn name_errors(kind: &str, name: &str) -> Vec<FieldError> {
     if name.is_empty() {
-        return vec![FieldError::required("metadata.name", "name or generateName is required")];
+        return vec![FieldError::required(
+            "metadata.name",
+            "name or generateName is required",
+        )];
     }
     let msgs = match kind {
         "Namespace" => dns1123_label(name),
@@ -315,7 +363,12 @@ pub fn name_errors(kind: &str, name: &str) -> Vec<FieldError> {
 /// Labels and annotations (`ValidateObjectMeta`: `ValidateLabels`, `ValidateAnnotations`).
 pub fn metadata_errors(obj: &Value) -> Vec<FieldError> {
     let mut errs = vec![];
-    for (k, v) in obj.pointer("/metadata/labels").and_then(Value::as_object).into_iter().flatten() {
+    for (k, v) in obj
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
         for m in qualified_name(k) {
             errs.push(FieldError::invalid("metadata.labels", json!(k), m));
         }
@@ -363,13 +416,21 @@ fn containers(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
         if c.get("image").and_then(Value::as_str).is_none_or(str::is_empty) {
             errs.push(FieldError::required(child(&p, "image"), ""));
         }
-        for (j, port) in c.get("ports").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        for (j, port) in c
+            .get("ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             let pp = format!("{p}.ports[{j}].containerPort");
             match port.get("containerPort").and_then(Value::as_i64) {
                 None | Some(0) => errs.push(FieldError::required(pp, "")),
-                Some(n) if !(1..=65535).contains(&n) => {
-                    errs.push(FieldError::invalid(pp, json!(n), "must be between 1 and 65535, inclusive"))
-                }
+                Some(n) if !(1..=65535).contains(&n) => errs.push(FieldError::invalid(
+                    pp,
+                    json!(n),
+                    "must be between 1 and 65535, inclusive",
+                )),
                 _ => {}
             }
         }
@@ -380,7 +441,11 @@ fn restart_policy(spec: &Value, path: &str, allowed: &[&str], errs: &mut Vec<Fie
     // Defaulted to Always when absent (pkg/apis/core/v1/defaults.go SetDefaults_PodSpec).
     let r = spec.get("restartPolicy").and_then(Value::as_str).unwrap_or("Always");
     if !allowed.contains(&r) {
-        errs.push(FieldError::not_supported(child(path, "restartPolicy"), json!(r), allowed));
+        errs.push(FieldError::not_supported(
+            child(path, "restartPolicy"),
+            json!(r),
+            allowed,
+        ));
     }
 }
 
@@ -390,12 +455,19 @@ fn workload(obj: &Value, what: &str, errs: &mut Vec<FieldError>) {
     if let Some(r) = spec.get("replicas").and_then(Value::as_i64)
         && r < 0
     {
-        errs.push(FieldError::invalid("spec.replicas", json!(r), "must be greater than or equal to 0"));
+        errs.push(FieldError::invalid(
+            "spec.replicas",
+            json!(r),
+            "must be greater than or equal to 0",
+        ));
     }
     match spec.get("selector").filter(|s| s.is_object()) {
         None => errs.push(FieldError::required("spec.selector", "")),
         Some(sel) => {
-            let empty = sel.get("matchLabels").and_then(Value::as_object).is_none_or(|m| m.is_empty())
+            let empty = sel
+                .get("matchLabels")
+                .and_then(Value::as_object)
+                .is_none_or(|m| m.is_empty())
                 && sel
                     .get("matchExpressions")
                     .and_then(Value::as_array)
@@ -430,7 +502,12 @@ fn selector_matches(sel: &Value, labels: &Value) -> bool {
         .flatten()
         .all(|e| {
             let key = e["key"].as_str().unwrap_or_default();
-            let values: Vec<&str> = e["values"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            let values: Vec<&str> = e["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
             match e["operator"].as_str().unwrap_or_default() {
                 "In" => get(key).is_some_and(|v| values.contains(&v)),
                 "NotIn" => get(key).is_none_or(|v| !values.contains(&v)),
@@ -489,7 +566,11 @@ fn service(obj: &Value, errs: &mut Vec<FieldError>) {
         if let Some(proto) = p.get("protocol").and_then(Value::as_str)
             && !PROTOCOLS.contains(&proto)
         {
-            errs.push(FieldError::not_supported(format!("{path}.protocol"), json!(proto), PROTOCOLS));
+            errs.push(FieldError::not_supported(
+                format!("{path}.protocol"),
+                json!(proto),
+                PROTOCOLS,
+            ));
         }
     }
 }
@@ -540,9 +621,16 @@ fn crd(obj: &Value, errs: &mut Vec<FieldError>) {
     } else if !SCOPES.contains(&scope) {
         errs.push(FieldError::not_supported("spec.scope", json!(scope), SCOPES));
     }
-    let versions = obj.pointer("/spec/versions").and_then(Value::as_array).cloned().unwrap_or_default();
+    let versions = obj
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     if versions.is_empty() {
-        errs.push(FieldError::required("spec.versions", "must have exactly one version marked as storage version"));
+        errs.push(FieldError::required(
+            "spec.versions",
+            "must have exactly one version marked as storage version",
+        ));
     } else if versions.iter().filter(|v| v["storage"] == true).count() != 1 {
         errs.push(FieldError::invalid(
             "spec.versions",
@@ -554,7 +642,10 @@ fn crd(obj: &Value, errs: &mut Vec<FieldError>) {
 
 /// The rules of a built-in kind, names and metadata included.
 pub fn rules(kind: &str, obj: &Value) -> Vec<FieldError> {
-    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let mut errs = name_errors(kind, name);
     errs.extend(metadata_errors(obj));
     match kind {
@@ -564,7 +655,11 @@ pub fn rules(kind: &str, obj: &Value) -> Vec<FieldError> {
         "ReplicaSet" => workload(obj, "replicaset", &mut errs),
         "Job" => job_template(obj, "", &mut errs),
         "CronJob" => {
-            if obj.pointer("/spec/schedule").and_then(Value::as_str).is_none_or(str::is_empty) {
+            if obj
+                .pointer("/spec/schedule")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
                 errs.push(FieldError::required("spec.schedule", ""));
             }
             job_template(&obj["spec"]["jobTemplate"], "spec.jobTemplate", &mut errs);
@@ -640,11 +735,20 @@ pub fn immutable(kind: &str, old: &Value, new: &Value) -> Vec<FieldError> {
         }
         "CustomResourceDefinition" => immutable_field(old, new, "/spec/scope", "spec.scope", &mut errs),
         "Service" => {
-            let ip = |v: &Value| v.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or("").to_owned();
+            let ip = |v: &Value| {
+                v.pointer("/spec/clusterIP")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned()
+            };
             let (o, n) = (ip(old), ip(new));
             if !o.is_empty() && !n.is_empty() && o != n {
                 // validateUpgradeDowngradeClusterIPs (pkg/apis/core/validation).
-                errs.push(FieldError::invalid("spec.clusterIPs[0]", json!(n), "may not change once set"));
+                errs.push(FieldError::invalid(
+                    "spec.clusterIPs[0]",
+                    json!(n),
+                    "may not change once set",
+                ));
             }
         }
         "Secret" | "ConfigMap" => {
@@ -689,7 +793,10 @@ mod tests {
         d["spec"]["template"]["spec"]["containers"][0]["unknownNested"] = json!("x");
         d["spec"]["paused"] = Value::Null;
         let unknown = decode_builtin("Deployment", &mut d).unwrap().unwrap();
-        assert_eq!(unknown, ["spec.bogus", "spec.template.spec.containers[0].unknownNested"]);
+        assert_eq!(
+            unknown,
+            ["spec.bogus", "spec.template.spec.containers[0].unknownNested"]
+        );
         assert!(d["spec"].get("bogus").is_none());
         assert!(rules("Deployment", &d).is_empty(), "{:?}", rules("Deployment", &d));
     }
@@ -736,13 +843,18 @@ mod tests {
             "metadata.name: Invalid value: \"a.b\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
         );
         assert!(name_errors("Service", "1abc")[0].detail.starts_with("a DNS-1035 label"));
-        assert!(name_errors("ConfigMap", "Bad_Name")[0].detail.starts_with("a lowercase RFC 1123 subdomain"));
+        assert!(
+            name_errors("ConfigMap", "Bad_Name")[0]
+                .detail
+                .starts_with("a lowercase RFC 1123 subdomain")
+        );
         assert!(name_errors("ClusterRole", "system:admin").is_empty());
     }
 
     #[test]
     fn service_and_data_key_rules() {
-        let svc = json!({"metadata":{"name":"s"},"spec":{"ports":[{"port":80},{"port":70000,"name":"b","protocol":"HTTP"}]}});
+        let svc =
+            json!({"metadata":{"name":"s"},"spec":{"ports":[{"port":80},{"port":70000,"name":"b","protocol":"HTTP"}]}});
         let msgs: Vec<String> = rules("Service", &svc).iter().map(ToString::to_string).collect();
         assert_eq!(
             msgs,
@@ -753,7 +865,11 @@ mod tests {
             ]
         );
         let cm = json!({"metadata":{"name":"c"},"data":{"bad key":"v"}});
-        assert!(rules("ConfigMap", &cm)[0].to_string().starts_with("data[bad key]: Invalid value: \"bad key\": a valid config key"));
+        assert!(
+            rules("ConfigMap", &cm)[0]
+                .to_string()
+                .starts_with("data[bad key]: Invalid value: \"bad key\": a valid config key")
+        );
     }
 
     #[test]
