@@ -127,7 +127,8 @@ pub fn admit(store: &Store, w: &Write, live: Option<&Value>, obj: &mut Value) ->
     match &cr {
         Some(s) => {
             schema::apply_defaults(obj, s);
-            errs.extend(validate::name_errors(&t.kind, &name));
+            // Custom resource names are DNS-1123 subdomains whatever their kind is called.
+            errs.extend(validate::name_errors("", &name));
             errs.extend(validate::metadata_errors(obj));
             schema::validate_resource(obj, s, &mut errs);
         }

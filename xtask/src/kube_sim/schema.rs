@@ -609,6 +609,24 @@ mod tests {
     }
 
     #[test]
+    fn embedded_resources_keep_their_type_meta_and_prune_their_metadata() {
+        let s = json!({"type":"object","properties":{"spec":{"type":"object","properties":{
+            "template":{"type":"object","x-kubernetes-embedded-resource":true,
+                        "properties":{"spec":{"type":"object"}}}}}}});
+        let mut o = json!({"spec":{"template":{"metadata":{"name":"a","junk":1},"spec":{}}}});
+        let out = admit(&mut o, &s);
+        assert_eq!(out.unknown, ["spec.template.metadata.junk"]);
+        let msgs: Vec<String> = out.errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            msgs,
+            [
+                "spec.template.apiVersion: Required value: must not be empty",
+                "spec.template.kind: Required value: must not be empty"
+            ]
+        );
+    }
+
+    #[test]
     fn defaults_fill_absent_fields_and_nulls_of_non_nullable_ones() {
         let mut o = json!({"spec":{"sourceRef":{},"force":null,"note":null}});
         admit(&mut o, &schema());
