@@ -605,3 +605,38 @@ async fn gateway_api_route_gets_its_defaults_and_its_bounds_enforced() {
     );
     assert_eq!(spec["rules"][0]["backendRefs"][0]["weight"], 1);
 }
+
+#[tokio::test]
+async fn the_products_apply_reports_the_apiservers_validation_message_without_retrying() {
+    let (sim, _raw) = start().await;
+    let crd = shared("crds/flux/kustomize.toolkit.fluxcd.io_kustomizations.v1.9.0.yaml");
+    install(&sim, &crd).await;
+    let bad = r#"
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: apps, namespace: default}
+spec: {interval: 10m, prune: true}
+"#;
+    let client = Client::from_kubeconfig_yaml(sim.admin_kubeconfig(), "sim admin kubeconfig")
+        .await
+        .unwrap();
+    sim.clear_requests();
+    let err = apply_manifests(&client, bad, &ApplyOpts::default()).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("Kustomization default/apps"), "{msg}");
+    assert!(
+        msg.contains(r#"Kustomization.kustomize.toolkit.fluxcd.io "apps" is invalid: spec.sourceRef: Required value"#),
+        "{msg}"
+    );
+    let patches = sim
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path.ends_with("/kustomizations/apps"))
+        .map(|r| r.status)
+        .collect::<Vec<_>>();
+    assert_eq!(patches, [422], "a 422 is final");
+    assert!(
+        sim.object("kustomize.toolkit.fluxcd.io", "kustomizations", "default", "apps")
+            .is_none()
+    );
+}

@@ -46,28 +46,28 @@ pub struct Decoded {
 
 /// Parses JSON (or YAML: JSON is YAML, and the apply content type allows either), keeping the last of repeated keys.
 pub fn parse(body: &[u8]) -> Result<Decoded, String> {
-    let mut duplicates = vec![];
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
-    let value = if first == Some(&b'{') || first == Some(&b'[') {
+    if matches!(first, Some(b'{' | b'[')) {
+        let mut duplicates = vec![];
         let mut de = serde_json::Deserializer::from_slice(body);
-        let v = Tracked {
+        let parsed = Tracked {
             path: String::new(),
             dups: &mut duplicates,
         }
         .deserialize(&mut de)
-        .map_err(|e| format!("the request body is not valid YAML or JSON: {e}"))?;
-        de.end()
-            .map_err(|e| format!("the request body is not valid YAML or JSON: {e}"))?;
-        v
-    } else {
-        let de = serde_yaml::Deserializer::from_slice(body);
-        Tracked {
-            path: String::new(),
-            dups: &mut duplicates,
+        .and_then(|v| de.end().map(|()| v));
+        if let Ok(value) = parsed {
+            return Ok(Decoded { value, duplicates });
         }
-        .deserialize(de)
-        .map_err(|e| format!("the request body is not valid YAML or JSON: {e}"))?
-    };
+        // Not JSON after all (a YAML flow mapping such as `{a: b}`): read it as YAML.
+    }
+    let mut duplicates = vec![];
+    let value = Tracked {
+        path: String::new(),
+        dups: &mut duplicates,
+    }
+    .deserialize(serde_yaml::Deserializer::from_slice(body))
+    .map_err(|e| format!("the request body is not valid YAML or JSON: {e}"))?;
     Ok(Decoded { value, duplicates })
 }
 
@@ -209,6 +209,13 @@ mod tests {
         );
         assert_eq!(d.value["metadata"]["name"], "b");
         assert_eq!(d.value["spec"]["paused"], false);
+    }
+
+    #[test]
+    fn yaml_flow_mappings_are_not_mistaken_for_json() {
+        let d = parse(b"{kind: ConfigMap, data: {a: '1'}}").unwrap();
+        assert_eq!(d.value["data"]["a"], "1");
+        assert!(parse(b"{\"a\": [}").unwrap_err().contains("not valid YAML or JSON"));
     }
 
     #[test]
