@@ -2,6 +2,7 @@
 //! create/replace/patch/server-side apply (with `dryRun`), DELETE, and the
 //! status subresource. Errors are `Status` objects as the apiserver sends them.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,11 @@ use hyper::{Method, Request, Response, StatusCode, header};
 use serde_json::{Value, json};
 
 use super::Shared;
+use super::admit::{self, Verb};
+use super::decode::{self, FieldValidation};
 use super::faults::{FaultKind, RequestRecord};
+use super::field;
+use super::lifecycle;
 use super::resources::{self, GroupResource, ResourceType};
 use super::selector::Selector;
 use super::ssa::{self, Part};
@@ -79,12 +84,10 @@ fn bad_request(message: String) -> Reply {
     status(400, "BadRequest", message, None)
 }
 
-fn invalid(t: &ResourceType, name: &str, message: String) -> Reply {
-    status(
-        422,
-        "Invalid",
-        format!("{} \"{name}\" is invalid: {message}", t.kind),
-        Some(json!({"name": name, "group": t.group, "kind": t.kind})),
+fn invalid(t: &ResourceType, name: &str, errs: &[field::FieldError]) -> Reply {
+    json_response(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &field::invalid(&t.kind, &t.group, name, errs),
     )
 }
 
@@ -346,14 +349,22 @@ async fn dispatch(shared: &Arc<Shared>, req: Request<Body>, query: &HashMap<Stri
                 Ok(b) => b,
                 Err(e) => return bad_request(format!("cannot read the request body: {e}")),
             };
+            let validation = match FieldValidation::from_query(query) {
+                Ok(v) => v,
+                Err(m) if matches!(method, Method::POST | Method::PUT | Method::PATCH) => return bad_request(m),
+                Err(_) => FieldValidation::Warn,
+            };
             let ctx = Ctx {
                 shared,
                 t: &t,
                 ns: &ns,
                 query,
                 dry_run,
+                validation,
+                duplicates: RefCell::default(),
+                warnings: RefCell::default(),
             };
-            match (method, name) {
+            let reply = match (method, name) {
                 (Method::GET, Some(name)) => ctx.get(&name),
                 (Method::GET, None) if truthy(query, "watch") => ctx.watch(),
                 (Method::GET, None) => ctx.list(),
@@ -368,7 +379,8 @@ async fn dispatch(shared: &Arc<Shared>, req: Request<Body>, query: &HashMap<Stri
                     format!("{m} is not supported on this path"),
                     None,
                 ),
-            }
+            };
+            ctx.with_warnings(reply)
         }
     }
 }
@@ -380,6 +392,12 @@ struct Ctx<'a> {
     ns: &'a str,
     query: &'a HashMap<String, String>,
     dry_run: bool,
+    /// `fieldValidation` of this request.
+    validation: FieldValidation,
+    /// Repeated keys of the request body.
+    duplicates: RefCell<Vec<String>>,
+    /// `Warning` header texts for the response.
+    warnings: RefCell<Vec<String>>,
 }
 
 /// Sets apiVersion/kind to the version the client asked for.
@@ -387,20 +405,6 @@ fn as_served(t: &ResourceType, mut v: Value) -> Value {
     v["apiVersion"] = Value::String(t.api_version());
     v["kind"] = Value::String(t.kind.clone());
     v
-}
-
-fn parse_body(body: &Bytes) -> Result<Value, String> {
-    // JSON is YAML; the apply content type allows either.
-    serde_yaml::from_slice::<Value>(body).map_err(|e| format!("the request body is not valid YAML or JSON: {e}"))
-}
-
-fn valid_name(name: &str, label: bool) -> bool {
-    if label {
-        let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
-        !name.is_empty() && name.len() <= 63 && name.chars().all(ok) && !name.starts_with('-') && !name.ends_with('-')
-    } else {
-        !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '%']) && name.len() <= 253
-    }
 }
 
 fn spec_part(v: &Value) -> Value {
@@ -417,6 +421,42 @@ impl Ctx<'_> {
         self.t.group_resource()
     }
 
+    /// Parses a body, remembering its repeated keys for field validation.
+    fn parse_body(&self, body: &Bytes) -> Result<Value, String> {
+        let d = decode::parse(body)?;
+        *self.duplicates.borrow_mut() = d.duplicates;
+        Ok(d.value)
+    }
+
+    /// Adds the collected `Warning` headers to a reply.
+    fn with_warnings(&self, mut reply: Reply) -> Reply {
+        for w in self.warnings.borrow().iter() {
+            if let Ok(v) = header::HeaderValue::from_str(&field::warning_header(w)) {
+                reply.headers_mut().append(header::WARNING, v);
+            }
+        }
+        reply
+    }
+
+    /// Custom resources are defaulted on read too; `None` for built-ins.
+    fn read_schema(&self, store: &Store) -> Option<Value> {
+        (!self.builtin()).then(|| admit::cr_schema(store, self.t)).flatten()
+    }
+
+    fn builtin(&self) -> bool {
+        self.shared
+            .builtins
+            .iter()
+            .any(|b| b.group == self.t.group && b.plural == self.t.plural)
+    }
+
+    fn conflict(&self, name: &str) -> Box<Reply> {
+        Box::new(json_response(
+            StatusCode::CONFLICT,
+            &field::conflict(&self.t.group, &self.t.plural, name),
+        ))
+    }
+
     fn selectors(&self) -> Result<(Selector, Selector), Box<Reply>> {
         let labels = Selector::labels(self.query.get("labelSelector").map_or("", String::as_str))
             .map_err(|e| Box::new(bad_request(e)))?;
@@ -427,8 +467,12 @@ impl Ctx<'_> {
 
     fn get(&self, name: &str) -> Reply {
         let store = self.shared.store.lock().expect("store lock");
+        let schema = self.read_schema(&store);
         match store.get(&self.gr(), self.ns, name) {
-            Some(v) => json_response(StatusCode::OK, &as_served(self.t, v.clone())),
+            Some(v) => json_response(
+                StatusCode::OK,
+                &admit::default_on_read(schema.as_ref(), as_served(self.t, v.clone())),
+            ),
             None => not_found(self.t, name),
         }
     }
@@ -439,11 +483,12 @@ impl Ctx<'_> {
             Err(r) => return *r,
         };
         let store = self.shared.store.lock().expect("store lock");
+        let schema = self.read_schema(&store);
         let ns = (!self.ns.is_empty()).then_some(self.ns);
         let items: Vec<Value> = store
             .list(&self.gr(), ns)
             .filter(|o| labels.matches(o) && fields.matches(o))
-            .map(|o| as_served(self.t, o.clone()))
+            .map(|o| admit::default_on_read(schema.as_ref(), as_served(self.t, o.clone())))
             .collect();
         json_response(
             StatusCode::OK,
@@ -559,15 +604,14 @@ impl Ctx<'_> {
 
     /// Validates and completes an object about to be written; stores it unless dry-run
     /// or a no-op. `created` tells the status code.
-    fn commit(&self, store: &mut Store, live: Option<&Value>, mut obj: Value) -> Result<(Value, bool), Box<Reply>> {
+    fn commit(
+        &self,
+        store: &mut Store,
+        live: Option<&Value>,
+        mut obj: Value,
+        verb: Verb,
+    ) -> Result<(Value, bool), Box<Reply>> {
         let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-        if !valid_name(&name, self.t.kind == "Namespace") {
-            return Err(Box::new(invalid(
-                self.t,
-                &name,
-                format!("metadata.name: Invalid value: {name:?}"),
-            )));
-        }
         obj = as_served(self.t, obj);
         if self.t.namespaced {
             obj["metadata"]["namespace"] = Value::String(self.ns.to_owned());
@@ -579,6 +623,10 @@ impl Ctx<'_> {
                     format!("namespaces \"{}\" not found", self.ns),
                     Some(json!({"name": self.ns, "kind": "namespaces"})),
                 )));
+            }
+            if live.is_none() && lifecycle::namespace_terminating(store, self.ns) {
+                let body = lifecycle::terminating_refusal(&self.t.group, &self.t.plural, &name, self.ns);
+                return Err(Box::new(json_response(StatusCode::FORBIDDEN, &body)));
             }
         } else if let Some(m) = obj["metadata"].as_object_mut() {
             m.remove("namespace");
@@ -613,11 +661,30 @@ impl Ctx<'_> {
                     return Err(Box::new(invalid(
                         self.t,
                         &name,
-                        format!("metadata.name: Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group"),
+                        &[field::FieldError::invalid(
+                            "metadata.name",
+                            json!(name),
+                            "must be spec.names.plural+\".\"+spec.group",
+                        )],
                     )));
                 }
             }
             _ => {}
+        }
+        let duplicates = self.duplicates.borrow().clone();
+        let write = admit::Write {
+            t: self.t,
+            verb,
+            validation: self.validation,
+            duplicates: &duplicates,
+            builtin: self.builtin(),
+        };
+        match admit::admit(store, &write, live, &mut obj) {
+            Ok(w) => self.warnings.borrow_mut().extend(w),
+            Err((code, body)) => {
+                let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                return Err(Box::new(json_response(code, &body)));
+            }
         }
         let generation = match live {
             None => 1,
@@ -638,7 +705,10 @@ impl Ctx<'_> {
         if self.dry_run {
             return Ok((obj, live.is_none()));
         }
-        Ok((store.put(&self.gr(), obj), live.is_none()))
+        let stored = store.put(&self.gr(), obj);
+        // The last finalizer of an object being deleted is gone: it goes now.
+        let stored = lifecycle::finish_if_done(store, &self.gr(), &stored).unwrap_or(stored);
+        Ok((stored, live.is_none()))
     }
 
     fn reply(&self, result: Result<(Value, bool), Box<Reply>>) -> Reply {
@@ -649,10 +719,11 @@ impl Ctx<'_> {
     }
 
     fn create(&self, body: &Bytes) -> Reply {
-        let obj = match parse_body(body) {
+        let mut obj = match self.parse_body(body) {
             Ok(v) => v,
             Err(e) => return bad_request(e),
         };
+        generate_name(&mut obj);
         let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_owned();
         let mut store = self.shared.store.lock().expect("store lock");
         if store.get(&self.gr(), self.ns, &name).is_some() {
@@ -672,12 +743,12 @@ impl Ctx<'_> {
         if let Some(m) = obj["metadata"].as_object_mut() {
             m.remove("managedFields");
         }
-        let r = self.commit(&mut store, None, obj);
+        let r = self.commit(&mut store, None, obj, Verb::Write);
         self.reply(r)
     }
 
     fn replace(&self, name: &str, part: Part, body: &Bytes) -> Reply {
-        let obj = match parse_body(body) {
+        let obj = match self.parse_body(body) {
             Ok(v) => v,
             Err(e) => return bad_request(e),
         };
@@ -685,18 +756,8 @@ impl Ctx<'_> {
         let Some(live) = store.get(&self.gr(), self.ns, name).cloned() else {
             return not_found(self.t, name);
         };
-        if let Some(rv) = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str)
-            && Some(rv) != live.pointer("/metadata/resourceVersion").and_then(Value::as_str)
-        {
-            return status(
-                409,
-                "Conflict",
-                format!(
-                    "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
-                    resource_label(self.t)
-                ),
-                None,
-            );
+        if stale(&obj, &live) {
+            return *self.conflict(name);
         }
         let mut new = match part {
             Part::Status => {
@@ -714,18 +775,29 @@ impl Ctx<'_> {
             }
         };
         new["metadata"]["name"] = Value::String(name.to_owned());
-        let r = self.commit(&mut store, Some(&live), new);
+        let r = self.commit(&mut store, Some(&live), new, Verb::Write);
         self.reply(r)
     }
 
     fn patch(&self, name: &str, part: Part, content_type: &str, body: &Bytes) -> Reply {
-        let patch = match parse_body(body) {
+        let patch = match self.parse_body(body) {
             Ok(v) => v,
             Err(e) => return bad_request(e),
         };
         let mut store = self.shared.store.lock().expect("store lock");
         let live = store.get(&self.gr(), self.ns, name).cloned();
-        let new = if content_type.starts_with("application/apply-patch") {
+        // A resourceVersion in a patch is a precondition (k8s.io/apiserver handlers/patch.go).
+        if let Some(l) = &live
+            && stale(&patch, l)
+        {
+            return *self.conflict(name);
+        }
+        let verb = if content_type.starts_with("application/apply-patch") {
+            Verb::Apply
+        } else {
+            Verb::Write
+        };
+        let new = if verb == Verb::Apply {
             let Some(manager) = self.query.get("fieldManager").filter(|m| !m.is_empty()) else {
                 return bad_request("PATCH with application/apply-patch+yaml requires a fieldManager".into());
             };
@@ -791,7 +863,7 @@ impl Ctx<'_> {
                 None,
             );
         };
-        let r = self.commit(&mut store, live.as_ref(), new);
+        let r = self.commit(&mut store, live.as_ref(), new, verb);
         self.reply(r)
     }
 
@@ -805,8 +877,8 @@ impl Ctx<'_> {
             return json_response(StatusCode::OK, &live);
         }
         cascade(&mut store, &gr, &live);
-        let removed = store.remove(&gr, self.ns, name).unwrap_or(live);
-        json_response(StatusCode::OK, &as_served(self.t, removed))
+        let answered = lifecycle::delete(&mut store, &gr, live);
+        json_response(StatusCode::OK, &as_served(self.t, answered))
     }
 
     fn delete_collection(&self) -> Reply {
@@ -829,11 +901,7 @@ impl Ctx<'_> {
                 continue;
             }
             cascade(&mut store, &gr, &o);
-            let ns = o["metadata"]["namespace"].as_str().unwrap_or_default();
-            let name = o["metadata"]["name"].as_str().unwrap_or_default();
-            if let Some(v) = store.remove(&gr, ns, name) {
-                items.push(as_served(self.t, v));
-            }
+            items.push(as_served(self.t, lifecycle::delete(&mut store, &gr, o)));
         }
         json_response(
             StatusCode::OK,
@@ -843,46 +911,59 @@ impl Ctx<'_> {
     }
 }
 
-/// Deleting a namespace deletes what is in it; deleting a CRD deletes its objects.
+/// Whether a body's `metadata.resourceVersion`, when given, differs from the live object's.
+fn stale(body: &Value, live: &Value) -> bool {
+    body.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .is_some_and(|rv| Some(rv) != live.pointer("/metadata/resourceVersion").and_then(Value::as_str))
+}
+
+/// `metadata.generateName` without a name: the prefix plus five random characters
+/// (k8s.io/apiserver/pkg/storage/names `SimpleNameGenerator`).
+fn generate_name(obj: &mut Value) {
+    use rand::Rng;
+    let has_name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    if let (false, Some(prefix)) = (
+        has_name,
+        obj.pointer("/metadata/generateName")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    ) {
+        const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+        let mut rng = rand::rng();
+        let suffix: String = (0..5)
+            .map(|_| ALPHANUMS[rng.random_range(0..ALPHANUMS.len())] as char)
+            .collect();
+        obj["metadata"]["name"] = Value::String(format!("{prefix}{suffix}"));
+    }
+}
+
+/// Deleting a CRD deletes its objects (a namespace's content goes through [`lifecycle`]).
 fn cascade(store: &mut Store, gr: &GroupResource, obj: &Value) {
-    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
-    let victims: Vec<(GroupResource, String, String)> = if *gr == GroupResource::new("", "namespaces") {
-        store
-            .resources()
-            .into_iter()
-            .flat_map(|g| {
-                store
-                    .list(&g, Some(name))
-                    .map(|o| {
-                        (
-                            g.clone(),
-                            name.to_owned(),
-                            o["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
-                        )
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    } else if *gr == GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions") {
-        let crd_gr = GroupResource::new(
-            obj.pointer("/spec/group").and_then(Value::as_str).unwrap_or_default(),
-            obj.pointer("/spec/names/plural")
-                .and_then(Value::as_str)
-                .unwrap_or_default(),
-        );
-        store
-            .list(&crd_gr, None)
-            .map(|o| {
-                (
-                    crd_gr.clone(),
-                    o["metadata"]["namespace"].as_str().unwrap_or_default().to_owned(),
-                    o["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect()
-    } else {
-        vec![]
-    };
+    let victims: Vec<(GroupResource, String, String)> =
+        if *gr == GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions") {
+            let crd_gr = GroupResource::new(
+                obj.pointer("/spec/group").and_then(Value::as_str).unwrap_or_default(),
+                obj.pointer("/spec/names/plural")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+            );
+            store
+                .list(&crd_gr, None)
+                .map(|o| {
+                    (
+                        crd_gr.clone(),
+                        o["metadata"]["namespace"].as_str().unwrap_or_default().to_owned(),
+                        o["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        } else {
+            vec![]
+        };
     for (g, ns, n) in victims {
         store.remove(&g, &ns, &n);
     }

@@ -152,6 +152,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         }
         timers.next = None;
         reconcile(&mut store, &behaviour, &mut timers, now);
+        super::lifecycle::reconcile(&mut store);
         last = Some((store.resource_version(), behaviour));
     }
 }

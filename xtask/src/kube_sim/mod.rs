@@ -12,23 +12,29 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admit;
 mod api;
 pub mod charts;
 pub mod cli;
 pub mod controllers;
+pub mod decode;
 pub mod events;
 pub mod faults;
+pub mod field;
 pub mod flux;
 pub mod helm;
 pub mod kubelet;
+pub mod lifecycle;
 pub mod resources;
 pub mod scheduler;
+pub mod schema;
 pub mod selector;
 pub mod ssa;
 pub mod store;
 #[cfg(test)]
 mod strict_tests;
 pub mod tls;
+pub mod validate;
 pub mod workloads;
 
 use std::collections::BTreeMap;
