@@ -15,12 +15,18 @@
 mod api;
 pub mod cli;
 pub mod controllers;
+pub mod discovery;
 pub mod faults;
 pub mod helm;
+pub mod negotiate;
+pub mod openapi;
+pub mod protobuf;
 pub mod resources;
 pub mod selector;
+pub mod smp;
 pub mod ssa;
 pub mod store;
+pub mod table;
 pub mod tls;
 
 use std::collections::BTreeMap;
