@@ -87,7 +87,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
         })?;
         eprintln!("\ndemo: state, kubeconfig and talosconfig are in {}", state.display());
         if args.keep {
-            eprintln!("demo: the rack keeps running; Ctrl-C to stop");
+            let kubeconfig = state.join(&cluster.name).join("kubeconfig");
+            eprintln!("demo: the rack keeps running; try `KUBECONFIG={} kubectl get nodes`", kubeconfig.display());
+            eprintln!("demo: Ctrl-C to stop");
             tokio::signal::ctrl_c().await?;
         }
         rack.stop().await;

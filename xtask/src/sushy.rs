@@ -18,6 +18,10 @@ use anyhow::{Context, bail};
 /// The sushy-tools release the tests are written against.
 pub const SUSHY_TOOLS_VERSION: &str = "2.2.0";
 
+/// The official Python Kubernetes client (PyPI `kubernetes`) the simulator's
+/// conformance tests drive it with; installed into the same venv.
+pub const KUBERNETES_CLIENT_VERSION: &str = "37.0.2";
+
 /// Where the cached virtualenv lives (`target/sushy-venv` of the workspace).
 pub fn venv_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -27,10 +31,11 @@ pub fn venv_dir() -> PathBuf {
 }
 
 fn stamp(dir: &Path) -> PathBuf {
-    dir.join(format!(".sushy-tools-{SUSHY_TOOLS_VERSION}"))
+    dir.join(format!(".sushy-tools-{SUSHY_TOOLS_VERSION}-kubernetes-{KUBERNETES_CLIENT_VERSION}"))
 }
 
-/// Creates the venv with sushy-tools (and bcrypt) unless it is already there.
+/// Creates the venv with sushy-tools (and bcrypt) and the Python Kubernetes
+/// client unless it is already there.
 /// Needs `python3` with the `venv` module and PyPI; used by `cargo xtask test`.
 pub fn ensure_venv() -> anyhow::Result<PathBuf> {
     let dir = venv_dir();
@@ -38,7 +43,7 @@ pub fn ensure_venv() -> anyhow::Result<PathBuf> {
         return Ok(dir);
     }
     eprintln!(
-        "+ python3 -m venv {} && pip install sushy-tools=={SUSHY_TOOLS_VERSION} bcrypt",
+        "+ python3 -m venv {} && pip install sushy-tools=={SUSHY_TOOLS_VERSION} bcrypt kubernetes=={KUBERNETES_CLIENT_VERSION}",
         dir.display()
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -55,11 +60,12 @@ pub fn ensure_venv() -> anyhow::Result<PathBuf> {
         .args(["install", "-q", "--disable-pip-version-check"])
         .arg(format!("sushy-tools=={SUSHY_TOOLS_VERSION}"))
         .arg("bcrypt")
+        .arg(format!("kubernetes=={KUBERNETES_CLIENT_VERSION}"))
         .status()
         .context("running pip in the sushy venv")?
         .success();
     if !ok {
-        bail!("pip install sushy-tools=={SUSHY_TOOLS_VERSION} failed");
+        bail!("pip install sushy-tools=={SUSHY_TOOLS_VERSION} kubernetes=={KUBERNETES_CLIENT_VERSION} failed");
     }
     std::fs::write(stamp(&dir), "")?;
     Ok(dir)

@@ -18,6 +18,9 @@ use super::decode::{self, FieldValidation};
 use super::faults::{FaultKind, RequestRecord};
 use super::field;
 use super::lifecycle;
+use super::negotiate::{self, Input, Output, PatchType};
+use super::table::{self, Printer};
+use super::{openapi, protobuf, smp};
 use super::resources::{self, GroupResource, ResourceType};
 use super::selector::Selector;
 use super::ssa::{self, Part};
@@ -100,6 +103,10 @@ enum Route {
     Groups,
     Group(String),
     GroupVersion(String, String),
+    /// `/openapi/v3`: the index of group-version documents.
+    OpenApiIndex,
+    /// `/openapi/v3/api/v1`, `/openapi/v3/apis/<group>/<version>`.
+    OpenApiDoc(String, String),
     Resource {
         group: String,
         version: String,
@@ -120,6 +127,10 @@ fn route(path: &str) -> Option<Route> {
         ["apis", g] => return Some(Route::Group((*g).into())),
         ["api", v] => return Some(Route::GroupVersion(String::new(), (*v).into())),
         ["apis", g, v] => return Some(Route::GroupVersion((*g).into(), (*v).into())),
+        ["openapi", "v3"] => return Some(Route::OpenApiIndex),
+        ["openapi", "v3", rest @ ..] => {
+            return openapi::parse_path(rest).map(|(g, v)| Route::OpenApiDoc(g, v));
+        }
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return None,
@@ -296,6 +307,22 @@ async fn dispatch(shared: &Arc<Shared>, req: Request<Body>, query: &HashMap<Stri
             let gv = if g.is_empty() { v } else { format!("{g}/{v}") };
             json_response(StatusCode::OK, &resources::resource_list(&gv, &served))
         }
+        Route::OpenApiIndex => {
+            let crd_of = |t: &ResourceType| crd_of(shared, t);
+            json_response(StatusCode::OK, &openapi::index(&types, &crd_of))
+        }
+        Route::OpenApiDoc(g, v) => {
+            let crd_of = |t: &ResourceType| crd_of(shared, t);
+            match openapi::document(&types, &g, &v, &crd_of) {
+                Some(doc) => json_response(StatusCode::OK, &doc),
+                None => status(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource".into(),
+                    None,
+                ),
+            }
+        }
         Route::Resource {
             group,
             version,
@@ -339,6 +366,10 @@ async fn dispatch(shared: &Arc<Shared>, req: Request<Body>, query: &HashMap<Stri
                 }
             };
             let ns = namespace.unwrap_or_default();
+            let output = match negotiate::output(req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok())) {
+                Ok(o) => o,
+                Err(m) => return status(406, "NotAcceptable", m, None),
+            };
             let content_type = req
                 .headers()
                 .get(header::CONTENT_TYPE)
@@ -354,6 +385,11 @@ async fn dispatch(shared: &Arc<Shared>, req: Request<Body>, query: &HashMap<Stri
                 Err(m) if matches!(method, Method::POST | Method::PUT | Method::PATCH) => return bad_request(m),
                 Err(_) => FieldValidation::Warn,
             };
+            let custom = !shared
+                .builtins
+                .iter()
+                .any(|b| b.group == t.group && b.plural == t.plural);
+            let crd = if custom { crd_of(shared, &t) } else { None };
             let ctx = Ctx {
                 shared,
                 t: &t,
@@ -363,13 +399,16 @@ async fn dispatch(shared: &Arc<Shared>, req: Request<Body>, query: &HashMap<Stri
                 validation,
                 duplicates: RefCell::default(),
                 warnings: RefCell::default(),
+                output,
+                custom,
+                crd,
             };
             let reply = match (method, name) {
                 (Method::GET, Some(name)) => ctx.get(&name),
                 (Method::GET, None) if truthy(query, "watch") => ctx.watch(),
                 (Method::GET, None) => ctx.list(),
-                (Method::POST, None) => ctx.create(&body),
-                (Method::PUT, Some(name)) => ctx.replace(&name, part, &body),
+                (Method::POST, None) => ctx.create(&content_type, &body),
+                (Method::PUT, Some(name)) => ctx.replace(&name, part, &content_type, &body),
                 (Method::PATCH, Some(name)) => ctx.patch(&name, part, &content_type, &body),
                 (Method::DELETE, Some(name)) if part != Part::Status => ctx.delete(&name),
                 (Method::DELETE, None) => ctx.delete_collection(),
@@ -385,6 +424,18 @@ async fn dispatch(shared: &Arc<Shared>, req: Request<Body>, query: &HashMap<Stri
     }
 }
 
+/// The CRD that defines a custom type, if it is one.
+fn crd_of(shared: &Shared, t: &ResourceType) -> Option<Value> {
+    let store = shared.store.lock().expect("store lock");
+    store
+        .get(
+            &GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions"),
+            "",
+            &format!("{}.{}", t.plural, t.group),
+        )
+        .cloned()
+}
+
 /// One resource request's context.
 struct Ctx<'a> {
     shared: &'a Arc<Shared>,
@@ -398,6 +449,12 @@ struct Ctx<'a> {
     duplicates: RefCell<Vec<String>>,
     /// `Warning` header texts for the response.
     warnings: RefCell<Vec<String>>,
+    /// The representation the client accepts.
+    output: Output,
+    /// A custom resource (defined by a CRD), not a built-in kind.
+    custom: bool,
+    /// The defining CRD of a custom resource.
+    crd: Option<Value>,
 }
 
 /// Sets apiVersion/kind to the version the client asked for.
@@ -428,6 +485,23 @@ impl Ctx<'_> {
         Ok(d.value)
     }
 
+    /// A create/update body in its declared format; a 415 for formats (or
+    /// protobuf kinds) that cannot be decoded, as kube-apiserver answers
+    /// custom resources.
+    fn decode_body(&self, content_type: &str, body: &Bytes) -> Result<Value, Box<Reply>> {
+        let unsupported = |m: String| Box::new(status(415, "UnsupportedMediaType", m, None));
+        match negotiate::input(content_type).map_err(unsupported)? {
+            Input::Yaml => self.parse_body(body).map_err(|e| Box::new(bad_request(e))),
+            Input::Protobuf if !self.custom && protobuf::supported(&self.t.group, &self.t.kind) => {
+                protobuf::decode(body).map_err(|e| Box::new(bad_request(e)))
+            }
+            Input::Protobuf => Err(unsupported(format!(
+                "the body of the request was in an unknown format - accepted media types include: {}",
+                negotiate::PRODUCED.join(", ")
+            ))),
+        }
+    }
+
     /// Adds the collected `Warning` headers to a reply.
     fn with_warnings(&self, mut reply: Reply) -> Reply {
         for w in self.warnings.borrow().iter() {
@@ -455,6 +529,47 @@ impl Ctx<'_> {
             StatusCode::CONFLICT,
             &field::conflict(&self.t.group, &self.t.plural, name),
         ))
+    /// Writes objects (one, or a list's items) in the negotiated representation.
+    fn respond(&self, code: StatusCode, v: &Value, list: bool) -> Reply {
+        match self.output {
+            Output::Json => json_response(code, v),
+            Output::Yaml => Response::builder()
+                .status(code)
+                .header(header::CONTENT_TYPE, "application/yaml")
+                .body(Body::from(serde_yaml::to_string(v).unwrap_or_default()))
+                .expect("static response parts are valid"),
+            Output::Table(version) => {
+                let items = if list {
+                    v["items"].as_array().cloned().unwrap_or_default()
+                } else {
+                    vec![v.clone()]
+                };
+                json_response(code, &self.table(&items, v, version))
+            }
+            Output::Metadata(version) => {
+                let meta = |o: &Value| json!({"kind": "PartialObjectMetadata", "apiVersion": version.api_version(), "metadata": o["metadata"]});
+                if list {
+                    let items: Vec<Value> = v["items"].as_array().into_iter().flatten().map(meta).collect();
+                    json_response(
+                        code,
+                        &json!({"kind": "PartialObjectMetadataList", "apiVersion": version.api_version(),
+                                "metadata": v["metadata"], "items": items}),
+                    )
+                } else {
+                    json_response(code, &meta(v))
+                }
+            }
+        }
+    }
+
+    fn table(&self, items: &[Value], whole: &Value, version: negotiate::MetaVersion) -> Value {
+        let printer = Printer::new(self.t, self.crd.as_ref());
+        let rv = whole
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let include = self.query.get("includeObject").map_or("Metadata", String::as_str);
+        table::table(&printer, items, rv, version, include)
     }
 
     fn selectors(&self) -> Result<(Selector, Selector), Box<Reply>> {
@@ -469,9 +584,10 @@ impl Ctx<'_> {
         let store = self.shared.store.lock().expect("store lock");
         let schema = self.read_schema(&store);
         match store.get(&self.gr(), self.ns, name) {
-            Some(v) => json_response(
+            Some(v) => self.respond(
                 StatusCode::OK,
                 &admit::default_on_read(schema.as_ref(), as_served(self.t, v.clone())),
+                false,
             ),
             None => not_found(self.t, name),
         }
@@ -490,7 +606,7 @@ impl Ctx<'_> {
             .filter(|o| labels.matches(o) && fields.matches(o))
             .map(|o| admit::default_on_read(schema.as_ref(), as_served(self.t, o.clone())))
             .collect();
-        json_response(
+        self.respond(
             StatusCode::OK,
             &json!({
                 "kind": format!("{}List", self.t.kind),
@@ -498,6 +614,7 @@ impl Ctx<'_> {
                 "metadata": {"resourceVersion": store.resource_version().to_string()},
                 "items": items,
             }),
+            true,
         )
     }
 
@@ -516,7 +633,24 @@ impl Ctx<'_> {
             .and_then(|s| s.parse::<u64>().ok())
             .map_or(Duration::from_secs(1800), Duration::from_secs);
         let t = self.t.clone();
-        let line = |kind: &str, object: Value| {
+        // Each event's object in the negotiated shape (a one-row Table for `kubectl get -w`).
+        let shape: Arc<dyn Fn(Value) -> Value + Send + Sync> = match self.output {
+            Output::Table(version) => {
+                let (tt, crd) = (self.t.clone(), self.crd.clone());
+                let include = self.query.get("includeObject").cloned().unwrap_or_else(|| "Metadata".into());
+                Arc::new(move |o: Value| {
+                    let rv = o
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned();
+                    table::table(&Printer::new(&tt, crd.as_ref()), &[o], &rv, version, &include)
+                })
+            }
+            _ => Arc::new(|o| o),
+        };
+        let line = move |kind: &str, object: Value| {
+            let object = if matches!(kind, "ERROR" | "BOOKMARK") { object } else { shape(object) };
             let mut s = serde_json::to_vec(&json!({"type": kind, "object": object})).expect("JSON values serialise");
             s.push(b'\n');
             Bytes::from(s)
@@ -558,13 +692,14 @@ impl Ctx<'_> {
         let shared = self.shared.clone();
         let deadline = tokio::time::Instant::now() + timeout;
         let live = futures::stream::unfold(rx, move |mut rx| {
-            let (gr, ns, labels, fields, t, shared) = (
+            let (gr, ns, labels, fields, t, shared, line) = (
                 gr.clone(),
                 ns.clone(),
                 labels.clone(),
                 fields.clone(),
                 t.clone(),
                 shared.clone(),
+                line.clone(),
             );
             async move {
                 loop {
@@ -713,15 +848,15 @@ impl Ctx<'_> {
 
     fn reply(&self, result: Result<(Value, bool), Box<Reply>>) -> Reply {
         match result {
-            Ok((v, created)) => json_response(if created { StatusCode::CREATED } else { StatusCode::OK }, &v),
+            Ok((v, created)) => self.respond(if created { StatusCode::CREATED } else { StatusCode::OK }, &v, false),
             Err(r) => *r,
         }
     }
 
-    fn create(&self, body: &Bytes) -> Reply {
-        let mut obj = match self.parse_body(body) {
+    fn create(&self, content_type: &str, body: &Bytes) -> Reply {
+        let mut obj = match self.decode_body(content_type, body) {
             Ok(v) => v,
-            Err(e) => return bad_request(e),
+            Err(r) => return *r,
         };
         generate_name(&mut obj);
         let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_owned();
@@ -747,10 +882,10 @@ impl Ctx<'_> {
         self.reply(r)
     }
 
-    fn replace(&self, name: &str, part: Part, body: &Bytes) -> Reply {
-        let obj = match self.parse_body(body) {
+    fn replace(&self, name: &str, part: Part, content_type: &str, body: &Bytes) -> Reply {
+        let obj = match self.decode_body(content_type, body) {
             Ok(v) => v,
-            Err(e) => return bad_request(e),
+            Err(r) => return *r,
         };
         let mut store = self.shared.store.lock().expect("store lock");
         let Some(live) = store.get(&self.gr(), self.ns, name).cloned() else {
@@ -780,6 +915,10 @@ impl Ctx<'_> {
     }
 
     fn patch(&self, name: &str, part: Part, content_type: &str, body: &Bytes) -> Reply {
+        let patch_type = match negotiate::patch_type(content_type, self.custom) {
+            Ok(p) => p,
+            Err(m) => return status(415, "UnsupportedMediaType", m, None),
+        };
         let patch = match self.parse_body(body) {
             Ok(v) => v,
             Err(e) => return bad_request(e),
@@ -792,7 +931,7 @@ impl Ctx<'_> {
         {
             return *self.conflict(name);
         }
-        let verb = if content_type.starts_with("application/apply-patch") {
+        let verb = if patch_type == PatchType::Apply {
             Verb::Apply
         } else {
             Verb::Write
@@ -842,29 +981,62 @@ impl Ctx<'_> {
                     );
                 }
             }
-        } else if content_type.starts_with("application/merge-patch+json")
-            || content_type.starts_with("application/strategic-merge-patch+json")
-        {
+        } else {
             let Some(live) = live.as_ref() else {
                 return not_found(self.t, name);
             };
-            let mut v = live.clone();
-            let scoped = match part {
-                Part::Status => json!({"status": patch["status"]}),
-                Part::Main { .. } => ssa::scope(&patch, part),
-            };
-            ssa::merge_patch(&mut v, &scoped);
-            v
-        } else {
-            return status(
-                415,
-                "UnsupportedMediaType",
-                format!("the simulator does not support the patch content type {content_type:?}"),
-                None,
-            );
+            match self.patched(live, &patch, patch_type, part) {
+                Ok(v) => v,
+                Err(r) => return *r,
+            }
         };
         let r = self.commit(&mut store, live.as_ref(), new, verb);
         self.reply(r)
+    }
+
+    /// `live` after a JSON, merge or strategic merge patch, keeping what the
+    /// addressed part may not change (status or everything but status).
+    fn patched(&self, live: &Value, patch: &Value, patch_type: PatchType, part: Part) -> Result<Value, Box<Reply>> {
+        let mut v = as_served(self.t, live.clone());
+        match patch_type {
+            PatchType::Json => {
+                let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+                    .map_err(|e| Box::new(bad_request(format!("error decoding patch: {e}"))))?;
+                // A patch that does not apply is 422 (apiserver handlers/patch.go, applyJSPatch).
+                json_patch::patch(&mut v, &ops).map_err(|e| Box::new(status(422, "Invalid", e.to_string(), None)))?;
+            }
+            PatchType::Merge => ssa::merge_patch(&mut v, patch),
+            PatchType::Strategic => {
+                let schema = openapi::builtin_schema(&self.t.group, &self.t.kind);
+                smp::apply(&mut v, patch, schema, openapi::builtin_defs()).map_err(|e| Box::new(bad_request(e)))?;
+            }
+            PatchType::Apply => unreachable!("server-side apply is handled by the caller"),
+        }
+        // Only the addressed part changes: the main resource keeps the live
+        // status (status subresource), /status keeps everything but status.
+        Ok(match part {
+            Part::Status => {
+                let mut n = live.clone();
+                n["status"] = v["status"].clone();
+                n
+            }
+            Part::Main { status_subresource } => {
+                if status_subresource {
+                    v["status"] = live["status"].clone();
+                }
+                for k in ["name", "namespace", "uid", "managedFields"] {
+                    match live["metadata"].get(k) {
+                        Some(x) => v["metadata"][k] = x.clone(),
+                        None => {
+                            if let Some(m) = v["metadata"].as_object_mut() {
+                                m.remove(k);
+                            }
+                        }
+                    }
+                }
+                v
+            }
+        })
     }
 
     fn delete(&self, name: &str) -> Reply {

@@ -29,6 +29,8 @@ pub struct ResourceType {
     pub namespaced: bool,
     pub status_subresource: bool,
     pub short_names: Vec<String>,
+    /// Discovery categories (`all` makes `kubectl get all` list it).
+    pub categories: Vec<String>,
 }
 
 impl ResourceType {
@@ -171,14 +173,18 @@ const BUILTINS: &[(&str, &str, &str, &str, bool, bool)] = &[
 pub fn builtins() -> Vec<ResourceType> {
     BUILTINS
         .iter()
-        .map(|&(group, version, kind, plural, namespaced, status)| ResourceType {
-            group: group.into(),
-            version: version.into(),
-            kind: kind.into(),
-            plural: plural.into(),
-            namespaced,
-            status_subresource: status,
-            short_names: vec![],
+        .map(|&(group, version, kind, plural, namespaced, status)| {
+            let (short, categories) = super::discovery::builtin_names(group, plural);
+            ResourceType {
+                group: group.into(),
+                version: version.into(),
+                kind: kind.into(),
+                plural: plural.into(),
+                namespaced,
+                status_subresource: status,
+                short_names: short.iter().map(|s| (*s).to_owned()).collect(),
+                categories: categories.iter().map(|s| (*s).to_owned()).collect(),
+            }
         })
         .collect()
 }
@@ -200,11 +206,13 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
     ) else {
         return vec![];
     };
-    let short_names: Vec<String> = spec
-        .pointer("/names/shortNames")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
-        .unwrap_or_default();
+    let strings = |ptr: &str| -> Vec<String> {
+        spec.pointer(ptr)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    };
+    let (short_names, categories) = (strings("/names/shortNames"), strings("/names/categories"));
     let namespaced = spec["scope"] != "Cluster";
     spec["versions"]
         .as_array()
@@ -220,6 +228,7 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
                 namespaced,
                 status_subresource: v.pointer("/subresources/status").is_some(),
                 short_names: short_names.clone(),
+                categories: categories.clone(),
             })
         })
         .collect()
@@ -247,17 +256,6 @@ pub fn version_priority(v: &str) -> (u8, u32, u32) {
     }
 }
 
-const VERBS: &[&str] = &[
-    "create",
-    "delete",
-    "deletecollection",
-    "get",
-    "list",
-    "patch",
-    "update",
-    "watch",
-];
-
 /// `APIResourceList` for one group/version.
 pub fn resource_list(group_version: &str, types: &[&ResourceType]) -> Value {
     let mut resources = vec![];
@@ -267,8 +265,9 @@ pub fn resource_list(group_version: &str, types: &[&ResourceType]) -> Value {
             "singularName": t.kind.to_lowercase(),
             "namespaced": t.namespaced,
             "kind": t.kind,
-            "verbs": VERBS,
+            "verbs": super::discovery::verbs(&t.group, &t.plural),
             "shortNames": t.short_names,
+            "categories": t.categories,
         }));
         if t.status_subresource {
             resources.push(json!({

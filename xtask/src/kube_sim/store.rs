@@ -183,6 +183,11 @@ pub fn now_rfc3339() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs() as i64;
+    rfc3339(secs)
+}
+
+/// Seconds since the epoch as RFC 3339 UTC with second precision.
+pub fn rfc3339(secs: i64) -> String {
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil-from-days (Howard Hinnant); avoids a date crate for one format.
     let z = days + 719_468;
