@@ -26,6 +26,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "shellcheck",
     "python3-venv",
     "sudo",
+    // The real age CLI: wraps SOPS data keys in tests (tests/sops.rs).
+    "age",
 ];
 
 /// Runs the suite.
