@@ -19,6 +19,7 @@ pub mod redfish;
 pub mod render;
 pub mod reset;
 pub mod secret;
+pub mod sops;
 pub mod ssh;
 pub mod state;
 pub mod talos;

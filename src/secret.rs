@@ -12,7 +12,8 @@ pub enum SecretRef {
     Env(String),
     /// `file:PATH`: a file's content (a trailing newline is dropped).
     File(PathBuf),
-    /// `sops:PATH[#key]`: a SOPS/age-encrypted file, optionally one key of it.
+    /// `sops:PATH[#key.path]`: a SOPS file with age recipients, decrypted
+    /// in-process ([`crate::sops`]); the key path names one value of it.
     Sops { path: PathBuf, key: Option<String> },
 }
 
@@ -38,10 +39,11 @@ pub enum SecretError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error(
-        "secret {reference}: SOPS-encrypted references are not supported yet; decrypt the value with `sops -d` into a 0600 file and use `file:PATH`"
-    )]
-    SopsUnsupported { reference: String },
+    #[error("secret {reference}: {}", .source.kind)]
+    Sops {
+        reference: String,
+        source: crate::sops::SopsError,
+    },
 }
 
 impl SecretRef {
@@ -95,9 +97,11 @@ impl SecretRef {
                     path: path.clone(),
                     source,
                 }),
-            Self::Sops { .. } => Err(SecretError::SopsUnsupported {
-                reference: self.to_string(),
-            }),
+            Self::Sops { path, key } => crate::sops::secret(path, key.as_deref(), &crate::sops::KeySources::from_env())
+                .map_err(|source| SecretError::Sops {
+                    reference: self.to_string(),
+                    source,
+                }),
         }
     }
 }

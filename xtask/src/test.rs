@@ -27,6 +27,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "python3-venv",
     "sudo",
     "tmux",
+    // The real age CLI: wraps SOPS data keys in tests (tests/sops.rs).
+    "age",
 ];
 
 /// Runs the suite.
