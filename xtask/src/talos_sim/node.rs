@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use bootstrap::talos::MAX_MESSAGE_SIZE;
+use bootstrap::talos::proto::cosi::resource::state_server::StateServer;
 use bootstrap::talos::proto::machine::machine_service_server::MachineServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -13,7 +14,9 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::cluster::{ClusterState, ControlPlane};
 use super::config::{MachineConfig, MachineType};
+use super::hardware::Hardware;
 use super::pki;
+use super::resources::Resources;
 use super::service::Service;
 use super::{CallRecord, Faults, SimShared};
 
@@ -32,6 +35,8 @@ pub(crate) struct NodeState {
     pub cluster: Option<String>,
     pub up: bool,
     pub booted_at: Instant,
+    /// Wall-clock time of the last boot (resource timestamps).
+    pub booted_wall: SystemTime,
     /// Bumped at every boot; reboot tasks of an older boot give up.
     pub generation: u64,
     pub pending_snapshot: Option<Vec<u8>>,
@@ -52,6 +57,7 @@ pub struct SimNode {
     pub(crate) state: Mutex<NodeState>,
     pub(crate) faults: Mutex<Faults>,
     pub(crate) calls: Mutex<Vec<CallRecord>>,
+    hardware: Mutex<Hardware>,
     running: tokio::sync::Mutex<Option<Running>>,
 }
 
@@ -70,12 +76,14 @@ impl SimNode {
                 cluster: None,
                 up: false,
                 booted_at: Instant::now(),
+                booted_wall: SystemTime::now(),
                 generation: 0,
                 pending_snapshot: None,
                 rebooting: false,
             }),
             faults: Mutex::new(Faults::default()),
             calls: Mutex::new(Vec::new()),
+            hardware: Mutex::new(Hardware::default_for(addr.ip())),
             running: tokio::sync::Mutex::new(None),
         })
     }
@@ -120,6 +128,26 @@ impl SimNode {
     /// The key of the simulated cluster the node belongs to, once configured.
     pub fn cluster_id(&self) -> Option<String> {
         lock(&self.state).cluster.clone()
+    }
+
+    /// What the node reports through the resource API (SystemInformation, Disks).
+    pub fn hardware(&self) -> Hardware {
+        lock(&self.hardware).clone()
+    }
+
+    /// Replaces the hardware the node reports (another machine, other disks).
+    pub fn set_hardware(&self, hardware: Hardware) {
+        *lock(&self.hardware) = hardware;
+    }
+
+    /// Changes the hardware the node reports.
+    pub fn update_hardware(&self, change: impl FnOnce(&mut Hardware)) {
+        change(&mut lock(&self.hardware));
+    }
+
+    /// Wall-clock time of the current boot.
+    pub(crate) fn booted_at(&self) -> SystemTime {
+        lock(&self.state).booted_wall
     }
 
     /// Every call received so far, oldest first.
@@ -168,6 +196,7 @@ impl SimNode {
             st.up = true;
             st.rebooting = false;
             st.booted_at = Instant::now();
+            st.booted_wall = SystemTime::now();
             st.generation += 1;
             st.generation
         };
@@ -250,12 +279,17 @@ impl SimNode {
         let service = MachineServiceServer::new(Service::new(self.clone(), generation))
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE);
+        // The COSI State service shares the API port (machined behind apid; cosi-api.md).
+        let resources = StateServer::new(Resources::new(self.clone(), generation))
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
         let task = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop_rx.changed().await;
             };
             let _ = tonic::transport::Server::builder()
                 .add_service(service)
+                .add_service(resources)
                 .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), shutdown)
                 .await;
         });
@@ -300,6 +334,20 @@ impl SimNode {
                 tracing::debug!(node = node.name, "simulated failed reboot: staying down");
                 return;
             }
+            if let Err(e) = node.boot(Duration::from_secs(30)).await {
+                tracing::warn!("simulated node did not come back: {e}");
+            }
+        });
+    }
+
+    /// Another machine takes over the node's address: the listener closes and
+    /// opens again at once in the same mode, with a fresh throwaway key in
+    /// maintenance mode. Fault injection for certificate pinning.
+    pub(crate) fn restart_listener(self: &Arc<Self>) {
+        let node = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            node.shutdown().await;
             if let Err(e) = node.boot(Duration::from_secs(30)).await {
                 tracing::warn!("simulated node did not come back: {e}");
             }
