@@ -87,9 +87,9 @@ pub struct Faults {
     /// On its next configuration the node joins a cluster of its own instead
     /// of the one named by `cluster.id` (wrong cluster identity).
     pub wrong_cluster_identity: bool,
-    /// Right after serving this RPC (e.g. `cosi.State/List`), the node's
-    /// listener restarts with a fresh throwaway certificate, as if another
-    /// machine answered at its address. One-shot.
+    /// Right after serving this RPC (e.g. `cosi.State/List`), new connections
+    /// get a fresh throwaway certificate, as if another machine answered at
+    /// the node's address. One-shot.
     pub swap_certificate_after: Option<&'static str>,
 }
 

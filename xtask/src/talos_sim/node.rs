@@ -58,6 +58,8 @@ pub struct SimNode {
     pub(crate) faults: Mutex<Faults>,
     pub(crate) calls: Mutex<Vec<CallRecord>>,
     hardware: Mutex<Hardware>,
+    /// The TLS configuration new connections are accepted with (replaced by a re-key).
+    tls: Mutex<Option<Arc<rustls::ServerConfig>>>,
     running: tokio::sync::Mutex<Option<Running>>,
 }
 
@@ -84,6 +86,7 @@ impl SimNode {
             faults: Mutex::new(Faults::default()),
             calls: Mutex::new(Vec::new()),
             hardware: Mutex::new(Hardware::default_for(addr.ip())),
+            tls: Mutex::new(None),
             running: tokio::sync::Mutex::new(None),
         })
     }
@@ -253,7 +256,8 @@ impl SimNode {
     fn serve(self: &Arc<Self>, listener: TcpListener, tls: Arc<rustls::ServerConfig>, generation: u64) -> Running {
         let (stop, mut stop_rx) = watch::channel(false);
         let (conn_tx, conn_rx) = tokio::sync::mpsc::channel(64);
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        *lock(&self.tls) = Some(tls);
+        let node = self.clone();
         let mut accept_stop = stop_rx.clone();
         tokio::spawn(async move {
             loop {
@@ -261,7 +265,8 @@ impl SimNode {
                     _ = accept_stop.changed() => break,
                     accepted = listener.accept() => {
                         let Ok((tcp, _)) = accepted else { continue };
-                        let acceptor = acceptor.clone();
+                        let Some(tls) = lock(&node.tls).clone() else { continue };
+                        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
                         let tx = conn_tx.clone();
                         tokio::spawn(async move {
                             // A refused client certificate ends the handshake here.
@@ -340,18 +345,14 @@ impl SimNode {
         });
     }
 
-    /// Another machine takes over the node's address: the listener closes and
-    /// opens again at once in the same mode, with a fresh throwaway key in
-    /// maintenance mode. Fault injection for certificate pinning.
-    pub(crate) fn restart_listener(self: &Arc<Self>) {
-        let node = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            node.shutdown().await;
-            if let Err(e) = node.boot(Duration::from_secs(30)).await {
-                tracing::warn!("simulated node did not come back: {e}");
-            }
-        });
+    /// Another machine takes over the node's address: from now on new
+    /// connections get a fresh throwaway maintenance certificate (open
+    /// connections keep theirs). Fault injection for certificate pinning.
+    pub(crate) fn swap_certificate(&self) {
+        match pki::maintenance_server_config(self.addr.ip()) {
+            Ok(config) => *lock(&self.tls) = Some(Arc::new(config)),
+            Err(e) => tracing::warn!("simulated certificate swap failed: {e}"),
+        }
     }
 
     /// Boots a node that was left down (failed reboot, reset without reboot).

@@ -59,7 +59,8 @@ impl Resources {
             .find(|d| d.resource_type.to_ascii_lowercase() == r#type.to_ascii_lowercase())
         else {
             return Err(Status::permission_denied(format!(
-                "resource type {type:?} is not supported"
+                "resource type {:?} is not supported",
+                r#type
             )));
         };
         // The namespace must exist (access.go); Talos fills in no default (cosi-api.md).
@@ -98,7 +99,7 @@ impl Resources {
             armed
         };
         if swap {
-            self.node.restart_listener();
+            self.node.swap_certificate();
         }
     }
 }
