@@ -87,8 +87,18 @@ fn crds() -> PathBuf {
 }
 
 /// `bootstrap -i INV --state-dir DIR up --artifacts CRDS ARGS`: (success, stderr).
+/// The cluster's secrets are the test fixture's, so no run waits for a new
+/// RSA-4096 service-account key.
 fn up(inv: &Path, args: &[&str]) -> (bool, String) {
     let state = inv.parent().unwrap().join("state");
+    let secrets = state.join("sim");
+    if !secrets.is_dir() {
+        std::fs::create_dir_all(&secrets).unwrap();
+        for f in ["secrets.yaml", "talos-admin.yaml"] {
+            let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/talos").join(f);
+            std::fs::copy(fixture, secrets.join(f)).unwrap();
+        }
+    }
     let out = Command::new(BIN)
         .arg("-i")
         .arg(inv)
