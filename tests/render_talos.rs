@@ -260,14 +260,14 @@ fn rendering_is_deterministic() {
 #[test]
 fn data_disks_become_user_volumes_and_ceph_disks_stay_raw() {
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/inventory/simulated.toml"))
+    let inventory = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/inventory/simulated.toml"))
         .unwrap()
         .replace(
             "mac = \"02:00:7f:01:00:15\"\n",
             "mac = \"02:00:7f:01:00:15\"\ndata_disks = [\n  { name = \"local-hdd\", model = \"ST4000*\", size = \"3TB-5TB\", filesystem = \"ext4\" },\n  { name = \"osd\", serial = \"S5GXNF0R512345\", ceph = true },\n]\n",
         );
     let path = dir.path().join("i.toml");
-    std::fs::write(&path, text).unwrap();
+    std::fs::write(&path, inventory).unwrap();
     let inv = bootstrap::inventory::load(&path).unwrap().inventory;
     let c = &inv.clusters[0];
     let r = render::render_cluster(c, &fixture_secrets(c)).unwrap();
