@@ -24,7 +24,7 @@ const UUID: &str = "4c4c4544-0042-3510-8053-b4c04f4e3732";
 const SERIAL: &str = "CZ20400ABC";
 const TB: u64 = 1_000_000_000_000;
 
-/// One control plane `cp-1` on 127.`block`.0.11; `node_extra` goes into its table.
+/// One control plane `cp-1` on 127.`block`.0.11 (blocks 91-99 are this file's); `node_extra` goes into its table.
 fn inventory(dir: &Path, block: u8, install_disk: &str, node_extra: &str) -> PathBuf {
     let text = format!(
         r#"[[cluster]]
@@ -90,6 +90,11 @@ fn crds() -> PathBuf {
 /// The cluster's secrets are the test fixture's, so no run waits for a new
 /// RSA-4096 service-account key.
 fn up(inv: &Path, args: &[&str]) -> (bool, String) {
+    up_with(inv, args, &[])
+}
+
+/// [`up`] with extra environment variables.
+fn up_with(inv: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let state = inv.parent().unwrap().join("state");
     let secrets = state.join("sim");
     if !secrets.is_dir() {
@@ -108,6 +113,7 @@ fn up(inv: &Path, args: &[&str]) -> (bool, String) {
         .arg(crds())
         .args(args)
         .env("HOME", &state)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
@@ -149,7 +155,7 @@ async fn a_matching_machine_gets_its_config_with_the_one_disk_its_selector_selec
     let dir = tempfile::tempdir().unwrap();
     let inv = inventory(
         dir.path(),
-        71,
+        91,
         SAMSUNG_980,
         &format!("uuid = \"{}\"\nserial = \"{SERIAL}\"", UUID.to_uppercase()),
     );
@@ -178,7 +184,7 @@ async fn a_matching_machine_gets_its_config_with_the_one_disk_its_selector_selec
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_machine_with_another_uuid_is_refused_with_both_values_and_nothing_applied() {
     let dir = tempfile::tempdir().unwrap();
-    let inv = inventory(dir.path(), 72, SAMSUNG_980, &format!("uuid = \"{UUID}\""));
+    let inv = inventory(dir.path(), 92, SAMSUNG_980, &format!("uuid = \"{UUID}\""));
     let other = "11111111-2222-4333-8444-555555555555";
     let rack = rack(&inv, machine(other)).await;
     let (ok, err) = tokio::task::block_in_place(|| up(&inv, &[]));
@@ -193,7 +199,7 @@ async fn a_machine_with_another_uuid_is_refused_with_both_values_and_nothing_app
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_expected_serial_the_node_does_not_report_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let inv = inventory(dir.path(), 73, SAMSUNG_980, &format!("serial = \"{SERIAL}\""));
+    let inv = inventory(dir.path(), 93, SAMSUNG_980, &format!("serial = \"{SERIAL}\""));
     let mut hw = machine(UUID);
     hw.system.serial_number.clear();
     let rack = rack(&inv, hw).await;
@@ -209,7 +215,7 @@ async fn an_expected_serial_the_node_does_not_report_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_any_identity_require_identity_refuses_and_a_plain_up_warns_once() {
     let dir = tempfile::tempdir().unwrap();
-    let inv = inventory(dir.path(), 74, SAMSUNG_980, "");
+    let inv = inventory(dir.path(), 94, SAMSUNG_980, "");
     let rack = rack(&inv, machine(UUID)).await;
     let (ok, err) = tokio::task::block_in_place(|| up(&inv, &["--require-identity"]));
     assert!(!ok, "--require-identity must refuse");
@@ -232,7 +238,7 @@ async fn without_any_identity_require_identity_refuses_and_a_plain_up_warns_once
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_certificate_change_between_the_identity_read_and_the_apply_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let inv = inventory(dir.path(), 75, SAMSUNG_980, &format!("uuid = \"{UUID}\""));
+    let inv = inventory(dir.path(), 95, SAMSUNG_980, &format!("uuid = \"{UUID}\""));
     let rack = rack(&inv, machine(UUID)).await;
     // Right after the node lists its disks, another machine answers at its address.
     rack.talos
@@ -251,7 +257,7 @@ async fn a_certificate_change_between_the_identity_read_and_the_apply_is_refused
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_ambiguous_install_disk_selector_is_refused_listing_the_nodes_disks() {
     let dir = tempfile::tempdir().unwrap();
-    let inv = inventory(dir.path(), 76, SAMSUNG_980, &format!("uuid = \"{UUID}\""));
+    let inv = inventory(dir.path(), 96, SAMSUNG_980, &format!("uuid = \"{UUID}\""));
     let mut hw = machine(UUID);
     hw.disks = vec![
         SimDisk::nvme("nvme0n1", "Samsung SSD 980 1TB", "S64ANS0R100001", TB),
@@ -275,7 +281,7 @@ async fn a_missing_install_disk_or_data_disk_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let inv = inventory(
         dir.path(),
-        77,
+        97,
         r#"{ serial = "S6B0NL0T100001" }"#,
         r#"data_disks = [{ name = "ceph-osd", serial = "NO-SUCH-DISK", ceph = true }]"#,
     );
@@ -297,7 +303,7 @@ async fn a_missing_install_disk_or_data_disk_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_simulator_serves_system_information_and_disks_like_talos() {
     let dir = tempfile::tempdir().unwrap();
-    let inv = inventory(dir.path(), 78, SAMSUNG_980, "");
+    let inv = inventory(dir.path(), 98, SAMSUNG_980, "");
     let rack = rack(&inv, machine(UUID)).await;
     let node = rack.talos.node(0);
     let policy = CallPolicy {
@@ -388,4 +394,44 @@ fn insecure_connector(
             Ok(hyper_util::rt::TokioIo::new(tls))
         }
     })
+}
+
+/// With a `[bmc]` and no identity in the inventory, the machine must be the
+/// one its BMC reports (a real Redfish emulator, sushy-tools).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_whose_bmc_reports_another_uuid_is_refused() {
+    use xtask::sushy::{Emulator, EmulatorConfig, FakeSystem, venv_or_skip};
+    let Some(venv) = venv_or_skip("a_node_whose_bmc_reports_another_uuid_is_refused") else {
+        return;
+    };
+    let bmc_uuid = "0a000000-0000-4000-8000-00000000000a";
+    let emu = tokio::task::block_in_place(|| {
+        Emulator::start(
+            &venv,
+            EmulatorConfig {
+                systems: vec![FakeSystem::new(bmc_uuid, "cp-1", "02:00:7f:01:00:0b").on()],
+                auth: Some(("admin".into(), "bmc-password".into())),
+                tls: false,
+                port: None,
+            },
+        )
+        .expect("start sushy-emulator")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let bmc = format!(
+        "[cluster.node.bmc]\nurl = \"{}\"\nuser = \"admin\"\npassword = \"env:TALOS_IDENTITY_BMC_PASSWORD\"\n",
+        emu.url
+    );
+    let inv = inventory(dir.path(), 99, SAMSUNG_980, &bmc);
+    let rack = rack(&inv, machine(UUID)).await;
+    let (ok, err) = tokio::task::block_in_place(|| {
+        up_with(&inv, &[], &[("TALOS_IDENTITY_BMC_PASSWORD", "bmc-password")])
+    });
+    assert!(!ok, "up must refuse");
+    assert!(
+        err.contains("cp-1") && err.contains(UUID) && err.contains(&format!("its BMC expects {bmc_uuid}")),
+        "the refusal names both UUIDs and who vouches for which:\n{err}"
+    );
+    assert!(!err.contains("trusting the network"), "{err}");
+    assert_nothing_applied(&rack);
 }

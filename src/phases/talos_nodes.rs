@@ -176,12 +176,13 @@ impl TalosNodes {
                 e => e.to_string(),
             })?
             .0;
-        self.apply_config(ctx, &client, node, Some(&disks.install), m).await?;
+        // Recorded first: a run killed right after the apply still renders this node's config as sent.
         ctx.state
             .lock()
             .await
             .record_install_disk(&node.name, &disks.install)
             .map_err(|e| e.to_string())?;
+        self.apply_config(ctx, &client, node, Some(&disks.install), m).await?;
         ctx.record(PHASE, &node.name, "config applied")
             .await
             .map_err(|e| e.to_string())
