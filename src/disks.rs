@@ -132,7 +132,11 @@ fn glob_at(p: &[char], t: &[char]) -> Option<bool> {
             }
             _ => {
                 // A malformed rest of the pattern is still an error in Go.
-                return if well_formed(&p[pi.min(p.len())..]) { Some(false) } else { None };
+                return if well_formed(&p[pi.min(p.len())..]) {
+                    Some(false)
+                } else {
+                    None
+                };
             }
         }
     }
@@ -210,7 +214,10 @@ fn norm_id(s: &str) -> String {
 pub fn matches(sel: &DiskSelector, disk: &Disk) -> bool {
     sel.path.as_ref().is_none_or(|p| disk.dev_path == p.trim())
         && sel.serial.as_ref().is_none_or(|s| glob(s.trim(), disk.serial.trim()))
-        && sel.wwid.as_ref().is_none_or(|w| glob(&norm_id(w), &norm_id(&disk.wwid)))
+        && sel
+            .wwid
+            .as_ref()
+            .is_none_or(|w| glob(&norm_id(w), &norm_id(&disk.wwid)))
         && sel.model.as_ref().is_none_or(|m| glob(m.trim(), disk.model.trim()))
         && sel.size.is_none_or(|r| r.contains(disk.size))
 }
@@ -312,7 +319,13 @@ pub fn cel_match(sel: &DiskSelector) -> String {
         }
     }
     terms.extend(
-        [r#"disk.transport != """#, "!disk.readonly", "!disk.cdrom", "!system_disk"].map(str::to_owned),
+        [
+            r#"disk.transport != """#,
+            "!disk.readonly",
+            "!disk.cdrom",
+            "!system_disk",
+        ]
+        .map(str::to_owned),
     );
     terms.join(" && ")
 }
@@ -365,7 +378,10 @@ mod tests {
             disk("/dev/nvme1n1", "Samsung SSD 980 PRO 4TB", "S2", 4_000_787_030_016),
         ];
         let picked = select(&sel(Some("Samsung SSD 980*"), Some("400GB-2TB")), &disks).unwrap();
-        assert_eq!(picked.dev_path, "/dev/nvme0n1", "the 4 TB disk is above the upper bound");
+        assert_eq!(
+            picked.dev_path, "/dev/nvme0n1",
+            "the 4 TB disk is above the upper bound"
+        );
         assert_eq!(
             select(&sel(None, Some("2TB-3TB")), &disks),
             Err(Selection::None),
@@ -395,7 +411,10 @@ mod tests {
         cd.cdrom = true;
         cd.eligible = false;
         let e = select_or_explain("install disk", &sel(Some("QEMU*"), None), &[cd]).unwrap_err();
-        assert!(e.contains("no disk matches") && e.contains("/dev/sr0") && e.contains("cdrom"), "{e}");
+        assert!(
+            e.contains("no disk matches") && e.contains("/dev/sr0") && e.contains("cdrom"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -273,7 +273,11 @@ fn data_disks_become_user_volumes_and_ceph_disks_stay_raw() {
     let r = render::render_cluster(c, &fixture_secrets(c)).unwrap();
     let docs = documents(text(&r, "sim/worker-1.yaml"));
     let volumes: Vec<&serde_json::Value> = docs.iter().filter(|d| d["kind"] == "UserVolumeConfig").collect();
-    assert_eq!(volumes.len(), 1, "one user volume; the Ceph disk stays raw: {volumes:#?}");
+    assert_eq!(
+        volumes.len(),
+        1,
+        "one user volume; the Ceph disk stays raw: {volumes:#?}"
+    );
     let v = volumes[0];
     assert_eq!(v["name"], "local-hdd");
     assert_eq!(v["filesystem"]["type"], "ext4");
@@ -288,5 +292,8 @@ fn data_disks_become_user_volumes_and_ceph_disks_stay_raw() {
         assert!(errors.is_empty(), "{d:#?}: {errors:#?}");
     }
     let other = documents(text(&r, "sim/worker-2.yaml"));
-    assert!(other.iter().all(|d| d["kind"] != "UserVolumeConfig"), "worker-2 has no data disks");
+    assert!(
+        other.iter().all(|d| d["kind"] != "UserVolumeConfig"),
+        "worker-2 has no data disks"
+    );
 }

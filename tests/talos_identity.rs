@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use bootstrap::talos::proto::cosi::resource::meta::ResourceDefinitionSpec;
 use bootstrap::talos::proto::cosi::resource::state_client::StateClient;
 use bootstrap::talos::proto::cosi::resource::{GetRequest, ListRequest};
-use bootstrap::talos::proto::cosi::resource::meta::ResourceDefinitionSpec;
 use bootstrap::talos::{CallPolicy, TalosClient};
 use prost::Message;
 use xtask::kube_sim::Behaviour;
@@ -100,7 +100,9 @@ fn up_with(inv: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     if !secrets.is_dir() {
         std::fs::create_dir_all(&secrets).unwrap();
         for f in ["secrets.yaml", "talos-admin.yaml"] {
-            let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/talos").join(f);
+            let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/talos")
+                .join(f);
             std::fs::copy(fixture, secrets.join(f)).unwrap();
         }
     }
@@ -162,7 +164,10 @@ async fn a_matching_machine_gets_its_config_with_the_one_disk_its_selector_selec
     let rack = rack(&inv, machine(UUID)).await;
     let (ok, err) = tokio::task::block_in_place(|| up(&inv, &["--require-identity"]));
     assert!(ok, "up failed:\n{err}");
-    assert!(!err.contains("trusting the network"), "the identity was checked:\n{err}");
+    assert!(
+        !err.contains("trusting the network"),
+        "the identity was checked:\n{err}"
+    );
     let config = rack.talos.node(0).config().expect("cp-1 was configured");
     let v1alpha1: serde_yaml::Value = serde_yaml::Deserializer::from_str(&config.raw)
         .map(|d| <serde_yaml::Value as serde::Deserialize>::deserialize(d).unwrap())
@@ -174,10 +179,19 @@ async fn a_matching_machine_gets_its_config_with_the_one_disk_its_selector_selec
         Some("/dev/nvme1n1"),
         "the 1 TB disk: the 4 TB one is above the size range's upper bound; install: {install:?}"
     );
-    assert!(install.get("diskSelector").is_none(), "a concrete disk, no selector Talos would resolve again");
+    assert!(
+        install.get("diskSelector").is_none(),
+        "a concrete disk, no selector Talos would resolve again"
+    );
     let calls = calls(&rack);
-    let read = calls.iter().position(|c| *c == "cosi.State/List").expect("disks listed");
-    let applied = calls.iter().position(|c| *c == "ApplyConfiguration").expect("config applied");
+    let read = calls
+        .iter()
+        .position(|c| *c == "cosi.State/List")
+        .expect("disks listed");
+    let applied = calls
+        .iter()
+        .position(|c| *c == "ApplyConfiguration")
+        .expect("config applied");
     assert!(read < applied, "identity and disks read before the apply: {calls:?}");
 }
 
@@ -310,13 +324,19 @@ async fn the_simulator_serves_system_information_and_disks_like_talos() {
         retry_budget: Duration::from_secs(5),
         ..CallPolicy::default()
     };
-    let (client, _) = TalosClient::maintenance_with("cp-1", node.addr(), None, policy).await.unwrap();
+    let (client, _) = TalosClient::maintenance_with("cp-1", node.addr(), None, policy)
+        .await
+        .unwrap();
     let info = client.system_information().await.unwrap();
     assert_eq!((info.uuid.as_str(), info.serial.as_str()), (UUID, SERIAL));
     assert_eq!(info.product, "PowerEdge R650");
     let disks = client.disks().await.unwrap();
     let paths: Vec<&str> = disks.iter().map(|d| d.dev_path.as_str()).collect();
-    assert_eq!(paths, ["/dev/nvme0n1", "/dev/nvme1n1", "/dev/sr0"], "one per whole disk, by id");
+    assert_eq!(
+        paths,
+        ["/dev/nvme0n1", "/dev/nvme1n1", "/dev/sr0"],
+        "one per whole disk, by id"
+    );
     assert!(!disks[2].eligible && disks[2].cdrom && disks[2].readonly);
 
     // Raw requests, as talosctl sends them after resolving its aliases.
@@ -333,22 +353,38 @@ async fn the_simulator_serves_system_information_and_disks_like_talos() {
         options: None,
     };
     let r = state
-        .get(get("hardware", "SystemInformations.hardware.talos.dev", "systeminformation"))
+        .get(get(
+            "hardware",
+            "SystemInformations.hardware.talos.dev",
+            "systeminformation",
+        ))
         .await
         .unwrap()
         .into_inner()
         .resource
         .unwrap();
     let md = r.metadata.unwrap();
-    assert_eq!((md.namespace.as_str(), md.id.as_str(), md.phase.as_str()), ("hardware", "systeminformation", "running"));
+    assert_eq!(
+        (md.namespace.as_str(), md.id.as_str(), md.phase.as_str()),
+        ("hardware", "systeminformation", "running")
+    );
     let yaml = r.spec.unwrap().yaml_spec;
-    assert!(yaml.contains(&format!("uuid: {UUID}")) && yaml.contains("serialnumber: CZ20400ABC"), "{yaml}");
-    let missing = state.get(get("runtime", "Disks.block.talos.dev", "sdz")).await.unwrap_err();
+    assert!(
+        yaml.contains(&format!("uuid: {UUID}")) && yaml.contains("serialnumber: CZ20400ABC"),
+        "{yaml}"
+    );
+    let missing = state
+        .get(get("runtime", "Disks.block.talos.dev", "sdz"))
+        .await
+        .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound, "{missing:?}");
     let unknown = state.get(get("runtime", "Bogus.talos.dev", "x")).await.unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::PermissionDenied, "{unknown:?}");
     assert!(unknown.message().contains("is not supported"), "{unknown:?}");
-    let bad_ns = state.get(get("nowhere", "Disks.block.talos.dev", "sda")).await.unwrap_err();
+    let bad_ns = state
+        .get(get("nowhere", "Disks.block.talos.dev", "sda"))
+        .await
+        .unwrap_err();
     assert_eq!(bad_ns.code(), tonic::Code::PermissionDenied, "{bad_ns:?}");
     // talosctl resolves `get disks` through the ResourceDefinitions.
     let mut defs = state
@@ -424,9 +460,8 @@ async fn a_node_whose_bmc_reports_another_uuid_is_refused() {
     );
     let inv = inventory(dir.path(), 99, SAMSUNG_980, &bmc);
     let rack = rack(&inv, machine(UUID)).await;
-    let (ok, err) = tokio::task::block_in_place(|| {
-        up_with(&inv, &[], &[("TALOS_IDENTITY_BMC_PASSWORD", "bmc-password")])
-    });
+    let (ok, err) =
+        tokio::task::block_in_place(|| up_with(&inv, &[], &[("TALOS_IDENTITY_BMC_PASSWORD", "bmc-password")]));
     assert!(!ok, "up must refuse");
     assert!(
         err.contains("cp-1") && err.contains(UUID) && err.contains(&format!("its BMC expects {bmc_uuid}")),

@@ -531,7 +531,9 @@ impl<'a> Validator<'a> {
                 None
             }
         };
-        if let Some((d, p)) = inherit(&rn.install_disk, np, defaults, "install_disk", |d| d.install_disk.as_ref()) {
+        if let Some((d, p)) = inherit(&rn.install_disk, np, defaults, "install_disk", |d| {
+            d.install_disk.as_ref()
+        }) {
             for (set, key) in [
                 (d.name.is_some(), "name"),
                 (d.filesystem.is_some(), "filesystem"),
@@ -683,7 +685,10 @@ impl<'a> Validator<'a> {
         }
         let filesystem = d.filesystem.clone().unwrap_or_else(|| "xfs".into());
         if !["xfs", "ext4"].contains(&filesystem.as_str()) {
-            self.error(p.key("filesystem"), format!("`{filesystem}`: Talos formats user volumes as xfs or ext4"));
+            self.error(
+                p.key("filesystem"),
+                format!("`{filesystem}`: Talos formats user volumes as xfs or ext4"),
+            );
         }
         let ceph = d.ceph.unwrap_or(false);
         if ceph && d.filesystem.is_some() {
@@ -965,7 +970,10 @@ const LABEL_VALUE: &str = "at most 63 characters of letters, digits, `-`, `_`, `
 fn is_uuid(s: &str) -> bool {
     let groups: Vec<&str> = s.split('-').collect();
     groups.len() == 5
-        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// An RFC 1123 DNS label: what Kubernetes accepts as a node name component.

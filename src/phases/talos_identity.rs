@@ -26,7 +26,9 @@ pub fn expected(node: &Node, bmc: Option<&redfish::System>) -> Vec<Expected> {
     let mut out = Vec::new();
     let mut push = |field: &'static str, value: Option<&String>, source: &str| {
         if let Some(v) = value.map(|v| v.trim()).filter(|v| !v.is_empty())
-            && !out.iter().any(|e: &Expected| e.field == field && same(field, &e.value, v))
+            && !out
+                .iter()
+                .any(|e: &Expected| e.field == field && same(field, &e.value, v))
         {
             out.push(Expected {
                 field,
@@ -72,7 +74,10 @@ pub fn compare(reported: &SystemInformation, expected: &[Expected]) -> Result<()
                     e.field, e.source, e.value
                 ))
             } else if !same(e.field, got, &e.value) {
-                Some(format!("the node reports {} {got}, {} expects {}", e.field, e.source, e.value))
+                Some(format!(
+                    "the node reports {} {got}, {} expects {}",
+                    e.field, e.source, e.value
+                ))
             } else {
                 None
             }
@@ -137,7 +142,9 @@ async fn bmc_system(node: &Node) -> Result<Option<redfish::System>, String> {
     }
     .await;
     client.logout().await;
-    result.map(Some).map_err(|e| format!("refusing: its BMC cannot vouch for it: {e}"))
+    result
+        .map(Some)
+        .map_err(|e| format!("refusing: its BMC cannot vouch for it: {e}"))
 }
 
 /// Reads identity and disks through `client` (a maintenance-mode connection)
@@ -199,6 +206,9 @@ mod tests {
             e.contains("reports UUID 11111111-0042-3510-8053-b4c04f4e3732, the inventory expects 4c4c4544"),
             "{e}"
         );
-        assert!(e.contains("reports no serial number, the inventory expects CZ1234"), "{e}");
+        assert!(
+            e.contains("reports no serial number, the inventory expects CZ1234"),
+            "{e}"
+        );
     }
 }

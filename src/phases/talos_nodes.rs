@@ -162,7 +162,11 @@ impl TalosNodes {
             .map_err(|e| e.to_string())?;
         let disks = talos_identity::check(node, &reader, self.run.require_identity).await?;
         drop(reader);
-        ctx.step(PHASE, &node.name, &format!("applying config (install disk {})", disks.install));
+        ctx.step(
+            PHASE,
+            &node.name,
+            &format!("applying config (install disk {})", disks.install),
+        );
         let client = TalosClient::maintenance_with(&node.name, addr(node), Some(fingerprint.clone()), quick)
             .await
             .map_err(|e| match e {

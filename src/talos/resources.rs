@@ -17,7 +17,8 @@ use super::retry::with_retry;
 use crate::disks::Disk;
 
 /// `SystemInformations.hardware.talos.dev` (namespace `hardware`, id `systeminformation`).
-pub const SYSTEM_INFORMATION: (&str, &str, &str) = ("hardware", "SystemInformations.hardware.talos.dev", "systeminformation");
+pub const SYSTEM_INFORMATION: (&str, &str, &str) =
+    ("hardware", "SystemInformations.hardware.talos.dev", "systeminformation");
 /// `Disks.block.talos.dev` (namespace `runtime`), one resource per whole disk.
 pub const DISKS: (&str, &str) = ("runtime", "Disks.block.talos.dev");
 

@@ -108,7 +108,15 @@ fn ts(t: SystemTime) -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp::from(t))
 }
 
-fn resource(namespace: &str, r#type: &str, id: &str, owner: &str, at: SystemTime, proto: Vec<u8>, yaml: Mapping) -> Resource {
+fn resource(
+    namespace: &str,
+    r#type: &str,
+    id: &str,
+    owner: &str,
+    at: SystemTime,
+    proto: Vec<u8>,
+    yaml: Mapping,
+) -> Resource {
     Resource {
         metadata: Some(Metadata {
             namespace: namespace.into(),
@@ -215,7 +223,15 @@ fn disk(d: &SimDisk, at: SystemTime) -> Resource {
     put(&mut y, "rotational", d.rotational, false);
     let links: Vec<Value> = d.symlinks.iter().map(|s| Value::from(s.as_str())).collect();
     put(&mut y, "symlinks", Value::Sequence(links), false);
-    resource("runtime", DISKS, &d.id, "block.DisksController", at, spec.encode_to_vec(), y)
+    resource(
+        "runtime",
+        DISKS,
+        &d.id,
+        "block.DisksController",
+        at,
+        spec.encode_to_vec(),
+        y,
+    )
 }
 
 const NAMESPACE_NAMES: &[&str] = &["hardware", "meta", "runtime"];
@@ -243,21 +259,36 @@ fn definitions() -> Vec<ResourceDefinitionSpec> {
         }
     };
     vec![
-        def(DISKS, "Disk", "runtime", &["disk"], &[
-            ("Size", "{.pretty_size}"),
-            ("Read Only", "{.readonly}"),
-            ("Transport", "{.transport}"),
-            ("Rotational", "{.rotational}"),
-            ("WWID", "{.wwid}"),
-            ("Model", "{.model}"),
-            ("Serial", "{.serial}"),
-        ]),
+        def(
+            DISKS,
+            "Disk",
+            "runtime",
+            &["disk"],
+            &[
+                ("Size", "{.pretty_size}"),
+                ("Read Only", "{.readonly}"),
+                ("Transport", "{.transport}"),
+                ("Rotational", "{.rotational}"),
+                ("WWID", "{.wwid}"),
+                ("Model", "{.model}"),
+                ("Serial", "{.serial}"),
+            ],
+        ),
         def(NAMESPACES, "Namespace", "meta", &["ns"], &[]),
-        def(RESOURCE_DEFINITIONS, "ResourceDefinition", "meta", &["api-resources"], &[]),
-        def(SYSTEM_INFORMATION, "SystemInformation", "hardware", &["systeminformation"], &[
-            ("Manufacturer", "{.manufacturer}"),
-            ("Product Name", "{.productName}"),
-        ]),
+        def(
+            RESOURCE_DEFINITIONS,
+            "ResourceDefinition",
+            "meta",
+            &["api-resources"],
+            &[],
+        ),
+        def(
+            SYSTEM_INFORMATION,
+            "SystemInformation",
+            "hardware",
+            &["systeminformation"],
+            &[("Manufacturer", "{.manufacturer}"), ("Product Name", "{.productName}")],
+        ),
     ]
 }
 
@@ -296,7 +327,9 @@ impl State for Resources {
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         // Get, List and Watch need the reader role (machined.go); maintenance callers have it.
-        self.inner.enter(&request, "cosi.State/Get", false, Need::Reader).await?;
+        self.inner
+            .enter(&request, "cosi.State/Get", false, Need::Reader)
+            .await?;
         let req = request.into_inner();
         let found = self
             .resources(&req.namespace, &req.r#type)?
@@ -314,23 +347,23 @@ impl State for Resources {
     }
 
     async fn list(&self, request: Request<ListRequest>) -> Result<Response<Self::ListStream>, Status> {
-        self.inner.enter(&request, "cosi.State/List", false, Need::Reader).await?;
+        self.inner
+            .enter(&request, "cosi.State/List", false, Need::Reader)
+            .await?;
         let req = request.into_inner();
         let mut items = self.resources(&req.namespace, &req.r#type)?;
         if let Some(q) = req.options.as_ref().and_then(|o| o.id_query.as_ref()) {
             items.retain(|r| id_matches(&q.regexp, r));
         }
         self.after("cosi.State/List");
-        let stream = futures::stream::iter(
-            items
-                .into_iter()
-                .map(|r| Ok(ListResponse { resource: Some(r) })),
-        );
+        let stream = futures::stream::iter(items.into_iter().map(|r| Ok(ListResponse { resource: Some(r) })));
         Ok(Response::new(Box::pin(stream)))
     }
 
     async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
-        self.inner.enter(&request, "cosi.State/Watch", false, Need::Reader).await?;
+        self.inner
+            .enter(&request, "cosi.State/Watch", false, Need::Reader)
+            .await?;
         let req = request.into_inner();
         let mut items = self.resources(&req.namespace, &req.r#type)?;
         if let Some(id) = &req.id {
