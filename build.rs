@@ -1,4 +1,4 @@
-//! Compiles our Talos machine API subset (`talos/proto/`) without `protoc`:
+//! Compiles our Talos machine API and COSI resource API subsets (`talos/proto/`) without `protoc`:
 //! protox parses the `.proto` files into descriptors in pure Rust, and
 //! tonic-prost-build turns them into prost messages plus tonic client and
 //! server stubs (the server half is only used by the xtask simulator).
@@ -6,7 +6,16 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = "talos/proto";
     println!("cargo:rerun-if-changed={root}");
-    let fds = protox::compile(["machine.proto"], [root])?;
+    let fds = protox::compile(
+        [
+            "machine.proto",
+            "v1alpha1/state.proto",
+            "v1alpha1/meta.proto",
+            "resource/definitions/hardware/hardware.proto",
+            "resource/definitions/block/block.proto",
+        ],
+        [root],
+    )?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -103,6 +103,10 @@ pub struct UpArgs {
     /// Boot nodes that have a BMC through it (Redfish) before phase -1.
     #[arg(long)]
     pub provision: bool,
+    /// Refuse a Talos node in maintenance mode when neither the inventory
+    /// (`uuid`, `serial`) nor its BMC says which machine it must be.
+    #[arg(long)]
+    pub require_identity: bool,
     /// Seconds to wait for each node, the API and workloads (default: 600-900 by step).
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<u64>,

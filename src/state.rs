@@ -27,6 +27,10 @@ pub struct ClusterState {
     /// one is not.
     #[serde(default)]
     pub applied: BTreeMap<String, String>,
+    /// Talos node → the install disk (device path) its selector resolved to
+    /// among the disks it reported in maintenance mode; its config names it.
+    #[serde(default)]
+    pub install_disks: BTreeMap<String, String>,
 }
 
 /// Progress of one phase.
@@ -144,6 +148,12 @@ impl StateStore {
         self.save()
     }
 
+    /// Records the install disk `node`'s selector resolved to, and saves.
+    pub fn record_install_disk(&mut self, node: &str, dev_path: &str) -> Result<(), StateError> {
+        self.state.install_disks.insert(node.to_owned(), dev_path.to_owned());
+        self.save()
+    }
+
     /// Marks `phase` done (or not), and saves.
     pub fn set_phase_done(&mut self, phase: &str, done: bool) -> Result<(), StateError> {
         self.state.phases.entry(phase.to_owned()).or_default().done = done;
@@ -167,6 +177,7 @@ impl StateStore {
     pub fn forget_progress(&mut self) -> Result<(), StateError> {
         self.state.phases.clear();
         self.state.applied.clear();
+        self.state.install_disks.clear();
         if let Some(path) = self.state.artifacts.remove("kubeconfig") {
             let _ = std::fs::remove_file(path);
         }

@@ -131,6 +131,7 @@ pub(crate) fn cluster_run(
         limit,
         merge_kubeconfig: args.merge_kubeconfig,
         accept_new: args.accept_new,
+        require_identity: args.require_identity,
         timeouts: timeouts(args),
         restore: None,
     }

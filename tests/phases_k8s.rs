@@ -103,6 +103,7 @@ impl Env {
             limit: Default::default(),
             merge_kubeconfig: false,
             accept_new: false,
+            require_identity: false,
             timeouts: Timeouts {
                 node: t,
                 api: t,

@@ -256,3 +256,44 @@ fn rendering_is_deterministic() {
     assert_eq!(a.files, b.files);
     assert!(a.files.values().all(|f| f.mode == 0o600), "Talos files hold secrets");
 }
+
+#[test]
+fn data_disks_become_user_volumes_and_ceph_disks_stay_raw() {
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/inventory/simulated.toml"))
+        .unwrap()
+        .replace(
+            "mac = \"02:00:7f:01:00:15\"\n",
+            "mac = \"02:00:7f:01:00:15\"\ndata_disks = [\n  { name = \"local-hdd\", model = \"ST4000*\", size = \"3TB-5TB\", filesystem = \"ext4\" },\n  { name = \"osd\", serial = \"S5GXNF0R512345\", ceph = true },\n]\n",
+        );
+    let path = dir.path().join("i.toml");
+    std::fs::write(&path, inventory).unwrap();
+    let inv = bootstrap::inventory::load(&path).unwrap().inventory;
+    let c = &inv.clusters[0];
+    let r = render::render_cluster(c, &fixture_secrets(c)).unwrap();
+    let docs = documents(text(&r, "sim/worker-1.yaml"));
+    let volumes: Vec<&serde_json::Value> = docs.iter().filter(|d| d["kind"] == "UserVolumeConfig").collect();
+    assert_eq!(
+        volumes.len(),
+        1,
+        "one user volume; the Ceph disk stays raw: {volumes:#?}"
+    );
+    let v = volumes[0];
+    assert_eq!(v["name"], "local-hdd");
+    assert_eq!(v["filesystem"]["type"], "ext4");
+    assert_eq!(v["provisioning"]["minSize"], "3TB");
+    assert_eq!(
+        v["provisioning"]["diskSelector"]["match"],
+        r#"glob("ST4000*", disk.model) && disk.size >= 3000000000000u && disk.size <= 5000000000000u && disk.transport != "" && !disk.readonly && !disk.cdrom && !system_disk"#
+    );
+    let schema = talos_schema();
+    for d in &docs {
+        let errors: Vec<String> = schema.iter_errors(d).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{d:#?}: {errors:#?}");
+    }
+    let other = documents(text(&r, "sim/worker-2.yaml"));
+    assert!(
+        other.iter().all(|d| d["kind"] != "UserVolumeConfig"),
+        "worker-2 has no data disks"
+    );
+}

@@ -118,6 +118,7 @@ fn run_for(
         limit: BTreeSet::new(),
         merge_kubeconfig: merge,
         accept_new: false,
+        require_identity: false,
         timeouts: Timeouts {
             node: node_timeout,
             api: Duration::from_secs(30),

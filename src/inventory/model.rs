@@ -226,8 +226,12 @@ pub struct Node {
     pub role: Role,
     pub ip: IpAddr,
     pub mac: Option<MacAddr>,
+    /// Expected SMBIOS system UUID (lower case), checked before any config is sent.
+    pub uuid: Option<String>,
+    /// Expected system serial number.
+    pub serial: Option<String>,
     pub install_disk: Option<DiskSelector>,
-    pub data_disks: Vec<DiskSelector>,
+    pub data_disks: Vec<DataDisk>,
     pub labels: BTreeMap<String, String>,
     pub taints: Vec<Taint>,
     pub patches: Vec<PathBuf>,
@@ -291,6 +295,18 @@ impl DiskSelector {
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
     }
+}
+
+/// A data disk: which disk, and what becomes of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DataDisk {
+    pub selector: DiskSelector,
+    /// Talos user volume name (mounted at `/var/mnt/<name>`); `data<N>` when not given.
+    pub name: String,
+    /// `xfs` or `ext4`.
+    pub filesystem: String,
+    /// Left raw for Ceph: only its presence and identity are checked.
+    pub ceph: bool,
 }
 
 /// A disk size range in bytes (either bound optional).

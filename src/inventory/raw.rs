@@ -189,6 +189,10 @@ pub struct RawNode {
     pub role: Role,
     pub ip: String,
     pub mac: Option<String>,
+    /// Expected SMBIOS system UUID (checked before a Talos node gets its config).
+    pub uuid: Option<String>,
+    /// Expected system serial number.
+    pub serial: Option<String>,
     pub install_disk: Option<RawDiskSelector>,
     pub data_disks: Option<Vec<RawDiskSelector>>,
     pub labels: Option<BTreeMap<String, String>>,
@@ -218,6 +222,12 @@ pub struct RawDiskSelector {
     pub model: Option<String>,
     /// `100GB-2TB`, `>= 100GB`, `<= 2TB` or `500GB`.
     pub size: Option<String>,
+    /// Data disks only: the Talos user volume name (`/var/mnt/<name>`).
+    pub name: Option<String>,
+    /// Data disks only: `xfs` (default) or `ext4`.
+    pub filesystem: Option<String>,
+    /// Data disks only: left raw for Ceph (identity-checked, never formatted).
+    pub ceph: Option<bool>,
 }
 
 /// `[ssh]`: how `bootstrap` reaches a node over SSH.

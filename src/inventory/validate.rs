@@ -576,14 +576,55 @@ impl<'a> Validator<'a> {
                 None
             }
         };
+        if let Some((d, p)) = inherit(&rn.install_disk, np, defaults, "install_disk", |d| {
+            d.install_disk.as_ref()
+        }) {
+            for (set, key) in [
+                (d.name.is_some(), "name"),
+                (d.filesystem.is_some(), "filesystem"),
+                (d.ceph.is_some(), "ceph"),
+            ] {
+                if set {
+                    self.error(p.key(key), format!("`{key}` is for data_disks, not the install disk"));
+                }
+            }
+        }
         let data_disks = inherit(&rn.data_disks, np, defaults, "data_disks", |d| d.data_disks.as_ref())
             .map(|(ds, p)| {
                 ds.iter()
                     .enumerate()
-                    .filter_map(|(i, d)| self.disk(d, &p.elem(i, None)))
-                    .collect()
+                    .filter_map(|(i, d)| self.data_disk(d, i, &p.elem(i, None)))
+                    .collect::<Vec<_>>()
             })
             .unwrap_or_default();
+        let mut names = BTreeMap::new();
+        for (i, d) in data_disks.iter().enumerate() {
+            if let Some(first) = names.insert(d.name.clone(), i) {
+                self.error(
+                    np.key("data_disks").elem(i, None).key("name"),
+                    format!("duplicate data disk name `{}` (also data_disks[{first}])", d.name),
+                );
+            }
+        }
+        let uuid = rn.uuid.as_ref().and_then(|u| {
+            if is_uuid(u.trim()) {
+                Some(u.trim().to_ascii_lowercase())
+            } else {
+                self.error(
+                    np.key("uuid"),
+                    format!("`{u}` is not a system UUID such as 4c4c4544-0042-3510-8053-b4c04f4e3732"),
+                );
+                None
+            }
+        });
+        let serial = rn.serial.as_ref().and_then(|s| {
+            if s.trim().is_empty() {
+                self.error(np.key("serial"), "empty serial number: remove it or give the machine's");
+                None
+            } else {
+                Some(s.trim().to_owned())
+            }
+        });
         let labels = self.labels(rn, np, defaults);
         let taints = inherit(&rn.taints, np, defaults, "taints", |d| d.taints.as_ref())
             .map(|(ts, p)| {
@@ -618,6 +659,8 @@ impl<'a> Validator<'a> {
             role: rn.role,
             ip: ip?,
             mac,
+            uuid,
+            serial,
             install_disk,
             data_disks,
             labels,
@@ -673,6 +716,35 @@ impl<'a> Validator<'a> {
             self.error(p.key("path"), format!("`{path}` is not a device path under /dev/"));
         }
         Some(sel)
+    }
+
+    fn data_disk(&mut self, d: &RawDiskSelector, i: usize, p: &FieldPath) -> Option<DataDisk> {
+        let selector = self.disk(d, p)?;
+        let name = d.name.clone().unwrap_or_else(|| format!("data{i}"));
+        // UserVolumeConfig names: 1 to 34 letters, digits and hyphens (v1.13 config schema).
+        if name.is_empty() || name.len() > 34 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            self.error(
+                p.key("name"),
+                format!("`{name}` is not a volume name: 1 to 34 letters, digits and `-`"),
+            );
+        }
+        let filesystem = d.filesystem.clone().unwrap_or_else(|| "xfs".into());
+        if !["xfs", "ext4"].contains(&filesystem.as_str()) {
+            self.error(
+                p.key("filesystem"),
+                format!("`{filesystem}`: Talos formats user volumes as xfs or ext4"),
+            );
+        }
+        let ceph = d.ceph.unwrap_or(false);
+        if ceph && d.filesystem.is_some() {
+            self.error(p.key("filesystem"), "a disk left raw for Ceph gets no filesystem");
+        }
+        Some(DataDisk {
+            selector,
+            name,
+            filesystem,
+            ceph,
+        })
     }
 
     fn labels(
@@ -938,6 +1010,16 @@ fn nets_overlap(a: &IpNet, b: &IpNet) -> bool {
 const RFC1123_LABEL: &str =
     "lower-case letters, digits and `-`, at most 63, starting and ending with a letter or digit (RFC 1123)";
 const LABEL_VALUE: &str = "at most 63 characters of letters, digits, `-`, `_`, `.`, starting and ending alphanumeric";
+
+/// `8-4-4-4-12` hex digits: an SMBIOS/Redfish system UUID.
+fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
+}
 
 /// An RFC 1123 DNS label: what Kubernetes accepts as a node name component.
 pub fn is_dns_label(s: &str) -> bool {

@@ -58,6 +58,8 @@ pub struct ClusterRun {
     pub timeouts: Timeouts,
     /// `--accept-new`: record SSH host keys of hosts never seen before.
     pub accept_new: bool,
+    /// `--require-identity`: refuse a Talos node whose identity nothing (inventory `uuid`/`serial`, BMC) vouches for.
+    pub require_identity: bool,
     /// `reset`: bootstrap etcd from this snapshot instead of empty.
     pub restore: Option<PathBuf>,
 }
@@ -138,4 +140,5 @@ pub mod manifests;
 pub mod merge_kubeconfig;
 pub mod objects;
 pub mod prerequisites;
+pub mod talos_identity;
 pub mod talos_nodes;

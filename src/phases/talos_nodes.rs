@@ -4,6 +4,12 @@
 //! the first control plane, membership and the Kubernetes API waited for, and
 //! kubeconfig + talosconfig stored in the state dir.
 //!
+//! A node in maintenance mode is first asked who it is and which disks it
+//! has (`talos_identity`): a machine the inventory does not describe, or an
+//! install disk selector that does not pick exactly one of its disks, is
+//! refused before its config (on a control plane: the cluster CA keys)
+//! leaves the workstation, and the certificate seen then is pinned for the apply.
+//!
 //! Destructive or once-only steps are guarded by observed state: etcd is
 //! bootstrapped only when no control plane reports it running, and a node
 //! that serves another cluster's certificate is refused, whatever the state
@@ -13,9 +19,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{ClusterRun, KUBECONFIG, TALOSCONFIG};
+use super::{ClusterRun, KUBECONFIG, TALOSCONFIG, talos_identity};
 use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx};
-use crate::inventory::{Node, Role};
+use crate::inventory::{DiskSelector, Node, Role};
 use crate::render::{SecretsBundle, talos as render_talos};
 use crate::talos::proto::machine::apply_configuration_request::Mode;
 use crate::talos::{CallPolicy, TalosClient, TalosCredentials, TalosError};
@@ -126,15 +132,7 @@ impl TalosNodes {
                 Seen::Ours { .. } => break,
                 Seen::Foreign(why) => return Err(refusal(&why)),
                 Seen::Maintenance => {
-                    ctx.step(PHASE, &node.name, "applying config");
-                    let (client, _fingerprint) =
-                        TalosClient::maintenance_with(&node.name, addr(node), None, policy(Duration::from_secs(30)))
-                            .await
-                            .map_err(|e| e.to_string())?;
-                    self.apply_config(ctx, &client, node, m).await?;
-                    ctx.record(PHASE, &node.name, "config applied")
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    self.configure_fresh(ctx, node, m).await?;
                     break;
                 }
                 Seen::Unreachable(why) => {
@@ -152,9 +150,59 @@ impl TalosNodes {
         ctx.record(PHASE, &node.name, "ready").await.map_err(|e| e.to_string())
     }
 
-    /// The node's machine config and its sha256.
-    fn render(&self, node: &Node, m: &Material) -> Result<(String, String), String> {
-        let config = render_talos::machine_config(&self.run.cluster, node, &m.bundle)
+    /// A node in maintenance mode: its identity and disks read and checked
+    /// (the certificate seen then is pinned), then its config, naming the
+    /// resolved install disk, applied through a connection that must present
+    /// the same certificate.
+    async fn configure_fresh(&self, ctx: &RunCtx, node: &Node, m: &Material) -> Result<(), String> {
+        ctx.step(PHASE, &node.name, "reading hardware identity and disks");
+        let quick = policy(Duration::from_secs(30));
+        let (reader, fingerprint) = TalosClient::maintenance_with(&node.name, addr(node), None, quick.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        let disks = talos_identity::check(node, &reader, self.run.require_identity).await?;
+        drop(reader);
+        ctx.step(
+            PHASE,
+            &node.name,
+            &format!("applying config (install disk {})", disks.install),
+        );
+        let client = TalosClient::maintenance_with(&node.name, addr(node), Some(fingerprint.clone()), quick)
+            .await
+            .map_err(|e| match e {
+                TalosError::Tls {
+                    server_certificate: true,
+                    message,
+                    ..
+                } => format!(
+                    "refusing: the node's certificate changed between the identity check and the apply ({message}); nothing was sent to it"
+                ),
+                e => e.to_string(),
+            })?
+            .0;
+        // Recorded first: a run killed right after the apply still renders this node's config as sent.
+        ctx.state
+            .lock()
+            .await
+            .record_install_disk(&node.name, &disks.install)
+            .map_err(|e| e.to_string())?;
+        self.apply_config(ctx, &client, node, Some(&disks.install), m).await?;
+        ctx.record(PHASE, &node.name, "config applied")
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The node's machine config and its sha256; `install` (the disk the
+    /// node's selector resolved to) replaces the selector in the config.
+    fn render(&self, node: &Node, install: Option<&str>, m: &Material) -> Result<(String, String), String> {
+        let mut node = node.clone();
+        if let Some(path) = install {
+            node.install_disk = Some(DiskSelector {
+                path: Some(path.to_owned()),
+                ..DiskSelector::default()
+            });
+        }
+        let config = render_talos::machine_config(&self.run.cluster, &node, &m.bundle)
             .map_err(|e| format!("rendering its machine config: {e:#}"))?;
         let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(config.as_bytes()));
         Ok((config, sha256))
@@ -167,9 +215,10 @@ impl TalosNodes {
         ctx: &RunCtx,
         client: &TalosClient,
         node: &Node,
+        install: Option<&str>,
         m: &Material,
     ) -> Result<Mode, String> {
-        let (config, sha256) = self.render(node, m)?;
+        let (config, sha256) = self.render(node, install, m)?;
         let outcome = client
             .apply_configuration(config.as_bytes(), Mode::Auto)
             .await
@@ -210,7 +259,8 @@ impl TalosNodes {
         let client = self
             .client(node, &m.creds, self.run.timeouts.node)
             .map_err(|e| e.to_string())?;
-        if self.apply_config(ctx, &client, node, m).await? == Mode::Reboot {
+        let install = ctx.state.lock().await.state().install_disks.get(&node.name).cloned();
+        if self.apply_config(ctx, &client, node, install.as_deref(), m).await? == Mode::Reboot {
             // Until it goes down the node still answers as before; only then wait for it.
             ctx.step(PHASE, &node.name, "rebooting");
             let once = self.client(node, &m.creds, Duration::ZERO).map_err(|e| e.to_string())?;
@@ -352,14 +402,19 @@ impl Phase for TalosNodes {
         let seen = self.observe(ctx, m.as_ref().map(|m| &m.creds)).await;
         let mut actions = Vec::new();
         let mut refused = Vec::new();
-        let applied = ctx.state.lock().await.state().applied.clone();
+        let (applied, installs) = {
+            let state = ctx.state.lock().await;
+            (state.state().applied.clone(), state.state().install_disks.clone())
+        };
         for (n, s) in &seen {
             match s {
                 Seen::Ours { .. } => {
                     let (Some(m), Some(recorded)) = (&m, applied.get(&n.name)) else {
                         continue;
                     };
-                    let (_, desired) = self.render(n, m).map_err(|e| self.failed(format!("{}: {e}", n.name)))?;
+                    let (_, desired) = self
+                        .render(n, installs.get(&n.name).map(String::as_str), m)
+                        .map_err(|e| self.failed(format!("{}: {e}", n.name)))?;
                     if *recorded != desired {
                         actions.push(Action::new(PHASE, &n.name, REAPPLY));
                     }
@@ -367,7 +422,7 @@ impl Phase for TalosNodes {
                 Seen::Maintenance => actions.push(Action::new(
                     PHASE,
                     &n.name,
-                    "apply machine config (maintenance mode, AUTO)",
+                    "check hardware identity and disks, then apply machine config (maintenance mode, AUTO)",
                 )),
                 Seen::Unreachable(why) => actions.push(Action::new(
                     PHASE,

@@ -93,8 +93,19 @@ struct NodeCtx<'a> {
     link: Option<&'static str>,
     cert_sans: Vec<String>,
     install: InstallCtx,
+    /// Data disks that become Talos user volumes (`UserVolumeConfig`); Ceph disks stay raw.
+    volumes: Vec<VolumeCtx>,
     labels: &'a BTreeMap<String, String>,
     taints: BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct VolumeCtx {
+    name: String,
+    /// CEL over Talos's disk environment.
+    r#match: String,
+    min_size: String,
+    filesystem: String,
 }
 
 #[derive(Serialize)]
@@ -272,6 +283,18 @@ fn node_ctx<'n>(c: &Cluster, node: &'n Node) -> Result<NodeCtx<'n>> {
         link: node.mac.map(|_| LINK_ALIAS),
         cert_sans,
         install,
+        volumes: node
+            .data_disks
+            .iter()
+            .filter(|d| !d.ceph)
+            .map(|d| VolumeCtx {
+                name: d.name.clone(),
+                r#match: crate::disks::cel_match(&d.selector),
+                // The partition starts at the selector's lower bound (or 1 GB) and grows to the whole disk.
+                min_size: format_size(d.selector.size.and_then(|r| r.min).unwrap_or(1_000_000_000)),
+                filesystem: d.filesystem.clone(),
+            })
+            .collect(),
         labels: &node.labels,
         taints: node
             .taints

@@ -209,6 +209,10 @@ impl TalosClient {
         &self.policy
     }
 
+    pub(crate) fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
     pub(crate) fn grpc(&self) -> MachineServiceClient<Channel> {
         MachineServiceClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE_SIZE)

@@ -15,6 +15,7 @@ mod credentials;
 mod error;
 mod etcd;
 mod kubeconfig;
+mod resources;
 mod retry;
 mod tls;
 
@@ -23,6 +24,7 @@ pub use credentials::TalosCredentials;
 pub use error::TalosError;
 pub use etcd::SnapshotInfo;
 pub use kubeconfig::unpack_kubeconfig;
+pub use resources::SystemInformation;
 pub use tls::{maintenance_tls_config, mtls_config, spki_sha256};
 
 /// Code generated from `talos/proto/` by `build.rs` (protox + tonic-prost-build):
@@ -43,6 +45,28 @@ pub mod proto {
     /// Talos `machine` package: `MachineService` messages, client and server.
     pub mod machine {
         include!(concat!(env!("OUT_DIR"), "/machine.rs"));
+    }
+    /// COSI (`cosi.resource`): the `State` service (Get, List, Watch) and resources.
+    pub mod cosi {
+        /// `cosi.resource`: State service, Resource, Metadata, Spec.
+        pub mod resource {
+            include!(concat!(env!("OUT_DIR"), "/cosi.resource.rs"));
+            /// `cosi.resource.meta`: ResourceDefinitionSpec, NamespaceSpec.
+            pub mod meta {
+                include!(concat!(env!("OUT_DIR"), "/cosi.resource.meta.rs"));
+            }
+        }
+    }
+    /// Talos resource spec messages (`talos.resource.definitions.*`).
+    pub mod definitions {
+        /// `talos.resource.definitions.hardware`: SystemInformationSpec.
+        pub mod hardware {
+            include!(concat!(env!("OUT_DIR"), "/talos.resource.definitions.hardware.rs"));
+        }
+        /// `talos.resource.definitions.block`: DiskSpec.
+        pub mod block {
+            include!(concat!(env!("OUT_DIR"), "/talos.resource.definitions.block.rs"));
+        }
     }
 }
 

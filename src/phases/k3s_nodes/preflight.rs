@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::disks::{self, Disk};
 use crate::inventory::{DiskSelector, Node};
 
 /// Least free space under `/var/lib` (images, containerd, etcd), in KiB.
@@ -20,7 +21,7 @@ echo "os=$( (. /etc/os-release && echo "${PRETTY_NAME:-$ID}") 2>/dev/null || ech
 d=/var/lib/rancher; while [ ! -d "$d" ]; do d=$(dirname "$d"); done
 echo "free_kib=$(df -Pk "$d" | awk 'NR==2 {print $4}')"
 for t in bash sha256sum install awk cmp systemctl; do command -v "$t" >/dev/null 2>&1 || echo "missing=$t"; done
-if command -v lsblk >/dev/null 2>&1; then lsblk -b -d -n -P -o PATH,SERIAL,WWN,MODEL,SIZE,TYPE 2>/dev/null | sed 's/^/disk=/'; fi
+if command -v lsblk >/dev/null 2>&1; then lsblk -b -d -n -P -o PATH,SERIAL,WWN,MODEL,SIZE,TYPE,TRAN,RO,ROTA 2>/dev/null | sed 's/^/disk=/'; fi
 now=$(date +%s.%N 2>/dev/null); case "$now" in *[!0-9.]* | "") now=$(date +%s) ;; esac; echo "now=$now"
 "#;
 
@@ -148,61 +149,35 @@ pub fn check(node: &Node, f: &Facts, binary_machine: Option<u16>, local_now: f64
     }
 }
 
-fn norm_id(s: &str) -> String {
-    let s = s.trim().to_ascii_lowercase();
-    ["0x", "naa.", "eui.", "wwn-0x"]
+/// The whole disks of lsblk's `-P` lines as the shared matcher sees them:
+/// candidates are `TYPE=disk` and not read-only (`TYPE=rom` is a CD-ROM).
+pub fn lsblk_disks(disks: &[BTreeMap<String, String>]) -> Vec<Disk> {
+    let get = |d: &BTreeMap<String, String>, k: &str| d.get(k).cloned().unwrap_or_default();
+    disks
         .iter()
-        .find_map(|p| s.strip_prefix(p))
-        .map(str::to_owned)
-        .unwrap_or(s)
+        .map(|d| {
+            let readonly = get(d, "RO") == "1";
+            let cdrom = get(d, "TYPE") == "rom";
+            Disk {
+                dev_path: get(d, "PATH"),
+                size: get(d, "SIZE").parse().unwrap_or(0),
+                model: get(d, "MODEL"),
+                serial: get(d, "SERIAL"),
+                wwid: get(d, "WWN"),
+                transport: get(d, "TRAN"),
+                rotational: get(d, "ROTA") == "1",
+                readonly,
+                cdrom,
+                eligible: get(d, "TYPE") == "disk" && !readonly,
+            }
+        })
+        .collect()
 }
 
-/// Exactly one whole disk matches the selector; its path.
+/// Exactly one whole disk matches the selector (rules of [`crate::disks`]); its path.
 pub fn install_disk(sel: &DiskSelector, disks: &[BTreeMap<String, String>]) -> Result<String, String> {
-    let get = |d: &BTreeMap<String, String>, k: &str| d.get(k).cloned().unwrap_or_default();
-    let matching: Vec<String> = disks
-        .iter()
-        .filter(|d| get(d, "TYPE") == "disk")
-        .filter(|d| sel.path.as_ref().is_none_or(|p| get(d, "PATH") == *p))
-        .filter(|d| sel.serial.as_ref().is_none_or(|s| get(d, "SERIAL") == *s))
-        .filter(|d| sel.wwid.as_ref().is_none_or(|w| norm_id(&get(d, "WWN")) == norm_id(w)))
-        .filter(|d| {
-            sel.model
-                .as_ref()
-                .is_none_or(|m| get(d, "MODEL").eq_ignore_ascii_case(m.trim()))
-        })
-        .filter(|d| {
-            sel.size.is_none_or(|r| {
-                get(d, "SIZE")
-                    .parse::<u64>()
-                    .is_ok_and(|size| r.min.is_none_or(|min| size >= min) && r.max.is_none_or(|max| size <= max))
-            })
-        })
-        .map(|d| get(d, "PATH"))
-        .collect();
-    match matching.as_slice() {
-        [one] => Ok(one.clone()),
-        [] => {
-            let seen: Vec<String> = disks
-                .iter()
-                .filter(|d| get(d, "TYPE") == "disk")
-                .map(|d| format!("{} ({} {})", get(d, "PATH"), get(d, "MODEL"), get(d, "SERIAL")))
-                .collect();
-            Err(format!(
-                "no disk matches the install disk selector {sel:?} (disks: {})",
-                if seen.is_empty() {
-                    "none".to_owned()
-                } else {
-                    seen.join(", ")
-                }
-            ))
-        }
-        many => Err(format!(
-            "the install disk selector {sel:?} matches {} disks ({}); make it select one",
-            many.len(),
-            many.join(", ")
-        )),
-    }
+    let disks = lsblk_disks(disks);
+    disks::select_or_explain("install disk", sel, &disks).map(|d| d.dev_path.clone())
 }
 
 #[cfg(test)]
@@ -282,6 +257,26 @@ ssh = { user = "root" }
             install_disk(n.install_disk.as_ref().unwrap(), &f.disks).unwrap(),
             "/dev/sda"
         );
+    }
+
+    #[test]
+    fn a_model_glob_and_both_size_bounds_select_over_lsblk() {
+        let out = "disk=PATH=\"/dev/nvme0n1\" SERIAL=\"S6B0NL0T\" WWN=\"eui.002538b111b2c3d4\" MODEL=\"Samsung SSD 980 PRO 1TB\" SIZE=\"1000204886016\" TYPE=\"disk\" TRAN=\"nvme\" RO=\"0\" ROTA=\"0\"\n\
+disk=PATH=\"/dev/nvme1n1\" SERIAL=\"S6B0NL9X\" WWN=\"\" MODEL=\"Samsung SSD 980 PRO 4TB\" SIZE=\"4000787030016\" TYPE=\"disk\" TRAN=\"nvme\" RO=\"0\" ROTA=\"0\"\n\
+disk=PATH=\"/dev/sr0\" SERIAL=\"\" WWN=\"\" MODEL=\"Samsung SSD 980 (not really)\" SIZE=\"1000204886016\" TYPE=\"rom\" TRAN=\"sata\" RO=\"1\" ROTA=\"0\"\n";
+        let f = parse(out);
+        let sel = DiskSelector {
+            model: Some("Samsung SSD 980*".into()),
+            size: Some("400GB-2TB".parse().unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(install_disk(&sel, &f.disks).unwrap(), "/dev/nvme0n1");
+        let wide = DiskSelector {
+            size: Some(">= 400GB".parse().unwrap()),
+            ..sel
+        };
+        let e = install_disk(&wide, &f.disks).unwrap_err();
+        assert!(e.contains("matches 2 disks (/dev/nvme0n1, /dev/nvme1n1)"), "{e}");
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! Nodes start in maintenance mode (throwaway certificate, reader rights),
 //! accept ApplyConfiguration, "reboot" (listener closed for a while) and come
 //! back in configured mode with an OS-CA-signed certificate and mandatory
-//! client certificates. Control planes share one [`cluster::ClusterState`]
+//! client certificates. Each node also serves the COSI resource API
+//! (`cosi.resource.State`) with its SystemInformation and Disks
+//! ([`hardware::Hardware`], configurable per node). Control planes share one [`cluster::ClusterState`]
 //! per `cluster.id`, so Bootstrap, joins, snapshots and recovery are
 //! consistent across nodes. Faults can be injected per node and every call is
 //! logged. Never part of the `bootstrap` binary.
@@ -13,8 +15,10 @@ pub mod cluster;
 pub mod cmd;
 pub mod config;
 pub mod fixtures;
+pub mod hardware;
 mod node;
 pub mod pki;
+pub mod resources;
 mod service;
 
 use std::collections::HashMap;
@@ -83,6 +87,10 @@ pub struct Faults {
     /// On its next configuration the node joins a cluster of its own instead
     /// of the one named by `cluster.id` (wrong cluster identity).
     pub wrong_cluster_identity: bool,
+    /// Right after serving this RPC (e.g. `cosi.State/List`), new connections
+    /// get a fresh throwaway certificate, as if another machine answered at
+    /// the node's address. One-shot.
+    pub swap_certificate_after: Option<&'static str>,
 }
 
 /// One call a node received.

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use bootstrap::talos::MAX_MESSAGE_SIZE;
+use bootstrap::talos::proto::cosi::resource::state_server::StateServer;
 use bootstrap::talos::proto::machine::machine_service_server::MachineServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -13,7 +14,9 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::cluster::{ClusterState, ControlPlane};
 use super::config::{MachineConfig, MachineType};
+use super::hardware::Hardware;
 use super::pki;
+use super::resources::Resources;
 use super::service::Service;
 use super::{CallRecord, Faults, SimShared};
 
@@ -32,6 +35,8 @@ pub(crate) struct NodeState {
     pub cluster: Option<String>,
     pub up: bool,
     pub booted_at: Instant,
+    /// Wall-clock time of the last boot (resource timestamps).
+    pub booted_wall: SystemTime,
     /// Bumped at every boot; reboot tasks of an older boot give up.
     pub generation: u64,
     pub pending_snapshot: Option<Vec<u8>>,
@@ -52,6 +57,9 @@ pub struct SimNode {
     pub(crate) state: Mutex<NodeState>,
     pub(crate) faults: Mutex<Faults>,
     pub(crate) calls: Mutex<Vec<CallRecord>>,
+    hardware: Mutex<Hardware>,
+    /// The TLS configuration new connections are accepted with (replaced by a re-key).
+    tls: Mutex<Option<Arc<rustls::ServerConfig>>>,
     running: tokio::sync::Mutex<Option<Running>>,
 }
 
@@ -70,12 +78,15 @@ impl SimNode {
                 cluster: None,
                 up: false,
                 booted_at: Instant::now(),
+                booted_wall: SystemTime::now(),
                 generation: 0,
                 pending_snapshot: None,
                 rebooting: false,
             }),
             faults: Mutex::new(Faults::default()),
             calls: Mutex::new(Vec::new()),
+            hardware: Mutex::new(Hardware::default_for(addr.ip())),
+            tls: Mutex::new(None),
             running: tokio::sync::Mutex::new(None),
         })
     }
@@ -120,6 +131,26 @@ impl SimNode {
     /// The key of the simulated cluster the node belongs to, once configured.
     pub fn cluster_id(&self) -> Option<String> {
         lock(&self.state).cluster.clone()
+    }
+
+    /// What the node reports through the resource API (SystemInformation, Disks).
+    pub fn hardware(&self) -> Hardware {
+        lock(&self.hardware).clone()
+    }
+
+    /// Replaces the hardware the node reports (another machine, other disks).
+    pub fn set_hardware(&self, hardware: Hardware) {
+        *lock(&self.hardware) = hardware;
+    }
+
+    /// Changes the hardware the node reports.
+    pub fn update_hardware(&self, change: impl FnOnce(&mut Hardware)) {
+        change(&mut lock(&self.hardware));
+    }
+
+    /// Wall-clock time of the current boot.
+    pub(crate) fn booted_at(&self) -> SystemTime {
+        lock(&self.state).booted_wall
     }
 
     /// Every call received so far, oldest first.
@@ -168,6 +199,7 @@ impl SimNode {
             st.up = true;
             st.rebooting = false;
             st.booted_at = Instant::now();
+            st.booted_wall = SystemTime::now();
             st.generation += 1;
             st.generation
         };
@@ -224,7 +256,8 @@ impl SimNode {
     fn serve(self: &Arc<Self>, listener: TcpListener, tls: Arc<rustls::ServerConfig>, generation: u64) -> Running {
         let (stop, mut stop_rx) = watch::channel(false);
         let (conn_tx, conn_rx) = tokio::sync::mpsc::channel(64);
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        *lock(&self.tls) = Some(tls);
+        let node = self.clone();
         let mut accept_stop = stop_rx.clone();
         tokio::spawn(async move {
             loop {
@@ -232,7 +265,8 @@ impl SimNode {
                     _ = accept_stop.changed() => break,
                     accepted = listener.accept() => {
                         let Ok((tcp, _)) = accepted else { continue };
-                        let acceptor = acceptor.clone();
+                        let Some(tls) = lock(&node.tls).clone() else { continue };
+                        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
                         let tx = conn_tx.clone();
                         tokio::spawn(async move {
                             // A refused client certificate ends the handshake here.
@@ -250,12 +284,17 @@ impl SimNode {
         let service = MachineServiceServer::new(Service::new(self.clone(), generation))
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE);
+        // The COSI State service shares the API port (machined behind apid; cosi-api.md).
+        let resources = StateServer::new(Resources::new(self.clone(), generation))
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
         let task = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop_rx.changed().await;
             };
             let _ = tonic::transport::Server::builder()
                 .add_service(service)
+                .add_service(resources)
                 .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), shutdown)
                 .await;
         });
@@ -304,6 +343,16 @@ impl SimNode {
                 tracing::warn!("simulated node did not come back: {e}");
             }
         });
+    }
+
+    /// Another machine takes over the node's address: from now on new
+    /// connections get a fresh throwaway maintenance certificate (open
+    /// connections keep theirs). Fault injection for certificate pinning.
+    pub(crate) fn swap_certificate(&self) {
+        match pki::maintenance_server_config(self.addr.ip()) {
+            Ok(config) => *lock(&self.tls) = Some(Arc::new(config)),
+            Err(e) => tracing::warn!("simulated certificate swap failed: {e}"),
+        }
     }
 
     /// Boots a node that was left down (failed reboot, reset without reboot).

@@ -23,7 +23,7 @@ const SNAPSHOT_CHUNK: usize = 1024;
 
 /// The rights an RPC needs (Talos roles in the client certificate's Subject O).
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Need {
+pub(crate) enum Need {
     Reader,
     Operator,
     Admin,
@@ -53,7 +53,13 @@ impl Service {
     }
 
     /// Logs the call, applies injected faults and checks the caller's rights.
-    async fn enter<T>(&self, req: &Request<T>, method: &'static str, mutating: bool, need: Need) -> Result<(), Status> {
+    pub(crate) async fn enter<T>(
+        &self,
+        req: &Request<T>,
+        method: &'static str,
+        mutating: bool,
+        need: Need,
+    ) -> Result<(), Status> {
         let (latency, refuse) = {
             let mut f = lock(&self.node.faults);
             let refuse = f.refuse_next > 0;
