@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::checkout::Checkout;
 use super::manifests::{self, ReleaseObjects};
-use super::{ClusterRun, catalog, objects};
+use super::{ClusterRun, catalog, chart_context, network, objects};
 use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx};
 use crate::k8s::{Client, wait};
 
@@ -29,14 +29,26 @@ pub struct Core {
 struct Desired {
     controllers: Vec<Value>,
     releases: Vec<ReleaseObjects>,
+    /// Labelled release namespaces and `cluster-settings` ([`chart_context`], [`network`]).
+    extra: Vec<Value>,
+    /// Applied once Cilium's CRDs are Established ([`network`]).
+    cilium: Vec<Value>,
 }
 
 impl Desired {
-    fn objects(&self) -> Vec<Value> {
-        let mut out = self.controllers.clone();
+    /// What is applied first (everything but the Cilium objects).
+    fn first(&self) -> Vec<Value> {
+        let mut out = self.extra.clone();
+        out.extend(self.controllers.iter().cloned());
         for r in &self.releases {
             out.extend(r.objects.iter().cloned());
         }
+        out
+    }
+
+    fn objects(&self) -> Vec<Value> {
+        let mut out = self.first();
+        out.extend(self.cilium.iter().cloned());
         out
     }
 
@@ -86,9 +98,15 @@ impl Core {
                 r.origin
             );
         }
+        network::check_cni_values(cluster, &releases).map_err(|e| self.failed(e))?;
+        let wanted = core.releases.iter().filter(|r| r.wanted(cluster));
+        let mut extra = chart_context::namespaces(wanted);
+        extra.push(network::cluster_settings(cluster));
         Ok(Desired {
             controllers: manifests::flux_controllers(&core.flux, cluster),
             releases,
+            extra,
+            cilium: network::cilium_objects(cluster),
         })
     }
 
@@ -198,7 +216,7 @@ impl Phase for Core {
         let d = self.desired()?;
         let client = self.run.kube(ctx).await?;
         ctx.step(PHASE, CLUSTER, "comparing Flux controllers and releases");
-        let pending = objects::pending(&client, d.objects())
+        let pending = objects::pending(&client, d.first())
             .await
             .map_err(|e| self.failed(e))?;
         ctx.step(PHASE, CLUSTER, &format!("applying {} object(s)", pending.len()));
@@ -207,6 +225,12 @@ impl Phase for Core {
             .map_err(|e| self.failed(e))?;
         ctx.record(PHASE, CLUSTER, "applied").await?;
         self.wait_ready(ctx, &client, &d).await?;
+        if !d.cilium.is_empty() {
+            ctx.step(PHASE, CLUSTER, "applying the load-balancer pool and BGP (Cilium)");
+            network::apply_cilium_objects(&client, &d.cilium, self.run.timeouts.workload)
+                .await
+                .map_err(|e| self.failed(e))?;
+        }
         ctx.record(PHASE, CLUSTER, "ready").await?;
         Ok(())
     }

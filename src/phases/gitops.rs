@@ -73,6 +73,7 @@ impl Gitops {
                 "sourceRef": {"kind": "GitRepository", "name": FLUX_ROOT},
             },
         });
+        super::network::substitute_from(&mut root);
         if self.run.cluster.secrets.sops_age_key.is_some() {
             root["spec"]["decryption"] = json!({"provider": "sops", "secretRef": {"name": "sops-age"}});
         }

@@ -77,15 +77,39 @@ fn workload(kind: &str, name: &str, namespace: &str, release: &str) -> Value {
 }
 
 fn crd(group: &str, kind: &str, plural: &str, release: &str) -> Value {
+    crd_served(group, kind, plural, ("v1alpha1", "Namespaced"), release)
+}
+
+/// A CRD serving one version (`(version, scope)`), accepting any fields.
+fn crd_served(group: &str, kind: &str, plural: &str, (version, scope): (&str, &str), release: &str) -> Value {
     json!({
         "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
         "metadata": {"name": format!("{plural}.{group}"), "generation": 1,
                      "labels": {"app.kubernetes.io/managed-by": "Helm", "app.kubernetes.io/instance": release}},
-        "spec": {"group": group, "scope": "Namespaced",
+        "spec": {"group": group, "scope": scope,
                  "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(), "listKind": format!("{kind}List")},
-                 "versions": [{"name": "v1alpha1", "served": true, "storage": true,
+                 "versions": [{"name": version, "served": true, "storage": true,
                                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]},
     })
+}
+
+/// The CRDs Cilium's operator registers at startup (not the chart's templates):
+/// the LB-IPAM pool always, the BGP control plane's only when it is enabled
+/// (cilium `pkg/k8s/synced/crd.go`, `agentCRDResourceNames`). Cluster-scoped,
+/// served at cilium.io/v2 (cilium `pkg/k8s/apis/cilium.io/client/crds/v2/`).
+fn cilium_operator_crds(hr: &Value, release: &str) -> Vec<Value> {
+    let mut kinds = vec![("CiliumLoadBalancerIPPool", "ciliumloadbalancerippools")];
+    if hr.pointer("/spec/values/bgpControlPlane/enabled") == Some(&Value::Bool(true)) {
+        kinds.extend([
+            ("CiliumBGPClusterConfig", "ciliumbgpclusterconfigs"),
+            ("CiliumBGPPeerConfig", "ciliumbgppeerconfigs"),
+            ("CiliumBGPAdvertisement", "ciliumbgpadvertisements"),
+        ]);
+    }
+    kinds
+        .into_iter()
+        .map(|(kind, plural)| crd_served("cilium.io", kind, plural, ("v2", "Cluster"), release))
+        .collect()
 }
 
 /// Installs what each HelmRelease's chart creates, once (never overwrites).
@@ -107,8 +131,11 @@ pub fn install(store: &mut Store) {
             .or_else(|| hr.pointer("/metadata/namespace"))
             .and_then(Value::as_str)
             .unwrap_or("default");
-        for (group, kind, plural) in c.crds {
-            let o = crd(group, kind, plural, release);
+        let mut chart_crds: Vec<Value> = c.crds.iter().map(|(g, k, p)| crd(g, k, p, release)).collect();
+        if c.workloads.contains(&("Deployment", "cilium-operator")) {
+            chart_crds.extend(cilium_operator_crds(&hr, release));
+        }
+        for o in chart_crds {
             if store
                 .get(&crds, "", o["metadata"]["name"].as_str().unwrap_or_default())
                 .is_none()
