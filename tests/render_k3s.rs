@@ -234,7 +234,7 @@ fn k3s_with_the_embedded_registry_gets_no_spegel_chart_and_shares_every_registry
     assert!(agent.get("embedded-registry").is_none(), "a server flag");
     for node in ["k8s-master-01", "k8s-worker-01"] {
         let reg = yaml(&r, &format!("homelab/{node}/registries.yaml"));
-        assert_eq!(reg["mirrors"]["*"], serde_yaml::Mapping::new().into(), "{node}: share all registries");
+        assert_eq!(reg["mirrors"]["*"], serde_yaml::Value::Mapping(serde_yaml::Mapping::new()), "{node}: share all registries");
         let script = text(&r, &format!("homelab/{node}/install.sh"));
         assert!(script.contains(text(&r, &format!("homelab/{node}/registries.yaml"))), "{node}");
     }
