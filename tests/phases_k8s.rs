@@ -395,7 +395,7 @@ spec:
         )
         .expect("the checkout's HelmRepository");
     assert_eq!(repo["spec"]["url"], "https://charts.mirror.invalid/cilium");
-    let spegel = env.helm_release("kube-system", "spegel").unwrap();
+    let spegel = env.helm_release("spegel", "spegel").unwrap();
     assert_eq!(
         spegel["spec"]["chart"]["spec"]["version"], "0.3.0",
         "releases the checkout lacks keep phases/ defaults"
@@ -441,12 +441,14 @@ async fn a_workload_that_never_gets_ready_fails_naming_it_and_a_rerun_resumes() 
         "{err}"
     );
 
-    // Everything was applied; only the wait remains, and the plan says so.
+    // Everything was applied but the LB pool (its kind comes with the CNI);
+    // only the wait remains, and the plan says so.
     let plan = engine::plan_all(&env.phases(), &env.ctx()).await.unwrap();
     let plan: Vec<String> = plan.iter().map(|a| format!("{}: {}", a.phase, a.what)).collect();
     assert!(
-        plan.iter()
-            .all(|p| p.starts_with("core: wait for ") || p.starts_with("gitops: create ")),
+        plan.iter().all(|p| p.starts_with("core: wait for ")
+            || p == "core: create CiliumLoadBalancerIPPool lb-pool"
+            || p.starts_with("gitops: create ")),
         "{plan:#?}"
     );
     assert!(
@@ -487,7 +489,8 @@ fn k3s_keeps_its_coredns_unless_disabled_and_charts_reach_the_api_through_the_en
             .collect()
     };
     let k3s = load(&base);
-    assert_eq!(names(&k3s), ["cilium", "spegel", "cert-manager", "external-secrets"]);
+    // k3s v1.34 runs Spegel itself (embedded registry): no chart.
+    assert_eq!(names(&k3s), ["cilium", "cert-manager", "external-secrets"]);
     let cilium = &manifests::releases(&catalog::core(), &k3s, None).unwrap()[0];
     let values = &cilium.objects[1]["spec"]["values"];
     assert_eq!(values["k8sServiceHost"], "198.18.0.11");
@@ -593,6 +596,12 @@ async fn the_inventorys_network_promises_become_cilium_objects_and_cluster_setti
         let errors = schema_errors(&crd_schema(file, "v2"), obj);
         assert!(errors.is_empty(), "{file}: {errors:#?}");
     }
+    let mut bad = pool.clone();
+    bad["spec"]["blocks"][0]["start"] = serde_json::json!(200);
+    assert!(
+        !schema_errors(&crd_schema("ciliumloadbalancerippools.yaml", "v2"), &bad).is_empty(),
+        "the schema check bites"
+    );
     // The chart values turn the BGP control plane on, and validate against the chart's schema.
     let values = &env.helm_release("kube-system", "cilium").unwrap()["spec"]["values"];
     assert_eq!(values["bgpControlPlane"]["enabled"], true);

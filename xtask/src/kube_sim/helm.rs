@@ -192,4 +192,26 @@ mod tests {
         install(&mut store);
         assert_eq!(store.resource_version(), rv, "installed once, never rewritten");
     }
+
+    #[test]
+    fn ciliums_operator_registers_bgp_crds_only_with_the_bgp_control_plane() {
+        let mut store = Store::default();
+        let releases = GroupResource::new("helm.toolkit.fluxcd.io", "helmreleases");
+        let crds = GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions");
+        let mut hr = json!({"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+                            "metadata": {"name": "cilium", "namespace": "kube-system"},
+                            "spec": {"chart": {"spec": {"chart": "cilium"}}, "values": {}}});
+        store.put(&releases, hr.clone());
+        install(&mut store);
+        let pool = store.get(&crds, "", "ciliumloadbalancerippools.cilium.io").expect("LB IPAM always");
+        assert_eq!(pool["spec"]["scope"], "Cluster");
+        assert_eq!(pool["spec"]["versions"][0]["name"], "v2");
+        assert!(store.get(&crds, "", "ciliumbgpclusterconfigs.cilium.io").is_none());
+        hr["spec"]["values"] = json!({"bgpControlPlane": {"enabled": true}});
+        store.put(&releases, hr);
+        install(&mut store);
+        for name in ["ciliumbgpclusterconfigs", "ciliumbgppeerconfigs", "ciliumbgpadvertisements"] {
+            assert!(store.get(&crds, "", &format!("{name}.cilium.io")).is_some(), "{name}");
+        }
+    }
 }
