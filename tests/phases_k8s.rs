@@ -52,6 +52,17 @@ impl Env {
 
     /// [`Env::start`] with a given wait timeout.
     async fn start_with(engine: &str, gitops_extra: &str, prepare: impl FnOnce(&Path), t: Duration) -> Self {
+        Self::start_edited(engine, gitops_extra, |text| text, prepare, t).await
+    }
+
+    /// [`Env::start_with`] with the inventory text further changed by `edit`.
+    async fn start_edited(
+        engine: &str,
+        gitops_extra: &str,
+        edit: impl FnOnce(String) -> String,
+        prepare: impl FnOnce(&Path),
+        t: Duration,
+    ) -> Self {
         let d = Duration::from_millis(20);
         let sim = KubeSim::start(SimOptions {
             behaviour: Behaviour::uniform(d),
@@ -87,7 +98,7 @@ impl Env {
                 ),
             );
         let inv = dir.path().join("rack.toml");
-        std::fs::write(&inv, text).unwrap();
+        std::fs::write(&inv, edit(text)).unwrap();
         let cluster = bootstrap::inventory::load(&inv).unwrap().inventory.clusters.remove(0);
         let offline = dir.path().join("artifacts");
         std::fs::create_dir_all(&offline).unwrap();
@@ -423,7 +434,7 @@ spec:
         )
         .expect("the checkout's HelmRepository");
     assert_eq!(repo["spec"]["url"], "https://charts.mirror.invalid/cilium");
-    let spegel = env.helm_release("kube-system", "spegel").unwrap();
+    let spegel = env.helm_release("spegel", "spegel").unwrap();
     assert_eq!(
         spegel["spec"]["chart"]["spec"]["version"], "0.3.0",
         "releases the checkout lacks keep phases/ defaults"
@@ -469,12 +480,14 @@ async fn a_workload_that_never_gets_ready_fails_naming_it_and_a_rerun_resumes() 
         "{err}"
     );
 
-    // Everything was applied; only the wait remains, and the plan says so.
+    // Everything was applied but the LB pool (its kind comes with the CNI);
+    // only the wait remains, and the plan says so.
     let plan = engine::plan_all(&env.phases(), &env.ctx()).await.unwrap();
     let plan: Vec<String> = plan.iter().map(|a| format!("{}: {}", a.phase, a.what)).collect();
     assert!(
-        plan.iter()
-            .all(|p| p.starts_with("core: wait for ") || p.starts_with("gitops: create ")),
+        plan.iter().all(|p| p.starts_with("core: wait for ")
+            || p == "core: create CiliumLoadBalancerIPPool lb-pool"
+            || p.starts_with("gitops: create ")),
         "{plan:#?}"
     );
     assert!(
@@ -515,7 +528,8 @@ fn k3s_keeps_its_coredns_unless_disabled_and_charts_reach_the_api_through_the_en
             .collect()
     };
     let k3s = load(&base);
-    assert_eq!(names(&k3s), ["cilium", "spegel", "cert-manager", "external-secrets"]);
+    // k3s v1.34 runs Spegel itself (embedded registry): no chart.
+    assert_eq!(names(&k3s), ["cilium", "cert-manager", "external-secrets"]);
     let cilium = &manifests::releases(&catalog::core(), &k3s, None).unwrap()[0];
     let values = &cilium.objects[1]["spec"]["values"];
     assert_eq!(values["k8sServiceHost"], "198.18.0.11");
@@ -530,5 +544,183 @@ fn k3s_keeps_its_coredns_unless_disabled_and_charts_reach_the_api_through_the_en
     assert_eq!(
         coredns.objects[1]["spec"]["values"]["service"]["clusterIP"], "10.43.0.10",
         "the 10th address of the service CIDR"
+    );
+}
+
+/// A file of `../shared/` (beside the repository, or above a worktree).
+fn shared(rel: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .skip(1)
+        .map(|d| d.join("shared").join(rel))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("shared/{rel} not found beside or above the repository"))
+}
+
+/// The structural schema Cilium's CRD declares for `version`, as a JSON Schema.
+fn crd_schema(file: &str, version: &str) -> jsonschema::Validator {
+    let crd: Value = serde_yaml::from_str(&std::fs::read_to_string(shared(&format!("cilium/{file}"))).unwrap()).unwrap();
+    let v = crd["spec"]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == version)
+        .unwrap_or_else(|| panic!("{file} serves no {version}"));
+    jsonschema::draft4::options()
+        .build(&v["schema"]["openAPIV3Schema"])
+        .unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+fn schema_errors(schema: &jsonschema::Validator, obj: &Value) -> Vec<String> {
+    schema.iter_errors(obj).map(|e| format!("{e} at {}", e.instance_path())).collect()
+}
+
+const BGP_NETWORK: &str = "lb_pool = \"127.1.0.200-127.1.0.220\"\nbgp_asn = 64512\nbgp_peers = [{ address = \"127.1.0.1\", asn = 64513 }, { address = \"127.1.0.2\", asn = 64514 }]\n";
+
+/// The inventory's lb_pool and BGP peers become Cilium objects that validate
+/// against Cilium 1.18's CRDs, applied once Cilium's operator registered them;
+/// every network value lands in `cluster-settings`, which the root Kustomization substitutes from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_inventorys_network_promises_become_cilium_objects_and_cluster_settings() {
+    let edit = |t: String| t.replace("lb_pool = \"127.1.0.200-127.1.0.220\"\n", BGP_NETWORK);
+    let env = Env::start_edited("flux", "", edit, artifacts, Duration::from_secs(20)).await;
+    let plan = engine::plan_all(&env.phases(), &env.ctx()).await.unwrap();
+    let plan: Vec<String> = plan.iter().map(|a| a.what.clone()).collect();
+    for want in [
+        "create CiliumLoadBalancerIPPool lb-pool",
+        "create CiliumBGPClusterConfig bgp",
+        "create ConfigMap flux-system/cluster-settings",
+        "create Namespace spegel",
+    ] {
+        assert!(plan.iter().any(|p| p == want), "plan lacks {want:?}: {plan:#?}");
+    }
+    env.up().await.unwrap();
+
+    let cilium = "cilium.io";
+    let pool = env.object(cilium, "ciliumloadbalancerippools", "", "lb-pool").expect("the LB pool");
+    assert_eq!(pool["spec"]["blocks"], serde_json::json!([{"start": "127.1.0.200", "stop": "127.1.0.220"}]));
+    let cluster = env.object(cilium, "ciliumbgpclusterconfigs", "", "bgp").expect("BGP cluster config");
+    let instance = &cluster["spec"]["bgpInstances"][0];
+    assert_eq!(instance["localASN"], 64512);
+    let peers: Vec<(&str, i64)> = instance["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["peerAddress"].as_str().unwrap(), p["peerASN"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(peers, [("127.1.0.1", 64513), ("127.1.0.2", 64514)]);
+    let peer = env.object(cilium, "ciliumbgppeerconfigs", "", "bgp-peer").expect("peer config");
+    let adv = env
+        .object(cilium, "ciliumbgpadvertisements", "", "bgp-loadbalancer")
+        .expect("advertisement");
+    // The peer config selects the advertisement, which advertises LoadBalancer IPs.
+    let selector = &peer["spec"]["families"][0]["advertisements"]["matchLabels"];
+    for (k, v) in selector.as_object().unwrap() {
+        assert_eq!(&adv["metadata"]["labels"][k], v, "the peer config selects the advertisement");
+    }
+    assert_eq!(instance["peers"][0]["peerConfigRef"]["name"], "bgp-peer");
+    let a = &adv["spec"]["advertisements"][0];
+    assert_eq!(a["advertisementType"], "Service");
+    assert_eq!(a["service"]["addresses"], serde_json::json!(["LoadBalancerIP"]));
+    assert!(a.get("selector").is_some(), "without a selector no Service is advertised");
+
+    // Against Cilium's own structural schemas (v2, the storage version).
+    for (file, obj) in [
+        ("ciliumloadbalancerippools.yaml", &pool),
+        ("ciliumbgpclusterconfigs.yaml", &cluster),
+        ("ciliumbgppeerconfigs.yaml", &peer),
+        ("ciliumbgpadvertisements.yaml", &adv),
+    ] {
+        assert_eq!(obj["apiVersion"], "cilium.io/v2");
+        let errors = schema_errors(&crd_schema(file, "v2"), obj);
+        assert!(errors.is_empty(), "{file}: {errors:#?}");
+    }
+    let mut bad = pool.clone();
+    bad["spec"]["blocks"][0]["start"] = serde_json::json!(200);
+    assert!(
+        !schema_errors(&crd_schema("ciliumloadbalancerippools.yaml", "v2"), &bad).is_empty(),
+        "the schema check bites"
+    );
+    // The chart values turn the BGP control plane on, and validate against the chart's schema.
+    let values = &env.helm_release("kube-system", "cilium").unwrap()["spec"]["values"];
+    assert_eq!(values["bgpControlPlane"]["enabled"], true);
+    let chart: Value = serde_json::from_str(&std::fs::read_to_string(shared("cilium/values.schema.json")).unwrap()).unwrap();
+    let errors = schema_errors(&jsonschema::draft7::options().build(&chart).unwrap(), values);
+    assert!(errors.is_empty(), "values.schema.json: {errors:#?}");
+
+    let settings = env
+        .object("", "configmaps", "flux-system", "cluster-settings")
+        .expect("cluster-settings");
+    for (k, v) in [
+        ("CLUSTER_NAME", "sim"),
+        ("CLUSTER_DOMAIN", "cluster.local"),
+        ("CLUSTER_ENDPOINT", "127.1.0.10"),
+        ("CLUSTER_VIP", "127.1.0.10"),
+        ("NODE_CIDR", "127.1.0.0/24"),
+        ("POD_CIDR", "10.244.0.0/16"),
+        ("SERVICE_CIDR", "10.96.0.0/16"),
+        ("LB_POOL", "127.1.0.200-127.1.0.220"),
+        ("LB_POOL_START", "127.1.0.200"),
+        ("LB_POOL_STOP", "127.1.0.220"),
+        ("BGP_ASN", "64512"),
+        ("BGP_PEER_2_ADDRESS", "127.1.0.2"),
+        ("BGP_PEER_2_ASN", "64514"),
+    ] {
+        assert_eq!(settings["data"][k], v, "{k}");
+    }
+    let root = env
+        .object("kustomize.toolkit.fluxcd.io", "kustomizations", "flux-system", "flux-system")
+        .unwrap();
+    assert_eq!(
+        root["spec"]["postBuild"]["substituteFrom"],
+        serde_json::json!([{"kind": "ConfigMap", "name": "cluster-settings"}])
+    );
+    let patch: Value = serde_yaml::from_str(root["spec"]["patches"][0]["patch"].as_str().unwrap()).unwrap();
+    assert_eq!(patch["spec"]["postBuild"], root["spec"]["postBuild"], "child Kustomizations substitute too");
+
+    // Spegel: its own privileged namespace, Talos's hosts directory, nothing to prepend.
+    let ns = env.object("", "namespaces", "", "spegel").expect("spegel namespace");
+    assert_eq!(ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "privileged");
+    let spegel = env.helm_release("spegel", "spegel").expect("the Spegel release in its namespace");
+    assert_eq!(spegel["spec"]["values"]["spegel"]["containerdRegistryConfigPath"], "/etc/cri/conf.d/hosts");
+    assert_eq!(spegel["spec"]["values"]["spegel"]["prependExisting"], false);
+
+    env.sim.clear_requests();
+    let plan = engine::plan_all(&env.phases(), &env.ctx()).await.unwrap();
+    assert!(plan.is_empty(), "converged: {plan:#?}");
+    env.up().await.unwrap();
+    assert_eq!(env.writes(), Vec::<String>::new(), "the second run wrote");
+}
+
+/// The GitOps checkout's Cilium release must turn on what the inventory's BGP
+/// peers need: Flux would otherwise switch it off again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bgp_peers_with_a_checkout_cilium_release_without_bgp_fail_naming_the_file() {
+    let checkout = tempfile::tempdir().unwrap();
+    let file = checkout.path().join("cilium.yaml");
+    std::fs::write(
+        &file,
+        r#"
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata: {name: cilium, namespace: kube-system}
+spec:
+  interval: 1h
+  chart: {spec: {chart: cilium, version: 1.18.4, sourceRef: {kind: HelmRepository, name: cilium, namespace: flux-system}}}
+  values: {operator: {replicas: 1}}
+"#,
+    )
+    .unwrap();
+    let extra = format!("checkout = \"{}\"", checkout.path().display());
+    let edit = |t: String| t.replace("lb_pool = \"127.1.0.200-127.1.0.220\"\n", BGP_NETWORK);
+    let env = Env::start_edited("flux", &extra, edit, artifacts, Duration::from_secs(5)).await;
+    let err = env.up().await.unwrap_err().to_string();
+    assert!(
+        err.contains("phase core") && err.contains("cilium.yaml") && err.contains("bgpControlPlane"),
+        "{err}"
+    );
+    assert!(
+        env.helm_release("kube-system", "cilium").is_none(),
+        "nothing of phase 2 applied"
     );
 }

@@ -204,3 +204,132 @@ fn install_script_verifies_the_binary_and_is_idempotent() {
     assert!(!ok && msg.contains("checksum mismatch"), "{msg}");
     assert!(!root2.path().join("usr/local/bin/k3s").exists());
 }
+
+/// `inventory/homelab-k3s.toml` with its text edited, loaded from a scratch dir.
+fn homelab_with(dir: &Path, edit: impl FnOnce(String) -> String) -> bootstrap::inventory::Cluster {
+    let text = edit(std::fs::read_to_string(repo("inventory/homelab-k3s.toml")).unwrap());
+    let path = dir.join("homelab.toml");
+    std::fs::write(&path, text).unwrap();
+    bootstrap::inventory::load(&path).unwrap().inventory.clusters.remove(0)
+}
+
+fn release_names(c: &bootstrap::inventory::Cluster) -> Vec<String> {
+    use bootstrap::phases::{catalog, manifests};
+    manifests::releases(&catalog::core(), c, None)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect()
+}
+
+/// k3s from v1.29.12/v1.30.8/v1.31.4 embeds Spegel (k3s docs registry-mirror.md):
+/// servers turn it on, every node lists what it shares, and no Spegel chart.
+#[test]
+fn k3s_with_the_embedded_registry_gets_no_spegel_chart_and_shares_every_registry() {
+    let (inv, r) = render("inventory/homelab-k3s.toml");
+    assert_eq!(inv.clusters[0].versions.k3s, "v1.34.2+k3s1");
+    let server = yaml(&r, "homelab/k8s-master-01/config.yaml");
+    assert_eq!(server["embedded-registry"], serde_yaml::Value::Bool(true));
+    let agent = yaml(&r, "homelab/k8s-worker-01/config.yaml");
+    assert!(agent.get("embedded-registry").is_none(), "a server flag");
+    for node in ["k8s-master-01", "k8s-worker-01"] {
+        let reg = yaml(&r, &format!("homelab/{node}/registries.yaml"));
+        assert_eq!(reg["mirrors"]["*"], serde_yaml::Value::Mapping(serde_yaml::Mapping::new()), "{node}: share all registries");
+        let script = text(&r, &format!("homelab/{node}/install.sh"));
+        assert!(script.contains(text(&r, &format!("homelab/{node}/registries.yaml"))), "{node}");
+    }
+    assert!(
+        !release_names(&inv.clusters[0]).contains(&"spegel".to_owned()),
+        "k3s runs Spegel itself"
+    );
+}
+
+/// An older k3s has no GA embedded registry: the chart runs, with k3s's own
+/// containerd paths (not Talos's /etc/cri/conf.d/hosts).
+#[test]
+fn older_k3s_gets_the_spegel_chart_with_k3s_containerd_paths() {
+    use bootstrap::phases::{catalog, manifests};
+    let dir = tempfile::tempdir().unwrap();
+    let c = homelab_with(dir.path(), |t| t.replace("v1.34.2+k3s1\" }", "v1.29.11+k3s1\" }"));
+    assert_eq!(c.versions.k3s, "v1.29.11+k3s1");
+    let releases = manifests::releases(&catalog::core(), &c, None).unwrap();
+    let spegel = releases.iter().find(|r| r.name == "spegel").expect("the chart on older k3s");
+    let values = &spegel.objects[1]["spec"]["values"]["spegel"];
+    assert_eq!(values["containerdRegistryConfigPath"], "/var/lib/rancher/k3s/agent/etc/containerd/certs.d");
+    assert_eq!(values["containerdSock"], "/run/k3s/containerd/containerd.sock");
+    assert_eq!(
+        values["containerdContentPath"],
+        "/var/lib/rancher/k3s/agent/containerd/io.containerd.content.v1.content"
+    );
+    assert_eq!(values["prependExisting"], false, "no inventory mirrors to keep");
+    let r = render::render_cluster(&c, &fixture_secrets(&c)).unwrap();
+    let server = yaml(&r, "homelab/k8s-master-01/config.yaml");
+    assert!(server.get("embedded-registry").is_none());
+    assert!(!r.files.contains_key(Path::new("homelab/k8s-master-01/registries.yaml")));
+}
+
+#[test]
+fn k3s_registries_yaml_carries_the_mirrors_and_installs_their_ca() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = rcgen::generate_simple_self_signed(vec!["mirror.example".into()]).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca.cert.pem()).unwrap();
+    let c = homelab_with(dir.path(), |t| {
+        t.replace(
+            "[cluster.gitops]",
+            r#"[cluster.registries."docker.io"]
+mirrors = ["https://mirror.example:5000", "https://cache.example/docker"]
+ca = "file:ca.pem"
+
+[cluster.registries."ghcr.io"]
+mirrors = ["https://harbor.example/v2/ghcr.io"]
+override_path = true
+
+[cluster.gitops]"#,
+        )
+    });
+    let r = render::render_cluster(&c, &fixture_secrets(&c)).unwrap();
+    let reg = yaml(&r, "homelab/k8s-worker-01/registries.yaml");
+    assert_eq!(
+        reg["mirrors"]["docker.io"]["endpoint"],
+        // k3s sets override_path for any path but /v2 (pkg/agent/containerd/config.go):
+        // /docker gets /v2, which containerd would append without override_path.
+        serde_yaml::to_value(["https://mirror.example:5000", "https://cache.example/docker/v2"]).unwrap()
+    );
+    assert_eq!(
+        reg["mirrors"]["ghcr.io"]["endpoint"],
+        serde_yaml::to_value(["https://harbor.example/v2/ghcr.io"]).unwrap()
+    );
+    let ca_file = "/etc/rancher/k3s/registry-ca/mirror.example_5000.pem";
+    assert_eq!(reg["configs"]["mirror.example:5000"]["tls"]["ca_file"], ca_file);
+    assert_eq!(
+        reg["configs"]["cache.example"]["tls"]["ca_file"],
+        "/etc/rancher/k3s/registry-ca/cache.example.pem"
+    );
+    let prepend = release_names(&c);
+    assert!(!prepend.contains(&"spegel".to_owned()));
+
+    // The install script writes registries.yaml and the CA, and is still idempotent.
+    let out = tempfile::tempdir().unwrap();
+    render::write(out.path(), &r).unwrap();
+    let node = out.path().join("homelab/k8s-worker-01");
+    std::fs::remove_file(node.join("registries.yaml")).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let binary = b"#!/bin/sh\necho k3s test stand-in\n";
+    std::fs::write(node.join("k3s"), binary).unwrap();
+    std::fs::write(node.join("k3s.sha256"), format!("{}  k3s\n", sha256_hex(binary))).unwrap();
+    let systemctl = root.path().join("systemctl");
+    std::fs::write(&systemctl, "#!/bin/sh\ntrue\n").unwrap();
+    std::fs::set_permissions(&systemctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (ok, msg) = run_install(&node, root.path(), &systemctl);
+    assert!(ok, "{msg}");
+    let installed = std::fs::read_to_string(root.path().join("etc/rancher/k3s/registries.yaml")).unwrap();
+    assert_eq!(installed, text(&r, "homelab/k8s-worker-01/registries.yaml"));
+    let pem = std::fs::read_to_string(root.path().join(ca_file.trim_start_matches('/'))).unwrap();
+    assert_eq!(pem.trim_end(), ca.cert.pem().trim_end());
+    let (ok, msg) = run_install(&node, root.path(), &systemctl);
+    assert!(ok && msg.contains("no change"), "{msg}");
+    std::fs::remove_file(root.path().join(ca_file.trim_start_matches('/'))).unwrap();
+    let (ok, msg) = run_install(&node, root.path(), &systemctl);
+    assert!(ok && !msg.contains("no change"), "a removed CA file is put back: {msg}");
+}

@@ -297,3 +297,96 @@ fn data_disks_become_user_volumes_and_ceph_disks_stay_raw() {
         "worker-2 has no data disks"
     );
 }
+
+/// Talos discards unpacked layers by default (talos `hack/cri-plugin.part`) and
+/// Spegel exits then: every machine config carries the CRI part that keeps
+/// them, in the `machine.files` form Talos before v1.14 merges (spegel.mdx).
+#[test]
+fn every_machine_config_keeps_unpacked_layers_for_spegel() {
+    let (_, r) = render_inventory("inventory/prod-talos.toml");
+    for (path, f) in r.files.iter().filter(|(p, _)| p.file_name().unwrap() != "talosconfig") {
+        let docs = documents(std::str::from_utf8(&f.bytes).unwrap());
+        let files = doc(&docs, None)["machine"]["files"].as_array().cloned().unwrap_or_default();
+        let part = files
+            .iter()
+            .find(|f| f["path"] == "/etc/cri/conf.d/20-customization.part")
+            .unwrap_or_else(|| panic!("{}: no CRI customisation in machine.files", path.display()));
+        assert_eq!(part["op"], "create");
+        let toml: toml::Table = part["content"].as_str().unwrap().parse().expect("the part is TOML");
+        assert_eq!(
+            toml["plugins"]["io.containerd.cri.v1.images"]["discard_unpacked_layers"],
+            toml::Value::Boolean(false),
+            "{}",
+            path.display()
+        );
+    }
+}
+
+/// The simulated inventory with `[cluster.registries]` entries (CA files in `dir`).
+fn with_registries(dir: &std::path::Path) -> bootstrap::inventory::Cluster {
+    let ca = rcgen::generate_simple_self_signed(vec!["mirror.example".into()]).unwrap();
+    std::fs::write(dir.join("mirror-ca.pem"), ca.cert.pem()).unwrap();
+    let text = std::fs::read_to_string(repo("inventory/simulated.toml")).unwrap().replace(
+        "[cluster.gitops]",
+        r#"[cluster.registries."docker.io"]
+mirrors = ["https://mirror.example:5000", "http://cache.example/docker"]
+ca = "file:mirror-ca.pem"
+
+[cluster.registries."ghcr.io"]
+mirrors = ["https://harbor.example/v2/ghcr.io"]
+override_path = true
+
+[cluster.gitops]"#,
+    );
+    let path = dir.join("inventory.toml");
+    std::fs::write(&path, text).unwrap();
+    bootstrap::inventory::load(&path).unwrap().inventory.clusters.remove(0)
+}
+
+#[test]
+fn registry_mirrors_become_talos_mirror_and_tls_documents_valid_against_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = with_registries(dir.path());
+    let r = render::render_cluster(&c, &fixture_secrets(&c)).unwrap();
+    let schema = talos_schema();
+    let ca = std::fs::read_to_string(dir.path().join("mirror-ca.pem")).unwrap();
+    for node in ["cp-1", "worker-1"] {
+        let docs = documents(text(&r, &format!("sim/{node}.yaml")));
+        for d in &docs {
+            let errors: Vec<String> = schema.iter_errors(d).map(|e| format!("{e} at {}", e.instance_path())).collect();
+            assert!(errors.is_empty(), "{node}: {d}: {errors:#?}");
+        }
+        let mirrors: Vec<&serde_json::Value> = docs.iter().filter(|d| d["kind"] == "RegistryMirrorConfig").collect();
+        assert_eq!(mirrors.len(), 2, "{node}");
+        let docker = mirrors.iter().find(|d| d["name"] == "docker.io").unwrap();
+        assert_eq!(
+            docker["endpoints"],
+            json!([{"url": "https://mirror.example:5000"}, {"url": "http://cache.example/docker"}])
+        );
+        let ghcr = mirrors.iter().find(|d| d["name"] == "ghcr.io").unwrap();
+        assert_eq!(
+            ghcr["endpoints"],
+            json!([{"url": "https://harbor.example/v2/ghcr.io", "overridePath": true}])
+        );
+        let tls: Vec<&serde_json::Value> = docs.iter().filter(|d| d["kind"] == "RegistryTLSConfig").collect();
+        assert_eq!(tls.len(), 1, "a CA for the https mirror host only: {tls:?}");
+        assert_eq!(tls[0]["name"], "mirror.example:5000", "keyed by the endpoint's host:port");
+        assert_eq!(tls[0]["ca"].as_str().map(str::trim_end), Some(ca.trim_end()));
+        assert!(
+            doc(&docs, None)["machine"].get("registries").is_none(),
+            "machine.registries is not in the v1.13 schema"
+        );
+    }
+}
+
+#[test]
+fn a_registry_ca_that_is_not_pem_fails_the_render_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = with_registries(dir.path());
+    std::fs::write(dir.path().join("mirror-ca.pem"), "not a certificate\n").unwrap();
+    let err = format!("{:#}", render::render_cluster(&c, &fixture_secrets(&c)).unwrap_err());
+    assert!(
+        err.contains("mirror-ca.pem") && err.contains("docker.io") && err.contains("not PEM"),
+        "{err}"
+    );
+}

@@ -51,6 +51,8 @@ pub struct Cluster {
     pub patches: Patches,
     pub talos: TalosSettings,
     pub k3s: K3sSettings,
+    /// Registry mirrors, in the inventory's order (sorted by registry name).
+    pub registries: Vec<Registry>,
     pub nodes: Vec<Node>,
 }
 
@@ -99,6 +101,39 @@ pub struct Network {
     pub vip: Option<IpAddr>,
     pub lb_pool: Option<IpRange>,
     pub bgp_asn: Option<u32>,
+    /// BGP routers (only with `bgp_asn`).
+    pub bgp_peers: Vec<BgpPeer>,
+}
+
+/// A BGP router Cilium peers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct BgpPeer {
+    pub address: IpAddr,
+    pub asn: u32,
+}
+
+/// Where nodes pull one upstream registry's images from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Registry {
+    /// The upstream registry as images name it (`docker.io`, `ghcr.io:443`), or `*` for all.
+    pub name: String,
+    /// Mirror endpoints, tried in order before the registry itself.
+    pub mirrors: Vec<Mirror>,
+    /// PEM file of the CA the mirrors' certificates chain to (checked to exist).
+    pub ca: Option<PathBuf>,
+    /// Mirror paths are used as given, without the `/v2/` suffix.
+    pub override_path: bool,
+}
+
+/// One mirror endpoint of a [`Registry`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mirror {
+    /// `scheme://host[:port][/path]`, as written (trailing `/` dropped).
+    pub url: String,
+    /// `host[:port]`: what registry TLS settings are keyed by (Talos, containerd, k3s).
+    pub host: String,
+    /// The path after the host (`/` when none).
+    pub path: String,
 }
 
 /// An inclusive range of addresses of one family.

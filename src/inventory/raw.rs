@@ -43,6 +43,9 @@ pub struct RawCluster {
     pub talos: RawTalosSettings,
     #[serde(default)]
     pub k3s: RawK3sSettings,
+    /// Registry mirrors, keyed by the upstream registry (`docker.io`, `ghcr.io`, `"*"`).
+    #[serde(default)]
+    pub registries: BTreeMap<String, RawRegistry>,
     /// Inherited by this cluster's nodes (over the file-level defaults).
     #[serde(default)]
     pub defaults: RawNodeDefaults,
@@ -93,7 +96,32 @@ pub struct RawNetwork {
     pub vip: Option<String>,
     /// Load-balancer pool: a CIDR or `FIRST-LAST`.
     pub lb_pool: Option<String>,
+    /// The cluster's own AS number (Cilium's BGP control plane).
     pub bgp_asn: Option<i64>,
+    /// Routers Cilium peers with to advertise LoadBalancer addresses.
+    #[serde(default)]
+    pub bgp_peers: Vec<RawBgpPeer>,
+}
+
+/// One `[[cluster.network.bgp_peers]]` (or `bgp_peers = [{ address, asn }]`).
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawBgpPeer {
+    pub address: String,
+    pub asn: i64,
+}
+
+/// One `[cluster.registries."<upstream registry>"]`: where nodes pull its images from.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawRegistry {
+    /// Mirror endpoints (`https://host[:port][/path]`), tried in order before the registry itself.
+    #[serde(default)]
+    pub mirrors: Vec<String>,
+    /// PEM file of the CA that signed the mirrors' certificates (`file:PATH` or a path).
+    pub ca: Option<String>,
+    /// Use each mirror's path as given, without the `/v2/` suffix.
+    pub override_path: Option<bool>,
 }
 
 /// `[cluster.gitops]`.

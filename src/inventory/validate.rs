@@ -1,6 +1,9 @@
 //! Raw inventory → validated [`Inventory`]. Every rule runs and every finding
 //! is collected (with the field path it concerns); locations are attached by
-//! the caller from the span index. No I/O happens here.
+//! the caller from the span index. No I/O happens here, beyond checking that
+//! registry CA files exist ([`net`]).
+
+mod net;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -200,6 +203,7 @@ impl<'a> Validator<'a> {
             }
         }
         let k3s = self.k3s(&rc.k3s, &cp.key("k3s"));
+        let registries = self.registries(&rc.registries, &cp.key("registries"));
         let patches = Patches {
             all: rc.patches.all.iter().map(|p| self.path(p)).collect(),
             controlplane: rc.patches.controlplane.iter().map(|p| self.path(p)).collect(),
@@ -260,6 +264,7 @@ impl<'a> Validator<'a> {
             templates: rc.templates.as_deref().map(|p| self.path(p)),
             patches,
             k3s,
+            registries,
             nodes: nodes.into_iter().collect::<Option<Vec<_>>>()?,
         })
     }
@@ -330,13 +335,10 @@ impl<'a> Validator<'a> {
             );
         }
         let lb_pool = rn.lb_pool.as_ref().and_then(|s| self.ip_range(s, &p.key("lb_pool")));
+        let bgp_peers = self.bgp_peers(&rn.bgp_peers, rn.bgp_asn.is_some(), p);
         if let (Some(pool), Some(net)) = (lb_pool, node_cidr) {
-            if !net.contains(&pool.first) || !net.contains(&pool.last) {
-                self.error(
-                    p.key("lb_pool"),
-                    format!("load-balancer pool {pool} is not inside the node CIDR {net}"),
-                );
-            }
+            let ranges = [("pod CIDR", pod_cidr), ("service CIDR", service_cidr)];
+            self.lb_pool_reach(pool, net, ranges, !rn.bgp_peers.is_empty(), &p.key("lb_pool"));
             for (what, ip) in [("gateway", gateway), ("VIP", vip)] {
                 if let Some(ip) = ip.filter(|ip| pool.contains(*ip)) {
                     self.error(
@@ -373,6 +375,7 @@ impl<'a> Validator<'a> {
                 vip,
                 lb_pool,
                 bgp_asn,
+                bgp_peers,
             })
         })();
         (network, addrs)

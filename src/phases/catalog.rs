@@ -2,6 +2,8 @@
 //! seed secrets, pinned CRD sources, and the core releases with the Flux
 //! controller images that install them.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 use crate::artifacts::Pinned;
@@ -108,10 +110,17 @@ pub struct Release {
     pub k3s_builtin: Option<String>,
     /// Only for this GitOps engine (`flux`, `argocd`).
     pub only_for_engine: Option<String>,
+    /// A component k3s embeds from some release on (`embedded-registry`): not
+    /// installed where the cluster's k3s runs it.
+    pub k3s_embeds: Option<String>,
+    /// Labels of the release namespace, which phase 2 then creates itself.
+    #[serde(default)]
+    pub namespace_labels: BTreeMap<String, String>,
     /// Workloads (`Kind/name`, in the release namespace) that must be ready.
     #[serde(default)]
     pub wait: Vec<String>,
-    /// Helm values (YAML) with `{{ api_host }}`, `{{ api_port }}`, `{{ dns_ip }}`.
+    /// Helm values (YAML) with `{{ api_host }}`, `{{ api_port }}`, `{{ dns_ip }}`
+    /// and what [`super::chart_context::values_context`] adds.
     #[serde(default)]
     pub values: String,
 }
@@ -130,6 +139,11 @@ impl Release {
             return false;
         }
         if self.cni && cluster.cni != Cni::Cilium {
+            return false;
+        }
+        if self.k3s_embeds.as_deref() == Some("embedded-registry")
+            && crate::render::registries::uses_k3s_embedded_registry(cluster)
+        {
             return false;
         }
         match &self.only_for_engine {

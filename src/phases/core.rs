@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::checkout::Checkout;
 use super::manifests::{self, ReleaseObjects};
-use super::{ClusterRun, catalog, flux, objects};
+use super::{ClusterRun, catalog, chart_context, flux, network, objects};
 use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx};
 use crate::inventory::Cluster;
 use crate::k8s::{Client, wait};
@@ -31,14 +31,26 @@ struct Desired {
     /// Flux's objects (quota, RBAC, Services, controllers, NetworkPolicies).
     controllers: Vec<Value>,
     releases: Vec<ReleaseObjects>,
+    /// Labelled release namespaces and `cluster-settings` ([`chart_context`], [`network`]).
+    extra: Vec<Value>,
+    /// Applied once Cilium's CRDs are Established ([`network`]).
+    cilium: Vec<Value>,
 }
 
 impl Desired {
-    fn objects(&self) -> Vec<Value> {
-        let mut out = self.controllers.clone();
+    /// What is applied first (everything but the Cilium objects).
+    fn first(&self) -> Vec<Value> {
+        let mut out = self.extra.clone();
+        out.extend(self.controllers.iter().cloned());
         for r in &self.releases {
             out.extend(r.objects.iter().cloned());
         }
+        out
+    }
+
+    fn objects(&self) -> Vec<Value> {
+        let mut out = self.first();
+        out.extend(self.cilium.iter().cloned());
         out
     }
 
@@ -72,14 +84,20 @@ fn desired(cluster: &Cluster) -> Result<Desired, String> {
     for r in &releases {
         tracing::debug!("release {}/{}: chart {} from {}", r.namespace, r.name, r.version, r.origin);
     }
+    network::check_cni_values(cluster, &releases)?;
+    let mut extra = chart_context::namespaces(core.releases.iter().filter(|r| r.wanted(cluster)));
+    extra.push(network::cluster_settings(cluster));
     Ok(Desired {
         controllers: flux::components(cluster),
         releases,
+        extra,
+        cilium: network::cilium_objects(cluster),
     })
 }
 
-/// Phase 2's objects: Flux's (upstream, patched), then each release's
-/// HelmRepository and HelmRelease.
+/// Phase 2's objects: release namespaces and `cluster-settings`, Flux's
+/// (upstream, patched), each release's HelmRepository and HelmRelease, then
+/// the Cilium load-balancer pool and BGP objects.
 pub fn desired_objects(cluster: &Cluster) -> Result<Vec<Value>, String> {
     desired(cluster).map(|d| d.objects())
 }
@@ -204,7 +222,7 @@ impl Phase for Core {
         let d = self.desired()?;
         let client = self.run.kube(ctx).await?;
         ctx.step(PHASE, CLUSTER, "comparing Flux controllers and releases");
-        let pending = objects::pending(&client, d.objects())
+        let pending = objects::pending(&client, d.first())
             .await
             .map_err(|e| self.failed(e))?;
         ctx.step(PHASE, CLUSTER, &format!("applying {} object(s)", pending.len()));
@@ -213,6 +231,12 @@ impl Phase for Core {
             .map_err(|e| self.failed(e))?;
         ctx.record(PHASE, CLUSTER, "applied").await?;
         self.wait_ready(ctx, &client, &d).await?;
+        if !d.cilium.is_empty() {
+            ctx.step(PHASE, CLUSTER, "applying the load-balancer pool and BGP (Cilium)");
+            network::apply_cilium_objects(&client, &d.cilium, self.run.timeouts.workload)
+                .await
+                .map_err(|e| self.failed(e))?;
+        }
         ctx.record(PHASE, CLUSTER, "ready").await?;
         Ok(())
     }

@@ -58,6 +58,7 @@ fn flux(cluster: &Cluster, g: &GitopsSettings) -> Vec<Value> {
             "sourceRef": {"kind": "GitRepository", "name": FLUX_ROOT},
         },
     });
+    super::network::substitute_from(&mut root);
     if cluster.secrets.sops_age_key.is_some() {
         root["spec"]["decryption"] = json!({"provider": "sops", "secretRef": {"name": "sops-age"}});
     }

@@ -127,6 +127,7 @@ pub fn kubernetes(run: Arc<ClusterRun>) -> Vec<Box<dyn Phase>> {
 }
 
 pub mod catalog;
+pub mod chart_context;
 pub mod checkout;
 pub mod core;
 pub mod crds;
@@ -138,6 +139,7 @@ pub mod gitops;
 pub mod k3s_nodes;
 pub mod manifests;
 pub mod merge_kubeconfig;
+pub mod network;
 pub mod objects;
 pub mod prerequisites;
 pub mod talos_identity;

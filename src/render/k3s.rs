@@ -9,6 +9,7 @@ use minijinja::context;
 use serde::Serialize;
 
 use super::patch::Patch;
+use super::registries::{self, K3sRegistries};
 use super::secrets::K3sSecrets;
 use super::templates::Templates;
 use super::{load_patches, parse_documents, serialize_documents};
@@ -21,6 +22,7 @@ pub struct K3sRenderer<'a> {
     cluster_ctx: minijinja::Value,
     token: String,
     first_server: &'a Node,
+    registries: Option<K3sRegistries>,
     all: Vec<Patch>,
     controlplane: Vec<Patch>,
     worker: Vec<Patch>,
@@ -36,6 +38,8 @@ struct ClusterCtx<'a> {
     disable: &'a [String],
     cilium: bool,
     version: &'a str,
+    /// k3s's embedded Spegel (servers turn it on for the cluster).
+    embedded_registry: bool,
 }
 
 #[derive(Serialize)]
@@ -76,6 +80,7 @@ impl<'a> K3sRenderer<'a> {
             disable: &cluster.k3s.disable,
             cilium: cluster.cni == Cni::Cilium,
             version: &cluster.versions.k3s,
+            embedded_registry: registries::uses_k3s_embedded_registry(cluster),
         };
         let p = &cluster.patches;
         let ctx = |e: anyhow::Error| e.context(format!("cluster {}", cluster.name));
@@ -85,6 +90,7 @@ impl<'a> K3sRenderer<'a> {
             cluster_ctx: super::templates::value(&cctx),
             token: secrets.k3s.token.clone(),
             first_server,
+            registries: registries::k3s_registries(cluster).map_err(ctx)?,
             all: load_patches(&p.all).map_err(ctx)?,
             controlplane: load_patches(&p.controlplane).map_err(ctx)?,
             worker: load_patches(&p.worker).map_err(ctx)?,
@@ -136,7 +142,12 @@ impl<'a> K3sRenderer<'a> {
         Ok(serialize_documents(&docs))
     }
 
-    /// `install.sh` of `node` (holds no secret).
+    /// `/etc/rancher/k3s/registries.yaml` of every node, when the cluster has one.
+    pub fn registries_yaml(&self) -> Option<&str> {
+        self.registries.as_ref().map(|r| r.yaml.as_str())
+    }
+
+    /// `install.sh` of `node` (holds no secret; embeds `registries.yaml` and its CA files).
     pub fn install_script(&self, node: &Node) -> Result<String> {
         let c = self.cluster;
         let (role, unit) = match node.role {
@@ -153,6 +164,7 @@ impl<'a> K3sRenderer<'a> {
                     unit => unit,
                     version => &c.versions.k3s,
                     sha256 => c.k3s.binary_sha256.as_deref().unwrap_or(""),
+                    registries => super::templates::value(&self.registries),
                 },
             )
             .with_context(|| format!("node {}: rendering the k3s install script", node.name))

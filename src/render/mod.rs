@@ -4,7 +4,9 @@
 //!
 //! Layout under the output directory:
 //! - Talos: `<cluster>/<node>.yaml` (machine config), `<cluster>/talosconfig`;
-//! - k3s: `<cluster>/<node>/config.yaml`, `<cluster>/<node>/install.sh`;
+//! - k3s: `<cluster>/<node>/config.yaml`, `<cluster>/<node>/install.sh`, and
+//!   `<cluster>/<node>/registries.yaml` when the cluster has mirrors or runs
+//!   k3s's embedded registry (the install script carries the same file);
 //! - both, added by the `render` command: `<cluster>/manifests/<n>-<phase>.yaml`,
 //!   the objects phases 0-3 apply (Secret values as placeholders), built by
 //!   `phases::export` (passed in, so rendering never depends on the phases).
@@ -16,6 +18,7 @@ pub mod cli;
 pub mod k3s;
 pub mod patch;
 pub mod pki;
+pub mod registries;
 pub mod secrets;
 pub mod talos;
 pub mod templates;
@@ -90,6 +93,9 @@ pub fn render_cluster(cluster: &Cluster, secrets: &SecretsBundle) -> Result<Rend
             for (n, (config, script)) in cluster.nodes.iter().zip(files) {
                 out.add(dir.join(&n.name).join("config.yaml"), config, 0o600);
                 out.add(dir.join(&n.name).join("install.sh"), script, 0o755);
+                if let Some(yaml) = r.registries_yaml() {
+                    out.add(dir.join(&n.name).join("registries.yaml"), yaml.to_owned(), 0o644);
+                }
             }
         }
     }

@@ -9,6 +9,7 @@ use minijinja::context;
 use serde::Serialize;
 
 use super::patch::Patch;
+use super::registries;
 use super::secrets::TalosBundle;
 use super::templates::Templates;
 use super::{load_patches, parse_documents, serialize_documents};
@@ -54,6 +55,16 @@ struct ClusterCtx<'a> {
     controlplane_ips: Vec<String>,
     schedule_on_controlplanes: bool,
     kubeprism_port: u16,
+    /// The CRI fragment that keeps unpacked layers for Spegel.
+    cri_customization: CriPart,
+    /// RegistryMirrorConfig / RegistryTLSConfig documents.
+    registry_documents: Vec<serde_json::Value>,
+}
+
+#[derive(Serialize)]
+struct CriPart {
+    path: &'static str,
+    content: &'static str,
 }
 
 #[derive(Serialize)]
@@ -149,6 +160,11 @@ impl<'a> TalosRenderer<'a> {
             controlplane_ips: cluster.control_planes().map(|n| n.ip.to_string()).collect(),
             schedule_on_controlplanes: cluster.workers().next().is_none(),
             kubeprism_port: KUBEPRISM_PORT,
+            cri_customization: CriPart {
+                path: registries::TALOS_CRI_CUSTOMIZATION_PATH,
+                content: registries::TALOS_CRI_CUSTOMIZATION,
+            },
+            registry_documents: registries::talos_documents(cluster)?,
         };
         let s = &bundle.secrets;
         let c = &s.certs;

@@ -33,6 +33,10 @@ pub const BUNDLED: &[(&str, &str)] = &[
         include_str!("../../templates/talos/documents.yaml.j2"),
     ),
     (
+        "talos/registries.yaml.j2",
+        include_str!("../../templates/talos/registries.yaml.j2"),
+    ),
+    (
         "talos/talosconfig.j2",
         include_str!("../../templates/talos/talosconfig.j2"),
     ),

@@ -226,11 +226,46 @@ fn release(store: &mut Store, b: &Behaviour, hr: &Value) -> Verdict {
         return ("False", "InstallFailed", format!("kube-sim: chart {chart} is not simulated"));
     };
     let waits = install(store, objects);
+    if chart == "cilium"
+        && let Some(operator) = waits.iter().find(|w| w.2.ends_with("-operator"))
+        && workload_ready(store, operator)
+    {
+        register_cilium_crds(store, &values);
+    }
     if waits.iter().all(|w| workload_ready(store, w)) {
         ("True", "InstallSucceeded", format!("Helm install succeeded for {what}"))
     } else {
         // Upstream: helm-controller waits for the release's resources (Helm's --wait) before Ready.
         ("Unknown", "Progressing", format!("Running 'install' action with timeout of 5m0s for {what}"))
+    }
+}
+
+/// The CRDs Cilium's operator registers once it runs (not the chart's
+/// templates): the LB-IPAM pool always, the BGP control plane's only when it
+/// is enabled (cilium `pkg/k8s/synced/crd.go`, `agentCRDResourceNames`). The
+/// definitions are upstream's own files in `../shared/cilium/` (cilium
+/// `pkg/k8s/apis/cilium.io/client/crds/v2/`), so their schemas are enforced.
+fn register_cilium_crds(store: &mut Store, values: &Value) {
+    let crds = GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions");
+    let mut plurals = vec!["ciliumloadbalancerippools"];
+    if values.pointer("/bgpControlPlane/enabled") == Some(&Value::Bool(true)) {
+        plurals.extend(["ciliumbgpclusterconfigs", "ciliumbgppeerconfigs", "ciliumbgpadvertisements"]);
+    }
+    for plural in plurals {
+        if store.get(&crds, "", &format!("{plural}.cilium.io")).is_some() {
+            continue;
+        }
+        let path = crate::kube_sim::shared_path(&format!("cilium/{plural}.yaml"));
+        match std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_yaml::from_str::<Value>(&t).map_err(|e| e.to_string()))
+        {
+            Ok(mut crd) => {
+                crd["metadata"]["generation"] = json!(1);
+                store.put(&crds, crd);
+            }
+            Err(e) => tracing::warn!("kube-sim: cannot register {plural}.cilium.io from {}: {e}", path.display()),
+        }
     }
 }
 
@@ -252,5 +287,25 @@ mod tests {
         );
         assert!(err.contains("- kubeProxyReplacement: "), "{err}");
         assert!(err.contains("- operator.replicas: "), "{err}");
+    }
+
+    #[test]
+    fn ciliums_operator_registers_upstreams_bgp_crds_only_with_the_bgp_control_plane() {
+        let mut store = Store::default();
+        let crds = GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions");
+        register_cilium_crds(&mut store, &json!({}));
+        let pool = store
+            .get(&crds, "", "ciliumloadbalancerippools.cilium.io")
+            .expect("LB IPAM always");
+        assert_eq!(pool["spec"]["scope"], "Cluster");
+        assert!(
+            pool.pointer("/spec/versions/0/schema/openAPIV3Schema/properties/spec").is_some(),
+            "upstream's schema, not a stub"
+        );
+        assert!(store.get(&crds, "", "ciliumbgpclusterconfigs.cilium.io").is_none());
+        register_cilium_crds(&mut store, &json!({"bgpControlPlane": {"enabled": true}}));
+        for name in ["ciliumbgpclusterconfigs", "ciliumbgppeerconfigs", "ciliumbgpadvertisements"] {
+            assert!(store.get(&crds, "", &format!("{name}.cilium.io")).is_some(), "{name}");
+        }
     }
 }

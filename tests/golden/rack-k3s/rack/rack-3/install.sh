@@ -47,11 +47,22 @@ case "$EXPECTED_SHA256" in
 esac
 [ "$(printf %s "$EXPECTED_SHA256" | wc -c)" -eq 64 ] || die "k3s checksum is not a sha256 (64 hex digits)"
 
+# Registry mirrors and what the embedded registry shares: staged next to this
+# script, installed below; k3s reads registries.yaml at startup
+# (k3s docs private-registry.md).
+cat >"${HERE}/registries.yaml" <<'BOOTSTRAP_REGISTRIES'
+mirrors:
+  '*': {}
+BOOTSTRAP_REGISTRIES
+registries_installed() {
+  cmp -s "${HERE}/registries.yaml" "${CONFIG_DIR}/registries.yaml"
+}
+
 desired="version=${K3S_VERSION} role=${K3S_ROLE} binary=${EXPECTED_SHA256} config=$(sha256_of "${HERE}/config.yaml") script=$(sha256_of "${BASH_SOURCE[0]}")"
 
 if [ -f "$STATE_FILE" ] && [ "$(cat "$STATE_FILE")" = "$desired" ] \
   && [ -x "$BIN_DST" ] && [ "$(sha256_of "$BIN_DST")" = "$EXPECTED_SHA256" ] \
-  && cmp -s "${HERE}/config.yaml" "${CONFIG_DIR}/config.yaml" && [ -f "$UNIT_FILE" ]; then
+  && cmp -s "${HERE}/config.yaml" "${CONFIG_DIR}/config.yaml" && [ -f "$UNIT_FILE" ] && registries_installed; then
   echo "k3s ${K3S_VERSION} (${K3S_ROLE}) already installed with this configuration: no change"
   exit 0
 fi
@@ -76,6 +87,10 @@ done
 install -d -m 0755 "$CONFIG_DIR"
 install -m 0600 "${HERE}/config.yaml" "${CONFIG_DIR}/config.yaml.new"
 mv -f "${CONFIG_DIR}/config.yaml.new" "${CONFIG_DIR}/config.yaml"
+
+# Registry mirrors (no secrets: endpoints and CA certificates).
+install -m 0644 "${HERE}/registries.yaml" "${CONFIG_DIR}/registries.yaml.new"
+mv -f "${CONFIG_DIR}/registries.yaml.new" "${CONFIG_DIR}/registries.yaml"
 
 # The systemd unit.
 install -d -m 0755 "$(dirname "$UNIT_FILE")"
