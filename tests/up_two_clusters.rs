@@ -107,12 +107,12 @@ async fn one_up_converges_both_clusters_a_failed_one_leaves_the_other_intact() {
     );
     let kubeconfig = std::fs::read_to_string(state.join("infra/kubeconfig")).unwrap();
     assert!(
-        kubeconfig.contains("https://127.70.0.10:6443"),
+        kubeconfig.contains("https://127.86.0.10:6443"),
         "infra's kubeconfig points at its VIP"
     );
     let kubeconfig = std::fs::read_to_string(state.join("apps/kubeconfig")).unwrap();
     assert!(
-        kubeconfig.contains("https://127.70.0.20:6443"),
+        kubeconfig.contains("https://127.86.0.20:6443"),
         "apps' kubeconfig points at its VIP"
     );
 
