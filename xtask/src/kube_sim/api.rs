@@ -529,6 +529,8 @@ impl Ctx<'_> {
             StatusCode::CONFLICT,
             &field::conflict(&self.t.group, &self.t.plural, name),
         ))
+    }
+
     /// Writes objects (one, or a list's items) in the negotiated representation.
     fn respond(&self, code: StatusCode, v: &Value, list: bool) -> Reply {
         match self.output {
