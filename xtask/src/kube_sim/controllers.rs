@@ -151,8 +151,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             continue;
         }
         timers.next = None;
+        // The version before the pass: what the pass itself writes (a pod turning Ready)
+        // must be seen by the controllers that ran before it in the pass, on the next tick.
+        let before = store.resource_version();
         reconcile(&mut store, &behaviour, &mut timers, now);
-        last = Some((store.resource_version(), behaviour));
+        last = Some((before, behaviour));
     }
 }
 
