@@ -70,7 +70,13 @@ fn desired(cluster: &Cluster) -> Result<Desired, String> {
     };
     let releases = manifests::releases(&core, cluster, checkout.as_ref())?;
     for r in &releases {
-        tracing::debug!("release {}/{}: chart {} from {}", r.namespace, r.name, r.version, r.origin);
+        tracing::debug!(
+            "release {}/{}: chart {} from {}",
+            r.namespace,
+            r.name,
+            r.version,
+            r.origin
+        );
     }
     Ok(Desired {
         controllers: flux::components(cluster),
