@@ -37,7 +37,11 @@ pub const CONTROLLERS: [&str; 4] = [
 /// Upstream gives every controller `:8080` (metrics) and `:9440` (health),
 /// and source/notification-controller `:9090`; on the host network of one
 /// node these collide, so each gets its own.
-pub const PORTS: [(&str, &[(&str, &str, u16)]); 4] = [
+/// `(container port name, flag that binds it, port)`.
+pub type HostPort = (&'static str, &'static str, u16);
+
+/// Each controller's [`HostPort`]s.
+pub const PORTS: [(&str, &[HostPort]); 4] = [
     (
         "source-controller",
         &[
