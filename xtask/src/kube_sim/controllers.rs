@@ -197,9 +197,19 @@ fn crds(store: &mut Store, b: &Behaviour, timers: &mut Timers, now: Instant) {
             .map(|v| v["name"].clone())
             .collect();
         let established = if ready {
-            cond("Established", "True", "InitialNamesAccepted", "the initial names have been accepted")
+            cond(
+                "Established",
+                "True",
+                "InitialNamesAccepted",
+                "the initial names have been accepted",
+            )
         } else {
-            cond("Established", "False", "Installing", "the initial names have been accepted")
+            cond(
+                "Established",
+                "False",
+                "Installing",
+                "the initial names have been accepted",
+            )
         };
         let status = json!({
             "conditions": [cond("NamesAccepted", "True", "NoConflicts", "no conflicts found"), established],
@@ -217,7 +227,11 @@ fn argo(store: &mut Store, b: &Behaviour, timers: &mut Timers, now: Instant) {
     let mut writes: Vec<(GroupResource, Value)> = vec![];
     for o in store.list(&gr, None) {
         let ready = !held(o) && timers.due(key_of(&gr, o), generation(o), b.argo_healthy, now);
-        let mut status = if o["status"].is_object() { o["status"].clone() } else { json!({}) };
+        let mut status = if o["status"].is_object() {
+            o["status"].clone()
+        } else {
+            json!({})
+        };
         status["health"] = json!({"status": if ready { "Healthy" } else { "Progressing" }});
         status["sync"] = json!({"status": if ready { "Synced" } else { "OutOfSync" }});
         set_status(&gr, o, status, &mut writes);
