@@ -131,8 +131,8 @@ pub(crate) fn cond(t: &str, s: &str, reason: &str, message: &str) -> Value {
     json!({"type": t, "status": s, "reason": reason, "message": message, "lastTransitionTime": now_rfc3339()})
 }
 
-/// Runs the controllers every 20 ms until the simulator stops; a tick with nothing new (no write
-/// since the last pass, no deadline reached, the same behaviour) is skipped.
+/// Runs the controllers every 20 ms until the simulator stops; a tick with nothing new (the last
+/// pass wrote nothing, nothing was written since, no deadline reached, the same behaviour) is skipped.
 pub(crate) async fn run(shared: Arc<Shared>) {
     let mut timers = Timers::default();
     let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -151,8 +151,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             continue;
         }
         timers.next = None;
+        let before = store.resource_version();
         reconcile(&mut store, &behaviour, &mut timers, now);
-        last = Some((store.resource_version(), behaviour));
+        // A pass that wrote needs another: a controller earlier in the pass may read what a later one wrote.
+        let rv = store.resource_version();
+        last = (rv == before).then_some((rv, behaviour));
     }
 }
 
