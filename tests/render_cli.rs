@@ -154,6 +154,7 @@ fn render_exports_the_manifests_of_phases_0_to_3_with_secret_values_replaced() {
     .unwrap();
     let text = std::fs::read_to_string(repo("inventory/simulated.toml"))
         .unwrap()
+        .replace("https://git.sim.invalid/", "ssh://git@git.sim.invalid/")
         .replace(
             "path = \"./clusters/sim\"\n",
             &format!("path = \"./clusters/sim\"\ndeploy_key = \"file:{}\"\n", key.display()),
