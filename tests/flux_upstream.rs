@@ -33,7 +33,12 @@ fn cluster(inventory: &str) -> Cluster {
 
 fn key(o: &Value) -> (String, String, String, String) {
     let s = |p: &str| o.pointer(p).and_then(Value::as_str).unwrap_or_default().to_owned();
-    (s("/apiVersion"), s("/kind"), s("/metadata/namespace"), s("/metadata/name"))
+    (
+        s("/apiVersion"),
+        s("/kind"),
+        s("/metadata/namespace"),
+        s("/metadata/name"),
+    )
 }
 
 /// Every object of the exported manifests, with the phase file it is in.
@@ -59,13 +64,23 @@ fn diff(a: &Value, b: &Value, at: &str, out: &mut Vec<String>) {
             let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
             for k in keys {
                 let p = format!("{at}/{}", escape(k));
-                diff(x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null), &p, out);
+                diff(
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                    &p,
+                    out,
+                );
             }
         }
         (Value::Array(x), Value::Array(y)) => {
             for i in 0..x.len().max(y.len()) {
                 let p = format!("{at}/{i}");
-                diff(x.get(i).unwrap_or(&Value::Null), y.get(i).unwrap_or(&Value::Null), &p, out);
+                diff(
+                    x.get(i).unwrap_or(&Value::Null),
+                    y.get(i).unwrap_or(&Value::Null),
+                    &p,
+                    out,
+                );
             }
         }
         _ if a != b => out.push(at.to_owned()),
@@ -112,8 +127,17 @@ fn assert_only_listed_patches(u: &Value, p: &Value) -> BTreeSet<&'static str> {
     // Args: upstream's, in order, except the flags patches set; each patched flag once.
     let flags: BTreeSet<&str> = patches.iter().flat_map(|pt| pt.flags.iter().copied()).collect();
     let args = |o: &Value| o.pointer(ARGS).and_then(Value::as_array).cloned().unwrap_or_default();
-    let keep = |a: &Vec<Value>| -> Vec<Value> { a.iter().filter(|x| !flags.contains(flag_of(x).as_str())).cloned().collect() };
-    assert_eq!(keep(&args(u)), keep(&args(p)), "{what}: args beyond the patched flags changed");
+    let keep = |a: &Vec<Value>| -> Vec<Value> {
+        a.iter()
+            .filter(|x| !flags.contains(flag_of(x).as_str()))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        keep(&args(u)),
+        keep(&args(p)),
+        "{what}: args beyond the patched flags changed"
+    );
     for pt in &patches {
         for f in pt.flags {
             let before: Option<Value> = args(u).into_iter().find(|a| flag_of(a) == *f);
@@ -172,11 +196,19 @@ fn check_cluster(c: &Cluster, api_port: &str) {
     assert_eq!(where_["1-crds.yaml"], 11, "all 11 Flux CRDs in phase 1");
     assert_eq!(where_["2-core.yaml"], upstream.len() - 12);
     for p in PATCHES {
-        assert!(used.contains(p.name), "patch {:?} changes nothing: remove it from the list", p.name);
+        assert!(
+            used.contains(p.name),
+            "patch {:?} changes nothing: remove it from the list",
+            p.name
+        );
     }
 
     // What the patches are for, observed on the applied controllers.
-    let deployments: Vec<&Value> = applied.iter().map(|(_, o)| o).filter(|o| o["kind"] == "Deployment" && o["metadata"]["namespace"] == "flux-system").collect();
+    let deployments: Vec<&Value> = applied
+        .iter()
+        .map(|(_, o)| o)
+        .filter(|o| o["kind"] == "Deployment" && o["metadata"]["namespace"] == "flux-system")
+        .collect();
     let mut ports = BTreeSet::new();
     for d in &deployments {
         let pod = &d["spec"]["template"]["spec"];
@@ -186,18 +218,35 @@ fn check_cluster(c: &Cluster, api_port: &str) {
         let var = |n: &str| env.iter().find(|e| e["name"] == n).map(|e| e["value"].clone());
         assert_eq!(var("KUBERNETES_SERVICE_PORT"), Some(Value::from(api_port)), "{name}");
         for p in pod["containers"][0]["ports"].as_array().unwrap() {
-            assert!(ports.insert(p["containerPort"].as_i64().unwrap()), "{name}: host port {p} taken twice");
+            assert!(
+                ports.insert(p["containerPort"].as_i64().unwrap()),
+                "{name}: host port {p} taken twice"
+            );
         }
-        let upstream_image = upstream.iter().find(|u| key(u) == key(d)).unwrap()["spec"]["template"]["spec"]["containers"][0]["image"].clone();
+        let upstream_image =
+            upstream.iter().find(|u| key(u) == key(d)).unwrap()["spec"]["template"]["spec"]["containers"][0]["image"]
+                .clone();
         assert_eq!(pod["containers"][0]["image"], upstream_image, "images are upstream's");
         // The critical-pods quota admits only priority classes it scopes.
         if let Some(pc) = pod["priorityClassName"].as_str() {
             assert!(["system-cluster-critical", "system-node-critical"].contains(&pc));
         }
     }
-    assert_eq!(deployments.len(), 4, "source, kustomize, helm and notification controllers");
-    let source = deployments.iter().find(|d| d["metadata"]["name"] == "source-controller").unwrap();
-    let args: Vec<&str> = source["spec"]["template"]["spec"]["containers"][0]["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert_eq!(
+        deployments.len(),
+        4,
+        "source, kustomize, helm and notification controllers"
+    );
+    let source = deployments
+        .iter()
+        .find(|d| d["metadata"]["name"] == "source-controller")
+        .unwrap();
+    let args: Vec<&str> = source["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
     assert!(args.contains(&"--storage-adv-addr=$(POD_IP):9790"), "{args:?}");
 }
 
@@ -215,10 +264,21 @@ fn flux_objects_are_upstreams_plus_the_listed_patches_on_k3s() {
 fn the_embedded_manifest_is_the_pinned_upstream_release() {
     let pin = flux::pin();
     let upstream = upstream_text();
-    assert_eq!(flux::INSTALL_YAML, upstream, "phases/flux/install.yaml is the upstream file unchanged");
-    assert_eq!(hex::encode(sha2::Sha256::digest(flux::INSTALL_YAML.as_bytes())), pin.sha256);
+    assert_eq!(
+        flux::INSTALL_YAML,
+        upstream,
+        "phases/flux/install.yaml is the upstream file unchanged"
+    );
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(flux::INSTALL_YAML.as_bytes())),
+        pin.sha256
+    );
     assert_eq!(pin.version, "v2.9.0");
-    assert_eq!(catalog::core().flux.version, pin.version, "phases/core.toml names the pinned Flux");
+    assert_eq!(
+        catalog::core().flux.version,
+        pin.version,
+        "phases/core.toml names the pinned Flux"
+    );
     for (name, image) in &pin.images {
         let tag = image.rsplit(':').next().unwrap();
         assert!(upstream.contains(&format!("image: {image}")), "{name} {tag}");
@@ -230,6 +290,10 @@ fn the_embedded_manifest_is_the_pinned_upstream_release() {
 fn every_patch_says_why() {
     for p in PATCHES {
         assert!(p.reason.len() > 40, "patch {:?} needs a reason", p.name);
-        assert!(!p.fields.is_empty() || !p.flags.is_empty() || !p.env.is_empty(), "{}", p.name);
+        assert!(
+            !p.fields.is_empty() || !p.flags.is_empty() || !p.env.is_empty(),
+            "{}",
+            p.name
+        );
     }
 }

@@ -110,12 +110,17 @@ impl Env {
     }
 
     fn run(&self, accept_new: bool, known_hosts: Option<&str>) -> Arc<ClusterRun> {
-        let extra = known_hosts.map(|k| format!("known_hosts = {k:?}\n")).unwrap_or_default();
+        let extra = known_hosts
+            .map(|k| format!("known_hosts = {k:?}\n"))
+            .unwrap_or_default();
         let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/inventory/simulated.toml"))
             .unwrap()
             .replace(
                 "repository = \"https://git.sim.invalid/rack/gitops.git\"",
-                &format!("repository = \"ssh://git@127.0.0.1:{}/rack/gitops.git\"", self.host.port),
+                &format!(
+                    "repository = \"ssh://git@127.0.0.1:{}/rack/gitops.git\"",
+                    self.host.port
+                ),
             )
             .replace(
                 "path = \"./clusters/sim\"\n",
@@ -181,7 +186,12 @@ impl Env {
 }
 
 fn unb64(v: &serde_json::Value) -> String {
-    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap()).unwrap()
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 fn fingerprint(public: &str) -> String {
@@ -195,7 +205,10 @@ async fn an_unknown_git_host_is_refused_then_pinned_with_accept_new_and_a_change
 
     // Unknown, no --accept-new: refused, naming the host and the fingerprint; nothing applied.
     let err = env.phase0(env.run(false, None)).await.unwrap_err().to_string();
-    assert!(err.contains("not known") && err.contains(&fp_a) && err.contains("--accept-new"), "{err}");
+    assert!(
+        err.contains("not known") && err.contains(&fp_a) && err.contains("--accept-new"),
+        "{err}"
+    );
     assert!(err.contains(&format!("[127.0.0.1]:{}", env.host.port)), "{err}");
     assert_eq!(env.writes(), Vec::<String>::new(), "nothing applied");
     assert!(!env.pin_file().exists());
@@ -205,7 +218,11 @@ async fn an_unknown_git_host_is_refused_then_pinned_with_accept_new_and_a_change
     let pinned = std::fs::read_to_string(env.pin_file()).unwrap();
     assert!(pinned.contains(HOST_A_PUB.split(' ').nth(1).unwrap()), "{pinned}");
     let s = env.deploy_secret().expect("deploy-key Secret");
-    assert_eq!(unb64(&s["data"]["identity"]), DEPLOY_KEY.trim_end(), "the file reference, trimmed");
+    assert_eq!(
+        unb64(&s["data"]["identity"]),
+        DEPLOY_KEY.trim_end(),
+        "the file reference, trimmed"
+    );
     assert_eq!(unb64(&s["data"]["identity.pub"]), DEPLOY_PUB);
     assert_eq!(
         unb64(&s["data"]["known_hosts"]),
@@ -223,7 +240,11 @@ async fn an_unknown_git_host_is_refused_then_pinned_with_accept_new_and_a_change
     let err = env.phase0(env.run(true, None)).await.unwrap_err().to_string();
     assert!(err.contains("HOST KEY CHANGED") && err.contains(&fp_a), "{err}");
     assert_eq!(env.writes(), Vec::<String>::new(), "nothing applied");
-    assert_eq!(std::fs::read_to_string(env.pin_file()).unwrap(), pinned, "the pin is kept");
+    assert_eq!(
+        std::fs::read_to_string(env.pin_file()).unwrap(),
+        pinned,
+        "the pin is kept"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,7 +29,8 @@ pk/6iEZLsQpVyVBjsa9gAAAAAAECAwQF
 -----END OPENSSH PRIVATE KEY-----";
 const DEPLOY_PUB: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOeenILyjtTcHJ0h2PGSSLb/pk/6iEZLsQpVyVBjsa9g\n";
 /// The simulated Git host's key, given in the inventory (no scan).
-const GIT_KNOWN_HOSTS: &str = "git.sim.invalid ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBngy5v50zFp78pZ/CYt9N4uXsiQ2woBvVRRfXmPG4+/";
+const GIT_KNOWN_HOSTS: &str =
+    "git.sim.invalid ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBngy5v50zFp78pZ/CYt9N4uXsiQ2woBvVRRfXmPG4+/";
 const NODES: [&str; 5] = ["cp-1", "cp-2", "cp-3", "worker-1", "worker-2"];
 
 /// Every pinned CRD file, flat, as `--artifacts DIR` holds them (copies: tests may tamper with them).
@@ -223,7 +224,11 @@ async fn flux_takes_over_and_a_second_run_changes_nothing() {
         .object("", "secrets", "flux-system", "flux-system")
         .expect("deploy key secret");
     assert_eq!(key["data"]["identity"], b64(DEPLOY_KEY));
-    assert_eq!(key["data"]["identity.pub"], b64(DEPLOY_PUB), "as `flux bootstrap` writes it");
+    assert_eq!(
+        key["data"]["identity.pub"],
+        b64(DEPLOY_PUB),
+        "as `flux bootstrap` writes it"
+    );
     assert_eq!(key["data"]["known_hosts"], b64(&format!("{GIT_KNOWN_HOSTS}\n")));
     assert!(
         env.object("", "secrets", "external-secrets", "vault-token").is_none(),
@@ -371,7 +376,9 @@ async fn argocd_takes_over_with_a_root_application() {
     assert_eq!(app["status"]["sync"]["status"], "Synced");
     // Phase 2 waited on the Deployments the chart renders (release `argo-cd`).
     for d in ["argo-cd-server", "argo-cd-repo-server"] {
-        let dep = env.object("apps", "deployments", "argocd", d).unwrap_or_else(|| panic!("{d}"));
+        let dep = env
+            .object("apps", "deployments", "argocd", d)
+            .unwrap_or_else(|| panic!("{d}"));
         assert!(objects_ready(&dep), "{d}: {dep}");
     }
     let creds = env.object("", "secrets", "argocd", "root-repository").unwrap();

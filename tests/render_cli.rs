@@ -147,11 +147,18 @@ fn secrets_import_renders_with_the_given_bundle() {
 fn render_exports_the_manifests_of_phases_0_to_3_with_secret_values_replaced() {
     let tmp = tempfile::tempdir().unwrap();
     let key = tmp.path().join("deploy.key");
-    std::fs::write(&key, "-----BEGIN OPENSSH PRIVATE KEY-----\nDEPLOY-KEY-VALUE\n-----END OPENSSH PRIVATE KEY-----\n").unwrap();
-    let text = std::fs::read_to_string(repo("inventory/simulated.toml")).unwrap().replace(
-        "path = \"./clusters/sim\"\n",
-        &format!("path = \"./clusters/sim\"\ndeploy_key = \"file:{}\"\n", key.display()),
-    );
+    std::fs::write(
+        &key,
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nDEPLOY-KEY-VALUE\n-----END OPENSSH PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(repo("inventory/simulated.toml"))
+        .unwrap()
+        .replace("https://git.sim.invalid/", "ssh://git@git.sim.invalid/")
+        .replace(
+            "path = \"./clusters/sim\"\n",
+            &format!("path = \"./clusters/sim\"\ndeploy_key = \"file:{}\"\n", key.display()),
+        );
     let inv = tmp.path().join("sim.toml");
     std::fs::write(&inv, text).unwrap();
     let (state, out) = (tmp.path().join("state"), tmp.path().join("out"));

@@ -530,9 +530,18 @@ mod tests {
 
     #[test]
     fn ssh_hosts_of_repository_urls() {
-        assert_eq!(ssh_host("ssh://git@github.com/org/r.git"), Some(("github.com".into(), 22)));
-        assert_eq!(ssh_host("ssh://git@127.0.0.1:2222/r.git"), Some(("127.0.0.1".into(), 2222)));
-        assert_eq!(ssh_host("git@gitlab.example:org/r.git"), Some(("gitlab.example".into(), 22)));
+        assert_eq!(
+            ssh_host("ssh://git@github.com/org/r.git"),
+            Some(("github.com".into(), 22))
+        );
+        assert_eq!(
+            ssh_host("ssh://git@127.0.0.1:2222/r.git"),
+            Some(("127.0.0.1".into(), 2222))
+        );
+        assert_eq!(
+            ssh_host("git@gitlab.example:org/r.git"),
+            Some(("gitlab.example".into(), 22))
+        );
         assert_eq!(ssh_host("ssh://[::1]:2200/r"), Some(("::1".into(), 2200)));
         assert_eq!(ssh_host("https://github.com/org/r.git"), None);
     }

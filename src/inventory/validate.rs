@@ -417,7 +417,9 @@ impl<'a> Validator<'a> {
             // Upstream: source-controller refuses an ssh:// GitRepository whose secret has no `identity`.
             self.error(
                 p.key("repository"),
-                format!("`{url}` is reached over SSH, which needs deploy_key (a private key reference); or use https://"),
+                format!(
+                    "`{url}` is reached over SSH, which needs deploy_key (a private key reference); or use https://"
+                ),
             );
         }
         let branch = g.branch.clone().unwrap_or_else(|| "main".into());
@@ -448,12 +450,12 @@ impl<'a> Validator<'a> {
         }
         let t = text.trim();
         if let Some(b64) = t.strip_prefix("SHA256:") {
-            let ok = b64.len() == 43
-                && b64
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
+            let ok = b64.len() == 43 && b64.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
             if !ok {
-                self.error(p, format!("`{t}` is not a SHA256 fingerprint (SHA256: + 43 base64 characters)"));
+                self.error(
+                    p,
+                    format!("`{t}` is not a SHA256 fingerprint (SHA256: + 43 base64 characters)"),
+                );
                 return None;
             }
             return Some(GitKnownHosts::Fingerprint(t.to_owned()));

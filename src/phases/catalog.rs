@@ -220,6 +220,9 @@ mod tests {
             super::super::flux::pin().version,
             "phases/core.toml wants another Flux than phases/flux.toml pins: run `cargo xtask codegen flux`"
         );
-        assert!(c.sources.iter().all(|s| !s.name.starts_with("flux")), "Flux CRDs come from phases/flux/");
+        assert!(
+            c.sources.iter().all(|s| !s.name.starts_with("flux")),
+            "Flux CRDs come from phases/flux/"
+        );
     }
 }

@@ -82,7 +82,13 @@ fn desired(cluster: &Cluster) -> Result<Desired, String> {
     };
     let releases = manifests::releases(&core, cluster, checkout.as_ref())?;
     for r in &releases {
-        tracing::debug!("release {}/{}: chart {} from {}", r.namespace, r.name, r.version, r.origin);
+        tracing::debug!(
+            "release {}/{}: chart {} from {}",
+            r.namespace,
+            r.name,
+            r.version,
+            r.origin
+        );
     }
     network::check_cni_values(cluster, &releases)?;
     let mut extra = chart_context::namespaces(core.releases.iter().filter(|r| r.wanted(cluster)));

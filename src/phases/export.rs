@@ -58,7 +58,10 @@ pub fn manifests(cluster: &Cluster) -> Result<Vec<(PathBuf, String)>> {
         ("1-crds.yaml", crds_head, flux::crds(cluster)),
         (
             "2-core.yaml",
-            head(2, "Flux (upstream, patched as src/phases/flux_patches.rs lists) and the core releases"),
+            head(
+                2,
+                "Flux (upstream, patched as src/phases/flux_patches.rs lists) and the core releases",
+            ),
             core::desired_objects(cluster).map_err(err("core"))?,
         ),
         (

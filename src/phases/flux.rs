@@ -43,8 +43,7 @@ pub fn pin() -> Pin {
 pub fn upstream() -> &'static [Value] {
     static OBJECTS: OnceLock<Vec<Value>> = OnceLock::new();
     OBJECTS.get_or_init(|| {
-        crate::k8s::parse_manifests(INSTALL_YAML)
-            .unwrap_or_else(|e| panic!("phases/flux/install.yaml is invalid: {e}"))
+        crate::k8s::parse_manifests(INSTALL_YAML).unwrap_or_else(|e| panic!("phases/flux/install.yaml is invalid: {e}"))
     })
 }
 

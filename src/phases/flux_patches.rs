@@ -37,7 +37,11 @@ pub const CONTROLLERS: [&str; 4] = [
 /// Upstream gives every controller `:8080` (metrics) and `:9440` (health),
 /// and source/notification-controller `:9090`; on the host network of one
 /// node these collide, so each gets its own.
-pub const PORTS: [(&str, &[(&str, &str, u16)]); 4] = [
+/// `(container port name, flag that binds it, port)`.
+pub type HostPort = (&'static str, &'static str, u16);
+
+/// Each controller's [`HostPort`]s.
+pub const PORTS: [(&str, &[HostPort]); 4] = [
     (
         "source-controller",
         &[
@@ -48,11 +52,17 @@ pub const PORTS: [(&str, &[(&str, &str, u16)]); 4] = [
     ),
     (
         "kustomize-controller",
-        &[("http-prom", "--metrics-addr", 9793), ("healthz", "--health-addr", 9794)],
+        &[
+            ("http-prom", "--metrics-addr", 9793),
+            ("healthz", "--health-addr", 9794),
+        ],
     ),
     (
         "helm-controller",
-        &[("http-prom", "--metrics-addr", 9795), ("healthz", "--health-addr", 9796)],
+        &[
+            ("http-prom", "--metrics-addr", 9795),
+            ("healthz", "--health-addr", 9796),
+        ],
     ),
     (
         "notification-controller",
@@ -138,8 +148,16 @@ pub const PATCHES: &[Patch] = &[
         env: &["KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"],
         apply: |o, c| {
             let (host, port) = local_api(c);
-            set_env(o, "KUBERNETES_SERVICE_HOST", json!({"name": "KUBERNETES_SERVICE_HOST", "value": host}));
-            set_env(o, "KUBERNETES_SERVICE_PORT", json!({"name": "KUBERNETES_SERVICE_PORT", "value": port.to_string()}));
+            set_env(
+                o,
+                "KUBERNETES_SERVICE_HOST",
+                json!({"name": "KUBERNETES_SERVICE_HOST", "value": host}),
+            );
+            set_env(
+                o,
+                "KUBERNETES_SERVICE_PORT",
+                json!({"name": "KUBERNETES_SERVICE_PORT", "value": port.to_string()}),
+            );
         },
     },
     Patch {
@@ -189,14 +207,25 @@ pub const PATCHES: &[Patch] = &[
             "/spec/template/spec/containers/0/ports",
             "/spec/template/metadata/annotations/prometheus.io~1port",
         ],
-        flags: &["--storage-addr", "--metrics-addr", "--health-addr", "--events-addr", "--receiverAddr"],
+        flags: &[
+            "--storage-addr",
+            "--metrics-addr",
+            "--health-addr",
+            "--events-addr",
+            "--receiverAddr",
+        ],
         env: &[],
         apply: |o, _| {
             let name = o["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-            let Some((_, ports)) = PORTS.iter().find(|(n, _)| *n == name) else { return };
+            let Some((_, ports)) = PORTS.iter().find(|(n, _)| *n == name) else {
+                return;
+            };
             for (port_name, flag, port) in ports.iter() {
                 set_flag(o, flag, &format!(":{port}"));
-                if let Some(list) = o.pointer_mut("/spec/template/spec/containers/0/ports").and_then(Value::as_array_mut) {
+                if let Some(list) = o
+                    .pointer_mut("/spec/template/spec/containers/0/ports")
+                    .and_then(Value::as_array_mut)
+                {
                     for p in list.iter_mut().filter(|p| p["name"] == *port_name) {
                         p["containerPort"] = json!(port);
                     }
@@ -216,7 +245,11 @@ pub const PATCHES: &[Patch] = &[
         flags: &["--storage-adv-addr"],
         env: &["POD_IP"],
         apply: |o, _| {
-            set_env(o, "POD_IP", json!({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}));
+            set_env(
+                o,
+                "POD_IP",
+                json!({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}),
+            );
             set_flag(o, "--storage-adv-addr", &format!("$(POD_IP):{}", storage_port()));
         },
     },
@@ -259,7 +292,10 @@ fn set_flag(o: &mut Value, flag: &str, value: &str) {
     }
     let args = c["args"].as_array_mut().expect("array");
     let arg = json!(format!("{flag}={value}"));
-    let same = |a: &Value| a.as_str().is_some_and(|s| s == flag || s.starts_with(&format!("{flag}=")));
+    let same = |a: &Value| {
+        a.as_str()
+            .is_some_and(|s| s == flag || s.starts_with(&format!("{flag}=")))
+    };
     match args.iter_mut().find(|a| same(a)) {
         Some(a) => *a = arg,
         None => args.push(arg),

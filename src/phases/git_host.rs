@@ -29,7 +29,9 @@ pub async fn known_hosts(
     record: bool,
 ) -> Result<Option<String>, String> {
     let Some(g) = &cluster.gitops else { return Ok(None) };
-    let Some((host, port)) = g.ssh_host() else { return Ok(None) };
+    let Some((host, port)) = g.ssh_host() else {
+        return Ok(None);
+    };
     let name = host_entry_name(&host, port);
     let what = format!("Git host {name} ([cluster.gitops] repository)");
     if let Some(GitKnownHosts::Lines(text)) = &g.known_hosts {
@@ -69,8 +71,14 @@ pub async fn known_hosts(
             if record {
                 KnownHosts::record(&file, &host, port, &key)
                     .map_err(|e| format!("{what}: cannot pin the host key in {}: {e}", file.display()))?;
-                tracing::warn!("{what}: accepted new host key {presented}, pinned in {}", file.display());
-                eprintln!("{what}: accepted new host key {presented}, pinned in {}", file.display());
+                tracing::warn!(
+                    "{what}: accepted new host key {presented}, pinned in {}",
+                    file.display()
+                );
+                eprintln!(
+                    "{what}: accepted new host key {presented}, pinned in {}",
+                    file.display()
+                );
             }
             Ok(Some(format!("{line}\n")))
         }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::objects::{self, Values};
 use super::ClusterRun;
+use super::objects::{self, Values};
 use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx};
 use crate::inventory::{Cluster, Gitops as GitopsSettings, GitopsEngine};
 use crate::k8s::wait;

@@ -69,7 +69,9 @@ pub fn desired_objects(cluster: &Cluster, values: Values) -> Result<Vec<Value>, 
         if ns == flux::namespace_name() {
             out.extend(flux::namespace(cluster));
         } else {
-            out.push(objects::labelled(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})));
+            out.push(objects::labelled(
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            ));
         }
     }
     let ssh = cluster.gitops.as_ref().is_some_and(|g| g.ssh_host().is_some());
@@ -89,7 +91,8 @@ pub fn desired_objects(cluster: &Cluster, values: Values) -> Result<Vec<Value>, 
             Values::Resolved { known_hosts } => {
                 let value = reference.resolve().map_err(|e| format!("{what}: {e}"))?;
                 if let Some(k) = &s.public_key {
-                    let line = public_key(value.expose()).map_err(|e| format!("{what}: {} ({reference}): {e}", s.from))?;
+                    let line =
+                        public_key(value.expose()).map_err(|e| format!("{what}: {} ({reference}): {e}", s.from))?;
                     fields.push((k.clone(), Some(line)));
                 }
                 if let (Some(k), true) = (&s.known_hosts, ssh) {
@@ -152,9 +155,7 @@ impl Phase for Prerequisites {
         let desired = self.desired(true).await?;
         let client = self.run.kube(ctx).await?;
         ctx.step(PHASE, crate::engine::CLUSTER, "observing namespaces and secrets");
-        let pending = objects::pending(&client, desired)
-            .await
-            .map_err(|e| self.failed(e))?;
+        let pending = objects::pending(&client, desired).await.map_err(|e| self.failed(e))?;
         ctx.step(PHASE, crate::engine::CLUSTER, "applying namespaces and secrets");
         objects::apply(&client, &pending, self.run.timeouts.workload)
             .await

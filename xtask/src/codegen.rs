@@ -88,7 +88,9 @@ fn read_input(a: &FluxArgs) -> Result<(Vec<u8>, String)> {
             sha256: sha,
         };
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let path = rt.block_on(store.get(&pinned)).map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+        let path = rt
+            .block_on(store.get(&pinned))
+            .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
         return Ok((std::fs::read(&path)?, url));
     }
     let (path, shown) = match &a.manifest {
@@ -183,17 +185,26 @@ mod tests {
         flux(&bytes, "v2.9.0", DEFAULT_MANIFEST, out.path()).unwrap();
         for f in ["flux.toml", "flux/install.yaml"] {
             let want = std::fs::read(workspace().join("phases").join(f)).unwrap();
-            assert_eq!(std::fs::read(out.path().join(f)).unwrap(), want, "phases/{f} is stale: run `cargo xtask codegen flux`");
+            assert_eq!(
+                std::fs::read(out.path().join(f)).unwrap(),
+                want,
+                "phases/{f} is stale: run `cargo xtask codegen flux`"
+            );
         }
     }
 
     #[test]
     fn a_manifest_without_controllers_is_refused() {
         let out = tempfile::tempdir().unwrap();
-        let err = flux(b"apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n", "v0.0.1", "x.yaml", out.path())
-            .err()
-            .unwrap()
-            .to_string();
+        let err = flux(
+            b"apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n",
+            "v0.0.1",
+            "x.yaml",
+            out.path(),
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(err.contains("not a Flux installation"), "{err}");
     }
 }

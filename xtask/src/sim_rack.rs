@@ -186,15 +186,19 @@ fn registration(n: &crate::talos_sim::SimNode) -> NodeRegistration {
         reg.taints.push((key, value.to_owned(), effect.to_owned()));
     }
     if config.machine_type == crate::talos_sim::config::MachineType::ControlPlane {
-        reg.labels.insert("node-role.kubernetes.io/control-plane".into(), String::new());
+        reg.labels
+            .insert("node-role.kubernetes.io/control-plane".into(), String::new());
         let schedulable = raw
             .get("cluster")
             .and_then(|c| c.get("allowSchedulingOnControlPlanes"))
             .and_then(serde_yaml::Value::as_bool)
             .unwrap_or(false);
         if !schedulable {
-            reg.taints
-                .push(("node-role.kubernetes.io/control-plane".into(), String::new(), "NoSchedule".into()));
+            reg.taints.push((
+                "node-role.kubernetes.io/control-plane".into(),
+                String::new(),
+                "NoSchedule".into(),
+            ));
         }
     }
     reg

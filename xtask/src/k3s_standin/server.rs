@@ -118,7 +118,11 @@ pub async fn run(cfg: Config) -> Result<()> {
         name: cfg.node_name.clone(),
         internal_ip: cfg.node_ip,
         labels: own,
-        taints: cfg.node_taints.iter().filter_map(|t| super::config::parse_taint(t)).collect(),
+        taints: cfg
+            .node_taints
+            .iter()
+            .filter_map(|t| super::config::parse_taint(t))
+            .collect(),
     });
 
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], SUPERVISOR_PORT)))

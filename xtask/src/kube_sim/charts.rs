@@ -14,7 +14,10 @@ pub fn fullname(chart: &str, release: &str, values: &Value) -> String {
     if let Some(f) = values["fullnameOverride"].as_str().filter(|s| !s.is_empty()) {
         return trunc(f.to_owned());
     }
-    let name = values["nameOverride"].as_str().filter(|s| !s.is_empty()).unwrap_or(chart);
+    let name = values["nameOverride"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .unwrap_or(chart);
     if release.contains(name) {
         trunc(release.to_owned())
     } else {
@@ -50,7 +53,11 @@ fn meta(name: &str, ns: &str, release: &str) -> Value {
 
 fn objects(release: &str, ns: &str, workloads: Vec<Workload>, crds: &[(&str, &str, &str)]) -> Vec<Value> {
     let mut out = vec![];
-    let mut sas: Vec<String> = workloads.iter().map(|w| w.sa.clone()).filter(|s| s != "default").collect();
+    let mut sas: Vec<String> = workloads
+        .iter()
+        .map(|w| w.sa.clone())
+        .filter(|s| s != "default")
+        .collect();
     sas.sort();
     sas.dedup();
     for sa in sas {
@@ -68,7 +75,9 @@ fn objects(release: &str, ns: &str, workloads: Vec<Workload>, crds: &[(&str, &st
         if w.kind == "Deployment" {
             spec["replicas"] = json!(w.replicas);
         }
-        out.push(json!({"apiVersion": "apps/v1", "kind": w.kind, "metadata": meta(&w.name, ns, release), "spec": spec}));
+        out.push(
+            json!({"apiVersion": "apps/v1", "kind": w.kind, "metadata": meta(&w.name, ns, release), "spec": spec}),
+        );
     }
     for (group, kind, plural) in crds {
         // Upstream: argoproj/argo-cd manifests/crds/*-crd.yaml serve argoproj.io/v1alpha1 only.
@@ -91,7 +100,7 @@ fn all() -> Value {
     json!([{"operator": "Exists"}])
 }
 
-fn or<'a>(values: &'a Value, path: &str, default: Value) -> Value {
+fn or(values: &Value, path: &str, default: Value) -> Value {
     get(values, path).cloned().unwrap_or(default)
 }
 
@@ -109,7 +118,9 @@ pub fn render(chart: &str, version: &str, release: &str, ns: &str, values: &Valu
                 Workload {
                     kind: "DaemonSet",
                     name: "cilium".into(),
-                    sa: or(values, "/serviceAccounts/cilium/name", json!("cilium")).as_str()?.to_owned(),
+                    sa: or(values, "/serviceAccounts/cilium/name", json!("cilium"))
+                        .as_str()?
+                        .to_owned(),
                     image: format!("quay.io/cilium/cilium:v{v}"),
                     replicas: 1,
                     host_network: true,
@@ -134,7 +145,9 @@ pub fn render(chart: &str, version: &str, release: &str, ns: &str, values: &Valu
                 w.push(Workload {
                     kind: "DaemonSet",
                     name: "cilium-envoy".into(),
-                    sa: or(values, "/serviceAccounts/envoy/name", json!("cilium-envoy")).as_str()?.to_owned(),
+                    sa: or(values, "/serviceAccounts/envoy/name", json!("cilium-envoy"))
+                        .as_str()?
+                        .to_owned(),
                     image: "quay.io/cilium/cilium-envoy".into(),
                     replicas: 1,
                     host_network: true,
@@ -172,7 +185,11 @@ pub fn render(chart: &str, version: &str, release: &str, ns: &str, values: &Valu
             let w = Workload {
                 kind: "DaemonSet",
                 name: name.clone(),
-                sa: or(values, "/serviceAccount/name", json!("")).as_str().filter(|s| !s.is_empty()).unwrap_or(&name).to_owned(),
+                sa: or(values, "/serviceAccount/name", json!(""))
+                    .as_str()
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or(&name)
+                    .to_owned(),
                 image: format!("ghcr.io/spegel-org/spegel:v{v}"),
                 replicas: 1,
                 host_network: false,
@@ -311,10 +328,22 @@ mod tests {
         assert!(argo.contains(&"argo-cd-server".to_owned()), "{argo:?}");
         assert!(argo.contains(&"argo-cd-repo-server".to_owned()), "{argo:?}");
         assert!(names("argo-cd", "gitops", json!({}))[0].starts_with("gitops-argo-cd-"));
-        assert_eq!(names("argo-cd", "x", json!({"fullnameOverride": "argocd"}))[0], "argocd-server");
+        assert_eq!(
+            names("argo-cd", "x", json!({"fullnameOverride": "argocd"}))[0],
+            "argocd-server"
+        );
         assert_eq!(names("coredns", "dns", json!({})), ["dns-coredns"]);
-        assert_eq!(names("coredns", "coredns", json!({"fullnameOverride": "coredns"})), ["coredns"]);
-        assert_eq!(names("cilium", "anything", json!({})), ["cilium", "cilium-operator", "cilium-envoy"]);
-        assert_eq!(names("cilium", "cilium", json!({"envoy": {"enabled": false}})), ["cilium", "cilium-operator"]);
+        assert_eq!(
+            names("coredns", "coredns", json!({"fullnameOverride": "coredns"})),
+            ["coredns"]
+        );
+        assert_eq!(
+            names("cilium", "anything", json!({})),
+            ["cilium", "cilium-operator", "cilium-envoy"]
+        );
+        assert_eq!(
+            names("cilium", "cilium", json!({"envoy": {"enabled": false}})),
+            ["cilium", "cilium-operator"]
+        );
     }
 }

@@ -131,8 +131,8 @@ pub(crate) fn cond(t: &str, s: &str, reason: &str, message: &str) -> Value {
     json!({"type": t, "status": s, "reason": reason, "message": message, "lastTransitionTime": now_rfc3339()})
 }
 
-/// Runs the controllers every 20 ms until the simulator stops; a tick with nothing new (no write
-/// since the last pass, no deadline reached, the same behaviour) is skipped.
+/// Runs the controllers every 20 ms until the simulator stops; a tick with nothing new (the last
+/// pass wrote nothing, nothing was written since, no deadline reached, the same behaviour) is skipped.
 pub(crate) async fn run(shared: Arc<Shared>) {
     let mut timers = Timers::default();
     let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -151,9 +151,12 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             continue;
         }
         timers.next = None;
+        let before = store.resource_version();
         reconcile(&mut store, &behaviour, &mut timers, now);
         super::lifecycle::reconcile(&mut store);
-        last = Some((store.resource_version(), behaviour));
+        // A pass that wrote needs another: a controller earlier in the pass may read what a later one wrote.
+        let rv = store.resource_version();
+        last = (rv == before).then_some((rv, behaviour));
     }
 }
 
@@ -198,9 +201,19 @@ fn crds(store: &mut Store, b: &Behaviour, timers: &mut Timers, now: Instant) {
             .map(|v| v["name"].clone())
             .collect();
         let established = if ready {
-            cond("Established", "True", "InitialNamesAccepted", "the initial names have been accepted")
+            cond(
+                "Established",
+                "True",
+                "InitialNamesAccepted",
+                "the initial names have been accepted",
+            )
         } else {
-            cond("Established", "False", "Installing", "the initial names have been accepted")
+            cond(
+                "Established",
+                "False",
+                "Installing",
+                "the initial names have been accepted",
+            )
         };
         let status = json!({
             "conditions": [cond("NamesAccepted", "True", "NoConflicts", "no conflicts found"), established],
@@ -218,7 +231,11 @@ fn argo(store: &mut Store, b: &Behaviour, timers: &mut Timers, now: Instant) {
     let mut writes: Vec<(GroupResource, Value)> = vec![];
     for o in store.list(&gr, None) {
         let ready = !held(o) && timers.due(key_of(&gr, o), generation(o), b.argo_healthy, now);
-        let mut status = if o["status"].is_object() { o["status"].clone() } else { json!({}) };
+        let mut status = if o["status"].is_object() {
+            o["status"].clone()
+        } else {
+            json!({})
+        };
         status["health"] = json!({"status": if ready { "Healthy" } else { "Progressing" }});
         status["sync"] = json!({"status": if ready { "Synced" } else { "OutOfSync" }});
         set_status(&gr, o, status, &mut writes);

@@ -71,7 +71,12 @@ fn image_repo(image: &str) -> &str {
 // HelmChart, OCIRepository = spec.chartRef's enum); the chart template's sourceRef is source-controller's (HelmChart).
 fn referenced_kinds(crd: &Value) -> Vec<String> {
     let mut out = vec![];
-    for v in crd.pointer("/spec/versions").and_then(Value::as_array).into_iter().flatten() {
+    for v in crd
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         if v["storage"] != true {
             continue;
         }
@@ -211,7 +216,11 @@ pub fn crash_reason(store: &Store, b: &Behaviour, pod: &Value) -> Option<String>
     }
     let cat = match catalog(b) {
         Ok(c) => c,
-        Err(e) => return Some(format!("kube-sim: the Flux installation to check this controller against: {e}")),
+        Err(e) => {
+            return Some(format!(
+                "kube-sim: the Flux installation to check this controller against: {e}"
+            ));
+        }
     };
     let ctrl = cat.by_image(image)?;
     let crds = GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions");
@@ -259,11 +268,16 @@ pub fn crash_reason(store: &Store, b: &Behaviour, pod: &Value) -> Option<String>
 fn cluster_role_bound(store: &Store, ns: &str, sa: &str) -> bool {
     let roles = GroupResource::new("rbac.authorization.k8s.io", "clusterroles");
     store
-        .list(&GroupResource::new("rbac.authorization.k8s.io", "clusterrolebindings"), None)
+        .list(
+            &GroupResource::new("rbac.authorization.k8s.io", "clusterrolebindings"),
+            None,
+        )
         .filter(|b| {
-            b["subjects"].as_array().into_iter().flatten().any(|s| {
-                s["kind"] == "ServiceAccount" && s["name"] == json!(sa) && s["namespace"] == json!(ns)
-            })
+            b["subjects"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|s| s["kind"] == "ServiceAccount" && s["name"] == json!(sa) && s["namespace"] == json!(ns))
         })
         .any(|b| {
             b.pointer("/roleRef/name")
@@ -313,9 +327,10 @@ fn ssh_host(url: &str) -> Option<(String, Option<u16>)> {
     let authority = rest.split('/').next()?;
     let hostport = authority.rsplit('@').next()?;
     match hostport.rsplit_once(':') {
-        Some((h, p)) if !h.contains(']') || h.ends_with(']') => {
-            Some((h.trim_matches(['[', ']']).to_owned(), p.parse().ok().filter(|p| *p != 22)))
-        }
+        Some((h, p)) if !h.contains(']') || h.ends_with(']') => Some((
+            h.trim_matches(['[', ']']).to_owned(),
+            p.parse().ok().filter(|p| *p != 22),
+        )),
         _ => Some((hostport.trim_matches(['[', ']']).to_owned(), None)),
     }
 }
@@ -344,7 +359,9 @@ fn known_host(known_hosts: &str, host: &str, port: Option<u16>) -> bool {
         let has_key = fields.next().is_some() && fields.next().is_some();
         let patterns: Vec<&str> = hosts.split(',').collect();
         has_key
-            && !patterns.iter().any(|p| p.strip_prefix('!').is_some_and(|p| glob(p, &name)))
+            && !patterns
+                .iter()
+                .any(|p| p.strip_prefix('!').is_some_and(|p| glob(p, &name)))
             && patterns.iter().any(|p| !p.starts_with('!') && glob(p, &name))
     })
 }
@@ -402,23 +419,37 @@ fn git_repository(store: &Store, o: &Value) -> Verdict {
         },
     };
     if data.get("identity").is_none_or(String::is_empty) {
-        return ("False", "AuthenticationFailed", format!("{auth}: invalid 'ssh' auth option: 'identity' is required"));
+        return (
+            "False",
+            "AuthenticationFailed",
+            format!("{auth}: invalid 'ssh' auth option: 'identity' is required"),
+        );
     }
     let Some(kh) = data.get("known_hosts").filter(|k| !k.trim().is_empty()) else {
-        return ("False", "AuthenticationFailed", format!("{auth}: invalid 'ssh' auth option: 'known_hosts' is required"));
+        return (
+            "False",
+            "AuthenticationFailed",
+            format!("{auth}: invalid 'ssh' auth option: 'known_hosts' is required"),
+        );
     };
     if !known_host(kh, &host, port) {
         return (
             "False",
             "GitOperationFailed",
-            format!("failed to checkout and determine revision: unable to clone '{url}': ssh: handshake failed: knownhosts: key is unknown"),
+            format!(
+                "failed to checkout and determine revision: unable to clone '{url}': ssh: handshake failed: knownhosts: key is unknown"
+            ),
         );
     }
     fetched(url)
 }
 
 fn fetched(_url: &str) -> Verdict {
-    ("True", "Succeeded", "stored artifact for revision 'main@sha1:0000000000000000000000000000000000000000'".into())
+    (
+        "True",
+        "Succeeded",
+        "stored artifact for revision 'main@sha1:0000000000000000000000000000000000000000'".into(),
+    )
 }
 
 /// A Kustomization's or HelmChart's source: Ready, or why not.
@@ -470,7 +501,11 @@ pub fn reconcile(store: &mut Store, b: &Behaviour, delay_due: &mut dyn FnMut(&Gr
                         "Source artifact not found, retrying in 30s".into(),
                     ),
                     (Ok(()), Err(e)) => ("False", "DecryptionFailed", e),
-                    (Ok(()), Ok(())) => ("True", "ReconciliationSucceeded", "Applied revision: main@sha1:0000000".into()),
+                    (Ok(()), Ok(())) => (
+                        "True",
+                        "ReconciliationSucceeded",
+                        "Applied revision: main@sha1:0000000".into(),
+                    ),
                 },
                 "HelmRelease" => releases
                     .get(&(
@@ -486,7 +521,11 @@ pub fn reconcile(store: &mut Store, b: &Behaviour, delay_due: &mut dyn FnMut(&Gr
             if verdict.0 == "True" && (held(o) || !delay_due(&gr, o)) {
                 verdict = ("Unknown", "Progressing", "reconciliation in progress".into());
             }
-            let mut status = if o["status"].is_object() { o["status"].clone() } else { json!({}) };
+            let mut status = if o["status"].is_object() {
+                o["status"].clone()
+            } else {
+                json!({})
+            };
             status["observedGeneration"] = json!(g);
             status["conditions"] = json!([cond("Ready", verdict.0, verdict.1, &verdict.2)]);
             if super::controllers::timeless(&o["status"]) != super::controllers::timeless(&status) {
@@ -509,7 +548,9 @@ fn decryption(store: &Store, o: &Value) -> Result<(), String> {
     let ns = o["metadata"]["namespace"].as_str().unwrap_or_default();
     match store.get(&GroupResource::new("", "secrets"), ns, name) {
         Some(_) => Ok(()),
-        None => Err(format!("cannot get decryption Secret '{ns}/{name}': secrets \"{name}\" not found")),
+        None => Err(format!(
+            "cannot get decryption Secret '{ns}/{name}': secrets \"{name}\" not found"
+        )),
     }
 }
 
@@ -540,16 +581,30 @@ mod tests {
         };
         assert_eq!(
             names("source-controller"),
-            ["Bucket", "ExternalArtifact", "GitRepository", "HelmChart", "HelmRepository", "OCIRepository"]
+            [
+                "Bucket",
+                "ExternalArtifact",
+                "GitRepository",
+                "HelmChart",
+                "HelmRepository",
+                "OCIRepository"
+            ]
         );
         assert_eq!(
             names("kustomize-controller"),
-            ["Bucket", "ExternalArtifact", "GitRepository", "Kustomization", "OCIRepository"]
+            [
+                "Bucket",
+                "ExternalArtifact",
+                "GitRepository",
+                "Kustomization",
+                "OCIRepository"
+            ]
         );
         assert_eq!(names("helm-controller"), ["HelmChart", "HelmRelease", "OCIRepository"]);
         assert_eq!(names("notification-controller"), ["Alert", "Provider", "Receiver"]);
         assert_eq!(
-            cat.by_image("ghcr.io/fluxcd/source-controller:v1.9.0").map(|c| c.component.as_str()),
+            cat.by_image("ghcr.io/fluxcd/source-controller:v1.9.0")
+                .map(|c| c.component.as_str()),
             Some("source-controller")
         );
     }
@@ -562,7 +617,10 @@ mod tests {
         assert!(!known_host(kh, "git.example", None));
         assert!(!known_host(kh, "gitlab.com", None));
         assert!(known_host("*.corp ssh-ed25519 AAAA", "git.corp", None));
-        assert_eq!(ssh_host("ssh://git@github.com/org/repo.git"), Some(("github.com".into(), None)));
+        assert_eq!(
+            ssh_host("ssh://git@github.com/org/repo.git"),
+            Some(("github.com".into(), None))
+        );
         assert_eq!(ssh_host("ssh://git@host:2222/r"), Some(("host".into(), Some(2222))));
         assert_eq!(ssh_host("https://github.com/org/repo"), None);
     }

@@ -59,14 +59,20 @@ fn chart_source(store: &Store, hr: &Value) -> Result<(String, String), String> {
     if let Some(tpl) = hr.pointer("/spec/chart/spec") {
         let (ns, _) = helm_chart(hr).ok_or("no chart template")?;
         let name = chart_name(hr);
-        let chart = store.get(&GroupResource::new("source.toolkit.fluxcd.io", "helmcharts"), &ns, &name);
+        let chart = store.get(
+            &GroupResource::new("source.toolkit.fluxcd.io", "helmcharts"),
+            &ns,
+            &name,
+        );
         // Upstream: helm-controller reports the HelmChart's readiness before it can pull the chart.
         return match chart.and_then(ready_of) {
             Some(true) => Ok((s(tpl, "/chart").to_owned(), s(tpl, "/version").to_owned())),
             _ => Err(format!("HelmChart '{ns}/{name}' is not ready")),
         };
     }
-    let r = hr.pointer("/spec/chartRef").ok_or("neither spec.chart nor spec.chartRef")?;
+    let r = hr
+        .pointer("/spec/chartRef")
+        .ok_or("neither spec.chart nor spec.chartRef")?;
     let kind = s(r, "/kind");
     let ns = r["namespace"].as_str().unwrap_or(s(hr, "/metadata/namespace"));
     let name = s(r, "/name");
@@ -136,7 +142,10 @@ fn install(store: &mut Store, objects: Vec<Value>) -> Vec<(GroupResource, String
         let Some(gr) = gr_of(o["kind"].as_str().unwrap_or_default()) else {
             continue;
         };
-        let (ns, name) = (s(&o, "/metadata/namespace").to_owned(), s(&o, "/metadata/name").to_owned());
+        let (ns, name) = (
+            s(&o, "/metadata/namespace").to_owned(),
+            s(&o, "/metadata/name").to_owned(),
+        );
         if matches!(o["kind"].as_str(), Some("Deployment" | "DaemonSet")) {
             waits.push((gr.clone(), ns.clone(), name.clone()));
         }
@@ -181,7 +190,10 @@ pub fn reconcile_releases(store: &mut Store, b: &Behaviour) -> HashMap<(String, 
     let hrs: Vec<Value> = store.list(&releases, None).cloned().collect();
     let mut out = HashMap::new();
     for hr in hrs {
-        let key = (s(&hr, "/metadata/namespace").to_owned(), s(&hr, "/metadata/name").to_owned());
+        let key = (
+            s(&hr, "/metadata/namespace").to_owned(),
+            s(&hr, "/metadata/name").to_owned(),
+        );
         if let Some((ns, chart)) = helm_chart(&hr)
             && helmcharts_served
         {
@@ -204,7 +216,10 @@ fn release(store: &mut Store, b: &Behaviour, hr: &Value) -> Verdict {
     };
     let name = s(hr, "/metadata/name");
     let hr_ns = s(hr, "/metadata/namespace");
-    let ns = hr.pointer("/spec/targetNamespace").and_then(Value::as_str).unwrap_or(hr_ns);
+    let ns = hr
+        .pointer("/spec/targetNamespace")
+        .and_then(Value::as_str)
+        .unwrap_or(hr_ns);
     let release_name = hr.pointer("/spec/releaseName").and_then(Value::as_str).unwrap_or(name);
     let values = hr.pointer("/spec/values").cloned().unwrap_or_else(|| json!({}));
     let what = format!("release {ns}/{release_name} with chart {chart}@{version}");
@@ -223,7 +238,11 @@ fn release(store: &mut Store, b: &Behaviour, hr: &Value) -> Verdict {
         );
     }
     let Some(objects) = charts::render(&chart, &version, release_name, ns, &values) else {
-        return ("False", "InstallFailed", format!("kube-sim: chart {chart} is not simulated"));
+        return (
+            "False",
+            "InstallFailed",
+            format!("kube-sim: chart {chart} is not simulated"),
+        );
     };
     let waits = install(store, objects);
     if chart == "cilium"
@@ -236,7 +255,11 @@ fn release(store: &mut Store, b: &Behaviour, hr: &Value) -> Verdict {
         ("True", "InstallSucceeded", format!("Helm install succeeded for {what}"))
     } else {
         // Upstream: helm-controller waits for the release's resources (Helm's --wait) before Ready.
-        ("Unknown", "Progressing", format!("Running 'install' action with timeout of 5m0s for {what}"))
+        (
+            "Unknown",
+            "Progressing",
+            format!("Running 'install' action with timeout of 5m0s for {what}"),
+        )
     }
 }
 
@@ -282,7 +305,9 @@ mod tests {
         let bad = json!({"kubeProxyReplacement": 5, "operator": {"replicas": "one"}});
         let err = validate_values("cilium", &bad, &path).unwrap_err();
         assert!(
-            err.starts_with("values don't meet the specifications of the schema(s) in the following chart(s):\ncilium:\n"),
+            err.starts_with(
+                "values don't meet the specifications of the schema(s) in the following chart(s):\ncilium:\n"
+            ),
             "{err}"
         );
         assert!(err.contains("- kubeProxyReplacement: "), "{err}");

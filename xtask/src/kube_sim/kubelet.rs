@@ -114,7 +114,12 @@ fn missing_volume(store: &Store, ns: &str, spec: &Value) -> Option<String> {
         if v["configMap"].is_object() {
             refs.push(("configmap", &v["configMap"]));
         }
-        for s in v.pointer("/projected/sources").and_then(Value::as_array).into_iter().flatten() {
+        for s in v
+            .pointer("/projected/sources")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if s["secret"].is_object() {
                 refs.push(("secret", &s["secret"]));
             }
@@ -123,7 +128,10 @@ fn missing_volume(store: &Store, ns: &str, spec: &Value) -> Option<String> {
             }
         }
         for (kind, r) in refs {
-            let name = r["secretName"].as_str().or_else(|| r["name"].as_str()).unwrap_or_default();
+            let name = r["secretName"]
+                .as_str()
+                .or_else(|| r["name"].as_str())
+                .unwrap_or_default();
             let gr = if kind == "secret" { &secrets } else { &cms };
             if !optional(r) && store.get(gr, ns, name).is_none() {
                 return Some(format!(
@@ -143,7 +151,10 @@ fn env_error(store: &Store, ns: &str, container: &Value) -> Option<String> {
         store.get(&gr, ns, name).cloned()
     };
     for from in container["envFrom"].as_array().into_iter().flatten() {
-        for (field, kind, word) in [("secretRef", "Secret", "secret"), ("configMapRef", "ConfigMap", "configmap")] {
+        for (field, kind, word) in [
+            ("secretRef", "Secret", "secret"),
+            ("configMapRef", "ConfigMap", "configmap"),
+        ] {
             let r = &from[field];
             if let Some(name) = r["name"].as_str()
                 && !optional(r)
@@ -217,7 +228,9 @@ fn waiting(
             .find(|i| !allowed.iter().any(|p| i.starts_with(p.as_str())))
     {
         // Upstream: pkg/kubelet/images: ErrImagePull on the first failure, then ImagePullBackOff.
-        let before = pod.pointer("/status/containerStatuses/0/state/waiting/reason").and_then(Value::as_str);
+        let before = pod
+            .pointer("/status/containerStatuses/0/state/waiting/reason")
+            .and_then(Value::as_str);
         let backoff = matches!(before, Some("ErrImagePull" | "ImagePullBackOff"));
         let pull = format!(
             "failed to pull and unpack image \"{image}\": the simulated nodes may pull only from {}",
@@ -225,7 +238,11 @@ fn waiting(
         );
         return Some(Waiting {
             reason: if backoff { "ImagePullBackOff" } else { "ErrImagePull" },
-            message: if backoff { format!("Back-off pulling image \"{image}\"") } else { pull.clone() },
+            message: if backoff {
+                format!("Back-off pulling image \"{image}\"")
+            } else {
+                pull.clone()
+            },
             event: Some(("Failed", format!("Failed to pull image \"{image}\": {pull}"))),
             crashed: None,
         });
@@ -239,7 +256,10 @@ fn waiting(
         });
     }
     if let Some(msg) = crash(store, pod) {
-        let c = spec.pointer("/containers/0/name").and_then(Value::as_str).unwrap_or_default();
+        let c = spec
+            .pointer("/containers/0/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let pod_name = pod["metadata"]["name"].as_str().unwrap_or_default();
         let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
         // Upstream: pkg/kubelet/kuberuntime: "back-off 10s restarting failed container=... pod=..._...(uid)".
@@ -289,7 +309,9 @@ pub fn pods(
         let Some(node_name) = p.pointer("/spec/nodeName").and_then(Value::as_str) else {
             continue;
         };
-        let Some(node) = store.get(&nodes, "", node_name) else { continue };
+        let Some(node) = store.get(&nodes, "", node_name) else {
+            continue;
+        };
         let network_up = net.is_none_or(|n| n.contains(node_name));
         let wait = waiting(store, b, p, network_up, crash);
         let key = key_of(&pods_gr(), p);

@@ -320,6 +320,12 @@ impl KubeSim {
             .cloned()
     }
 
+    /// Every stored object of one collection, all namespaces.
+    pub fn list(&self, group: &str, resource: &str) -> Vec<Value> {
+        let store = self.shared.store.lock().expect("store lock");
+        store.list(&GroupResource::new(group, resource), None).cloned().collect()
+    }
+
     /// The current cluster-wide resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.shared.store.lock().expect("store lock").resource_version()

@@ -74,8 +74,12 @@ fn requirement_matches(req: &Value, value: Option<String>) -> bool {
         "NotIn" => value.is_none_or(|v| !values.contains(&v.as_str())),
         "Exists" => value.is_some(),
         "DoesNotExist" => value.is_none(),
-        "Gt" => matches!((value.as_deref().and_then(num), values.first().and_then(|v| num(v))), (Some(a), Some(b)) if a > b),
-        "Lt" => matches!((value.as_deref().and_then(num), values.first().and_then(|v| num(v))), (Some(a), Some(b)) if a < b),
+        "Gt" => {
+            matches!((value.as_deref().and_then(num), values.first().and_then(|v| num(v))), (Some(a), Some(b)) if a > b)
+        }
+        "Lt" => {
+            matches!((value.as_deref().and_then(num), values.first().and_then(|v| num(v))), (Some(a), Some(b)) if a < b)
+        }
         _ => false,
     }
 }
@@ -140,9 +144,8 @@ pub fn host_ports(pod_spec: &Value) -> Vec<(String, String, i64)> {
 
 fn ports_clash(want: &[(String, String, i64)], used: &HashSet<(String, String, i64)>) -> bool {
     want.iter().any(|(proto, ip, port)| {
-        used.iter().any(|(p2, ip2, port2)| {
-            p2 == proto && port2 == port && (ip == ip2 || ip == "0.0.0.0" || ip2 == "0.0.0.0")
-        })
+        used.iter()
+            .any(|(p2, ip2, port2)| p2 == proto && port2 == port && (ip == ip2 || ip == "0.0.0.0" || ip2 == "0.0.0.0"))
     })
 }
 
@@ -183,7 +186,10 @@ pub fn ports_in_use(pods: &[&Value]) -> HashMap<String, HashSet<(String, String,
         let Some(node) = p.pointer("/spec/nodeName").and_then(Value::as_str) else {
             continue;
         };
-        if matches!(p.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed")) {
+        if matches!(
+            p.pointer("/status/phase").and_then(Value::as_str),
+            Some("Succeeded" | "Failed")
+        ) {
             continue;
         }
         used.entry(node.to_owned()).or_default().extend(host_ports(&p["spec"]));
@@ -260,10 +266,15 @@ fn pinned_node(spec: &Value) -> Option<String> {
 /// `PodScheduled=False` (reason Unschedulable) and a FailedScheduling event on the others.
 pub fn run(store: &mut Store) {
     let pods_gr = GroupResource::new("", "pods");
-    let (binds, failures): (Vec<(Value, String)>, Vec<(Value, String)>) = {
+    type Decided = Vec<(Value, String)>;
+    let (binds, failures): (Decided, Decided) = {
         let unbound: Vec<&Value> = store
             .list(&pods_gr, None)
-            .filter(|p| p.pointer("/spec/nodeName").and_then(Value::as_str).is_none_or(str::is_empty))
+            .filter(|p| {
+                p.pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+            })
             .collect();
         if unbound.is_empty() {
             return;
@@ -288,7 +299,8 @@ pub fn run(store: &mut Store) {
     };
     for (mut p, node) in binds {
         p["spec"]["nodeName"] = json!(node);
-        p["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "True", "lastTransitionTime": now_rfc3339()}]);
+        p["status"]["conditions"] =
+            json!([{"type": "PodScheduled", "status": "True", "lastTransitionTime": now_rfc3339()}]);
         store.put(&pods_gr, p);
     }
     for (mut p, msg) in failures {
@@ -330,14 +342,20 @@ mod tests {
             panic!("bound to a not-ready node")
         };
         assert!(
-            msg.starts_with("0/3 nodes are available: 3 node(s) had untolerated taint {node.kubernetes.io/not-ready: }."),
+            msg.starts_with(
+                "0/3 nodes are available: 3 node(s) had untolerated taint {node.kubernetes.io/not-ready: }."
+            ),
             "{msg}"
         );
-        let tolerant = json!({"spec": {"tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists"}]}});
+        let tolerant =
+            json!({"spec": {"tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists"}]}});
         assert!(matches!(place(&tolerant, &nodes, &HashMap::new()), Placement::Bind(n) if n == "a"));
         // A NoExecute-only toleration (what DefaultTolerationSeconds adds) does not tolerate NoSchedule.
         let no_execute = json!({"spec": {"tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute"}]}});
-        assert!(matches!(place(&no_execute, &nodes, &HashMap::new()), Placement::Unschedulable(_)));
+        assert!(matches!(
+            place(&no_execute, &nodes, &HashMap::new()),
+            Placement::Unschedulable(_)
+        ));
     }
 
     #[test]
@@ -356,6 +374,9 @@ mod tests {
         };
         assert!(msg.starts_with("0/2 nodes are available: 1 node(s) didn't have free ports for the requested pod ports, 1 node(s) didn't match Pod's node affinity/selector."), "{msg}");
         let selector = json!({"spec": {"nodeSelector": {"disk": "ssd"}}});
-        assert!(matches!(place(&selector, &nodes, &HashMap::new()), Placement::Unschedulable(_)));
+        assert!(matches!(
+            place(&selector, &nodes, &HashMap::new()),
+            Placement::Unschedulable(_)
+        ));
     }
 }

@@ -66,8 +66,10 @@ impl Cluster {
         for (k, v) in labels.as_object().into_iter().flatten() {
             l[k] = v.clone();
         }
-        self.put(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": l}, "spec": {},
-            "status": {"addresses": [{"type": "InternalIP", "address": "198.18.0.10"}]}}));
+        self.put(
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": l}, "spec": {},
+            "status": {"addresses": [{"type": "InternalIP", "address": "198.18.0.10"}]}}),
+        );
     }
 
     fn put(&mut self, mut o: Value) {
@@ -160,7 +162,10 @@ fn a_pod_that_does_not_tolerate_not_ready_never_runs_on_a_not_ready_node() {
     for n in ["cp-1", "cp-2", "cp-3"] {
         c.node(n, json!({}));
     }
-    c.put(deployment("web", json!({"containers": [{"name": "web", "image": "nginx"}]})));
+    c.put(deployment(
+        "web",
+        json!({"containers": [{"name": "web", "image": "nginx"}]}),
+    ));
     c.settle();
     let d = c.get("apps", "deployments", "default", "web");
     assert!(!available(&d), "{d}");
@@ -168,13 +173,19 @@ fn a_pod_that_does_not_tolerate_not_ready_never_runs_on_a_not_ready_node() {
     assert_eq!(pods.len(), 1, "the Deployment creates its pod");
     let pod = &pods[0];
     assert!(pod.pointer("/spec/nodeName").is_none(), "{pod}");
-    let msg = c.condition(pod, "PodScheduled")["message"].as_str().unwrap_or_default().to_owned();
+    let msg = c.condition(pod, "PodScheduled")["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(
         msg.starts_with("0/3 nodes are available: 3 node(s) had untolerated taint {node.kubernetes.io/not-ready: }."),
         "{msg}"
     );
     let name = pod["metadata"]["name"].as_str().unwrap();
-    assert_eq!(c.event("default", name, "FailedScheduling").as_deref(), Some(msg.as_str()));
+    assert_eq!(
+        c.event("default", name, "FailedScheduling").as_deref(),
+        Some(msg.as_str())
+    );
     let node = c.get("", "nodes", "", "cp-1");
     assert!(!c.ready(&node), "no CNI, no Ready: {node}");
 }
@@ -184,7 +195,10 @@ fn a_cni_daemonset_makes_nodes_ready_and_lets_pods_schedule() {
     let mut c = Cluster::cilium();
     c.node("cp-1", json!({}));
     c.node("worker-1", json!({}));
-    c.put(deployment("web", json!({"containers": [{"name": "web", "image": "nginx"}]})));
+    c.put(deployment(
+        "web",
+        json!({"containers": [{"name": "web", "image": "nginx"}]}),
+    ));
     c.put(cilium_ds());
     c.settle();
     for n in ["cp-1", "worker-1"] {
@@ -219,7 +233,10 @@ fn a_missing_secret_is_a_create_container_config_error_until_it_exists() {
     let mut c = Cluster::flannel();
     c.node("n1", json!({}));
     let env = json!([{"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}]);
-    c.put(deployment("app", json!({"containers": [{"name": "app", "image": "app:1", "env": env}]})));
+    c.put(deployment(
+        "app",
+        json!({"containers": [{"name": "app", "image": "app:1", "env": env}]}),
+    ));
     c.settle();
     let pod = &c.pods_of("default", "app")[0];
     let waiting = &pod["status"]["containerStatuses"][0]["state"]["waiting"];
@@ -249,7 +266,10 @@ fn a_missing_configmap_volume_keeps_the_pod_creating() {
     ));
     c.settle();
     let pod = &c.pods_of("default", "app")[0];
-    assert_eq!(pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "ContainerCreating");
+    assert_eq!(
+        pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"],
+        "ContainerCreating"
+    );
     let name = pod["metadata"]["name"].as_str().unwrap();
     assert_eq!(
         c.event("default", name, "FailedMount").as_deref(),
@@ -261,7 +281,10 @@ fn a_missing_configmap_volume_keeps_the_pod_creating() {
 fn a_missing_service_account_refuses_the_pod() {
     let mut c = Cluster::flannel();
     c.node("n1", json!({}));
-    c.put(deployment("app", json!({"serviceAccountName": "app", "containers": [{"name": "app", "image": "app:1"}]})));
+    c.put(deployment(
+        "app",
+        json!({"serviceAccountName": "app", "containers": [{"name": "app", "image": "app:1"}]}),
+    ));
     c.settle();
     assert!(c.pods_of("default", "app").is_empty());
     let d = c.get("apps", "deployments", "default", "app");
@@ -284,11 +307,20 @@ fn images_outside_the_allowed_registries_are_not_pulled() {
         ..Behaviour::uniform(Duration::ZERO)
     });
     c.node("n1", json!({}));
-    c.put(deployment("app", json!({"containers": [{"name": "app", "image": "docker.io/library/nginx:1"}]})));
+    c.put(deployment(
+        "app",
+        json!({"containers": [{"name": "app", "image": "docker.io/library/nginx:1"}]}),
+    ));
     c.settle();
     let pod = &c.pods_of("default", "app")[0];
-    assert_eq!(pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "ImagePullBackOff", "{pod}");
-    c.put(deployment("mirrored", json!({"containers": [{"name": "m", "image": "registry.rack.internal/library/nginx:1"}]})));
+    assert_eq!(
+        pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "ImagePullBackOff",
+        "{pod}"
+    );
+    c.put(deployment(
+        "mirrored",
+        json!({"containers": [{"name": "m", "image": "registry.rack.internal/library/nginx:1"}]}),
+    ));
     c.settle();
     assert!(available(&c.get("apps", "deployments", "default", "mirrored")));
 }
@@ -297,7 +329,8 @@ fn images_outside_the_allowed_registries_are_not_pulled() {
 fn host_ports_clash_on_one_node() {
     let mut c = Cluster::flannel();
     c.node("n1", json!({}));
-    let spec = json!({"hostNetwork": true, "containers": [{"name": "a", "image": "a:1", "ports": [{"containerPort": 9090}]}]});
+    let spec =
+        json!({"hostNetwork": true, "containers": [{"name": "a", "image": "a:1", "ports": [{"containerPort": 9090}]}]});
     c.put(deployment("first", spec.clone()));
     c.settle();
     c.put(deployment("second", spec));
@@ -305,7 +338,10 @@ fn host_ports_clash_on_one_node() {
     assert!(available(&c.get("apps", "deployments", "default", "first")));
     let pod = &c.pods_of("default", "second")[0];
     let msg = c.condition(pod, "PodScheduled")["message"].to_string();
-    assert!(msg.contains("1 node(s) didn't have free ports for the requested pod ports"), "{msg}");
+    assert!(
+        msg.contains("1 node(s) didn't have free ports for the requested pod ports"),
+        "{msg}"
+    );
 }
 
 /// A source-controller as upstream installs it, on a node with its own CNI.
@@ -319,23 +355,46 @@ fn flux_without(c: &mut Cluster, missing_crd: &str) {
 fn source_controller_without_the_bucket_crd_crash_loops_and_readies_nothing() {
     let mut c = Cluster::flannel();
     flux_without(&mut c, "buckets.source.toolkit.fluxcd.io");
-    c.put(json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+    c.put(
+        json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
                  "metadata": {"name": "flux-system", "namespace": "flux-system"},
-                 "spec": {"interval": "1m", "url": "https://git.example/org/repo.git"}}));
+                 "spec": {"interval": "1m", "url": "https://git.example/org/repo.git"}}),
+    );
     c.settle();
     let pod = &c.pods_of("flux-system", "source-controller")[0];
     let cs = &pod["status"]["containerStatuses"][0];
     assert_eq!(cs["state"]["waiting"]["reason"], "CrashLoopBackOff", "{pod}");
     let why = cs["lastState"]["terminated"]["message"].as_str().unwrap();
-    assert!(why.contains("no matches for kind \"Bucket\" in version \"source.toolkit.fluxcd.io/v1\""), "{why}");
-    let repo = c.get("source.toolkit.fluxcd.io", "gitrepositories", "flux-system", "flux-system");
+    assert!(
+        why.contains("no matches for kind \"Bucket\" in version \"source.toolkit.fluxcd.io/v1\""),
+        "{why}"
+    );
+    let repo = c.get(
+        "source.toolkit.fluxcd.io",
+        "gitrepositories",
+        "flux-system",
+        "flux-system",
+    );
     assert!(!c.ready(&repo), "{repo}");
-    assert!(!available(&c.get("apps", "deployments", "flux-system", "source-controller")));
+    assert!(!available(&c.get(
+        "apps",
+        "deployments",
+        "flux-system",
+        "source-controller"
+    )));
     // kustomize-controller watches Buckets too (its Kustomization's sourceRef kinds).
     let pod = &c.pods_of("flux-system", "kustomize-controller")[0];
-    assert_eq!(pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "CrashLoopBackOff");
+    assert_eq!(
+        pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"],
+        "CrashLoopBackOff"
+    );
     // helm-controller does not: upstream watches HelmChart and OCIRepository only.
-    assert!(available(&c.get("apps", "deployments", "flux-system", "helm-controller")));
+    assert!(available(&c.get(
+        "apps",
+        "deployments",
+        "flux-system",
+        "helm-controller"
+    )));
 }
 
 #[test]
@@ -346,7 +405,10 @@ fn a_flux_controller_without_rbac_crash_loops() {
     c.settle();
     let pod = &c.pods_of("flux-system", "helm-controller")[0];
     let why = pod["status"]["containerStatuses"][0]["lastState"]["terminated"]["message"].to_string();
-    assert!(why.contains("system:serviceaccount:flux-system:helm-controller"), "{why}");
+    assert!(
+        why.contains("system:serviceaccount:flux-system:helm-controller"),
+        "{why}"
+    );
 }
 
 fn ssh_repo(c: &mut Cluster, data: Value) -> Value {
@@ -357,7 +419,12 @@ fn ssh_repo(c: &mut Cluster, data: Value) -> Value {
                  "metadata": {"name": "flux-system", "namespace": "flux-system"},
                  "spec": {"interval": "1m", "url": "ssh://git@github.com/org/gitops.git", "secretRef": {"name": "flux-system"}}}));
     c.settle();
-    c.get("source.toolkit.fluxcd.io", "gitrepositories", "flux-system", "flux-system")
+    c.get(
+        "source.toolkit.fluxcd.io",
+        "gitrepositories",
+        "flux-system",
+        "flux-system",
+    )
 }
 
 fn b64(s: &str) -> String {
@@ -382,7 +449,12 @@ fn an_ssh_git_repository_needs_known_hosts_for_its_host() {
         &mut c,
         json!({"identity": b64("key"), "known_hosts": b64("gitlab.com ssh-ed25519 AAAA\n")}),
     );
-    assert!(c.condition(&repo, "Ready")["message"].to_string().contains("knownhosts: key is unknown"), "{repo}");
+    assert!(
+        c.condition(&repo, "Ready")["message"]
+            .to_string()
+            .contains("knownhosts: key is unknown"),
+        "{repo}"
+    );
 
     let mut c = Cluster::flannel();
     let repo = ssh_repo(
@@ -398,7 +470,12 @@ fn cilium_release(values: Value) -> Cluster {
     c.flux(|_| false);
     // The controllers must run before any CNI: host network, as bootstrap patches them (ports
     // dropped here: upstream's clash on one host, which bootstrap makes distinct).
-    for name in ["source-controller", "kustomize-controller", "helm-controller", "notification-controller"] {
+    for name in [
+        "source-controller",
+        "kustomize-controller",
+        "helm-controller",
+        "notification-controller",
+    ] {
         let mut d = c.get("apps", "deployments", "flux-system", name);
         d["spec"]["template"]["spec"]["hostNetwork"] = json!(true);
         d["spec"]["template"]["spec"]["containers"][0]["ports"] = json!([]);
@@ -424,14 +501,23 @@ fn a_cilium_release_with_values_the_schema_refuses_is_not_installed() {
     assert_eq!(ready["status"], "False", "{hr}");
     let msg = ready["message"].as_str().unwrap();
     assert!(msg.contains("values don't meet the specifications of the schema(s) in the following chart(s):\ncilium:\n- kubeProxyReplacement: "), "{msg}");
-    assert!(c.store.get(&GroupResource::new("apps", "daemonsets"), "kube-system", "cilium").is_none());
+    assert!(
+        c.store
+            .get(&GroupResource::new("apps", "daemonsets"), "kube-system", "cilium")
+            .is_none()
+    );
     assert!(!c.ready(&c.get("", "nodes", "", "cp-1")));
 }
 
 #[test]
 fn a_valid_cilium_release_installs_the_cni_and_nodes_get_ready() {
     let c = cilium_release(json!({"kubeProxyReplacement": true, "operator": {"replicas": 1}}));
-    let chart = c.get("source.toolkit.fluxcd.io", "helmcharts", "flux-system", "kube-system-cilium");
+    let chart = c.get(
+        "source.toolkit.fluxcd.io",
+        "helmcharts",
+        "flux-system",
+        "kube-system-cilium",
+    );
     assert!(c.ready(&chart), "{chart}");
     let hr = c.get("helm.toolkit.fluxcd.io", "helmreleases", "kube-system", "cilium");
     assert!(c.ready(&hr), "{hr}");
@@ -446,7 +532,9 @@ fn the_argo_cd_release_creates_the_workloads_the_chart_names() {
     let mut c = Cluster::flannel();
     c.node("cp-1", json!({}));
     c.flux(|_| false);
-    c.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "argocd"}, "status": {"phase": "Active"}}));
+    c.put(
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "argocd"}, "status": {"phase": "Active"}}),
+    );
     c.put(json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "HelmRepository",
                  "metadata": {"name": "argo-cd", "namespace": "flux-system"}, "spec": {"url": "https://argoproj.github.io/argo-helm"}}));
     c.put(json!({"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
@@ -457,5 +545,9 @@ fn the_argo_cd_release_creates_the_workloads_the_chart_names() {
     let server = c.get("apps", "deployments", "argocd", "argo-cd-server");
     assert!(available(&server), "{server}");
     c.get("apps", "deployments", "argocd", "argo-cd-repo-server");
-    assert!(c.store.get(&GroupResource::new("apps", "deployments"), "argocd", "argocd-server").is_none());
+    assert!(
+        c.store
+            .get(&GroupResource::new("apps", "deployments"), "argocd", "argocd-server")
+            .is_none()
+    );
 }

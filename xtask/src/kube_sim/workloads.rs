@@ -55,12 +55,19 @@ const SAFE: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
 fn safe_hash(input: &str, len: usize) -> String {
     let digest = sha2::Sha256::digest(input.as_bytes());
-    digest.iter().take(len).map(|b| SAFE[*b as usize % SAFE.len()] as char).collect()
+    digest
+        .iter()
+        .take(len)
+        .map(|b| SAFE[*b as usize % SAFE.len()] as char)
+        .collect()
 }
 
 /// The pod template's hash (`pod-template-hash` / `controller-revision-hash`).
 fn template_hash(w: &Value) -> String {
-    safe_hash(&w.pointer("/spec/template").cloned().unwrap_or_default().to_string(), 10)
+    safe_hash(
+        &w.pointer("/spec/template").cloned().unwrap_or_default().to_string(),
+        10,
+    )
 }
 
 /// The owner reference a controller puts on its pods.
@@ -69,7 +76,7 @@ fn owner_ref(w: &Value) -> Value {
             "uid": w["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}])
 }
 
-fn owned_by<'a>(pod: &'a Value) -> Option<(&'a str, &'a str)> {
+fn owned_by(pod: &Value) -> Option<(&str, &str)> {
     let r = pod.pointer("/metadata/ownerReferences/0")?;
     Some((r["kind"].as_str()?, r["name"].as_str()?))
 }
@@ -104,7 +111,11 @@ fn new_pod(w: &Value, pod_name: &str, hash_label: (&str, &str), node: Option<&st
         // term gets matchFields metadata.name In [node] (expressions are kept).
         let pin = json!([{"key": "metadata.name", "operator": "In", "values": [node]}]);
         let path = "/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms";
-        let mut terms = spec.pointer(path).and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut terms = spec
+            .pointer(path)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         if terms.is_empty() {
             terms.push(json!({}));
         }
@@ -269,7 +280,8 @@ fn sync_deployment(store: &Store, d: &Value, by_owner: &ByOwner, ch: &mut Change
             ch.failed.insert(key.clone(), msg);
             return;
         }
-        ch.create.push(new_pod(d, &pod_name, ("pod-template-hash", &hash), None));
+        ch.create
+            .push(new_pod(d, &pod_name, ("pod-template-hash", &hash), None));
         created += 1;
     }
 }
@@ -280,8 +292,8 @@ fn sync_deployment(store: &Store, d: &Value, by_owner: &ByOwner, ch: &mut Change
 /// `spec` is the template's, with [`daemon_pod_tolerations`] added.
 fn should_run(spec: &Value, node: &Value) -> bool {
     let taints = scheduler::taints(node);
-    scheduler::affinity_matches(&spec, node)
-        && scheduler::untolerated(&spec, &taints, &["NoSchedule", "NoExecute"]).is_none()
+    scheduler::affinity_matches(spec, node)
+        && scheduler::untolerated(spec, &taints, &["NoSchedule", "NoExecute"]).is_none()
 }
 
 fn daemon_spec(ds: &Value) -> Value {
@@ -292,12 +304,14 @@ fn daemon_spec(ds: &Value) -> Value {
 
 /// The node a DaemonSet pod is pinned to.
 fn pinned(p: &Value) -> Option<&str> {
-    p.pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms/0/matchFields")?
-        .as_array()?
-        .iter()
-        .find(|f| f["key"] == "metadata.name")?
-        .pointer("/values/0")?
-        .as_str()
+    p.pointer(
+        "/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms/0/matchFields",
+    )?
+    .as_array()?
+    .iter()
+    .find(|f| f["key"] == "metadata.name")?
+    .pointer("/values/0")?
+    .as_str()
 }
 
 fn sync_daemonset(store: &Store, ds: &Value, nodes: &BTreeMap<String, &Value>, by_owner: &ByOwner, ch: &mut Changes) {
@@ -306,7 +320,10 @@ fn sync_daemonset(store: &Store, ds: &Value, nodes: &BTreeMap<String, &Value>, b
     let pods = by_owner.get(&key).cloned().unwrap_or_default();
     let mut on_node: HashMap<&str, &Value> = HashMap::new();
     for p in &pods {
-        let current = p.pointer("/metadata/labels/controller-revision-hash").and_then(Value::as_str) == Some(&hash);
+        let current = p
+            .pointer("/metadata/labels/controller-revision-hash")
+            .and_then(Value::as_str)
+            == Some(&hash);
         match pinned(p) {
             Some(n) if current && !on_node.contains_key(n) => {
                 on_node.insert(n, p);
@@ -319,13 +336,21 @@ fn sync_daemonset(store: &Store, ds: &Value, nodes: &BTreeMap<String, &Value>, b
         if on_node.contains_key(node_name.as_str()) || !should_run(&spec, node) {
             continue;
         }
-        let pod_name = format!("{}-{}", name(ds), safe_hash(&format!("{}/{node_name}/{hash}", name(ds)), 5));
+        let pod_name = format!(
+            "{}-{}",
+            name(ds),
+            safe_hash(&format!("{}/{node_name}/{hash}", name(ds)), 5)
+        );
         if let Some(msg) = admission_error(store, ds, &pod_name) {
             ch.failed.insert(key.clone(), msg);
             return;
         }
-        ch.create
-            .push(new_pod(ds, &pod_name, ("controller-revision-hash", &hash), Some(node_name)));
+        ch.create.push(new_pod(
+            ds,
+            &pod_name,
+            ("controller-revision-hash", &hash),
+            Some(node_name),
+        ));
     }
 }
 
@@ -343,7 +368,10 @@ pub fn statuses(store: &Store, failures: &HashMap<(String, String, String), Stri
     for d in store.list(&deployments_gr(), None) {
         let key = ("Deployment".to_owned(), namespace(d).to_owned(), name(d).to_owned());
         let pods = by_owner.get(&key).map(Vec::as_slice).unwrap_or_default();
-        out.push((deployments_gr(), with_status(d, deployment_status(d, pods, failures.get(&key)))));
+        out.push((
+            deployments_gr(),
+            with_status(d, deployment_status(d, pods, failures.get(&key))),
+        ));
     }
     for ds in store.list(&daemonsets_gr(), None) {
         let key = ("DaemonSet".to_owned(), namespace(ds).to_owned(), name(ds).to_owned());
@@ -393,14 +421,28 @@ fn deployment_status(d: &Value, pods: &[&Value], failure: Option<&String>) -> Va
         .filter(|p| p.pointer("/metadata/labels/pod-template-hash").and_then(Value::as_str) == Some(&hash))
         .count() as i64;
     let held = held(d);
-    let ready = if held { 0 } else { pods.iter().filter(|p| pod_ready(p)).count() as i64 };
+    let ready = if held {
+        0
+    } else {
+        pods.iter().filter(|p| pod_ready(p)).count() as i64
+    };
     let available = ready;
     let mut conditions = vec![];
     // Upstream: pkg/controller/deployment/sync.go `syncDeploymentStatus` / util `DeploymentAvailable`.
     conditions.push(if available >= want - max_unavailable(d, want) && !held {
-        cond("Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.")
+        cond(
+            "Available",
+            "True",
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.",
+        )
     } else {
-        cond("Available", "False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.")
+        cond(
+            "Available",
+            "False",
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.",
+        )
     });
     conditions.push(if updated == want && available >= want && !held {
         cond(
@@ -433,16 +475,21 @@ fn daemonset_status(ds: &Value, pods: &[&Value], nodes: &[&Value]) -> Value {
     let hash = template_hash(ds);
     let spec = daemon_spec(ds);
     let desired = nodes.iter().filter(|n| should_run(&spec, n)).count() as i64;
-    let scheduled = pods
-        .iter()
-        .filter(|p| p.pointer("/spec/nodeName").is_some())
-        .count() as i64;
+    let scheduled = pods.iter().filter(|p| p.pointer("/spec/nodeName").is_some()).count() as i64;
     let updated = pods
         .iter()
         .filter(|p| p.pointer("/spec/nodeName").is_some())
-        .filter(|p| p.pointer("/metadata/labels/controller-revision-hash").and_then(Value::as_str) == Some(&hash))
+        .filter(|p| {
+            p.pointer("/metadata/labels/controller-revision-hash")
+                .and_then(Value::as_str)
+                == Some(&hash)
+        })
         .count() as i64;
-    let ready = if held(ds) { 0 } else { pods.iter().filter(|p| pod_ready(p)).count() as i64 };
+    let ready = if held(ds) {
+        0
+    } else {
+        pods.iter().filter(|p| pod_ready(p)).count() as i64
+    };
     let mut s = json!({"observedGeneration": g, "desiredNumberScheduled": desired, "currentNumberScheduled": scheduled,
                        "updatedNumberScheduled": updated, "numberReady": ready, "numberAvailable": ready,
                        "numberMisscheduled": 0});
