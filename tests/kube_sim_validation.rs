@@ -640,3 +640,50 @@ spec: {interval: 10m, prune: true}
             .is_none()
     );
 }
+
+const WIDGET_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.example.com}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {kind: Widget, plural: widgets, singular: widget, listKind: WidgetList}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              size: {type: integer}
+"#;
+
+#[tokio::test]
+async fn defaults_added_to_a_crd_later_show_on_read() {
+    let (sim, raw) = start().await;
+    install(&sim, WIDGET_CRD).await;
+    let widgets = "/apis/example.com/v1/namespaces/default/widgets";
+    let w = json!({"apiVersion":"example.com/v1","kind":"Widget","metadata":{"name":"w"},"spec":{}});
+    assert_eq!(raw.post(widgets, &w).await.code, 201);
+    assert!(
+        raw.get(&format!("{widgets}/w")).await.body["spec"]
+            .get("size")
+            .is_none()
+    );
+    let crd = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com";
+    let a = raw
+        .update(crd, |c| {
+            c["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["size"]["default"] =
+                json!(3)
+        })
+        .await;
+    assert_eq!(a.code, 200, "{}", a.body);
+    assert_eq!(raw.get(&format!("{widgets}/w")).await.body["spec"]["size"], 3);
+    let list = raw.get(widgets).await.body;
+    assert_eq!(list["items"][0]["spec"]["size"], 3);
+}
