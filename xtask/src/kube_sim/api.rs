@@ -305,12 +305,12 @@ async fn dispatch(shared: &Arc<Shared>, req: Request<Body>, query: &HashMap<Stri
             json_response(StatusCode::OK, &resources::resource_list(&gv, &served))
         }
         Route::OpenApiIndex => {
-            let crd_of = |t: &ResourceType| crd_of(shared, t);
-            json_response(StatusCode::OK, &openapi::index(&types, &crd_of))
+            let lookup = |t: &ResourceType| crd_of(shared, t);
+            json_response(StatusCode::OK, &openapi::index(&types, &lookup))
         }
         Route::OpenApiDoc(g, v) => {
-            let crd_of = |t: &ResourceType| crd_of(shared, t);
-            match openapi::document(&types, &g, &v, &crd_of) {
+            let lookup = |t: &ResourceType| crd_of(shared, t);
+            match openapi::document(&types, &g, &v, &lookup) {
                 Some(doc) => json_response(StatusCode::OK, &doc),
                 None => status(
                     404,

@@ -46,7 +46,7 @@ struct Builtins {
 macro_rules! register {
     ($gen:expr, $names:expr; $( $group:literal $kind:literal => $ty:ty ),* $(,)?) => {
         $(
-            $gen.subschema_for::<$ty>();
+            let _ = $gen.subschema_for::<$ty>();
             $names.insert(($group.to_owned(), $kind.to_owned()), <$ty as JsonSchema>::schema_name().into_owned());
         )*
     };
@@ -98,9 +98,9 @@ fn builtins() -> &'static Builtins {
             "coordination.k8s.io" "Lease" => coord::Lease,
             "scheduling.k8s.io" "PriorityClass" => sched::PriorityClass,
         );
-        generator.subschema_for::<meta::ObjectMeta>();
-        generator.subschema_for::<meta::DeleteOptions>();
-        generator.subschema_for::<meta::Status>();
+        let _ = generator.subschema_for::<meta::ObjectMeta>();
+        let _ = generator.subschema_for::<meta::DeleteOptions>();
+        let _ = generator.subschema_for::<meta::Status>();
         let mut defs = generator.take_definitions(true);
         defs.insert(
             PATCH.into(),

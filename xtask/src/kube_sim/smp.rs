@@ -93,15 +93,15 @@ pub fn apply(live: &mut Value, patch: &Value, schema: Option<&str>, defs: &Map<S
             *live = Value::Object(Map::new());
             return Ok(());
         }
+        Some("merge") | None => {}
         Some(other) => return Err(format!("unknown patch type: {other:?}")),
-        None => {}
     }
     if !live.is_object() {
         *live = Value::Object(Map::new());
     }
     let retain = p.get("$retainKeys").and_then(Value::as_array).cloned();
     for (k, v) in p {
-        if k == "$retainKeys" || k.starts_with("$setElementOrder/") {
+        if k == "$retainKeys" || k == "$patch" || k.starts_with("$setElementOrder/") {
             continue;
         }
         let target = live.as_object_mut().expect("made an object above");

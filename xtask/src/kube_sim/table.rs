@@ -171,7 +171,7 @@ impl<'a> Printer<'a> {
                     cells.push(match (c["type"].as_str().unwrap_or("string"), found) {
                         (_, None) => Value::Null,
                         ("string", Some(v)) => json!(match v {
-                            Value::String(s) => s,
+                            Value::String(s) => s.clone(),
                             other => other.to_string(),
                         }),
                         ("integer", Some(v)) => v.as_f64().map_or(Value::Null, |f| json!(f as i64)),
