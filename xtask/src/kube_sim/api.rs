@@ -14,12 +14,12 @@ use serde_json::{Value, json};
 use super::Shared;
 use super::faults::{FaultKind, RequestRecord};
 use super::negotiate::{self, Input, Output, PatchType};
-use super::table::{self, Printer};
-use super::{openapi, protobuf, smp};
 use super::resources::{self, GroupResource, ResourceType};
 use super::selector::Selector;
 use super::ssa::{self, Part};
 use super::store::{Gone, Store, now_rfc3339};
+use super::table::{self, Printer};
+use super::{openapi, protobuf, smp};
 
 /// Largest request body accepted (the biggest upstream CRDs are ~0.5 MB).
 const MAX_BODY: usize = 8 << 20;
@@ -592,7 +592,11 @@ impl Ctx<'_> {
         let shape: Arc<dyn Fn(Value) -> Value + Send + Sync> = match self.output {
             Output::Table(version) => {
                 let (tt, crd) = (self.t.clone(), self.crd.clone());
-                let include = self.query.get("includeObject").cloned().unwrap_or_else(|| "Metadata".into());
+                let include = self
+                    .query
+                    .get("includeObject")
+                    .cloned()
+                    .unwrap_or_else(|| "Metadata".into());
                 Arc::new(move |o: Value| {
                     let rv = o
                         .pointer("/metadata/resourceVersion")
@@ -605,7 +609,11 @@ impl Ctx<'_> {
             _ => Arc::new(|o| o),
         };
         let line = move |kind: &str, object: Value| {
-            let object = if matches!(kind, "ERROR" | "BOOKMARK") { object } else { shape(object) };
+            let object = if matches!(kind, "ERROR" | "BOOKMARK") {
+                object
+            } else {
+                shape(object)
+            };
             let mut s = serde_json::to_vec(&json!({"type": kind, "object": object})).expect("JSON values serialise");
             s.push(b'\n');
             Bytes::from(s)
