@@ -381,7 +381,12 @@ async fn dispatch(shared: &Arc<Shared>, req: Request<Body>, query: &HashMap<Stri
                 .builtins
                 .iter()
                 .any(|b| b.group == t.group && b.plural == t.plural);
-            let crd = if custom { crd_of(shared, &t) } else { None };
+            // Only Tables need the CRD (its printer columns); CRDs can be large.
+            let crd = if custom && matches!(output, Output::Table(_)) {
+                crd_of(shared, &t)
+            } else {
+                None
+            };
             let ctx = Ctx {
                 shared,
                 t: &t,
@@ -435,7 +440,7 @@ struct Ctx<'a> {
     output: Output,
     /// A custom resource (defined by a CRD), not a built-in kind.
     custom: bool,
-    /// The defining CRD of a custom resource.
+    /// The defining CRD of a custom resource, when the output is a Table.
     crd: Option<Value>,
 }
 
