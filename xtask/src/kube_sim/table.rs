@@ -178,7 +178,7 @@ impl<'a> Printer<'a> {
                         ("number", Some(v)) => v.as_f64().map_or(Value::Null, |f| json!(f)),
                         ("boolean", Some(v)) => v.as_bool().map_or(Value::Null, Value::Bool),
                         ("date", Some(Value::String(s))) => {
-                            json!(parse_rfc3339(&s).map_or("<invalid>".to_owned(), |t| human_duration(now - t)))
+                            json!(parse_rfc3339(s).map_or("<invalid>".to_owned(), |t| human_duration(now - t)))
                         }
                         _ => Value::Null,
                     });
@@ -557,7 +557,7 @@ pub fn jsonpath<'a>(o: &'a Value, path: &str) -> Option<&'a Value> {
                 let want = want.trim().trim_matches(|c| c == '"' || c == '\'');
                 cur = cur.as_array()?.iter().find(|e| match &e[key.trim()] {
                     Value::String(s) => s == want,
-                    other => other.to_string() == want,
+                    other => serde_json::to_string(other).is_ok_and(|o| o == want),
                 })?;
             } else {
                 cur = cur.get(inner.trim().parse::<usize>().ok()?)?;
