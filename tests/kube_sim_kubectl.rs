@@ -149,26 +149,52 @@ async fn create() {
     let c = cluster!("create");
     // Typed creates: kubectl sends these bodies as protobuf.
     c.ok(&["create", "namespace", "team-a"], None);
-    c.ok(&["create", "configmap", "cfg", "-n", "team-a", "--from-literal=k=v"], None);
-    c.ok(&["create", "secret", "generic", "pw", "-n", "team-a", "--from-literal=password=s3cret"], None);
+    c.ok(
+        &["create", "configmap", "cfg", "-n", "team-a", "--from-literal=k=v"],
+        None,
+    );
+    c.ok(
+        &[
+            "create",
+            "secret",
+            "generic",
+            "pw",
+            "-n",
+            "team-a",
+            "--from-literal=password=s3cret",
+        ],
+        None,
+    );
     c.ok(&["create", "serviceaccount", "robot", "-n", "team-a"], None);
     assert!(c.sim.object("", "namespaces", "", "team-a").is_some());
-    assert_eq!(c.sim.object("", "configmaps", "team-a", "cfg").unwrap()["data"]["k"], "v");
+    assert_eq!(
+        c.sim.object("", "configmaps", "team-a", "cfg").unwrap()["data"]["k"],
+        "v"
+    );
     // "s3cret" in base64.
-    assert_eq!(c.sim.object("", "secrets", "team-a", "pw").unwrap()["data"]["password"], "czNjcmV0");
+    assert_eq!(
+        c.sim.object("", "secrets", "team-a", "pw").unwrap()["data"]["password"],
+        "czNjcmV0"
+    );
     assert!(c.sim.object("", "serviceaccounts", "team-a", "robot").is_some());
     // From a file: JSON bodies.
     c.ok(&["create", "-f", "-"], Some(CM));
     assert!(c.sim.object("", "configmaps", "default", "settings").is_some());
     let again = c.fails(&["create", "-f", "-"], Some(CM));
-    assert!(again.contains("AlreadyExists") || again.contains("already exists"), "{again}");
+    assert!(
+        again.contains("AlreadyExists") || again.contains("already exists"),
+        "{again}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn get() {
     let c = cluster!("get");
     c.ok(&["create", "-f", "-"], Some(CM));
-    assert_eq!(c.ok(&["get", "cm", "settings", "-o", "jsonpath={.data.colour}"], None), "blue");
+    assert_eq!(
+        c.ok(&["get", "cm", "settings", "-o", "jsonpath={.data.colour}"], None),
+        "blue"
+    );
     let table = c.ok(&["get", "configmap", "settings"], None);
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(header, ["NAME", "DATA", "AGE"], "{table}");
@@ -189,11 +215,17 @@ async fn get_prints_the_columns_kube_apiserver_prints() {
     assert_eq!(header, ["NAME", "STATUS", "ROLES", "AGE", "VERSION"], "{nodes}");
     let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
     assert_eq!(row[0], "cp-1");
-    assert!(row[1] == "NotReady" || row[1] == "Ready" || row[1] == "Unknown", "{nodes}");
+    assert!(
+        row[1] == "NotReady" || row[1] == "Ready" || row[1] == "Unknown",
+        "{nodes}"
+    );
     assert_eq!(row[2], "control-plane");
     assert_eq!(row[4], "v1.34.1");
     let ns = c.ok(&["get", "ns", "default"], None);
-    assert_eq!(ns.lines().next().unwrap().split_whitespace().collect::<Vec<_>>(), ["NAME", "STATUS", "AGE"]);
+    assert_eq!(
+        ns.lines().next().unwrap().split_whitespace().collect::<Vec<_>>(),
+        ["NAME", "STATUS", "AGE"]
+    );
     assert!(ns.contains("Active"), "{ns}");
     c.ok(&["apply", "--server-side", "-f", "-"], Some(DEPLOYMENT));
     let deploy = c.ok(&["get", "deploy", "-A"], None);
@@ -209,7 +241,10 @@ async fn get_prints_the_columns_kube_apiserver_prints() {
     // CRDs print NAME and CREATED AT (the apiserver's default table convertor).
     c.ok(&["apply", "--server-side", "-f", "-"], Some(&shared(GITREPO_CRD)));
     let crds = c.ok(&["get", "crds"], None);
-    assert_eq!(crds.lines().next().unwrap().split_whitespace().collect::<Vec<_>>(), ["NAME", "CREATED", "AT"]);
+    assert_eq!(
+        crds.lines().next().unwrap().split_whitespace().collect::<Vec<_>>(),
+        ["NAME", "CREATED", "AT"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -218,8 +253,14 @@ async fn list_by_label_selector() {
     c.ok(&["create", "-f", "-"], Some(CM));
     c.ok(&["create", "configmap", "other", "--from-literal=x=y"], None);
     c.ok(&["label", "cm", "other", "app=db"], None);
-    assert_eq!(c.ok(&["get", "cm", "-l", "app=web", "-o", "name"], None).trim(), "configmap/settings");
-    assert_eq!(c.ok(&["get", "cm", "-l", "app=db", "-o", "name"], None).trim(), "configmap/other");
+    assert_eq!(
+        c.ok(&["get", "cm", "-l", "app=web", "-o", "name"], None).trim(),
+        "configmap/settings"
+    );
+    assert_eq!(
+        c.ok(&["get", "cm", "-l", "app=db", "-o", "name"], None).trim(),
+        "configmap/other"
+    );
     let both = c.ok(&["get", "cm", "-l", "app in (web,db)", "-o", "name"], None);
     assert_eq!(both.lines().count(), 2, "{both}");
 }
@@ -238,8 +279,14 @@ async fn apply_server_side_create() {
 async fn apply_server_side_update() {
     let c = cluster!("apply_server_side_update");
     c.ok(&["apply", "--server-side", "-f", "-"], Some(CM));
-    c.ok(&["apply", "--server-side", "-f", "-"], Some(&CM.replace("blue", "green")));
-    assert_eq!(c.ok(&["get", "cm", "settings", "-o", "jsonpath={.data.colour}"], None), "green");
+    c.ok(
+        &["apply", "--server-side", "-f", "-"],
+        Some(&CM.replace("blue", "green")),
+    );
+    assert_eq!(
+        c.ok(&["get", "cm", "settings", "-o", "jsonpath={.data.colour}"], None),
+        "green"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -247,14 +294,31 @@ async fn apply_server_side_conflict_with_another_field_manager() {
     let c = cluster!("apply_server_side_conflict_with_another_field_manager");
     c.ok(&["apply", "--server-side", "-f", "-"], Some(CM));
     let other = CM.replace("blue", "red");
-    let err = c.fails(&["apply", "--server-side", "--field-manager", "other", "-f", "-"], Some(&other));
-    assert!(err.to_lowercase().contains("conflict"), "{err}");
-    assert_eq!(c.sim.object("", "configmaps", "default", "settings").unwrap()["data"]["colour"], "blue");
-    c.ok(
-        &["apply", "--server-side", "--field-manager", "other", "--force-conflicts", "-f", "-"],
+    let err = c.fails(
+        &["apply", "--server-side", "--field-manager", "other", "-f", "-"],
         Some(&other),
     );
-    assert_eq!(c.sim.object("", "configmaps", "default", "settings").unwrap()["data"]["colour"], "red");
+    assert!(err.to_lowercase().contains("conflict"), "{err}");
+    assert_eq!(
+        c.sim.object("", "configmaps", "default", "settings").unwrap()["data"]["colour"],
+        "blue"
+    );
+    c.ok(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager",
+            "other",
+            "--force-conflicts",
+            "-f",
+            "-",
+        ],
+        Some(&other),
+    );
+    assert_eq!(
+        c.sim.object("", "configmaps", "default", "settings").unwrap()["data"]["colour"],
+        "red"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -268,7 +332,10 @@ async fn apply_server_side_dry_run_changes_nothing() {
     );
     assert!(out.contains("(server dry run)"), "{out}");
     assert_eq!(c.sim.resource_version(), rv);
-    assert_eq!(c.sim.object("", "configmaps", "default", "settings").unwrap()["data"]["colour"], "blue");
+    assert_eq!(
+        c.sim.object("", "configmaps", "default", "settings").unwrap()["data"]["colour"],
+        "blue"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -291,19 +358,43 @@ async fn diff() {
     c.ok(&["apply", "--server-side", "-f", "-"], Some(CM));
     let same = c.run(&["diff", "--server-side", "-f", "-"], Some(CM));
     assert_eq!(same.status.code(), Some(0), "{}", String::from_utf8_lossy(&same.stderr));
-    let changed = c.run(&["diff", "--server-side", "-f", "-"], Some(&CM.replace("blue", "green")));
+    let changed = c.run(
+        &["diff", "--server-side", "-f", "-"],
+        Some(&CM.replace("blue", "green")),
+    );
     // kubectl diff exits 1 when there are differences.
-    assert_eq!(changed.status.code(), Some(1), "{}", String::from_utf8_lossy(&changed.stderr));
+    assert_eq!(
+        changed.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&changed.stderr)
+    );
     let text = String::from_utf8_lossy(&changed.stdout);
-    assert!(text.contains("-  colour: blue") && text.contains("+  colour: green"), "{text}");
-    assert_eq!(c.sim.object("", "configmaps", "default", "settings").unwrap()["data"]["colour"], "blue");
+    assert!(
+        text.contains("-  colour: blue") && text.contains("+  colour: green"),
+        "{text}"
+    );
+    assert_eq!(
+        c.sim.object("", "configmaps", "default", "settings").unwrap()["data"]["colour"],
+        "blue"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn patch_merge() {
     let c = cluster!("patch_merge");
     c.ok(&["create", "-f", "-"], Some(CM));
-    c.ok(&["patch", "cm", "settings", "--type=merge", "-p", r#"{"data":{"size":"L","colour":null}}"#], None);
+    c.ok(
+        &[
+            "patch",
+            "cm",
+            "settings",
+            "--type=merge",
+            "-p",
+            r#"{"data":{"size":"L","colour":null}}"#,
+        ],
+        None,
+    );
     let cm = c.sim.object("", "configmaps", "default", "settings").unwrap();
     assert_eq!(cm["data"], serde_json::json!({"size": "L"}));
 }
@@ -313,17 +404,34 @@ async fn patch_json() {
     let c = cluster!("patch_json");
     c.ok(&["create", "-f", "-"], Some(CM));
     c.ok(
-        &["patch", "cm", "settings", "--type=json", "-p", r#"[{"op":"replace","path":"/data/colour","value":"teal"},{"op":"add","path":"/data/n","value":"1"}]"#],
+        &[
+            "patch",
+            "cm",
+            "settings",
+            "--type=json",
+            "-p",
+            r#"[{"op":"replace","path":"/data/colour","value":"teal"},{"op":"add","path":"/data/n","value":"1"}]"#,
+        ],
         None,
     );
     let cm = c.sim.object("", "configmaps", "default", "settings").unwrap();
     assert_eq!(cm["data"], serde_json::json!({"colour": "teal", "n": "1"}));
     // A test operation that does not hold: 422, nothing changed.
     let err = c.fails(
-        &["patch", "cm", "settings", "--type=json", "-p", r#"[{"op":"test","path":"/data/colour","value":"red"}]"#],
+        &[
+            "patch",
+            "cm",
+            "settings",
+            "--type=json",
+            "-p",
+            r#"[{"op":"test","path":"/data/colour","value":"red"}]"#,
+        ],
         None,
     );
-    assert!(err.contains("422") || err.to_lowercase().contains("invalid") || err.contains("test"), "{err}");
+    assert!(
+        err.contains("422") || err.to_lowercase().contains("invalid") || err.contains("test"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -332,7 +440,13 @@ async fn patch_strategic() {
     c.ok(&["create", "-f", "-"], Some(DEPLOYMENT));
     // The default patch type for built-ins; containers merge by name, env by name.
     c.ok(
-        &["patch", "deployment", "web", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"name":"app","env":[{"name":"B","value":"2"}]}]}}}}"#],
+        &[
+            "patch",
+            "deployment",
+            "web",
+            "-p",
+            r#"{"spec":{"template":{"spec":{"containers":[{"name":"app","env":[{"name":"B","value":"2"}]}]}}}}"#,
+        ],
         None,
     );
     let d = c.sim.object("apps", "deployments", "default", "web").unwrap();
@@ -348,7 +462,13 @@ async fn patch_strategic() {
     assert_eq!(env, ["A", "B"]);
     // $patch: delete removes one element by its merge key.
     c.ok(
-        &["patch", "deployment", "web", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"name":"sidecar","$patch":"delete"}]}}}}"#],
+        &[
+            "patch",
+            "deployment",
+            "web",
+            "-p",
+            r#"{"spec":{"template":{"spec":{"containers":[{"name":"sidecar","$patch":"delete"}]}}}}"#,
+        ],
         None,
     );
     let d = c.sim.object("apps", "deployments", "default", "web").unwrap();
@@ -374,7 +494,12 @@ async fn wait_for_crd_established() {
     let c = cluster!("wait_for_crd_established");
     c.ok(&["apply", "--server-side", "-f", "-"], Some(&shared(GITREPO_CRD)));
     let out = c.ok(
-        &["wait", "--for=condition=Established", "--timeout=30s", "crd/gitrepositories.source.toolkit.fluxcd.io"],
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
+            "crd/gitrepositories.source.toolkit.fluxcd.io",
+        ],
         None,
     );
     assert!(out.contains("condition met"), "{out}");
@@ -385,7 +510,12 @@ async fn create_custom_resource() {
     let c = cluster!("create_custom_resource");
     c.ok(&["apply", "--server-side", "-f", "-"], Some(&shared(GITREPO_CRD)));
     c.ok(
-        &["wait", "--for=condition=Established", "--timeout=30s", "crd/gitrepositories.source.toolkit.fluxcd.io"],
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
+            "crd/gitrepositories.source.toolkit.fluxcd.io",
+        ],
         None,
     );
     let repo = r#"
@@ -395,17 +525,47 @@ metadata: {name: platform, namespace: default}
 spec: {interval: 1m, url: "https://git.example.invalid/platform.git", ref: {branch: main}}
 "#;
     c.ok(&["apply", "-f", "-"], Some(repo));
-    assert!(c.sim.object("source.toolkit.fluxcd.io", "gitrepositories", "default", "platform").is_some());
+    assert!(
+        c.sim
+            .object("source.toolkit.fluxcd.io", "gitrepositories", "default", "platform")
+            .is_some()
+    );
     // The CRD's shortName and additionalPrinterColumns.
     let out = c.ok(&["get", "gitrepo"], None);
     let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(header, ["NAME", "URL", "AGE", "READY", "STATUS"], "{out}");
     assert!(out.contains("https://git.example.invalid/platform.git"), "{out}");
     // Custom resources take no strategic merge patch (kubectl's default for `patch`).
-    let err = c.fails(&["patch", "gitrepo", "platform", "--type=strategic", "-p", r#"{"spec":{"interval":"2m"}}"#], None);
-    assert!(err.contains("415") || err.contains("unknown format") || err.contains("not supported"), "{err}");
-    c.ok(&["patch", "gitrepo", "platform", "--type=merge", "-p", r#"{"spec":{"interval":"2m"}}"#], None);
-    let o = c.sim.object("source.toolkit.fluxcd.io", "gitrepositories", "default", "platform").unwrap();
+    let err = c.fails(
+        &[
+            "patch",
+            "gitrepo",
+            "platform",
+            "--type=strategic",
+            "-p",
+            r#"{"spec":{"interval":"2m"}}"#,
+        ],
+        None,
+    );
+    assert!(
+        err.contains("415") || err.contains("unknown format") || err.contains("not supported"),
+        "{err}"
+    );
+    c.ok(
+        &[
+            "patch",
+            "gitrepo",
+            "platform",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"interval":"2m"}}"#,
+        ],
+        None,
+    );
+    let o = c
+        .sim
+        .object("source.toolkit.fluxcd.io", "gitrepositories", "default", "platform")
+        .unwrap();
     assert_eq!(o["spec"]["interval"], "2m");
 }
 
@@ -417,7 +577,12 @@ async fn explain() {
     assert!(out.to_lowercase().contains("number of desired pods"), "{out}");
     c.ok(&["apply", "--server-side", "-f", "-"], Some(&shared(GITREPO_CRD)));
     c.ok(
-        &["wait", "--for=condition=Established", "--timeout=30s", "crd/gitrepositories.source.toolkit.fluxcd.io"],
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
+            "crd/gitrepositories.source.toolkit.fluxcd.io",
+        ],
         None,
     );
     let out = c.ok(&["explain", "gitrepositories.spec.url"], None);
@@ -452,7 +617,12 @@ async fn watch() {
     });
     // Once the watch is open (its request is in the log), create and delete an object.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !c.sim.requests().iter().any(|r| r.watch && r.path.ends_with("/configmaps")) {
+    while !c
+        .sim
+        .requests()
+        .iter()
+        .any(|r| r.watch && r.path.ends_with("/configmaps"))
+    {
         assert!(std::time::Instant::now() < deadline, "kubectl never opened the watch");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -478,7 +648,10 @@ async fn delete_then_404() {
     let out = c.ok(&["delete", "cm", "settings"], None);
     assert!(out.contains("deleted"), "{out}");
     let err = c.fails(&["get", "cm", "settings"], None);
-    assert!(err.contains("NotFound") && err.contains("\"settings\" not found"), "{err}");
+    assert!(
+        err.contains("NotFound") && err.contains("\"settings\" not found"),
+        "{err}"
+    );
     assert!(c.sim.object("", "configmaps", "default", "settings").is_none());
 }
 
@@ -486,7 +659,10 @@ async fn delete_then_404() {
 async fn namespace_deletion() {
     let c = cluster!("namespace_deletion");
     c.ok(&["create", "namespace", "doomed"], None);
-    c.ok(&["create", "configmap", "inside", "-n", "doomed", "--from-literal=a=b"], None);
+    c.ok(
+        &["create", "configmap", "inside", "-n", "doomed", "--from-literal=a=b"],
+        None,
+    );
     c.ok(&["delete", "namespace", "doomed", "--timeout=60s"], None);
     let err = c.fails(&["get", "namespace", "doomed"], None);
     assert!(err.contains("NotFound"), "{err}");

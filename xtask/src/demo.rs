@@ -88,7 +88,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
         eprintln!("\ndemo: state, kubeconfig and talosconfig are in {}", state.display());
         if args.keep {
             let kubeconfig = state.join(&cluster.name).join("kubeconfig");
-            eprintln!("demo: the rack keeps running; try `KUBECONFIG={} kubectl get nodes`", kubeconfig.display());
+            eprintln!(
+                "demo: the rack keeps running; try `KUBECONFIG={} kubectl get nodes`",
+                kubeconfig.display()
+            );
             eprintln!("demo: Ctrl-C to stop");
             tokio::signal::ctrl_c().await?;
         }

@@ -31,7 +31,9 @@ pub fn venv_dir() -> PathBuf {
 }
 
 fn stamp(dir: &Path) -> PathBuf {
-    dir.join(format!(".sushy-tools-{SUSHY_TOOLS_VERSION}-kubernetes-{KUBERNETES_CLIENT_VERSION}"))
+    dir.join(format!(
+        ".sushy-tools-{SUSHY_TOOLS_VERSION}-kubernetes-{KUBERNETES_CLIENT_VERSION}"
+    ))
 }
 
 /// Creates the venv with sushy-tools (and bcrypt) and the Python Kubernetes

@@ -19,12 +19,12 @@ use super::faults::{FaultKind, RequestRecord};
 use super::field;
 use super::lifecycle;
 use super::negotiate::{self, Input, Output, PatchType};
-use super::table::{self, Printer};
-use super::{openapi, protobuf, smp};
 use super::resources::{self, GroupResource, ResourceType};
 use super::selector::Selector;
 use super::ssa::{self, Part};
 use super::store::{Gone, Store, now_rfc3339};
+use super::table::{self, Printer};
+use super::{openapi, protobuf, smp};
 
 /// Largest request body accepted (the biggest upstream CRDs are ~0.5 MB).
 const MAX_BODY: usize = 8 << 20;
@@ -308,12 +308,12 @@ async fn dispatch(shared: &Arc<Shared>, req: Request<Body>, query: &HashMap<Stri
             json_response(StatusCode::OK, &resources::resource_list(&gv, &served))
         }
         Route::OpenApiIndex => {
-            let crd_of = |t: &ResourceType| crd_of(shared, t);
-            json_response(StatusCode::OK, &openapi::index(&types, &crd_of))
+            let lookup = |t: &ResourceType| crd_of(shared, t);
+            json_response(StatusCode::OK, &openapi::index(&types, &lookup))
         }
         Route::OpenApiDoc(g, v) => {
-            let crd_of = |t: &ResourceType| crd_of(shared, t);
-            match openapi::document(&types, &g, &v, &crd_of) {
+            let lookup = |t: &ResourceType| crd_of(shared, t);
+            match openapi::document(&types, &g, &v, &lookup) {
                 Some(doc) => json_response(StatusCode::OK, &doc),
                 None => status(
                     404,
@@ -389,7 +389,12 @@ async fn dispatch(shared: &Arc<Shared>, req: Request<Body>, query: &HashMap<Stri
                 .builtins
                 .iter()
                 .any(|b| b.group == t.group && b.plural == t.plural);
-            let crd = if custom { crd_of(shared, &t) } else { None };
+            // Only Tables need the CRD (its printer columns); CRDs can be large.
+            let crd = if custom && matches!(output, Output::Table(_)) {
+                crd_of(shared, &t)
+            } else {
+                None
+            };
             let ctx = Ctx {
                 shared,
                 t: &t,
@@ -453,7 +458,7 @@ struct Ctx<'a> {
     output: Output,
     /// A custom resource (defined by a CRD), not a built-in kind.
     custom: bool,
-    /// The defining CRD of a custom resource.
+    /// The defining CRD of a custom resource, when the output is a Table.
     crd: Option<Value>,
 }
 
@@ -639,7 +644,11 @@ impl Ctx<'_> {
         let shape: Arc<dyn Fn(Value) -> Value + Send + Sync> = match self.output {
             Output::Table(version) => {
                 let (tt, crd) = (self.t.clone(), self.crd.clone());
-                let include = self.query.get("includeObject").cloned().unwrap_or_else(|| "Metadata".into());
+                let include = self
+                    .query
+                    .get("includeObject")
+                    .cloned()
+                    .unwrap_or_else(|| "Metadata".into());
                 Arc::new(move |o: Value| {
                     let rv = o
                         .pointer("/metadata/resourceVersion")
@@ -652,7 +661,11 @@ impl Ctx<'_> {
             _ => Arc::new(|o| o),
         };
         let line = move |kind: &str, object: Value| {
-            let object = if matches!(kind, "ERROR" | "BOOKMARK") { object } else { shape(object) };
+            let object = if matches!(kind, "ERROR" | "BOOKMARK") {
+                object
+            } else {
+                shape(object)
+            };
             let mut s = serde_json::to_vec(&json!({"type": kind, "object": object})).expect("JSON values serialise");
             s.push(b'\n');
             Bytes::from(s)

@@ -75,7 +75,10 @@ mod tests {
     fn upstream_short_names_and_categories() {
         assert_eq!(builtin_names("", "configmaps").0, ["cm"]);
         assert_eq!(builtin_names("apps", "deployments"), (&["deploy"][..], &["all"][..]));
-        assert_eq!(builtin_names("apiextensions.k8s.io", "customresourcedefinitions").0, ["crd", "crds"]);
+        assert_eq!(
+            builtin_names("apiextensions.k8s.io", "customresourcedefinitions").0,
+            ["crd", "crds"]
+        );
         assert!(builtin_names("", "secrets").0.is_empty());
         assert!(!verbs("", "namespaces").contains(&"deletecollection"));
     }

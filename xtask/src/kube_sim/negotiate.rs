@@ -45,7 +45,11 @@ pub const PRODUCED: &[&str] = &["application/json", "application/yaml"];
 
 /// Body media types of create and update (listed in a 415). Protobuf bodies are
 /// decoded for the kinds in [`super::protobuf`].
-pub const CONSUMED: &[&str] = &["application/json", "application/yaml", "application/vnd.kubernetes.protobuf"];
+pub const CONSUMED: &[&str] = &[
+    "application/json",
+    "application/yaml",
+    "application/vnd.kubernetes.protobuf",
+];
 
 /// One `Accept` clause: `type/subtype;k=v;...` with its quality.
 struct Clause<'a> {
@@ -219,7 +223,11 @@ mod tests {
     fn bodies_and_patches() {
         assert_eq!(input(""), Ok(Input::Yaml));
         assert_eq!(input("application/vnd.kubernetes.protobuf"), Ok(Input::Protobuf));
-        assert!(input("application/cbor").unwrap_err().starts_with("the body of the request was in an unknown format"));
+        assert!(
+            input("application/cbor")
+                .unwrap_err()
+                .starts_with("the body of the request was in an unknown format")
+        );
         assert_eq!(
             patch_type("application/strategic-merge-patch+json", false),
             Ok(PatchType::Strategic)

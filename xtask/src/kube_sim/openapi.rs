@@ -24,8 +24,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
-use k8s_openapi::schemars::generate::{SchemaGenerator, SchemaSettings};
 use k8s_openapi::schemars::JsonSchema;
+use k8s_openapi::schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -46,7 +46,7 @@ struct Builtins {
 macro_rules! register {
     ($gen:expr, $names:expr; $( $group:literal $kind:literal => $ty:ty ),* $(,)?) => {
         $(
-            $gen.subschema_for::<$ty>();
+            let _ = $gen.subschema_for::<$ty>();
             $names.insert(($group.to_owned(), $kind.to_owned()), <$ty as JsonSchema>::schema_name().into_owned());
         )*
     };
@@ -98,9 +98,9 @@ fn builtins() -> &'static Builtins {
             "coordination.k8s.io" "Lease" => coord::Lease,
             "scheduling.k8s.io" "PriorityClass" => sched::PriorityClass,
         );
-        generator.subschema_for::<meta::ObjectMeta>();
-        generator.subschema_for::<meta::DeleteOptions>();
-        generator.subschema_for::<meta::Status>();
+        let _ = generator.subschema_for::<meta::ObjectMeta>();
+        let _ = generator.subschema_for::<meta::DeleteOptions>();
+        let _ = generator.subschema_for::<meta::Status>();
         let mut defs = generator.take_definitions(true);
         defs.insert(
             PATCH.into(),
@@ -194,9 +194,21 @@ fn query(name: &str, ty: &str, description: &str) -> Value {
 
 fn write_params(patch: bool) -> Vec<Value> {
     let mut p = vec![
-        query("dryRun", "string", "When present, indicates that modifications should not be persisted."),
-        query("fieldManager", "string", "fieldManager is a name associated with the actor or entity that is making these changes."),
-        query("fieldValidation", "string", "fieldValidation instructs the server on how to handle objects in the request containing unknown or duplicate fields: Ignore, Warn or Strict."),
+        query(
+            "dryRun",
+            "string",
+            "When present, indicates that modifications should not be persisted.",
+        ),
+        query(
+            "fieldManager",
+            "string",
+            "fieldManager is a name associated with the actor or entity that is making these changes.",
+        ),
+        query(
+            "fieldValidation",
+            "string",
+            "fieldValidation instructs the server on how to handle objects in the request containing unknown or duplicate fields: Ignore, Warn or Strict.",
+        ),
     ];
     if patch {
         p.push(query("force", "boolean", "Force is going to \"force\" Apply requests."));
@@ -238,7 +250,10 @@ fn paths_of(t: &ResourceType, schema: &str, custom: bool, paths: &mut Map<String
             format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", t.plural),
         )
     } else {
-        (format!("{prefix}/{}", t.plural), format!("{prefix}/{}/{{name}}", t.plural))
+        (
+            format!("{prefix}/{}", t.plural),
+            format!("{prefix}/{}/{{name}}", t.plural),
+        )
     };
     let id = |verb: &str, suffix: &str| {
         let group: String = t
@@ -284,7 +299,11 @@ fn paths_of(t: &ResourceType, schema: &str, custom: bool, paths: &mut Map<String
     }
     let patch_body = Value::Object(patch_types);
     let body = json!({"*/*": {"schema": obj}});
-    let ns_param: Vec<Value> = if t.namespaced { vec![path_param("namespace")] } else { vec![] };
+    let ns_param: Vec<Value> = if t.namespaced {
+        vec![path_param("namespace")]
+    } else {
+        vec![]
+    };
     let list_schema = json!({"type": "object", "properties": {"items": {"type": "array", "items": obj}}});
     paths.insert(
         coll.clone(),
@@ -405,7 +424,9 @@ pub fn index(types: &[ResourceType], crd_of: &dyn Fn(&ResourceType) -> Option<Va
     let gvs: BTreeSet<(String, String)> = types.iter().map(|t| (t.group.clone(), t.version.clone())).collect();
     let mut paths = Map::new();
     for (g, v) in gvs {
-        let Some(doc) = document(types, &g, &v, crd_of) else { continue };
+        let Some(doc) = document(types, &g, &v, crd_of) else {
+            continue;
+        };
         let hash = hex::encode(Sha256::digest(serde_json::to_vec(&doc).expect("JSON values serialise")));
         let key = gv_path(&g, &v);
         paths.insert(
@@ -447,10 +468,21 @@ mod tests {
         let doc = document(&types, "", "v1", &|_| None).unwrap();
         let patch = &doc["paths"]["/api/v1/namespaces/{namespace}/configmaps/{name}"]["patch"];
         assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], "ConfigMap");
-        assert!(patch["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
+        assert!(
+            patch["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "fieldValidation")
+        );
         assert!(patch["requestBody"]["content"]["application/strategic-merge-patch+json"].is_object());
         let idx = index(&types, &|_| None);
-        assert!(idx["paths"]["api/v1"]["serverRelativeURL"].as_str().unwrap().starts_with("/openapi/v3/api/v1?hash="));
+        assert!(
+            idx["paths"]["api/v1"]["serverRelativeURL"]
+                .as_str()
+                .unwrap()
+                .starts_with("/openapi/v3/api/v1?hash=")
+        );
         assert!(idx["paths"]["apis/apps/v1"].is_object());
     }
 }

@@ -254,7 +254,9 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
         .map_err(|e| e.to_string())?
         .unwrap_or_default();
     if api_version != "v1" || !supported("", &kind) {
-        return Err(format!("protobuf bodies of {api_version} {kind} are not modelled by the simulator"));
+        return Err(format!(
+            "protobuf bodies of {api_version} {kind} are not modelled by the simulator"
+        ));
     }
     let mut obj = message(&kind, &raw)?;
     obj.insert("apiVersion".into(), json!(api_version));
@@ -267,7 +269,10 @@ mod tests {
     use super::*;
 
     fn field(num: u32, payload: &[u8]) -> Vec<u8> {
-        let mut v = vec![u8::try_from(num << 3 | 2).unwrap(), u8::try_from(payload.len()).unwrap()];
+        let mut v = vec![
+            u8::try_from(num << 3 | 2).unwrap(),
+            u8::try_from(payload.len()).unwrap(),
+        ];
         v.extend_from_slice(payload);
         v
     }
@@ -300,7 +305,12 @@ mod tests {
         let v = decode(&body).unwrap();
         assert_eq!(v["data"]["k"], "aGk=");
         assert_eq!(v["type"], "Opaque");
-        let odd = [b"k8s\0".as_slice(), &field(1, &[field(1, b"v1"), field(2, b"ConfigMap")].concat()), &field(2, &field(9, b"?"))].concat();
+        let odd = [
+            b"k8s\0".as_slice(),
+            &field(1, &[field(1, b"v1"), field(2, b"ConfigMap")].concat()),
+            &field(2, &field(9, b"?")),
+        ]
+        .concat();
         assert!(decode(&odd).unwrap_err().contains("field 9 of ConfigMap"));
         assert!(decode(b"{}").is_err());
     }

@@ -16,16 +16,36 @@ use serde_json::{Map, Value};
 
 /// (schema, field) → (merge key, or "" for a list of primitives; strategy).
 const MERGE_KEYS: &[(&str, &str, &str, &str)] = &[
-    ("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "finalizers", "", "merge"),
-    ("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "ownerReferences", "uid", "merge"),
+    (
+        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        "finalizers",
+        "",
+        "merge",
+    ),
+    (
+        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        "ownerReferences",
+        "uid",
+        "merge",
+    ),
     ("io.k8s.api.core.v1.PodSpec", "containers", "name", "merge"),
     ("io.k8s.api.core.v1.PodSpec", "initContainers", "name", "merge"),
     ("io.k8s.api.core.v1.PodSpec", "ephemeralContainers", "name", "merge"),
     ("io.k8s.api.core.v1.PodSpec", "volumes", "name", "merge,retainKeys"),
     ("io.k8s.api.core.v1.PodSpec", "imagePullSecrets", "name", "merge"),
     ("io.k8s.api.core.v1.PodSpec", "hostAliases", "ip", "merge"),
-    ("io.k8s.api.core.v1.PodSpec", "topologySpreadConstraints", "topologyKey", "merge"),
-    ("io.k8s.api.core.v1.PodSpec", "resourceClaims", "name", "merge,retainKeys"),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "topologySpreadConstraints",
+        "topologyKey",
+        "merge",
+    ),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "resourceClaims",
+        "name",
+        "merge,retainKeys",
+    ),
     ("io.k8s.api.core.v1.PodSpec", "schedulingGates", "name", "merge"),
     ("io.k8s.api.core.v1.Container", "ports", "containerPort", "merge"),
     ("io.k8s.api.core.v1.Container", "env", "name", "merge"),
@@ -93,15 +113,15 @@ pub fn apply(live: &mut Value, patch: &Value, schema: Option<&str>, defs: &Map<S
             *live = Value::Object(Map::new());
             return Ok(());
         }
+        Some("merge") | None => {}
         Some(other) => return Err(format!("unknown patch type: {other:?}")),
-        None => {}
     }
     if !live.is_object() {
         *live = Value::Object(Map::new());
     }
     let retain = p.get("$retainKeys").and_then(Value::as_array).cloned();
     for (k, v) in p {
-        if k == "$retainKeys" || k.starts_with("$setElementOrder/") {
+        if k == "$retainKeys" || k == "$patch" || k.starts_with("$setElementOrder/") {
             continue;
         }
         let target = live.as_object_mut().expect("made an object above");
@@ -228,7 +248,13 @@ mod tests {
     #[test]
     fn lists_without_a_key_are_replaced_and_nulls_delete() {
         let mut live = json!({"spec": {"args": ["a", "b"], "keep": 1, "drop": 2}});
-        apply(&mut live, &json!({"spec": {"args": ["c"], "drop": null}}), None, &defs()).unwrap();
+        apply(
+            &mut live,
+            &json!({"spec": {"args": ["c"], "drop": null}}),
+            None,
+            &defs(),
+        )
+        .unwrap();
         assert_eq!(live, json!({"spec": {"args": ["c"], "keep": 1}}));
     }
 }

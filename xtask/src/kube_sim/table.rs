@@ -171,14 +171,14 @@ impl<'a> Printer<'a> {
                     cells.push(match (c["type"].as_str().unwrap_or("string"), found) {
                         (_, None) => Value::Null,
                         ("string", Some(v)) => json!(match v {
-                            Value::String(s) => s,
+                            Value::String(s) => s.clone(),
                             other => other.to_string(),
                         }),
                         ("integer", Some(v)) => v.as_f64().map_or(Value::Null, |f| json!(f as i64)),
                         ("number", Some(v)) => v.as_f64().map_or(Value::Null, |f| json!(f)),
                         ("boolean", Some(v)) => v.as_bool().map_or(Value::Null, Value::Bool),
                         ("date", Some(Value::String(s))) => {
-                            json!(parse_rfc3339(&s).map_or("<invalid>".to_owned(), |t| human_duration(now - t)))
+                            json!(parse_rfc3339(s).map_or("<invalid>".to_owned(), |t| human_duration(now - t)))
                         }
                         _ => Value::Null,
                     });
@@ -255,7 +255,11 @@ fn format_labels(m: Option<&Value>) -> String {
         .flatten()
         .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
         .collect();
-    if pairs.is_empty() { "<none>".into() } else { pairs.join(",") }
+    if pairs.is_empty() {
+        "<none>".into()
+    } else {
+        pairs.join(",")
+    }
 }
 
 /// A LabelSelector as metav1.FormatLabelSelector writes it.
@@ -285,7 +289,11 @@ fn format_selector(sel: Option<&Value>) -> String {
             op => format!("{key} {op} ({})", values.join(",")),
         });
     }
-    if parts.is_empty() { "<none>".into() } else { parts.join(",") }
+    if parts.is_empty() {
+        "<none>".into()
+    } else {
+        parts.join(",")
+    }
 }
 
 fn containers_and_images(spec: &Value) -> (String, String) {
@@ -340,7 +348,11 @@ fn builtin_cells(group: &str, plural: &str, o: &Value, now: i64) -> Vec<Value> {
                 .collect();
             roles.sort();
             roles.dedup();
-            let roles = if roles.is_empty() { "<none>".into() } else { roles.join(",") };
+            let roles = if roles.is_empty() {
+                "<none>".into()
+            } else {
+                roles.join(",")
+            };
             vec![
                 n,
                 json!(status.join(",")),
@@ -366,7 +378,11 @@ fn builtin_cells(group: &str, plural: &str, o: &Value, now: i64) -> Vec<Value> {
             // printPod: the phase, or the pod's reason, or a container's waiting/terminated reason.
             let mut reason = str_or(o, "/status/reason", str_or(o, "/status/phase", "")).to_owned();
             for s in statuses.iter().rev() {
-                if let Some(r) = s.pointer("/state/waiting/reason").and_then(Value::as_str).filter(|r| !r.is_empty()) {
+                if let Some(r) = s
+                    .pointer("/state/waiting/reason")
+                    .and_then(Value::as_str)
+                    .filter(|r| !r.is_empty())
+                {
                     reason = r.to_owned();
                 } else if let Some(r) = s
                     .pointer("/state/terminated/reason")
@@ -439,8 +455,16 @@ fn builtin_cells(group: &str, plural: &str, o: &Value, now: i64) -> Vec<Value> {
                 n,
                 json!(ty),
                 json!(cluster_ip),
-                json!(if external.is_empty() { "<none>".into() } else { external.join(",") }),
-                json!(if ports.is_empty() { "<none>".into() } else { ports.join(",") }),
+                json!(if external.is_empty() {
+                    "<none>".into()
+                } else {
+                    external.join(",")
+                }),
+                json!(if ports.is_empty() {
+                    "<none>".into()
+                } else {
+                    ports.join(",")
+                }),
                 a,
                 json!(format_labels(o.pointer("/spec/selector"))),
             ]
@@ -502,7 +526,10 @@ fn builtin_cells(group: &str, plural: &str, o: &Value, now: i64) -> Vec<Value> {
             ]
         }
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
-            vec![n, o.pointer("/metadata/creationTimestamp").cloned().unwrap_or(Value::Null)]
+            vec![
+                n,
+                o.pointer("/metadata/creationTimestamp").cloned().unwrap_or(Value::Null),
+            ]
         }
         _ => vec![n, a],
     }
@@ -530,7 +557,7 @@ pub fn jsonpath<'a>(o: &'a Value, path: &str) -> Option<&'a Value> {
                 let want = want.trim().trim_matches(|c| c == '"' || c == '\'');
                 cur = cur.as_array()?.iter().find(|e| match &e[key.trim()] {
                     Value::String(s) => s == want,
-                    other => other.to_string() == want,
+                    other => serde_json::to_string(other).is_ok_and(|o| o == want),
                 })?;
             } else {
                 cur = cur.get(inner.trim().parse::<usize>().ok()?)?;
@@ -594,7 +621,11 @@ pub fn human_duration(secs: i64) -> String {
     let hours = secs / 3600;
     if hours < 8 {
         let m = minutes % 60;
-        return if m == 0 { format!("{hours}h") } else { format!("{hours}h{m}m") };
+        return if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        };
     }
     if hours < 48 {
         return format!("{hours}h");
@@ -646,14 +677,20 @@ mod tests {
     fn printer_column_jsonpaths() {
         let o = json!({"status": {"conditions": [{"type": "Other", "status": "False"}, {"type": "Ready", "status": "True"}]},
                        "spec": {"list": [1, 2]}});
-        assert_eq!(jsonpath(&o, r#".status.conditions[?(@.type=="Ready")].status"#), Some(&json!("True")));
+        assert_eq!(
+            jsonpath(&o, r#".status.conditions[?(@.type=="Ready")].status"#),
+            Some(&json!("True"))
+        );
         assert_eq!(jsonpath(&o, ".spec.list[1]"), Some(&json!(2)));
         assert_eq!(jsonpath(&o, ".spec.missing"), None);
     }
 
     #[test]
     fn nodes_print_status_roles_and_version() {
-        let t = super::super::resources::builtins().into_iter().find(|t| t.plural == "nodes").unwrap();
+        let t = super::super::resources::builtins()
+            .into_iter()
+            .find(|t| t.plural == "nodes")
+            .unwrap();
         let node = json!({"metadata": {"name": "cp-1", "creationTimestamp": "2020-01-01T00:00:00Z",
                                        "labels": {"node-role.kubernetes.io/control-plane": ""}},
                           "spec": {"unschedulable": true},
