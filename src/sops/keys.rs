@@ -242,10 +242,10 @@ mod tests {
     #[test]
     fn bad_lines_are_named_without_their_content() {
         let secret = format!("{}x", key());
-        let e = parse(&format!("{secret}\n"), "keys.txt", false).unwrap_err().to_string();
+        let e = parse(&format!("{secret}\n"), "keys.txt", false).err().unwrap().to_string();
         assert!(e.contains("keys.txt line 1"), "{e}");
         assert!(!e.contains(&secret), "{e}");
-        let e = parse("AGE-PLUGIN-YUBIKEY-1XYZ\n", "k", false).unwrap_err().to_string();
+        let e = parse("AGE-PLUGIN-YUBIKEY-1XYZ\n", "k", false).err().unwrap().to_string();
         assert!(e.contains("plugin"), "{e}");
     }
 
@@ -257,7 +257,7 @@ mod tests {
             ..KeySources::default()
         };
         assert_eq!(sources.from_cmd("age1me").unwrap().len(), 1);
-        let e = sources.from_cmd("age1other").unwrap_err();
+        let e = sources.from_cmd("age1other").err().unwrap();
         assert!(e.contains("exited"), "the command failed for another recipient: {e}");
         assert!(!e.contains(&k), "{e}");
         assert_eq!(
