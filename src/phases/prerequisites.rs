@@ -12,9 +12,48 @@ use serde_json::{Value, json};
 use super::catalog::{self, SeedSecret};
 use super::{ClusterRun, objects};
 use crate::engine::{Action, Phase, PhaseError, RunCtx};
+use crate::inventory::Cluster;
 use crate::secret::SecretRef;
 
 const PHASE: &str = "prerequisites";
+
+/// The inventory reference seed secret `s` is filled from, if set.
+fn reference<'a>(c: &'a Cluster, s: &SeedSecret) -> Result<Option<&'a SecretRef>, String> {
+    Ok(match s.from.as_str() {
+        "sops_age_key" => c.secrets.sops_age_key.as_ref(),
+        "onepassword_token" => c.secrets.onepassword_token.as_ref(),
+        "vault_token" => c.secrets.vault_token.as_ref(),
+        "deploy_key" => c.gitops.as_ref().and_then(|g| g.deploy_key.as_ref()),
+        other => {
+            return Err(format!(
+                "phases/prerequisites.toml: secret {}/{} comes from unknown reference {other:?}",
+                s.namespace, s.name
+            ));
+        }
+    })
+}
+
+/// Resolves every seed-secret reference of `cluster` (env, file, SOPS) and
+/// reports all that fail, so `up` can refuse before phase -1 touches a node.
+pub fn preflight(cluster: &Cluster) -> Result<(), String> {
+    let mut failures = Vec::new();
+    for s in &catalog::prerequisites().secrets {
+        match reference(cluster, s) {
+            Ok(Some(r)) => {
+                if let Err(e) = r.resolve() {
+                    failures.push(format!("secret {}/{}: {e}", s.namespace, s.name));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => failures.push(e),
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{}; nothing was changed", failures.join("; ")))
+    }
+}
 
 /// Phase 0: namespaces and seed secrets.
 pub struct Prerequisites {
@@ -33,19 +72,7 @@ impl Prerequisites {
 
     /// The inventory reference a seed secret is filled from, if set.
     fn reference(&self, s: &SeedSecret) -> Result<Option<&SecretRef>, PhaseError> {
-        let c = &self.run.cluster;
-        Ok(match s.from.as_str() {
-            "sops_age_key" => c.secrets.sops_age_key.as_ref(),
-            "onepassword_token" => c.secrets.onepassword_token.as_ref(),
-            "vault_token" => c.secrets.vault_token.as_ref(),
-            "deploy_key" => c.gitops.as_ref().and_then(|g| g.deploy_key.as_ref()),
-            other => {
-                return Err(self.failed(format!(
-                    "phases/prerequisites.toml: secret {}/{} comes from unknown reference {other:?}",
-                    s.namespace, s.name
-                )));
-            }
-        })
+        reference(&self.run.cluster, s).map_err(|e| self.failed(e))
     }
 
     /// Namespaces, then one Secret per set reference (values resolved).
