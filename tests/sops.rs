@@ -48,7 +48,10 @@ fn an_upstream_file_rewrapped_by_the_age_cli_decrypts_with_the_new_identity() {
     sops_meta.insert("age".into(), serde_yaml::Value::Sequence(vec![entry.into()]));
     let path = write(dir.path(), "rewrapped.yaml", &serde_yaml::to_string(&doc).unwrap());
 
-    assert_eq!(value(&path, Some("app2.db.password"), &file_key(&fresh)).unwrap(), "c4r1b0u");
+    assert_eq!(
+        value(&path, Some("app2.db.password"), &file_key(&fresh)).unwrap(),
+        "c4r1b0u"
+    );
     assert_eq!(value(&path, Some("number"), &file_key(&fresh)).unwrap(), "1234568000");
 
     // The upstream identities are no longer recipients: the error lists the one that is.
@@ -59,7 +62,10 @@ fn an_upstream_file_rewrapped_by_the_age_cli_decrypts_with_the_new_identity() {
     let e = value(&path, Some("myapp1"), &upstream).unwrap_err();
     assert!(matches!(e.kind, ErrorKind::NoMatchingIdentity { .. }), "{e}");
     let shown = e.to_string();
-    assert!(shown.contains(&fresh.recipient) && shown.contains("rewrapped.yaml"), "{shown}");
+    assert!(
+        shown.contains(&fresh.recipient) && shown.contains("rewrapped.yaml"),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -75,8 +81,14 @@ fn a_dotenv_file_gives_one_key_or_its_only_value() {
         "tokens.env",
         &w.dotenv(&[("VAULT_TOKEN", "hvs.s3cr3t"), ("MULTI", "line one\nline two")]),
     );
-    assert_eq!(value(&path, Some("VAULT_TOKEN"), &file_key(&ops)).unwrap(), "hvs.s3cr3t");
-    assert_eq!(value(&path, Some("MULTI"), &file_key(&ops)).unwrap(), "line one\nline two");
+    assert_eq!(
+        value(&path, Some("VAULT_TOKEN"), &file_key(&ops)).unwrap(),
+        "hvs.s3cr3t"
+    );
+    assert_eq!(
+        value(&path, Some("MULTI"), &file_key(&ops)).unwrap(),
+        "line one\nline two"
+    );
     let e = value(&path, None, &file_key(&ops)).unwrap_err();
     assert!(e.to_string().contains("VAULT_TOKEN, MULTI"), "{e}");
 
@@ -86,14 +98,18 @@ fn a_dotenv_file_gives_one_key_or_its_only_value() {
     // Swapping the two lines keeps each value decryptable (`KEY:` data) but not the MAC.
     let text = std::fs::read_to_string(&path).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    let swapped = [lines[1], lines[0]].into_iter().chain(lines[2..].iter().copied()).collect::<Vec<_>>();
+    let swapped = [lines[1], lines[0]]
+        .into_iter()
+        .chain(lines[2..].iter().copied())
+        .collect::<Vec<_>>();
     let tampered = write(dir.path(), "swapped.env", &(swapped.join("\n") + "\n"));
     let e = value(&tampered, Some("VAULT_TOKEN"), &file_key(&ops)).unwrap_err();
     assert!(matches!(e.kind, ErrorKind::MacMismatch), "{e}");
     assert!(!e.to_string().contains("hvs.s3cr3t"));
 }
 
-const MANIFEST: &str = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\ndata:\n  password: c2VjcmV0\nstringData:\n  user: admin\n";
+const MANIFEST: &str =
+    "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\ndata:\n  password: c2VjcmV0\nstringData:\n  user: admin\n";
 
 #[test]
 fn encryption_rules_decide_what_is_sealed() {
@@ -114,8 +130,16 @@ fn encryption_rules_decide_what_is_sealed() {
         let sealed = text.contains("user: ENC[");
         assert!(sealed, "{rule:?} seals stringData.user:\n{text}");
         let path = write(dir.path(), "secret.sops.yaml", &text);
-        assert_eq!(value(&path, Some("stringData.user"), &file_key(&ops)).unwrap(), "admin", "{rule:?}");
-        assert_eq!(value(&path, Some("metadata.name"), &file_key(&ops)).unwrap(), "db", "{rule:?}");
+        assert_eq!(
+            value(&path, Some("stringData.user"), &file_key(&ops)).unwrap(),
+            "admin",
+            "{rule:?}"
+        );
+        assert_eq!(
+            value(&path, Some("metadata.name"), &file_key(&ops)).unwrap(),
+            "db",
+            "{rule:?}"
+        );
     }
 }
 
@@ -131,15 +155,25 @@ fn mac_only_encrypted_leaves_clear_values_out_of_the_mac() {
     w.mac_only_encrypted = true;
     let text = w.yaml(MANIFEST);
     let renamed = write(dir.path(), "renamed.yaml", &text.replace("name: db", "name: other"));
-    assert_eq!(value(&renamed, Some("data.password"), &file_key(&ops)).unwrap(), "c2VjcmV0");
+    assert_eq!(
+        value(&renamed, Some("data.password"), &file_key(&ops)).unwrap(),
+        "c2VjcmV0"
+    );
 
     let mut all = Writer::new(&[&ops]);
     all.key = w.key;
     all.groups = w.groups.clone();
     all.rule = w.rule;
-    let covered = write(dir.path(), "covered.yaml", &all.yaml(MANIFEST).replace("name: db", "name: other"));
+    let covered = write(
+        dir.path(),
+        "covered.yaml",
+        &all.yaml(MANIFEST).replace("name: db", "name: other"),
+    );
     let e = value(&covered, Some("data.password"), &file_key(&ops)).unwrap_err();
-    assert!(matches!(e.kind, ErrorKind::MacMismatch), "without mac_only_encrypted the name is covered: {e}");
+    assert!(
+        matches!(e.kind, ErrorKind::MacMismatch),
+        "without mac_only_encrypted the name is covered: {e}"
+    );
 }
 
 #[test]

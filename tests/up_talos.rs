@@ -67,7 +67,12 @@ fn bootstrap(inv: &Path, state: &Path, args: &[&str]) -> (bool, String, String) 
 /// variables of the calling environment are never passed on.
 fn bootstrap_env(inv: &Path, state: &Path, args: &[&str], env: &[(&str, &Path)]) -> (bool, String, String) {
     let mut cmd = Command::new(BIN);
-    for var in ["SOPS_AGE_KEY", "SOPS_AGE_KEY_FILE", "SOPS_AGE_KEY_CMD", "XDG_CONFIG_HOME"] {
+    for var in [
+        "SOPS_AGE_KEY",
+        "SOPS_AGE_KEY_FILE",
+        "SOPS_AGE_KEY_CMD",
+        "XDG_CONFIG_HOME",
+    ] {
         cmd.env_remove(var);
     }
     let out = cmd
@@ -105,7 +110,12 @@ async fn up_reaches_gitops_and_a_second_up_changes_nothing() {
     for node in ["cp-1", "cp-2", "cp-3", "worker-1", "worker-2"] {
         assert!(kube.object("", "nodes", "", node).is_some(), "node {node} registered");
     }
-    let root = kube.object("kustomize.toolkit.fluxcd.io", "kustomizations", "flux-system", "flux-system");
+    let root = kube.object(
+        "kustomize.toolkit.fluxcd.io",
+        "kustomizations",
+        "flux-system",
+        "flux-system",
+    );
     assert!(
         root.is_some_and(|r| r["spec"].get("decryption").is_none()),
         "no sops_age_key: the root Kustomization does not decrypt"
@@ -468,7 +478,8 @@ async fn up_decrypts_sops_references_and_without_an_identity_touches_no_node() {
     // The operator's identity opens the file; the file holds the key Flux gets.
     let operator = sops_support::keygen(dir.path(), "operator-age.txt");
     let flux = sops_support::keygen(dir.path(), "flux-age.txt");
-    let deploy_key = "-----BEGIN OPENSSH PRIVATE KEY-----\nsimulated-sops-deploy-key\n-----END OPENSSH PRIVATE KEY-----";
+    let deploy_key =
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nsimulated-sops-deploy-key\n-----END OPENSSH PRIVATE KEY-----";
     let doc = serde_json::json!({"flux": {"age_key": flux.secret()}, "git": {"deploy_key": deploy_key}});
     let sealed = sops_support::Writer::new(&[&operator]).yaml(&doc.to_string());
     std::fs::write(dir.path().join("secrets.sops.yaml"), sealed).unwrap();
@@ -486,21 +497,32 @@ async fn up_decrypts_sops_references_and_without_an_identity_touches_no_node() {
     assert_eq!(rack.talos_mutations(), vec![], "nothing changed on any node");
 
     let env = [("SOPS_AGE_KEY_FILE", operator.file.as_path())];
-    let (ok, out, err) =
-        tokio::task::block_in_place(|| bootstrap_env(&inv, &state, &["up", "--timeout", "60"], &env));
+    let (ok, out, err) = tokio::task::block_in_place(|| bootstrap_env(&inv, &state, &["up", "--timeout", "60"], &env));
     assert!(ok, "up with the identity failed:\n{err}");
-    assert!(!format!("{out}{err}").contains(&flux.secret()), "no secret in the output");
+    assert!(
+        !format!("{out}{err}").contains(&flux.secret()),
+        "no secret in the output"
+    );
     let kube = rack.kube().expect("the API came up");
     let b64 = |s: &str| {
         use base64::Engine;
         base64::engine::general_purpose::STANDARD.encode(s)
     };
-    let age = kube.object("", "secrets", "flux-system", "sops-age").expect("sops-age Secret");
+    let age = kube
+        .object("", "secrets", "flux-system", "sops-age")
+        .expect("sops-age Secret");
     assert_eq!(age["data"]["age.agekey"], b64(&flux.secret()));
-    let repo_key = kube.object("", "secrets", "flux-system", "flux-system").expect("deploy-key Secret");
+    let repo_key = kube
+        .object("", "secrets", "flux-system", "flux-system")
+        .expect("deploy-key Secret");
     assert_eq!(repo_key["data"]["identity"], b64(deploy_key));
     let root = kube
-        .object("kustomize.toolkit.fluxcd.io", "kustomizations", "flux-system", "flux-system")
+        .object(
+            "kustomize.toolkit.fluxcd.io",
+            "kustomizations",
+            "flux-system",
+            "flux-system",
+        )
         .expect("root Kustomization");
     assert_eq!(
         root["spec"]["decryption"],

@@ -38,12 +38,17 @@ fn identities() -> Vec<String> {
 /// (README plaintext) reads back by its key path.
 fn assert_plaintext(d: &Decrypted, order: &[&str], expected: &serde_json::Value) {
     assert_eq!(d.top_level_keys(), order, "keys in file order");
-    let serde_json::Value::Object(top) = expected else { panic!() };
+    let serde_json::Value::Object(top) = expected else {
+        panic!()
+    };
     assert_eq!(top.len(), order.len());
     fn walk(d: &Decrypted, path: String, v: &serde_json::Value) {
         match v {
             serde_json::Value::Object(m) => m.iter().for_each(|(k, v)| walk(d, format!("{path}.{k}"), v)),
-            serde_json::Value::Array(a) => a.iter().enumerate().for_each(|(i, v)| walk(d, format!("{path}.{i}"), v)),
+            serde_json::Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .for_each(|(i, v)| walk(d, format!("{path}.{i}"), v)),
             leaf => {
                 let want = match leaf {
                     serde_json::Value::String(s) => s.clone(),
@@ -92,7 +97,14 @@ fn json_fixture_decrypts_to_its_recorded_plaintext() {
     let d = decrypt_file(&shared("sops/example.json"), &with_key_file()).unwrap();
     assert_plaintext(
         &d,
-        &["firstName", "lastName", "age", "address", "phoneNumbers", "anEmptyValue"],
+        &[
+            "firstName",
+            "lastName",
+            "age",
+            "address",
+            "phoneNumbers",
+            "anEmptyValue",
+        ],
         &json!({"firstName": "John", "lastName": "Smith", "age": 25.4,
          "address": {"city": "New York", "postalCode": "10021-3100", "state": "NY", "streetAddress": "21 2nd Street"},
          "phoneNumbers": [{"number": "212 555-1234", "type": "home"}, {"number": "646 555-4567", "type": "office"}],
@@ -145,7 +157,9 @@ fn the_user_config_dir_keys_file_is_used() {
         ..KeySources::default()
     };
     assert_eq!(
-        secret(&shared("sops/example.json"), Some("firstName"), &sources).unwrap().expose(),
+        secret(&shared("sops/example.json"), Some("firstName"), &sources)
+            .unwrap()
+            .expose(),
         "John"
     );
 }
@@ -190,7 +204,9 @@ fn reordered_list_items_fail_the_mac() {
 
 #[test]
 fn a_changed_clear_text_value_fails_the_mac() {
-    let (_d, path) = tampered("example.yaml", |t| t.replace("going to remain in clear text", "changed"));
+    let (_d, path) = tampered("example.yaml", |t| {
+        t.replace("going to remain in clear text", "changed")
+    });
     assert!(matches!(failure(&path, &with_key_file()).kind, ErrorKind::MacMismatch));
     let (_d, path) = tampered("example.ini", |t| t.replace("hi there!", "hi here!"));
     assert!(matches!(failure(&path, &with_key_file()).kind, ErrorKind::MacMismatch));
@@ -198,7 +214,9 @@ fn a_changed_clear_text_value_fails_the_mac() {
 
 #[test]
 fn a_changed_lastmodified_leaves_the_mac_undecryptable() {
-    let (_d, path) = tampered("example.json", |t| t.replace("2022-03-15T22:12:12Z", "2022-03-15T22:12:13Z"));
+    let (_d, path) = tampered("example.json", |t| {
+        t.replace("2022-03-15T22:12:12Z", "2022-03-15T22:12:13Z")
+    });
     assert!(matches!(
         failure(&path, &with_key_file()).kind,
         ErrorKind::MacUndecryptable(_)
@@ -208,8 +226,16 @@ fn a_changed_lastmodified_leaves_the_mac_undecryptable() {
 #[test]
 fn a_value_moved_to_another_key_fails_to_decrypt_there() {
     let (_d, path) = tampered("example.yaml", |t| {
-        let user = t.lines().find(|l| l.trim_start().starts_with("user: ")).unwrap().to_owned();
-        let password = t.lines().find(|l| l.trim_start().starts_with("password: ")).unwrap().to_owned();
+        let user = t
+            .lines()
+            .find(|l| l.trim_start().starts_with("user: "))
+            .unwrap()
+            .to_owned();
+        let password = t
+            .lines()
+            .find(|l| l.trim_start().starts_with("password: "))
+            .unwrap()
+            .to_owned();
         let moved = password.replacen("password: ", "user: ", 1);
         t.replace(&user, &moved)
     });
@@ -231,8 +257,14 @@ fn a_foreign_identity_lists_the_recipients() {
     let e = failure(&path, &sources);
     let shown = e.to_string();
     assert!(matches!(e.kind, ErrorKind::NoMatchingIdentity { .. }), "{shown}");
-    assert!(shown.contains("age1yt3tfqlfrwdwx0z0ynwplcr6qxcxfaqycuprpmy89nr83ltx74tqdpszlw"), "{shown}");
-    assert!(shown.contains("age1tmaae3ld5vpevmsh5yacsauzx8jetg300mpvc4ugp5zr5l6ssq9sla97ep"), "{shown}");
+    assert!(
+        shown.contains("age1yt3tfqlfrwdwx0z0ynwplcr6qxcxfaqycuprpmy89nr83ltx74tqdpszlw"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("age1tmaae3ld5vpevmsh5yacsauzx8jetg300mpvc4ugp5zr5l6ssq9sla97ep"),
+        "{shown}"
+    );
     assert!(!shown.contains(foreign.to_string().expose_secret()), "{shown}");
     assert!(shown.contains("SOPS_AGE_KEY"), "says where it looked: {shown}");
 
@@ -267,8 +299,14 @@ fn pgp_only_files_say_why_they_are_refused() {
 fn key_paths_select_one_value() {
     let d = decrypt_file(&shared("sops/example.yaml"), &with_key_file()).unwrap();
     assert_eq!(d.value(Some("somebooleans.1")).unwrap().expose(), "false");
-    assert!(matches!(d.value(Some("app2.db.nope")), Err(ErrorKind::KeyAbsent { .. })));
-    assert!(matches!(d.value(Some("app2")), Err(ErrorKind::NotScalar { what: "a map", .. })));
+    assert!(matches!(
+        d.value(Some("app2.db.nope")),
+        Err(ErrorKind::KeyAbsent { .. })
+    ));
+    assert!(matches!(
+        d.value(Some("app2")),
+        Err(ErrorKind::NotScalar { what: "a map", .. })
+    ));
     let e = d.value(None).unwrap_err();
     assert!(matches!(e, ErrorKind::NeedsKey { .. }));
     assert!(e.to_string().contains("myapp1, app2"), "{e}");

@@ -30,9 +30,12 @@ pub fn shared(rel: &str) -> PathBuf {
 
 /// Whether the real age CLI is here; skips (with a reason) outside CI, fails in CI.
 pub fn age_cli() -> bool {
-    let ok = ["age", "age-keygen"]
-        .iter()
-        .all(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()));
+    let ok = ["age", "age-keygen"].iter().all(|b| {
+        Command::new(b)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
     if !ok {
         assert!(
             std::env::var("CI").is_err(),
@@ -65,7 +68,11 @@ impl Identity {
 pub fn keygen(dir: &Path, name: &str) -> Identity {
     let file = dir.join(name);
     let out = Command::new("age-keygen").arg("-o").arg(&file).output().unwrap();
-    assert!(out.status.success(), "age-keygen: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "age-keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = Command::new("age-keygen").arg("-y").arg(&file).output().unwrap();
     assert!(out.status.success());
     Identity {
@@ -89,7 +96,10 @@ pub fn wrap(data: &[u8], recipient: &str) -> String {
 
 /// `age -d -i IDENTITY`.
 pub fn unwrap(armored: &str, identity: &Path) -> Vec<u8> {
-    pipe(Command::new("age").arg("-d").arg("-i").arg(identity), armored.as_bytes())
+    pipe(
+        Command::new("age").arg("-d").arg("-i").arg(identity),
+        armored.as_bytes(),
+    )
 }
 
 /// Splits `secret` into `n` Shamir shares needing `threshold` of them, as
@@ -110,7 +120,11 @@ pub fn shamir_split(secret: &[u8], n: u8, threshold: usize) -> Vec<Vec<u8>> {
     }
     let polys: Vec<Vec<u8>> = secret
         .iter()
-        .map(|&s| std::iter::once(s).chain((1..threshold).map(|_| rand::random::<u8>())).collect())
+        .map(|&s| {
+            std::iter::once(s)
+                .chain((1..threshold).map(|_| rand::random::<u8>()))
+                .collect()
+        })
         .collect();
     (1..=n)
         .map(|x| {
@@ -186,11 +200,22 @@ impl Writer {
         let iv: [u8; 32] = rand::random();
         let cipher = AesGcm::<Aes256, U32>::new(&Array::from(self.key));
         let out = cipher
-            .encrypt(&Array::from(iv), Payload { msg: plain, aad: aad.as_bytes() })
+            .encrypt(
+                &Array::from(iv),
+                Payload {
+                    msg: plain,
+                    aad: aad.as_bytes(),
+                },
+            )
             .unwrap();
         let (data, tag) = out.split_at(out.len() - 16);
         let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
-        format!("ENC[AES256_GCM,data:{},iv:{},tag:{},type:{kind}]", b64(data), b64(&iv), b64(tag))
+        format!(
+            "ENC[AES256_GCM,data:{},iv:{},tag:{},type:{kind}]",
+            b64(data),
+            b64(&iv),
+            b64(tag)
+        )
     }
 
     /// Encrypts the values of `doc` in place; returns the MAC's hex digest.
@@ -262,7 +287,10 @@ impl Writer {
                 })
                 .collect();
             m.insert("key_groups".into(), Value::Sequence(groups));
-            m.insert("shamir_threshold".into(), Value::Number((self.groups.len() as u64).into()));
+            m.insert(
+                "shamir_threshold".into(),
+                Value::Number((self.groups.len() as u64).into()),
+            );
         }
         m.insert("lastmodified".into(), self.lastmodified.into());
         m.insert("mac".into(), self.seal(mac.as_bytes(), self.lastmodified, "str").into());
