@@ -57,6 +57,8 @@ fn run(g: &Global, args: &ResetArgs) -> Result<(), String> {
             ));
         }
     }
+    // The rebuild needs the seed secrets: refuse before anything is wiped.
+    crate::phases::prerequisites::preflight(&cluster).map_err(|e| format!("cluster {}: {e}", cluster.name))?;
     let targets: Vec<Node> = cluster
         .nodes
         .iter()

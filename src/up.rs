@@ -175,6 +175,14 @@ pub(crate) async fn run_cluster(
         concurrency: usize::from(args.concurrency),
         cancel,
     };
+    if mode != Mode::Plan {
+        // Secrets first: a reference that cannot be read (a SOPS file without a
+        // matching identity, a MAC mismatch) stops `up` before any node is touched.
+        phases::prerequisites::preflight(&run.cluster).map_err(|message| PhaseError::Failed {
+            phase: "prerequisites".into(),
+            message,
+        })?;
+    }
     if args.provision && mode != Mode::Plan {
         provision(&run, &ctx).await?;
     }

@@ -11,6 +11,8 @@ use bootstrap::inventory::{self, Cluster};
 use xtask::kube_sim::Behaviour;
 use xtask::sim_rack::{RackOptions, SimRack};
 
+mod sops_support;
+
 const BIN: &str = env!("CARGO_BIN_EXE_bootstrap");
 
 /// `inventory/simulated.toml` moved to 127.`block`.0.0/24, plus `extra` TOML.
@@ -58,13 +60,29 @@ fn fast() -> RackOptions {
 
 /// Runs `bootstrap <args>` with the inventory and state dir; (success, stdout, stderr).
 fn bootstrap(inv: &Path, state: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
+    bootstrap_env(inv, state, args, &[])
+}
+
+/// [`bootstrap`] with extra environment variables; the SOPS identity
+/// variables of the calling environment are never passed on.
+fn bootstrap_env(inv: &Path, state: &Path, args: &[&str], env: &[(&str, &Path)]) -> (bool, String, String) {
+    let mut cmd = Command::new(BIN);
+    for var in [
+        "SOPS_AGE_KEY",
+        "SOPS_AGE_KEY_FILE",
+        "SOPS_AGE_KEY_CMD",
+        "XDG_CONFIG_HOME",
+    ] {
+        cmd.env_remove(var);
+    }
+    let out = cmd
         .arg("-i")
         .arg(inv)
         .arg("--state-dir")
         .arg(state)
         .args(with_artifacts(args))
         .env("HOME", state)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     (
@@ -92,6 +110,17 @@ async fn up_reaches_gitops_and_a_second_up_changes_nothing() {
     for node in ["cp-1", "cp-2", "cp-3", "worker-1", "worker-2"] {
         assert!(kube.object("", "nodes", "", node).is_some(), "node {node} registered");
     }
+    let root = kube.object(
+        "kustomize.toolkit.fluxcd.io",
+        "kustomizations",
+        "flux-system",
+        "flux-system",
+    );
+    assert!(
+        root.is_some_and(|r| r["spec"].get("decryption").is_none()),
+        "no sops_age_key: the root Kustomization does not decrypt"
+    );
+    assert!(kube.object("", "secrets", "flux-system", "sops-age").is_none());
     let kubeconfig = std::fs::read_to_string(state.join("sim/kubeconfig")).unwrap();
     assert!(
         kubeconfig.contains("https://127.61.0.10:6443"),
@@ -428,4 +457,75 @@ async fn a_changed_inventory_is_reapplied_to_the_changed_nodes_only() {
     );
     let (ok, plan, err) = tokio::task::block_in_place(|| bootstrap(&inv, &state, &["plan"]));
     assert!(ok && plan.contains("nothing to do"), "converged again:\n{plan}{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn up_decrypts_sops_references_and_without_an_identity_touches_no_node() {
+    if !sops_support::age_cli() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory(
+        dir.path(),
+        90,
+        "\n[cluster.secrets]\nsops_age_key = \"sops:secrets.sops.yaml#flux.age_key\"\n",
+    );
+    let text = std::fs::read_to_string(&inv).unwrap().replace(
+        "path = \"./clusters/sim\"\n",
+        "path = \"./clusters/sim\"\ndeploy_key = \"sops:secrets.sops.yaml#git.deploy_key\"\n",
+    );
+    std::fs::write(&inv, text).unwrap();
+    // The operator's identity opens the file; the file holds the key Flux gets.
+    let operator = sops_support::keygen(dir.path(), "operator-age.txt");
+    let flux = sops_support::keygen(dir.path(), "flux-age.txt");
+    let deploy_key =
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nsimulated-sops-deploy-key\n-----END OPENSSH PRIVATE KEY-----";
+    let doc = serde_json::json!({"flux": {"age_key": flux.secret()}, "git": {"deploy_key": deploy_key}});
+    let sealed = sops_support::Writer::new(&[&operator]).yaml(&doc.to_string());
+    std::fs::write(dir.path().join("secrets.sops.yaml"), sealed).unwrap();
+    let state = dir.path().join("state");
+    let rack = SimRack::start(&cluster(&inv), fast()).await.unwrap();
+
+    let (ok, out, err) = tokio::task::block_in_place(|| bootstrap(&inv, &state, &["up", "--timeout", "60"]));
+    assert!(!ok, "up without an identity must fail:\n{out}{err}");
+    assert!(
+        err.contains("secrets.sops.yaml") && err.contains(&operator.recipient),
+        "names the file and its recipients:\n{err}"
+    );
+    let shown = format!("{out}{err}");
+    assert!(!shown.contains(&flux.secret()) && !shown.contains("simulated-sops-deploy-key"));
+    assert_eq!(rack.talos_mutations(), vec![], "nothing changed on any node");
+
+    let env = [("SOPS_AGE_KEY_FILE", operator.file.as_path())];
+    let (ok, out, err) = tokio::task::block_in_place(|| bootstrap_env(&inv, &state, &["up", "--timeout", "60"], &env));
+    assert!(ok, "up with the identity failed:\n{err}");
+    assert!(
+        !format!("{out}{err}").contains(&flux.secret()),
+        "no secret in the output"
+    );
+    let kube = rack.kube().expect("the API came up");
+    let b64 = |s: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    let age = kube
+        .object("", "secrets", "flux-system", "sops-age")
+        .expect("sops-age Secret");
+    assert_eq!(age["data"]["age.agekey"], b64(&flux.secret()));
+    let repo_key = kube
+        .object("", "secrets", "flux-system", "flux-system")
+        .expect("deploy-key Secret");
+    assert_eq!(repo_key["data"]["identity"], b64(deploy_key));
+    let root = kube
+        .object(
+            "kustomize.toolkit.fluxcd.io",
+            "kustomizations",
+            "flux-system",
+            "flux-system",
+        )
+        .expect("root Kustomization");
+    assert_eq!(
+        root["spec"]["decryption"],
+        serde_json::json!({"provider": "sops", "secretRef": {"name": "sops-age"}})
+    );
 }

@@ -19,12 +19,7 @@ use crate::secret::SecretRef;
 
 const PHASE: &str = "prerequisites";
 
-/// Phase 0: namespaces and seed secrets.
-pub struct Prerequisites {
-    run: Arc<ClusterRun>,
-}
-
-/// The inventory reference a seed secret is filled from, if set.
+/// The inventory reference seed secret `s` is filled from, if set.
 fn reference<'a>(c: &'a Cluster, s: &SeedSecret) -> Result<Option<&'a SecretRef>, String> {
     Ok(match s.from.as_str() {
         "sops_age_key" => c.secrets.sops_age_key.as_ref(),
@@ -38,6 +33,33 @@ fn reference<'a>(c: &'a Cluster, s: &SeedSecret) -> Result<Option<&'a SecretRef>
             ));
         }
     })
+}
+
+/// Resolves every seed-secret reference of `cluster` (env, file, SOPS) and
+/// reports all that fail, so `up` can refuse before phase -1 touches a node.
+pub fn preflight(cluster: &Cluster) -> Result<(), String> {
+    let mut failures = Vec::new();
+    for s in &catalog::prerequisites().secrets {
+        match reference(cluster, s) {
+            Ok(Some(r)) => {
+                if let Err(e) = r.resolve() {
+                    failures.push(format!("secret {}/{}: {e}", s.namespace, s.name));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => failures.push(e),
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{}; nothing was changed", failures.join("; ")))
+    }
+}
+
+/// Phase 0: namespaces and seed secrets.
+pub struct Prerequisites {
+    run: Arc<ClusterRun>,
 }
 
 /// Whether some seed secret needs the Git host's known_hosts (a deploy key

@@ -4,11 +4,11 @@
 //! the tag kept apart from the data, and the value's additional data. The
 //! plaintext is typed by `type`; [`mac_bytes`] is sops's `ToBytes`.
 
+use aes_gcm::AesGcm;
 use aes_gcm::aead::array::typenum::{U12, U16, U32};
 use aes_gcm::aead::array::{Array, ArraySize};
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::aes::Aes256;
-use aes_gcm::AesGcm;
 use base64::Engine;
 
 use super::tree::Value;

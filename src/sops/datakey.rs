@@ -18,7 +18,9 @@ pub fn unwrap(meta: &Metadata, sources: &KeySources) -> Result<[u8; 32], ErrorKi
     if recipients.is_empty() {
         let mut kinds: Vec<&str> = meta.groups.iter().flat_map(|g| g.other.iter().copied()).collect();
         kinds.dedup();
-        return Err(ErrorKind::NoAgeRecipient { kinds: kinds.join(", ") });
+        return Err(ErrorKind::NoAgeRecipient {
+            kinds: kinds.join(", "),
+        });
     }
     let found = sources.load()?;
     let mut problems = found.problems.clone();

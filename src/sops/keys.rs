@@ -159,7 +159,10 @@ fn parse(text: &str, location: &str, several_per_line: bool) -> Result<Vec<age::
             } else {
                 return Err(ErrorKind::Identity(format!("{}: unknown identity type", at())));
             };
-            return Err(ErrorKind::Identity(format!("{}: {kind}, not supported by bootstrap", at())));
+            return Err(ErrorKind::Identity(format!(
+                "{}: {kind}, not supported by bootstrap",
+                at()
+            )));
         }
     }
     Ok(ids)
@@ -216,7 +219,11 @@ mod tests {
         let s = |v: &str| Some(v.to_owned());
         assert_eq!(user_config_dir(s("/x"), s("/h")), Some(PathBuf::from("/x")));
         assert_eq!(user_config_dir(s(""), s("/h")), Some(PathBuf::from("/h/.config")));
-        assert_eq!(user_config_dir(s("relative"), s("/h")), None, "Go refuses a relative XDG_CONFIG_HOME");
+        assert_eq!(
+            user_config_dir(s("relative"), s("/h")),
+            None,
+            "Go refuses a relative XDG_CONFIG_HOME"
+        );
         assert_eq!(user_config_dir(None, None), None);
     }
 
@@ -242,10 +249,16 @@ mod tests {
     #[test]
     fn bad_lines_are_named_without_their_content() {
         let secret = format!("{}x", key());
-        let e = parse(&format!("{secret}\n"), "keys.txt", false).unwrap_err().to_string();
+        let e = parse(&format!("{secret}\n"), "keys.txt", false)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("keys.txt line 1"), "{e}");
         assert!(!e.contains(&secret), "{e}");
-        let e = parse("AGE-PLUGIN-YUBIKEY-1XYZ\n", "k", false).unwrap_err().to_string();
+        let e = parse("AGE-PLUGIN-YUBIKEY-1XYZ\n", "k", false)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("plugin"), "{e}");
     }
 
@@ -257,7 +270,7 @@ mod tests {
             ..KeySources::default()
         };
         assert_eq!(sources.from_cmd("age1me").unwrap().len(), 1);
-        let e = sources.from_cmd("age1other").unwrap_err();
+        let e = sources.from_cmd("age1other").err().unwrap();
         assert!(e.contains("exited"), "the command failed for another recipient: {e}");
         assert!(!e.contains(&k), "{e}");
         assert_eq!(

@@ -74,7 +74,8 @@ impl Metadata {
             }
         };
         let lastmodified = text("lastmodified")?.ok_or_else(|| bad("`lastmodified` is missing".into()))?;
-        let lastmodified = go_rfc3339(&lastmodified).ok_or_else(|| bad("`lastmodified` is not an RFC 3339 time".into()))?;
+        let lastmodified =
+            go_rfc3339(&lastmodified).ok_or_else(|| bad("`lastmodified` is not an RFC 3339 time".into()))?;
         let mac = text("mac")?.unwrap_or_default();
 
         // At most one rule; none means `unencrypted_suffix: _unencrypted` (ToInternal).
@@ -240,10 +241,22 @@ mod tests {
 
     #[test]
     fn lastmodified_is_formatted_as_sops_does() {
-        assert_eq!(go_rfc3339("2022-03-15T22:11:15Z").as_deref(), Some("2022-03-15T22:11:15Z"));
-        assert_eq!(go_rfc3339("2022-03-15T22:11:15.123Z").as_deref(), Some("2022-03-15T22:11:15Z"));
-        assert_eq!(go_rfc3339("2022-03-15T22:11:15+00:00").as_deref(), Some("2022-03-15T22:11:15Z"));
-        assert_eq!(go_rfc3339("2022-03-15T23:11:15+01:00").as_deref(), Some("2022-03-15T23:11:15+01:00"));
+        assert_eq!(
+            go_rfc3339("2022-03-15T22:11:15Z").as_deref(),
+            Some("2022-03-15T22:11:15Z")
+        );
+        assert_eq!(
+            go_rfc3339("2022-03-15T22:11:15.123Z").as_deref(),
+            Some("2022-03-15T22:11:15Z")
+        );
+        assert_eq!(
+            go_rfc3339("2022-03-15T22:11:15+00:00").as_deref(),
+            Some("2022-03-15T22:11:15Z")
+        );
+        assert_eq!(
+            go_rfc3339("2022-03-15T23:11:15+01:00").as_deref(),
+            Some("2022-03-15T23:11:15+01:00")
+        );
         assert_eq!(go_rfc3339("yesterday"), None);
     }
 

@@ -254,7 +254,9 @@ fn unflatten(entries: Branch) -> Result<Value, ErrorKind> {
             node = match token {
                 Token::Map(k) => node.keys.entry(k.to_owned()).or_default(),
                 Token::List(i) => {
-                    let i = i.parse::<usize>().map_err(|_| bad(&key, "list index is not a number"))?;
+                    let i = i
+                        .parse::<usize>()
+                        .map_err(|_| bad(&key, "list index is not a number"))?;
                     node.items.entry(i).or_default()
                 }
             };
@@ -295,7 +297,8 @@ fn tokenize(path: &str) -> Vec<Token<'_>> {
 }
 
 fn convert(node: Node) -> Result<Value, String> {
-    let kinds = usize::from(node.value.is_some()) + usize::from(!node.keys.is_empty()) + usize::from(!node.items.is_empty());
+    let kinds =
+        usize::from(node.value.is_some()) + usize::from(!node.keys.is_empty()) + usize::from(!node.items.is_empty());
     if kinds > 1 {
         return Err("a key is both a value and a map or list".into());
     }
@@ -306,7 +309,12 @@ fn convert(node: Node) -> Result<Value, String> {
         if node.items.keys().copied().ne(0..node.items.len()) {
             return Err("incomplete list".into());
         }
-        return node.items.into_values().map(convert).collect::<Result<_, _>>().map(Value::List);
+        return node
+            .items
+            .into_values()
+            .map(convert)
+            .collect::<Result<_, _>>()
+            .map(Value::List);
     }
     node.keys
         .into_iter()
@@ -348,7 +356,10 @@ mod tests {
         };
         assert_eq!(age[0].get("recipient").and_then(Value::as_str), Some("r0"));
         assert_eq!(age[1].get("enc").and_then(Value::as_str), Some("e1"));
-        assert!(unflatten(vec![("age__list_1".to_owned(), Value::Null)]).is_err(), "incomplete list");
+        assert!(
+            unflatten(vec![("age__list_1".to_owned(), Value::Null)]).is_err(),
+            "incomplete list"
+        );
     }
 
     #[test]
