@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bootstrap::talos::proto::cosi::resource::meta::ResourceDefinitionSpec;
 use bootstrap::talos::proto::cosi::resource::state_client::StateClient;
-use bootstrap::talos::proto::cosi::resource::{GetRequest, ListRequest};
+use bootstrap::talos::proto::cosi::resource::{EventType, GetRequest, ListRequest, WatchOptions, WatchRequest};
 use bootstrap::talos::{CallPolicy, TalosClient};
 use prost::Message;
 use xtask::kube_sim::Behaviour;
@@ -407,6 +407,31 @@ async fn the_simulator_serves_system_information_and_disks_like_talos() {
         resolved,
         Some(("Disks.block.talos.dev".to_owned(), "runtime".to_owned()))
     );
+    // `talosctl get -w`: the current contents, then BOOTSTRAPPED (api_version 1), then silence.
+    let mut watch = state
+        .watch(WatchRequest {
+            namespace: "runtime".into(),
+            r#type: "Disks.block.talos.dev".into(),
+            id: None,
+            options: Some(WatchOptions {
+                bootstrap_contents: true,
+                ..WatchOptions::default()
+            }),
+            api_version: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = Vec::new();
+    loop {
+        let event = watch.message().await.unwrap().unwrap().event.remove(0);
+        if event.event_type == EventType::Bootstrapped as i32 {
+            break;
+        }
+        assert_eq!(event.event_type, EventType::Created as i32);
+        seen.push(event.resource.unwrap().metadata.unwrap().id);
+    }
+    assert_eq!(seen, ["nvme0n1", "nvme1n1", "sr0"]);
     assert!(!calls(&rack).contains(&"ApplyConfiguration"));
 }
 
