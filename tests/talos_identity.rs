@@ -198,7 +198,9 @@ async fn a_matching_machine_gets_its_config_with_the_one_disk_its_selector_selec
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_machine_with_another_uuid_is_refused_with_both_values_and_nothing_applied() {
     let dir = tempfile::tempdir().unwrap();
-    let inv = inventory(dir.path(), 92, SAMSUNG_980, &format!("uuid = \"{UUID}\""));
+    // A worker the network vouches for sits beside it: it is left alone too.
+    let worker = "\n[[cluster.node]]\nname = \"worker-1\"\nrole = \"worker\"\nip = \"127.92.0.21\"\nmac = \"02:00:7f:01:00:15\"\ninstall_disk = { path = \"/dev/vda\" }\n";
+    let inv = inventory(dir.path(), 92, SAMSUNG_980, &format!("uuid = \"{UUID}\"\n{worker}"));
     let other = "11111111-2222-4333-8444-555555555555";
     let rack = rack(&inv, machine(other)).await;
     let (ok, err) = tokio::task::block_in_place(|| up(&inv, &[]));
@@ -208,6 +210,11 @@ async fn a_machine_with_another_uuid_is_refused_with_both_values_and_nothing_app
         "the refusal names the node and both UUIDs:\n{err}"
     );
     assert_nothing_applied(&rack);
+    assert_eq!(
+        rack.talos_mutations(),
+        vec![],
+        "the refusal came before any node was changed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
