@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bootstrap::talos::proto::cosi::resource::meta::ResourceDefinitionSpec;
 use bootstrap::talos::proto::cosi::resource::state_client::StateClient;
-use bootstrap::talos::proto::cosi::resource::{GetRequest, ListRequest};
+use bootstrap::talos::proto::cosi::resource::{EventType, GetRequest, ListRequest, WatchOptions, WatchRequest};
 use bootstrap::talos::{CallPolicy, TalosClient};
 use prost::Message;
 use xtask::kube_sim::Behaviour;
@@ -198,7 +198,9 @@ async fn a_matching_machine_gets_its_config_with_the_one_disk_its_selector_selec
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_machine_with_another_uuid_is_refused_with_both_values_and_nothing_applied() {
     let dir = tempfile::tempdir().unwrap();
-    let inv = inventory(dir.path(), 92, SAMSUNG_980, &format!("uuid = \"{UUID}\""));
+    // A worker the network vouches for sits beside it: it is left alone too.
+    let worker = "\n[[cluster.node]]\nname = \"worker-1\"\nrole = \"worker\"\nip = \"127.92.0.21\"\nmac = \"02:00:7f:01:00:15\"\ninstall_disk = { path = \"/dev/vda\" }\n";
+    let inv = inventory(dir.path(), 92, SAMSUNG_980, &format!("uuid = \"{UUID}\"\n{worker}"));
     let other = "11111111-2222-4333-8444-555555555555";
     let rack = rack(&inv, machine(other)).await;
     let (ok, err) = tokio::task::block_in_place(|| up(&inv, &[]));
@@ -208,6 +210,11 @@ async fn a_machine_with_another_uuid_is_refused_with_both_values_and_nothing_app
         "the refusal names the node and both UUIDs:\n{err}"
     );
     assert_nothing_applied(&rack);
+    assert_eq!(
+        rack.talos_mutations(),
+        vec![],
+        "the refusal came before any node was changed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -407,6 +414,31 @@ async fn the_simulator_serves_system_information_and_disks_like_talos() {
         resolved,
         Some(("Disks.block.talos.dev".to_owned(), "runtime".to_owned()))
     );
+    // `talosctl get -w`: the current contents, then BOOTSTRAPPED (api_version 1), then silence.
+    let mut watch = state
+        .watch(WatchRequest {
+            namespace: "runtime".into(),
+            r#type: "Disks.block.talos.dev".into(),
+            id: None,
+            options: Some(WatchOptions {
+                bootstrap_contents: true,
+                ..WatchOptions::default()
+            }),
+            api_version: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = Vec::new();
+    loop {
+        let event = watch.message().await.unwrap().unwrap().event.remove(0);
+        if event.event_type == EventType::Bootstrapped as i32 {
+            break;
+        }
+        assert_eq!(event.event_type, EventType::Created as i32);
+        seen.push(event.resource.unwrap().metadata.unwrap().id);
+    }
+    assert_eq!(seen, ["nvme0n1", "nvme1n1", "sr0"]);
     assert!(!calls(&rack).contains(&"ApplyConfiguration"));
 }
 

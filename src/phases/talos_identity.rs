@@ -129,12 +129,13 @@ pub fn resolve_disks(node: &Node, reported: &[Disk]) -> Result<ResolvedDisks, St
 
 /// Reads the node's BMC's view of the machine (Redfish ComputerSystem), with
 /// the BMC's own identity check against the inventory's `[bmc]` values.
-async fn bmc_system(node: &Node) -> Result<Option<redfish::System>, String> {
+async fn bmc_system(node: &Node) -> Result<Option<redfish::System>, CheckError> {
     if node.bmc.is_none() {
         return Ok(None);
     }
-    let client = redfish::Client::for_node(node, ClientOptions::default()).map_err(|e| e.to_string())?;
-    client.login().await.map_err(|e| e.to_string())?;
+    let read = |e: redfish::Error| CheckError::Read(e.to_string());
+    let client = redfish::Client::for_node(node, ClientOptions::default()).map_err(read)?;
+    client.login().await.map_err(read)?;
     let result = async {
         let sys = redfish::system::discover(&client, node.mac).await?;
         client.check_identity(&sys)?;
@@ -144,34 +145,61 @@ async fn bmc_system(node: &Node) -> Result<Option<redfish::System>, String> {
     client.logout().await;
     result
         .map(Some)
-        .map_err(|e| format!("refusing: its BMC cannot vouch for it: {e}"))
+        .map_err(|e| CheckError::Refused(format!("refusing: its BMC cannot vouch for it: {e}")))
+}
+
+/// Why a node was not cleared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckError {
+    /// The node is not the machine, or its disks do not fit: refused.
+    Refused(String),
+    /// Reading the node or its BMC failed (unreachable, rebooting...).
+    Read(String),
+}
+
+impl std::fmt::Display for CheckError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Refused(m) | Self::Read(m) => f.write_str(m),
+        }
+    }
 }
 
 /// Reads identity and disks through `client` (a maintenance-mode connection)
 /// and checks them. Without any expected identity the network is trusted:
-/// warned about, or refused with `require_identity`.
-pub async fn check(node: &Node, client: &TalosClient, require_identity: bool) -> Result<ResolvedDisks, String> {
+/// warned about (when `warn`), or refused with `require_identity`.
+pub async fn check(
+    node: &Node,
+    client: &TalosClient,
+    require_identity: bool,
+    warn: bool,
+) -> Result<ResolvedDisks, CheckError> {
     let bmc = bmc_system(node).await?;
     let expected = expected(node, bmc.as_ref());
-    let info = client.system_information().await.map_err(|e| e.to_string())?;
+    let info = client
+        .system_information()
+        .await
+        .map_err(|e| CheckError::Read(e.to_string()))?;
     if expected.is_empty() {
         let reported = format!("UUID {:?}, serial {:?}", info.uuid, info.serial);
         if require_identity {
-            return Err(format!(
+            return Err(CheckError::Refused(format!(
                 "refusing (--require-identity): the inventory gives no uuid or serial for it and it has no [bmc]; the machine at {} reports {reported}",
                 client.addr().ip()
-            ));
+            )));
         }
-        tracing::warn!(
-            node = %node.name,
-            "no uuid, serial or [bmc] in the inventory: trusting the network that the machine at {} (reporting {reported}) is this node",
-            client.addr().ip()
-        );
+        if warn {
+            tracing::warn!(
+                node = %node.name,
+                "no uuid, serial or [bmc] in the inventory: trusting the network that the machine at {} (reporting {reported}) is this node",
+                client.addr().ip()
+            );
+        }
     } else {
-        compare(&info, &expected)?;
+        compare(&info, &expected).map_err(CheckError::Refused)?;
     }
-    let reported = client.disks().await.map_err(|e| e.to_string())?;
-    resolve_disks(node, &reported)
+    let reported = client.disks().await.map_err(|e| CheckError::Read(e.to_string()))?;
+    resolve_disks(node, &reported).map_err(CheckError::Refused)
 }
 
 #[cfg(test)]

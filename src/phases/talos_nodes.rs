@@ -53,12 +53,43 @@ struct Material {
 /// Phase -1 for Talos clusters.
 pub struct TalosNodes {
     run: Arc<ClusterRun>,
+    /// Maintenance certificate (SPKI SHA-256) each node presented when its
+    /// identity was read in `plan`: the apply must see the same one.
+    pins: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl TalosNodes {
     /// The phase for `run`.
     pub fn new(run: Arc<ClusterRun>) -> Self {
-        Self { run }
+        Self {
+            run,
+            pins: Default::default(),
+        }
+    }
+
+    /// Plan-time check of a maintenance node: the action, or the refusal.
+    async fn precheck(&self, node: &Node) -> Result<Action, String> {
+        let what = "apply machine config (maintenance mode, AUTO)";
+        let read = TalosClient::maintenance_with(&node.name, addr(node), None, policy(Duration::from_secs(10))).await;
+        let Ok((client, fingerprint)) = read else {
+            // Read again (and judged) by the apply.
+            return Ok(Action::new(PHASE, &node.name, what));
+        };
+        match talos_identity::check(node, &client, self.run.require_identity, false).await {
+            Ok(disks) => {
+                self.pins
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(node.name.clone(), fingerprint);
+                Ok(Action::new(
+                    PHASE,
+                    &node.name,
+                    format!("{what}, install disk {} (identity checked)", disks.install),
+                ))
+            }
+            Err(talos_identity::CheckError::Refused(why)) => Err(why),
+            Err(talos_identity::CheckError::Read(_)) => Ok(Action::new(PHASE, &node.name, what)),
+        }
     }
 
     fn failed(&self, message: impl std::fmt::Display) -> PhaseError {
@@ -157,29 +188,40 @@ impl TalosNodes {
     async fn configure_fresh(&self, ctx: &RunCtx, node: &Node, m: &Material) -> Result<(), String> {
         ctx.step(PHASE, &node.name, "reading hardware identity and disks");
         let quick = policy(Duration::from_secs(30));
-        let (reader, fingerprint) = TalosClient::maintenance_with(&node.name, addr(node), None, quick.clone())
+        let pinned = self
+            .pins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&node.name)
+            .cloned();
+        let connect = |pin: Option<String>| {
+            let quick = quick.clone();
+            async move {
+                TalosClient::maintenance_with(&node.name, addr(node), pin, quick)
+                    .await
+                    .map_err(|e| match e {
+                        TalosError::Tls {
+                            server_certificate: true,
+                            message,
+                            ..
+                        } => format!(
+                            "refusing: the node's certificate changed between the identity check and the apply ({message}); nothing was sent to it"
+                        ),
+                        e => e.to_string(),
+                    })
+            }
+        };
+        let (reader, fingerprint) = connect(pinned).await?;
+        let disks = talos_identity::check(node, &reader, self.run.require_identity, true)
             .await
             .map_err(|e| e.to_string())?;
-        let disks = talos_identity::check(node, &reader, self.run.require_identity).await?;
         drop(reader);
         ctx.step(
             PHASE,
             &node.name,
             &format!("applying config (install disk {})", disks.install),
         );
-        let client = TalosClient::maintenance_with(&node.name, addr(node), Some(fingerprint.clone()), quick)
-            .await
-            .map_err(|e| match e {
-                TalosError::Tls {
-                    server_certificate: true,
-                    message,
-                    ..
-                } => format!(
-                    "refusing: the node's certificate changed between the identity check and the apply ({message}); nothing was sent to it"
-                ),
-                e => e.to_string(),
-            })?
-            .0;
+        let (client, _) = connect(Some(fingerprint)).await?;
         // Recorded first: a run killed right after the apply still renders this node's config as sent.
         ctx.state
             .lock()
@@ -419,11 +461,10 @@ impl Phase for TalosNodes {
                         actions.push(Action::new(PHASE, &n.name, REAPPLY));
                     }
                 }
-                Seen::Maintenance => actions.push(Action::new(
-                    PHASE,
-                    &n.name,
-                    "check hardware identity and disks, then apply machine config (maintenance mode, AUTO)",
-                )),
+                Seen::Maintenance => match self.precheck(n).await {
+                    Ok(action) => actions.push(action),
+                    Err(why) => refused.push((n.name.clone(), why)),
+                },
                 Seen::Unreachable(why) => actions.push(Action::new(
                     PHASE,
                     &n.name,

@@ -56,7 +56,7 @@ impl Resources {
         // Types are looked up by their lower-case name in the ResourceDefinitions (access.go).
         let Some(def) = definitions
             .iter()
-            .find(|d| d.resource_type.to_ascii_lowercase() == r#type.to_ascii_lowercase())
+            .find(|d| d.resource_type.eq_ignore_ascii_case(r#type))
         else {
             return Err(Status::permission_denied(format!(
                 "resource type {:?} is not supported",
