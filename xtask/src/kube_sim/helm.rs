@@ -203,14 +203,20 @@ mod tests {
                             "spec": {"chart": {"spec": {"chart": "cilium"}}, "values": {}}});
         store.put(&releases, hr.clone());
         install(&mut store);
-        let pool = store.get(&crds, "", "ciliumloadbalancerippools.cilium.io").expect("LB IPAM always");
+        let pool = store
+            .get(&crds, "", "ciliumloadbalancerippools.cilium.io")
+            .expect("LB IPAM always");
         assert_eq!(pool["spec"]["scope"], "Cluster");
         assert_eq!(pool["spec"]["versions"][0]["name"], "v2");
         assert!(store.get(&crds, "", "ciliumbgpclusterconfigs.cilium.io").is_none());
         hr["spec"]["values"] = json!({"bgpControlPlane": {"enabled": true}});
         store.put(&releases, hr);
         install(&mut store);
-        for name in ["ciliumbgpclusterconfigs", "ciliumbgppeerconfigs", "ciliumbgpadvertisements"] {
+        for name in [
+            "ciliumbgpclusterconfigs",
+            "ciliumbgppeerconfigs",
+            "ciliumbgpadvertisements",
+        ] {
             assert!(store.get(&crds, "", &format!("{name}.cilium.io")).is_some(), "{name}");
         }
     }
