@@ -133,7 +133,7 @@ pub fn install(store: &mut Store) {
             .unwrap_or("default");
         let mut chart_crds: Vec<Value> = c.crds.iter().map(|(g, k, p)| crd(g, k, p, release)).collect();
         if c.workloads.contains(&("Deployment", "cilium-operator")) {
-            chart_crds.extend(cilium_operator_crds(&hr, release));
+            chart_crds.extend(cilium_operator_crds(hr, release));
         }
         for o in chart_crds {
             if store
