@@ -248,6 +248,10 @@ async fn flux_takes_over_and_a_second_run_changes_nothing() {
     assert!(env.helm_release("argocd", "argo-cd").is_none());
     let ds = env.object("apps", "daemonsets", "kube-system", "cilium").unwrap();
     assert!(ds["status"]["numberAvailable"].as_i64() >= Some(1), "{ds}");
+    let pool = env
+        .object("cilium.io", "ciliumloadbalancerippools", "", "lb-pool")
+        .expect("the inventory's lb_pool as a Cilium pool");
+    assert_eq!(pool["spec"]["blocks"][0]["start"], "127.1.0.200");
     let root = env
         .object(
             "kustomize.toolkit.fluxcd.io",
@@ -566,7 +570,8 @@ fn shared(rel: &str) -> std::path::PathBuf {
 
 /// The structural schema Cilium's CRD declares for `version`, as a JSON Schema.
 fn crd_schema(file: &str, version: &str) -> jsonschema::Validator {
-    let crd: Value = serde_yaml::from_str(&std::fs::read_to_string(shared(&format!("cilium/{file}"))).unwrap()).unwrap();
+    let crd: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(shared(&format!("cilium/{file}"))).unwrap()).unwrap();
     let v = crd["spec"]["versions"]
         .as_array()
         .unwrap()
@@ -579,7 +584,10 @@ fn crd_schema(file: &str, version: &str) -> jsonschema::Validator {
 }
 
 fn schema_errors(schema: &jsonschema::Validator, obj: &Value) -> Vec<String> {
-    schema.iter_errors(obj).map(|e| format!("{e} at {}", e.instance_path())).collect()
+    schema
+        .iter_errors(obj)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect()
 }
 
 const BGP_NETWORK: &str = "lb_pool = \"127.1.0.200-127.1.0.220\"\nbgp_asn = 64512\nbgp_peers = [{ address = \"127.1.0.1\", asn = 64513 }, { address = \"127.1.0.2\", asn = 64514 }]\n";
@@ -604,9 +612,16 @@ async fn the_inventorys_network_promises_become_cilium_objects_and_cluster_setti
     env.up().await.unwrap();
 
     let cilium = "cilium.io";
-    let pool = env.object(cilium, "ciliumloadbalancerippools", "", "lb-pool").expect("the LB pool");
-    assert_eq!(pool["spec"]["blocks"], serde_json::json!([{"start": "127.1.0.200", "stop": "127.1.0.220"}]));
-    let cluster = env.object(cilium, "ciliumbgpclusterconfigs", "", "bgp").expect("BGP cluster config");
+    let pool = env
+        .object(cilium, "ciliumloadbalancerippools", "", "lb-pool")
+        .expect("the LB pool");
+    assert_eq!(
+        pool["spec"]["blocks"],
+        serde_json::json!([{"start": "127.1.0.200", "stop": "127.1.0.220"}])
+    );
+    let cluster = env
+        .object(cilium, "ciliumbgpclusterconfigs", "", "bgp")
+        .expect("BGP cluster config");
     let instance = &cluster["spec"]["bgpInstances"][0];
     assert_eq!(instance["localASN"], 64512);
     let peers: Vec<(&str, i64)> = instance["peers"]
@@ -616,20 +631,28 @@ async fn the_inventorys_network_promises_become_cilium_objects_and_cluster_setti
         .map(|p| (p["peerAddress"].as_str().unwrap(), p["peerASN"].as_i64().unwrap()))
         .collect();
     assert_eq!(peers, [("127.1.0.1", 64513), ("127.1.0.2", 64514)]);
-    let peer = env.object(cilium, "ciliumbgppeerconfigs", "", "bgp-peer").expect("peer config");
+    let peer = env
+        .object(cilium, "ciliumbgppeerconfigs", "", "bgp-peer")
+        .expect("peer config");
     let adv = env
         .object(cilium, "ciliumbgpadvertisements", "", "bgp-loadbalancer")
         .expect("advertisement");
     // The peer config selects the advertisement, which advertises LoadBalancer IPs.
     let selector = &peer["spec"]["families"][0]["advertisements"]["matchLabels"];
     for (k, v) in selector.as_object().unwrap() {
-        assert_eq!(&adv["metadata"]["labels"][k], v, "the peer config selects the advertisement");
+        assert_eq!(
+            &adv["metadata"]["labels"][k], v,
+            "the peer config selects the advertisement"
+        );
     }
     assert_eq!(instance["peers"][0]["peerConfigRef"]["name"], "bgp-peer");
     let a = &adv["spec"]["advertisements"][0];
     assert_eq!(a["advertisementType"], "Service");
     assert_eq!(a["service"]["addresses"], serde_json::json!(["LoadBalancerIP"]));
-    assert!(a.get("selector").is_some(), "without a selector no Service is advertised");
+    assert!(
+        a.get("selector").is_some(),
+        "without a selector no Service is advertised"
+    );
 
     // Against Cilium's own structural schemas (v2, the storage version).
     for (file, obj) in [
@@ -651,7 +674,8 @@ async fn the_inventorys_network_promises_become_cilium_objects_and_cluster_setti
     // The chart values turn the BGP control plane on, and validate against the chart's schema.
     let values = &env.helm_release("kube-system", "cilium").unwrap()["spec"]["values"];
     assert_eq!(values["bgpControlPlane"]["enabled"], true);
-    let chart: Value = serde_json::from_str(&std::fs::read_to_string(shared("cilium/values.schema.json")).unwrap()).unwrap();
+    let chart: Value =
+        serde_json::from_str(&std::fs::read_to_string(shared("cilium/values.schema.json")).unwrap()).unwrap();
     let errors = schema_errors(&jsonschema::draft7::options().build(&chart).unwrap(), values);
     assert!(errors.is_empty(), "values.schema.json: {errors:#?}");
 
@@ -676,20 +700,36 @@ async fn the_inventorys_network_promises_become_cilium_objects_and_cluster_setti
         assert_eq!(settings["data"][k], v, "{k}");
     }
     let root = env
-        .object("kustomize.toolkit.fluxcd.io", "kustomizations", "flux-system", "flux-system")
+        .object(
+            "kustomize.toolkit.fluxcd.io",
+            "kustomizations",
+            "flux-system",
+            "flux-system",
+        )
         .unwrap();
     assert_eq!(
         root["spec"]["postBuild"]["substituteFrom"],
         serde_json::json!([{"kind": "ConfigMap", "name": "cluster-settings"}])
     );
     let patch: Value = serde_yaml::from_str(root["spec"]["patches"][0]["patch"].as_str().unwrap()).unwrap();
-    assert_eq!(patch["spec"]["postBuild"], root["spec"]["postBuild"], "child Kustomizations substitute too");
+    assert_eq!(
+        patch["spec"]["postBuild"], root["spec"]["postBuild"],
+        "child Kustomizations substitute too"
+    );
 
     // Spegel: its own privileged namespace, Talos's hosts directory, nothing to prepend.
     let ns = env.object("", "namespaces", "", "spegel").expect("spegel namespace");
-    assert_eq!(ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "privileged");
-    let spegel = env.helm_release("spegel", "spegel").expect("the Spegel release in its namespace");
-    assert_eq!(spegel["spec"]["values"]["spegel"]["containerdRegistryConfigPath"], "/etc/cri/conf.d/hosts");
+    assert_eq!(
+        ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "privileged"
+    );
+    let spegel = env
+        .helm_release("spegel", "spegel")
+        .expect("the Spegel release in its namespace");
+    assert_eq!(
+        spegel["spec"]["values"]["spegel"]["containerdRegistryConfigPath"],
+        "/etc/cri/conf.d/hosts"
+    );
     assert_eq!(spegel["spec"]["values"]["spegel"]["prependExisting"], false);
 
     env.sim.clear_requests();

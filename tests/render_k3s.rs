@@ -234,9 +234,16 @@ fn k3s_with_the_embedded_registry_gets_no_spegel_chart_and_shares_every_registry
     assert!(agent.get("embedded-registry").is_none(), "a server flag");
     for node in ["k8s-master-01", "k8s-worker-01"] {
         let reg = yaml(&r, &format!("homelab/{node}/registries.yaml"));
-        assert_eq!(reg["mirrors"]["*"], serde_yaml::Value::Mapping(serde_yaml::Mapping::new()), "{node}: share all registries");
+        assert_eq!(
+            reg["mirrors"]["*"],
+            serde_yaml::Value::Mapping(serde_yaml::Mapping::new()),
+            "{node}: share all registries"
+        );
         let script = text(&r, &format!("homelab/{node}/install.sh"));
-        assert!(script.contains(text(&r, &format!("homelab/{node}/registries.yaml"))), "{node}");
+        assert!(
+            script.contains(text(&r, &format!("homelab/{node}/registries.yaml"))),
+            "{node}"
+        );
     }
     assert!(
         !release_names(&inv.clusters[0]).contains(&"spegel".to_owned()),
@@ -253,9 +260,15 @@ fn older_k3s_gets_the_spegel_chart_with_k3s_containerd_paths() {
     let c = homelab_with(dir.path(), |t| t.replace("v1.34.2+k3s1\" }", "v1.29.11+k3s1\" }"));
     assert_eq!(c.versions.k3s, "v1.29.11+k3s1");
     let releases = manifests::releases(&catalog::core(), &c, None).unwrap();
-    let spegel = releases.iter().find(|r| r.name == "spegel").expect("the chart on older k3s");
+    let spegel = releases
+        .iter()
+        .find(|r| r.name == "spegel")
+        .expect("the chart on older k3s");
     let values = &spegel.objects[1]["spec"]["values"]["spegel"];
-    assert_eq!(values["containerdRegistryConfigPath"], "/var/lib/rancher/k3s/agent/etc/containerd/certs.d");
+    assert_eq!(
+        values["containerdRegistryConfigPath"],
+        "/var/lib/rancher/k3s/agent/etc/containerd/certs.d"
+    );
     assert_eq!(values["containerdSock"], "/run/k3s/containerd/containerd.sock");
     assert_eq!(
         values["containerdContentPath"],

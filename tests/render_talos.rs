@@ -306,7 +306,10 @@ fn every_machine_config_keeps_unpacked_layers_for_spegel() {
     let (_, r) = render_inventory("inventory/prod-talos.toml");
     for (path, f) in r.files.iter().filter(|(p, _)| p.file_name().unwrap() != "talosconfig") {
         let docs = documents(std::str::from_utf8(&f.bytes).unwrap());
-        let files = doc(&docs, None)["machine"]["files"].as_array().cloned().unwrap_or_default();
+        let files = doc(&docs, None)["machine"]["files"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let part = files
             .iter()
             .find(|f| f["path"] == "/etc/cri/conf.d/20-customization.part")
@@ -326,9 +329,11 @@ fn every_machine_config_keeps_unpacked_layers_for_spegel() {
 fn with_registries(dir: &std::path::Path) -> bootstrap::inventory::Cluster {
     let ca = rcgen::generate_simple_self_signed(vec!["mirror.example".into()]).unwrap();
     std::fs::write(dir.join("mirror-ca.pem"), ca.cert.pem()).unwrap();
-    let text = std::fs::read_to_string(repo("inventory/simulated.toml")).unwrap().replace(
-        "[cluster.gitops]",
-        r#"[cluster.registries."docker.io"]
+    let text = std::fs::read_to_string(repo("inventory/simulated.toml"))
+        .unwrap()
+        .replace(
+            "[cluster.gitops]",
+            r#"[cluster.registries."docker.io"]
 mirrors = ["https://mirror.example:5000", "http://cache.example/docker"]
 ca = "file:mirror-ca.pem"
 
@@ -337,7 +342,7 @@ mirrors = ["https://harbor.example/v2/ghcr.io"]
 override_path = true
 
 [cluster.gitops]"#,
-    );
+        );
     let path = dir.join("inventory.toml");
     std::fs::write(&path, text).unwrap();
     bootstrap::inventory::load(&path).unwrap().inventory.clusters.remove(0)
@@ -353,7 +358,10 @@ fn registry_mirrors_become_talos_mirror_and_tls_documents_valid_against_the_sche
     for node in ["cp-1", "worker-1"] {
         let docs = documents(text(&r, &format!("sim/{node}.yaml")));
         for d in &docs {
-            let errors: Vec<String> = schema.iter_errors(d).map(|e| format!("{e} at {}", e.instance_path())).collect();
+            let errors: Vec<String> = schema
+                .iter_errors(d)
+                .map(|e| format!("{e} at {}", e.instance_path()))
+                .collect();
             assert!(errors.is_empty(), "{node}: {d}: {errors:#?}");
         }
         let mirrors: Vec<&serde_json::Value> = docs.iter().filter(|d| d["kind"] == "RegistryMirrorConfig").collect();
@@ -370,7 +378,10 @@ fn registry_mirrors_become_talos_mirror_and_tls_documents_valid_against_the_sche
         );
         let tls: Vec<&serde_json::Value> = docs.iter().filter(|d| d["kind"] == "RegistryTLSConfig").collect();
         assert_eq!(tls.len(), 1, "a CA for the https mirror host only: {tls:?}");
-        assert_eq!(tls[0]["name"], "mirror.example:5000", "keyed by the endpoint's host:port");
+        assert_eq!(
+            tls[0]["name"], "mirror.example:5000",
+            "keyed by the endpoint's host:port"
+        );
         assert_eq!(tls[0]["ca"].as_str().map(str::trim_end), Some(ca.trim_end()));
         assert!(
             doc(&docs, None)["machine"].get("registries").is_none(),

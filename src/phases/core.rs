@@ -228,9 +228,7 @@ impl Phase for Core {
         let d = self.desired()?;
         let client = self.run.kube(ctx).await?;
         ctx.step(PHASE, CLUSTER, "comparing Flux controllers and releases");
-        let pending = objects::pending(&client, d.first())
-            .await
-            .map_err(|e| self.failed(e))?;
+        let pending = objects::pending(&client, d.first()).await.map_err(|e| self.failed(e))?;
         ctx.step(PHASE, CLUSTER, &format!("applying {} object(s)", pending.len()));
         objects::apply(&client, &pending, self.run.timeouts.workload)
             .await

@@ -69,7 +69,7 @@ fn render_values(r: &Release, cluster: &Cluster) -> Result<Value, String> {
         .render_str(
             &r.values,
             minijinja::context! { api_host => host, api_port => port, dns_ip => dns_ip(cluster),
-                                  ..super::chart_context::values_context(cluster) },
+            ..super::chart_context::values_context(cluster) },
         )
         .map_err(|e| format!("release {}: values template: {e}", r.name))?;
     let v: serde_yaml::Value =

@@ -41,7 +41,9 @@ const CILIUM: &str = "cilium.io/v2";
 
 /// `10.0.0.1` → `10-0-0-1`, for object and peer names.
 fn dashed(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect()
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
 }
 
 /// The Cilium objects `cluster` gets: none without Cilium, a pool with
@@ -116,8 +118,13 @@ pub fn check_cni_values(cluster: &Cluster, releases: &[ReleaseObjects]) -> Resul
         return Ok(());
     }
     for r in releases.iter().filter(|r| r.cni) {
-        let Some(hr) = r.objects.iter().find(|o| o["kind"] == "HelmRelease") else { continue };
-        let external = hr.pointer("/spec/valuesFrom").and_then(Value::as_array).is_some_and(|v| !v.is_empty());
+        let Some(hr) = r.objects.iter().find(|o| o["kind"] == "HelmRelease") else {
+            continue;
+        };
+        let external = hr
+            .pointer("/spec/valuesFrom")
+            .and_then(Value::as_array)
+            .is_some_and(|v| !v.is_empty());
         if !external && hr.pointer("/spec/values/bgpControlPlane/enabled") != Some(&Value::Bool(true)) {
             return Err(format!(
                 "the inventory's bgp_peers need Cilium's BGP control plane, but the HelmRelease {}/{} from {} does not set values.bgpControlPlane.enabled: true",

@@ -35,7 +35,8 @@ use crate::inventory::{Cluster, Distribution, Registry};
 pub const TALOS_CRI_CUSTOMIZATION_PATH: &str = "/etc/cri/conf.d/20-customization.part";
 /// Keeps unpacked layers, so each node can serve every layer of its images to peers
 /// (spegel website, "Compatibility": `discard_unpacked_layers = false`).
-pub const TALOS_CRI_CUSTOMIZATION: &str = "[plugins.\"io.containerd.cri.v1.images\"]\n  discard_unpacked_layers = false\n";
+pub const TALOS_CRI_CUSTOMIZATION: &str =
+    "[plugins.\"io.containerd.cri.v1.images\"]\n  discard_unpacked_layers = false\n";
 /// `registries.yaml` on every k3s node (k3s docs `private-registry.md`).
 pub const K3S_REGISTRIES: &str = "/etc/rancher/k3s/registries.yaml";
 /// Where registry CA files are installed on k3s nodes (`registries.yaml` names them).
@@ -95,8 +96,14 @@ pub fn uses_k3s_embedded_registry(cluster: &Cluster) -> bool {
 /// The CA file of a registry, checked to hold PEM certificates.
 fn ca_pem(cluster: &Cluster, r: &Registry) -> Result<Option<String>> {
     let Some(path) = &r.ca else { return Ok(None) };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cluster {}: registry `{}`: CA file {}", cluster.name, r.name, path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cluster {}: registry `{}`: CA file {}",
+            cluster.name,
+            r.name,
+            path.display()
+        )
+    })?;
     let blocks = pem::parse_many(&text).unwrap_or_default();
     if blocks.is_empty() || blocks.iter().any(|b| b.tag() != "CERTIFICATE") {
         bail!(
@@ -159,7 +166,13 @@ pub struct K3sRegistries {
 fn k3s_ca_path(host: &str) -> String {
     let safe: String = host
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("{K3S_REGISTRY_CA_DIR}/{safe}.pem")
 }
@@ -191,7 +204,11 @@ pub fn k3s_registries(cluster: &Cluster) -> Result<Option<K3sRegistries>> {
     let mut ca_files: Vec<(String, String)> = vec![];
     for r in &cluster.registries {
         let endpoint: Vec<String> = r.mirrors.iter().map(|m| k3s_endpoint(r, &m.url, &m.path)).collect();
-        let entry = if endpoint.is_empty() { json!({}) } else { json!({"endpoint": endpoint}) };
+        let entry = if endpoint.is_empty() {
+            json!({})
+        } else {
+            json!({"endpoint": endpoint})
+        };
         mirrors.insert(r.name.clone(), entry);
         if let Some(ca) = ca_pem(cluster, r)? {
             for m in r.mirrors.iter().filter(|m| m.url.starts_with("https://")) {

@@ -63,8 +63,7 @@ fn is_registry_host(s: &str) -> bool {
         }
     };
     let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
-    let host_ok =
-        host.is_none_or(|h| h.parse::<std::net::Ipv4Addr>().is_ok() || is_dns_name(&h.to_ascii_lowercase()));
+    let host_ok = host.is_none_or(|h| h.parse::<std::net::Ipv4Addr>().is_ok() || is_dns_name(&h.to_ascii_lowercase()));
     port_ok && host_ok
 }
 
