@@ -323,7 +323,10 @@ impl KubeSim {
     /// Every stored object of one collection, all namespaces.
     pub fn list(&self, group: &str, resource: &str) -> Vec<Value> {
         let store = self.shared.store.lock().expect("store lock");
-        store.list(&GroupResource::new(group, resource), None).cloned().collect()
+        store
+            .list(&GroupResource::new(group, resource), None)
+            .cloned()
+            .collect()
     }
 
     /// The current cluster-wide resourceVersion.
