@@ -141,6 +141,7 @@ impl Env {
             limit: Default::default(),
             merge_kubeconfig: false,
             accept_new,
+            require_identity: false,
             timeouts: Timeouts {
                 node: t,
                 api: t,
