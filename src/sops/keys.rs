@@ -16,7 +16,8 @@ use std::str::FromStr;
 use super::error::ErrorKind;
 
 /// The places identities may come from (normally [`KeySources::from_env`]).
-#[derive(Debug, Clone, Default)]
+/// `Debug` shows whether `SOPS_AGE_KEY` is set, never its keys.
+#[derive(Clone, Default)]
 pub struct KeySources {
     /// `SOPS_AGE_KEY`: the identities themselves.
     pub age_key: Option<String>,
@@ -26,6 +27,17 @@ pub struct KeySources {
     pub age_key_cmd: Option<String>,
     /// The user config dir (`sops/age/keys.txt` is looked for inside); `None` when undetermined.
     pub config_dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for KeySources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySources")
+            .field("age_key", &self.age_key.as_ref().map(|_| "***"))
+            .field("age_key_file", &self.age_key_file)
+            .field("age_key_cmd", &self.age_key_cmd)
+            .field("config_dir", &self.config_dir)
+            .finish()
+    }
 }
 
 /// Parsed identities and where they were looked for.
@@ -241,6 +253,10 @@ mod tests {
             age_key_cmd: None,
             config_dir: Some(cfg),
         };
+        assert!(
+            !format!("{sources:?}").contains("AGE-SECRET-KEY"),
+            "Debug hides SOPS_AGE_KEY"
+        );
         let ids = sources.load().unwrap();
         assert_eq!(ids.ids.len(), 4);
         assert_eq!(ids.searched.len(), 3);
