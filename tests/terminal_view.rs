@@ -80,7 +80,7 @@ fn spinners(screen: &str) -> Vec<&str> {
 fn inventory_file(dir: &Path) -> PathBuf {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/inventory/simulated.toml"))
         .unwrap()
-        .replace("127.1.0.", "127.90.0.");
+        .replace("127.1.0.", "127.89.0.");
     let path = dir.join("rack.toml");
     std::fs::write(&path, text).unwrap();
     path
