@@ -464,9 +464,10 @@ metadata:
   annotations: {{kube-sim.bootstrap.dev/hold: "{hold}"}}
 spec:
   replicas: 1
-  selector: {{matchLabels: {{app: cilium-operator}}}}
+  # The selector the cilium chart's operator Deployment has (immutable once created).
+  selector: {{matchLabels: {{app.kubernetes.io/name: cilium-operator, app.kubernetes.io/instance: cilium}}}}
   template:
-    metadata: {{labels: {{app: cilium-operator}}}}
+    metadata: {{labels: {{app.kubernetes.io/name: cilium-operator, app.kubernetes.io/instance: cilium}}}}
     spec: {{containers: [{{name: operator, image: sim.invalid/cilium-operator}}]}}
 "#
     )
@@ -709,11 +710,13 @@ async fn the_inventorys_network_promises_become_cilium_objects_and_cluster_setti
         .unwrap();
     assert_eq!(
         root["spec"]["postBuild"]["substituteFrom"],
-        serde_json::json!([{"kind": "ConfigMap", "name": "cluster-settings"}])
+        // `optional: false` is the CRD's default, which the API server fills in.
+        serde_json::json!([{"kind": "ConfigMap", "name": "cluster-settings", "optional": false}])
     );
     let patch: Value = serde_yaml::from_str(root["spec"]["patches"][0]["patch"].as_str().unwrap()).unwrap();
     assert_eq!(
-        patch["spec"]["postBuild"], root["spec"]["postBuild"],
+        patch["spec"]["postBuild"]["substituteFrom"],
+        serde_json::json!([{"kind": "ConfigMap", "name": "cluster-settings"}]),
         "child Kustomizations substitute too"
     );
 

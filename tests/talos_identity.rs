@@ -42,7 +42,7 @@ service_cidr = "10.96.0.0/16"
 
 [cluster.gitops]
 engine = "flux"
-repository = "ssh://git@git.sim.invalid/rack/gitops.git"
+repository = "https://git.sim.invalid/rack/gitops.git"
 path = "./clusters/sim"
 
 [[cluster.node]]
