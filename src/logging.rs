@@ -4,6 +4,20 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Global, Output};
 
+/// stderr, written with the spinners hidden and redrawn below the line.
+struct StderrAboveSpinners;
+
+impl std::io::Write for StderrAboveSpinners {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        crate::engine::progress::multi().suspend(|| std::io::stderr().write_all(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// Installs the global subscriber once; later calls are no-ops.
 pub fn init(global: &Global) {
     let default = match (global.quiet, global.verbose) {
@@ -24,7 +38,7 @@ pub fn init(global: &Global) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| StderrAboveSpinners)
         .with_target(false);
     let _ = match global.output {
         Output::Json => builder.json().try_init(),

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -67,6 +67,14 @@ impl Style {
     }
 }
 
+/// The process's one set of spinners: every [`Reporter`] draws into it, and
+/// log lines are written through it ([`crate::logging`]), so a warning printed
+/// while spinners run never leaves a frozen copy of them on screen.
+pub fn multi() -> &'static MultiProgress {
+    static MULTI: OnceLock<MultiProgress> = OnceLock::new();
+    MULTI.get_or_init(MultiProgress::new)
+}
+
 /// A target's spinner while it works.
 struct Line {
     bar: ProgressBar,
@@ -88,7 +96,7 @@ impl Reporter {
     pub fn new(style: Style) -> Self {
         Self {
             style,
-            multi: MultiProgress::new(),
+            multi: multi().clone(),
             bars: Mutex::new(HashMap::new()),
             timings: Mutex::new(Vec::new()),
             started: Mutex::new(HashMap::new()),
