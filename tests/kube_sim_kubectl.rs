@@ -592,6 +592,13 @@ async fn explain() {
 #[tokio::test(flavor = "multi_thread")]
 async fn rollout_status() {
     let c = cluster!("rollout_status");
+    // Pods run only on a Ready node: one whose network is up (here the
+    // distribution's built-in CNI, as k3s's flannel).
+    c.sim.set_behaviour(xtask::kube_sim::Behaviour {
+        cni_daemonset: None,
+        ..Default::default()
+    });
+    c.sim.register_node("worker-1");
     c.ok(&["apply", "--server-side", "-f", "-"], Some(DEPLOYMENT));
     let out = c.ok(&["rollout", "status", "deployment/web", "--timeout=60s"], None);
     assert!(out.contains("successfully rolled out"), "{out}");
