@@ -272,7 +272,11 @@ fn register_cilium_crds(store: &mut Store, values: &Value) {
     let crds = GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions");
     let mut plurals = vec!["ciliumloadbalancerippools"];
     if values.pointer("/bgpControlPlane/enabled") == Some(&Value::Bool(true)) {
-        plurals.extend(["ciliumbgpclusterconfigs", "ciliumbgppeerconfigs", "ciliumbgpadvertisements"]);
+        plurals.extend([
+            "ciliumbgpclusterconfigs",
+            "ciliumbgppeerconfigs",
+            "ciliumbgpadvertisements",
+        ]);
     }
     for plural in plurals {
         if store.get(&crds, "", &format!("{plural}.cilium.io")).is_some() {
@@ -287,7 +291,10 @@ fn register_cilium_crds(store: &mut Store, values: &Value) {
                 crd["metadata"]["generation"] = json!(1);
                 store.put(&crds, crd);
             }
-            Err(e) => tracing::warn!("kube-sim: cannot register {plural}.cilium.io from {}: {e}", path.display()),
+            Err(e) => tracing::warn!(
+                "kube-sim: cannot register {plural}.cilium.io from {}: {e}",
+                path.display()
+            ),
         }
     }
 }
@@ -324,12 +331,17 @@ mod tests {
             .expect("LB IPAM always");
         assert_eq!(pool["spec"]["scope"], "Cluster");
         assert!(
-            pool.pointer("/spec/versions/0/schema/openAPIV3Schema/properties/spec").is_some(),
+            pool.pointer("/spec/versions/0/schema/openAPIV3Schema/properties/spec")
+                .is_some(),
             "upstream's schema, not a stub"
         );
         assert!(store.get(&crds, "", "ciliumbgpclusterconfigs.cilium.io").is_none());
         register_cilium_crds(&mut store, &json!({"bgpControlPlane": {"enabled": true}}));
-        for name in ["ciliumbgpclusterconfigs", "ciliumbgppeerconfigs", "ciliumbgpadvertisements"] {
+        for name in [
+            "ciliumbgpclusterconfigs",
+            "ciliumbgppeerconfigs",
+            "ciliumbgpadvertisements",
+        ] {
             assert!(store.get(&crds, "", &format!("{name}.cilium.io")).is_some(), "{name}");
         }
     }
