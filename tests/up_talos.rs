@@ -478,8 +478,16 @@ async fn up_decrypts_sops_references_and_without_an_identity_touches_no_node() {
     // The operator's identity opens the file; the file holds the key Flux gets.
     let operator = sops_support::keygen(dir.path(), "operator-age.txt");
     let flux = sops_support::keygen(dir.path(), "flux-age.txt");
-    let deploy_key =
-        "-----BEGIN OPENSSH PRIVATE KEY-----\nsimulated-sops-deploy-key\n-----END OPENSSH PRIVATE KEY-----";
+    // A real deploy key (phase 0 derives `identity.pub` from it), made by OpenSSH's ssh-keygen.
+    let key_path = dir.path().join("deploy-key");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "", "-f"])
+        .arg(&key_path)
+        .status()
+        .expect("ssh-keygen (openssh-client) runs");
+    assert!(made.success(), "ssh-keygen failed");
+    let deploy_key = std::fs::read_to_string(&key_path).unwrap();
+    let deploy_key = deploy_key.trim_end();
     let doc = serde_json::json!({"flux": {"age_key": flux.secret()}, "git": {"deploy_key": deploy_key}});
     let sealed = sops_support::Writer::new(&[&operator]).yaml(&doc.to_string());
     std::fs::write(dir.path().join("secrets.sops.yaml"), sealed).unwrap();

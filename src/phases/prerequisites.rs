@@ -41,11 +41,16 @@ pub fn preflight(cluster: &Cluster) -> Result<(), String> {
     let mut failures = Vec::new();
     for s in &catalog::prerequisites().secrets {
         match reference(cluster, s) {
-            Ok(Some(r)) => {
-                if let Err(e) = r.resolve() {
-                    failures.push(format!("secret {}/{}: {e}", s.namespace, s.name));
+            Ok(Some(r)) => match r.resolve() {
+                Err(e) => failures.push(format!("secret {}/{}: {e}", s.namespace, s.name)),
+                // A key phase 0 derives a public key from must parse now, not after phase -1.
+                Ok(value) if s.public_key.is_some() => {
+                    if let Err(e) = public_key(value.expose()) {
+                        failures.push(format!("secret {}/{}: {} ({r}): {e}", s.namespace, s.name, s.from));
+                    }
                 }
-            }
+                Ok(_) => {}
+            },
             Ok(None) => {}
             Err(e) => failures.push(e),
         }
