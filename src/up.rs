@@ -178,10 +178,18 @@ pub(crate) async fn run_cluster(
     if mode != Mode::Plan {
         // Secrets first: a reference that cannot be read (a SOPS file without a
         // matching identity, a MAC mismatch) stops `up` before any node is touched.
-        phases::prerequisites::preflight(&run.cluster).map_err(|message| PhaseError::Failed {
+        let failed = |message| PhaseError::Failed {
             phase: "prerequisites".into(),
             message,
-        })?;
+        };
+        phases::prerequisites::preflight(&run.cluster).map_err(failed)?;
+        // The Git host's key too (read, never pinned here): an unknown or
+        // changed key is refused before phase -1, not after it.
+        if phases::prerequisites::needs_known_hosts(&run.cluster) {
+            phases::git_host::known_hosts(&run.cluster, &run.cluster_dir(), run.accept_new, false)
+                .await
+                .map_err(|e| failed(format!("{e}; nothing was changed")))?;
+        }
     }
     if args.provision && mode != Mode::Plan {
         provision(&run, &ctx).await?;
