@@ -448,6 +448,20 @@ impl Phase for TalosNodes {
             let state = ctx.state.lock().await;
             (state.state().applied.clone(), state.state().install_disks.clone())
         };
+        // Identity and disk reads of maintenance nodes, `--concurrency` at a time.
+        type Precheck<'a> = std::pin::Pin<Box<dyn Future<Output = (String, Result<Action, String>)> + Send + 'a>>;
+        let checks: Vec<Precheck<'_>> = seen
+            .iter()
+            .filter(|(_, s)| *s == Seen::Maintenance)
+            .map(|(n, _)| Box::pin(async move { (n.name.clone(), self.precheck(n).await) }) as Precheck<'_>)
+            .collect();
+        let mut prechecks: std::collections::HashMap<String, Result<Action, String>> = {
+            use futures::StreamExt;
+            futures::stream::iter(checks)
+                .buffer_unordered(ctx.concurrency.max(1))
+                .collect()
+                .await
+        };
         for (n, s) in &seen {
             match s {
                 Seen::Ours { .. } => {
@@ -461,7 +475,7 @@ impl Phase for TalosNodes {
                         actions.push(Action::new(PHASE, &n.name, REAPPLY));
                     }
                 }
-                Seen::Maintenance => match self.precheck(n).await {
+                Seen::Maintenance => match prechecks.remove(&n.name).expect("prechecked above") {
                     Ok(action) => actions.push(action),
                     Err(why) => refused.push((n.name.clone(), why)),
                 },
