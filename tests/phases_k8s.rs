@@ -572,7 +572,7 @@ fn shared(rel: &str) -> std::path::PathBuf {
 /// The structural schema Cilium's CRD declares for `version`, as a JSON Schema.
 fn crd_schema(file: &str, version: &str) -> jsonschema::Validator {
     let crd: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(shared(&format!("cilium/{file}"))).unwrap()).unwrap();
+        yaml_serde::from_str(&std::fs::read_to_string(shared(&format!("cilium/{file}"))).unwrap()).unwrap();
     let v = crd["spec"]["versions"]
         .as_array()
         .unwrap()
@@ -713,7 +713,7 @@ async fn the_inventorys_network_promises_become_cilium_objects_and_cluster_setti
         // `optional: false` is the CRD's default, which the API server fills in.
         serde_json::json!([{"kind": "ConfigMap", "name": "cluster-settings", "optional": false}])
     );
-    let patch: Value = serde_yaml::from_str(root["spec"]["patches"][0]["patch"].as_str().unwrap()).unwrap();
+    let patch: Value = yaml_serde::from_str(root["spec"]["patches"][0]["patch"].as_str().unwrap()).unwrap();
     assert_eq!(
         patch["spec"]["postBuild"]["substituteFrom"],
         serde_json::json!([{"kind": "ConfigMap", "name": "cluster-settings"}]),

@@ -24,8 +24,8 @@ fn text<'a>(r: &'a render::Rendered, path: &str) -> &'a str {
     std::str::from_utf8(&r.files.get(Path::new(path)).unwrap_or_else(|| panic!("{path}")).bytes).unwrap()
 }
 
-fn yaml(r: &render::Rendered, path: &str) -> serde_yaml::Value {
-    serde_yaml::from_str(text(r, path)).unwrap()
+fn yaml(r: &render::Rendered, path: &str) -> yaml_serde::Value {
+    yaml_serde::from_str(text(r, path)).unwrap()
 }
 
 #[test]
@@ -36,23 +36,23 @@ fn node_configs_follow_the_inventory() {
     };
     let first = yaml(&r, "homelab/k8s-master-01/config.yaml");
     assert_eq!(first["token"].as_str(), Some(s.k3s.token.as_str()));
-    assert_eq!(first["cluster-init"], serde_yaml::Value::Bool(true));
+    assert_eq!(first["cluster-init"], yaml_serde::Value::Bool(true));
     assert!(first.get("server").is_none(), "the first server joins nobody");
     assert_eq!(first["node-ip"], "192.168.1.10");
     assert_eq!(first["cluster-cidr"], "10.244.0.0/16");
     assert_eq!(first["service-cidr"], "10.96.0.0/16");
     assert_eq!(
         first["disable"],
-        serde_yaml::to_value(["traefik", "servicelb"]).unwrap()
+        yaml_serde::to_value(["traefik", "servicelb"]).unwrap()
     );
-    assert_eq!(first["tls-san"], serde_yaml::to_value(["192.168.1.10"]).unwrap());
+    assert_eq!(first["tls-san"], yaml_serde::to_value(["192.168.1.10"]).unwrap());
     assert!(first.get("flannel-backend").is_none(), "homelab keeps flannel");
     let w2 = yaml(&r, "homelab/k8s-worker-02/config.yaml");
     assert_eq!(w2["server"], "https://192.168.1.10:6443");
-    assert_eq!(w2["node-label"], serde_yaml::to_value(["homelab/workload=ci"]).unwrap());
+    assert_eq!(w2["node-label"], yaml_serde::to_value(["homelab/workload=ci"]).unwrap());
     assert_eq!(
         w2["node-taint"],
-        serde_yaml::to_value(["dedicated=ci:NoSchedule"]).unwrap()
+        yaml_serde::to_value(["dedicated=ci:NoSchedule"]).unwrap()
     );
     assert!(
         w2.get("cluster-cidr").is_none() && w2.get("cluster-init").is_none(),
@@ -62,8 +62,8 @@ fn node_configs_follow_the_inventory() {
     let (_, rack) = render("inventory/rack-k3s.toml");
     let cp = yaml(&rack, "rack/rack-1/config.yaml");
     assert_eq!(cp["flannel-backend"], "none", "Cilium replaces flannel");
-    assert_eq!(cp["disable-network-policy"], serde_yaml::Value::Bool(true));
-    assert_eq!(cp["disable-kube-proxy"], serde_yaml::Value::Bool(true));
+    assert_eq!(cp["disable-network-policy"], yaml_serde::Value::Bool(true));
+    assert_eq!(cp["disable-kube-proxy"], yaml_serde::Value::Bool(true));
     let f = &rack.files[Path::new("rack/rack-1/config.yaml")];
     assert_eq!(f.mode, 0o600, "holds the token");
     assert_eq!(rack.files[Path::new("rack/rack-2/install.sh")].mode, 0o755);
@@ -229,14 +229,14 @@ fn k3s_with_the_embedded_registry_gets_no_spegel_chart_and_shares_every_registry
     let (inv, r) = render("inventory/homelab-k3s.toml");
     assert_eq!(inv.clusters[0].versions.k3s, "v1.34.2+k3s1");
     let server = yaml(&r, "homelab/k8s-master-01/config.yaml");
-    assert_eq!(server["embedded-registry"], serde_yaml::Value::Bool(true));
+    assert_eq!(server["embedded-registry"], yaml_serde::Value::Bool(true));
     let agent = yaml(&r, "homelab/k8s-worker-01/config.yaml");
     assert!(agent.get("embedded-registry").is_none(), "a server flag");
     for node in ["k8s-master-01", "k8s-worker-01"] {
         let reg = yaml(&r, &format!("homelab/{node}/registries.yaml"));
         assert_eq!(
             reg["mirrors"]["*"],
-            serde_yaml::Value::Mapping(serde_yaml::Mapping::new()),
+            yaml_serde::Value::Mapping(yaml_serde::Mapping::new()),
             "{node}: share all registries"
         );
         let script = text(&r, &format!("homelab/{node}/install.sh"));
@@ -307,11 +307,11 @@ override_path = true
         reg["mirrors"]["docker.io"]["endpoint"],
         // k3s sets override_path for any path but /v2 (pkg/agent/containerd/config.go):
         // /docker gets /v2, which containerd would append without override_path.
-        serde_yaml::to_value(["https://mirror.example:5000", "https://cache.example/docker/v2"]).unwrap()
+        yaml_serde::to_value(["https://mirror.example:5000", "https://cache.example/docker/v2"]).unwrap()
     );
     assert_eq!(
         reg["mirrors"]["ghcr.io"]["endpoint"],
-        serde_yaml::to_value(["https://harbor.example/v2/ghcr.io"]).unwrap()
+        yaml_serde::to_value(["https://harbor.example/v2/ghcr.io"]).unwrap()
     );
     let ca_file = "/etc/rancher/k3s/registry-ca/mirror.example_5000.pem";
     assert_eq!(reg["configs"]["mirror.example:5000"]["tls"]["ca_file"], ca_file);

@@ -45,7 +45,7 @@ fn talos_bundle_is_generated_once_with_talos_algorithms() {
     assert!(!format!("{:?}", SecretsBundle::Talos(b.clone())).contains(&b.secrets.certs.os.key));
 
     // The YAML layout of `talosctl gen secrets`.
-    let y: serde_yaml::Value = serde_yaml::from_slice(&before).unwrap();
+    let y: yaml_serde::Value = yaml_serde::from_slice(&before).unwrap();
     for key in ["cluster", "secrets", "trustdinfo", "certs"] {
         assert!(y.get(key).is_some(), "missing {key}");
     }

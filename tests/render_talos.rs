@@ -117,7 +117,7 @@ fn prod_talos_configs_follow_the_inventory() {
         "https://10.25.11.20:6443"
     );
 
-    let tc: serde_json::Value = serde_yaml::from_str(text(&r, "infra/talosconfig")).unwrap();
+    let tc: serde_json::Value = yaml_serde::from_str(text(&r, "infra/talosconfig")).unwrap();
     assert_eq!(tc["context"], "infra");
     let ctx = &tc["contexts"]["infra"];
     assert_eq!(
@@ -176,7 +176,7 @@ fn workers_carry_ca_certificates_only() {
 #[test]
 fn talosconfig_client_certificate_is_os_admin_client_auth_only_and_chains_to_the_os_ca() {
     let (_, r) = render_inventory("inventory/simulated.toml");
-    let tc: serde_json::Value = serde_yaml::from_str(text(&r, "sim/talosconfig")).unwrap();
+    let tc: serde_json::Value = yaml_serde::from_str(text(&r, "sim/talosconfig")).unwrap();
     let ctx = &tc["contexts"]["sim"];
     assert_eq!(ctx["endpoints"], json!(["127.1.0.11", "127.1.0.12", "127.1.0.13"]));
     let (label, der) = pem_der(ctx["crt"].as_str().unwrap());

@@ -33,8 +33,8 @@ fn an_upstream_file_rewrapped_by_the_age_cli_decrypts_with_the_new_identity() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut doc: serde_yaml::Mapping =
-        serde_yaml::from_str(&std::fs::read_to_string(shared("sops/example.yaml")).unwrap()).unwrap();
+    let mut doc: yaml_serde::Mapping =
+        yaml_serde::from_str(&std::fs::read_to_string(shared("sops/example.yaml")).unwrap()).unwrap();
     let sops_meta = doc.get_mut("sops").unwrap().as_mapping_mut().unwrap();
     let stanza = sops_meta["age"][0]["enc"].as_str().unwrap().to_owned();
     // The real CLI opens the upstream stanza with the upstream identity ...
@@ -42,11 +42,11 @@ fn an_upstream_file_rewrapped_by_the_age_cli_decrypts_with_the_new_identity() {
     assert_eq!(data_key.len(), 32);
     // ... and wraps the same data key for a fresh identity.
     let fresh = keygen(dir.path(), "fresh.txt");
-    let mut entry = serde_yaml::Mapping::new();
+    let mut entry = yaml_serde::Mapping::new();
     entry.insert("recipient".into(), fresh.recipient.as_str().into());
     entry.insert("enc".into(), wrap(&data_key, &fresh.recipient).into());
-    sops_meta.insert("age".into(), serde_yaml::Value::Sequence(vec![entry.into()]));
-    let path = write(dir.path(), "rewrapped.yaml", &serde_yaml::to_string(&doc).unwrap());
+    sops_meta.insert("age".into(), yaml_serde::Value::Sequence(vec![entry.into()]));
+    let path = write(dir.path(), "rewrapped.yaml", &yaml_serde::to_string(&doc).unwrap());
 
     assert_eq!(
         value(&path, Some("app2.db.password"), &file_key(&fresh)).unwrap(),

@@ -123,7 +123,7 @@ async fn three_control_planes_and_two_workers_through_the_whole_lifecycle() {
 
     // Kubeconfig: admin certificate signed by the Kubernetes CA, server overridden.
     let kubeconfig = clients[0].kubeconfig().await.expect("kubeconfig");
-    let doc: serde_yaml::Value = serde_yaml::from_slice(&kubeconfig).unwrap();
+    let doc: yaml_serde::Value = yaml_serde::from_slice(&kubeconfig).unwrap();
     assert_eq!(
         doc["clusters"][0]["cluster"]["server"].as_str(),
         Some(kube_url.as_str())

@@ -169,8 +169,8 @@ async fn a_matching_machine_gets_its_config_with_the_one_disk_its_selector_selec
         "the identity was checked:\n{err}"
     );
     let config = rack.talos.node(0).config().expect("cp-1 was configured");
-    let v1alpha1: serde_yaml::Value = serde_yaml::Deserializer::from_str(&config.raw)
-        .map(|d| <serde_yaml::Value as serde::Deserialize>::deserialize(d).unwrap())
+    let v1alpha1: yaml_serde::Value = yaml_serde::Deserializer::from_str(&config.raw)
+        .map(|d| <yaml_serde::Value as serde::Deserialize>::deserialize(d).unwrap())
         .find(|d| d.get("kind").is_none())
         .unwrap();
     let install = &v1alpha1["machine"]["install"];

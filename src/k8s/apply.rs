@@ -115,10 +115,10 @@ impl Manifest {
 /// Each must have apiVersion, kind and metadata.name.
 pub fn parse_manifests(yaml: &str) -> Result<Vec<Value>, Error> {
     let mut out = vec![];
-    for (i, doc) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
+    for (i, doc) in yaml_serde::Deserializer::from_str(yaml).enumerate() {
         let index = i + 1;
         let bad = |message: String| Error::Manifest { index, message };
-        let v = serde_yaml::Value::deserialize(doc).map_err(|e| bad(format!("not valid YAML: {e}")))?;
+        let v = yaml_serde::Value::deserialize(doc).map_err(|e| bad(format!("not valid YAML: {e}")))?;
         if v.is_null() {
             continue;
         }

@@ -44,8 +44,8 @@ impl Checkout {
             let Ok(text) = std::fs::read_to_string(&file) else {
                 continue;
             };
-            for doc in serde_yaml::Deserializer::from_str(&text) {
-                let Ok(v) = serde_yaml::Value::deserialize(doc) else {
+            for doc in yaml_serde::Deserializer::from_str(&text) {
+                let Ok(v) = yaml_serde::Value::deserialize(doc) else {
                     break;
                 };
                 let Ok(o) = serde_json::to_value(&v) else { continue };

@@ -20,7 +20,7 @@ fn yaml(header: &str, objs: &[Value]) -> String {
     let mut out = String::from(header);
     for o in objs {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(o).expect("JSON values serialise as YAML"));
+        out.push_str(&yaml_serde::to_string(o).expect("JSON values serialise as YAML"));
     }
     out
 }

@@ -72,8 +72,8 @@ fn render_values(r: &Release, cluster: &Cluster) -> Result<Value, String> {
             ..super::chart_context::values_context(cluster) },
         )
         .map_err(|e| format!("release {}: values template: {e}", r.name))?;
-    let v: serde_yaml::Value =
-        serde_yaml::from_str(&text).map_err(|e| format!("release {}: values are not YAML: {e}", r.name))?;
+    let v: yaml_serde::Value =
+        yaml_serde::from_str(&text).map_err(|e| format!("release {}: values are not YAML: {e}", r.name))?;
     serde_json::to_value(v).map_err(|e| format!("release {}: values: {e}", r.name))
 }
 

@@ -46,7 +46,7 @@ pub fn merge_into(path: &Path, kubeconfig: &[u8]) -> Result<(), String> {
     }
     merged.api_version.get_or_insert_with(|| "v1".into());
     merged.kind.get_or_insert_with(|| "Config".into());
-    let text = serde_yaml::to_string(&merged).map_err(|e| e.to_string())?;
+    let text = yaml_serde::to_string(&merged).map_err(|e| e.to_string())?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
@@ -56,7 +56,7 @@ pub fn merge_into(path: &Path, kubeconfig: &[u8]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_yaml::Value;
+    use yaml_serde::Value;
 
     const NEW: &str = "apiVersion: v1\nkind: Config\nclusters:\n- name: sim\n  cluster: {server: 'https://127.1.0.10:6443'}\nusers:\n- name: admin@sim\n  user: {token: x}\ncontexts:\n- name: admin@sim\n  context: {cluster: sim, user: admin@sim}\ncurrent-context: admin@sim\n";
 
@@ -71,7 +71,7 @@ mod tests {
         )
         .unwrap();
         merge_into(&path, NEW.as_bytes()).unwrap();
-        let v: Value = serde_yaml::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let v: Value = yaml_serde::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         let clusters = v["clusters"].as_sequence().unwrap();
         assert_eq!(clusters.len(), 2);
         assert_eq!(clusters[0]["cluster"]["server"], "https://127.1.0.10:6443");
@@ -86,7 +86,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config");
         merge_into(&path, NEW.as_bytes()).unwrap();
-        let v: Value = serde_yaml::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let v: Value = yaml_serde::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(v["current-context"], "admin@sim");
     }
 }

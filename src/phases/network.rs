@@ -220,7 +220,7 @@ pub fn substitute_from(kustomization: &mut Value) {
         "spec": {"postBuild": {"substituteFrom": from}},
     });
     kustomization["spec"]["patches"] = json!([{
-        "patch": serde_yaml::to_string(&patch).expect("a JSON value serialises"),
+        "patch": yaml_serde::to_string(&patch).expect("a JSON value serialises"),
         "target": {"group": "kustomize.toolkit.fluxcd.io", "kind": "Kustomization"},
     }]);
 }

@@ -145,7 +145,7 @@ pub async fn get(client: &Client, obj: &Value) -> Result<Option<Value>, k8s::Err
 
 fn yaml(objs: &[&Value]) -> String {
     objs.iter()
-        .map(|o| serde_yaml::to_string(o).unwrap_or_default())
+        .map(|o| yaml_serde::to_string(o).unwrap_or_default())
         .collect::<Vec<_>>()
         .join("---\n")
 }

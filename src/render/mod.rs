@@ -281,10 +281,10 @@ pub(crate) fn load_patches(paths: &[PathBuf]) -> Result<Vec<patch::Patch>> {
 }
 
 /// Parses a multi-document YAML text, skipping empty documents.
-pub(crate) fn parse_documents(text: &str) -> Result<Vec<serde_yaml::Value>> {
+pub(crate) fn parse_documents(text: &str) -> Result<Vec<yaml_serde::Value>> {
     let mut docs = Vec::new();
-    for d in serde_yaml::Deserializer::from_str(text) {
-        let v = serde_yaml::Value::deserialize(d)?;
+    for d in yaml_serde::Deserializer::from_str(text) {
+        let v = yaml_serde::Value::deserialize(d)?;
         if !v.is_null() {
             docs.push(v);
         }
@@ -293,9 +293,9 @@ pub(crate) fn parse_documents(text: &str) -> Result<Vec<serde_yaml::Value>> {
 }
 
 /// Serialises documents as one multi-document YAML text.
-pub(crate) fn serialize_documents(docs: &[serde_yaml::Value]) -> String {
+pub(crate) fn serialize_documents(docs: &[yaml_serde::Value]) -> String {
     docs.iter()
-        .map(|d| serde_yaml::to_string(d).expect("YAML values serialise"))
+        .map(|d| yaml_serde::to_string(d).expect("YAML values serialise"))
         .collect::<Vec<_>>()
         .join("---\n")
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
-use serde_yaml::{Mapping, Value};
+use yaml_serde::{Mapping, Value};
 
 /// A loaded patch file.
 #[derive(Debug, Clone)]
@@ -39,7 +39,7 @@ impl Patch {
     /// Classifies patch text (`path` only names it in errors).
     pub fn parse(path: &Path, text: &str) -> Result<Self> {
         let mut docs = Vec::new();
-        for d in serde_yaml::Deserializer::from_str(text) {
+        for d in yaml_serde::Deserializer::from_str(text) {
             let v = Value::deserialize(d).with_context(|| format!("patch {} is not valid YAML", path.display()))?;
             if !v.is_null() {
                 docs.push(v);
@@ -48,7 +48,7 @@ impl Patch {
         let is_json = matches!(docs.as_slice(), [Value::Sequence(_)]);
         let kind = match is_json {
             true => {
-                let ops: json_patch::Patch = serde_yaml::from_value(docs.remove(0))
+                let ops: json_patch::Patch = yaml_serde::from_value(docs.remove(0))
                     .with_context(|| format!("patch {} is a list but not RFC 6902 operations", path.display()))?;
                 PatchKind::Json(ops)
             }
@@ -74,11 +74,11 @@ impl Patch {
         match &self.kind {
             PatchKind::Json(ops) => {
                 let main = docs.first_mut().context("no document to patch")?;
-                let mut json: serde_json::Value = serde_yaml::from_value(main.clone())
+                let mut json: serde_json::Value = yaml_serde::from_value(main.clone())
                     .with_context(|| format!("patch {}: the document is not JSON-compatible", self.path.display()))?;
                 json_patch::patch(&mut json, ops)
                     .with_context(|| format!("applying JSON patch {}", self.path.display()))?;
-                *main = serde_yaml::to_value(&json).expect("JSON converts to YAML");
+                *main = yaml_serde::to_value(&json).expect("JSON converts to YAML");
             }
             PatchKind::Merge(pdocs) => {
                 for p in pdocs {
@@ -150,7 +150,7 @@ mod tests {
     use super::*;
 
     fn docs(s: &str) -> Vec<Value> {
-        serde_yaml::Deserializer::from_str(s)
+        yaml_serde::Deserializer::from_str(s)
             .map(|d| Value::deserialize(d).unwrap())
             .collect()
     }
@@ -167,7 +167,7 @@ mod tests {
         .unwrap();
         p.apply(&mut d).unwrap();
         let m = &d[0]["machine"];
-        assert_eq!(m["certSANs"], serde_yaml::to_value(["a", "b"]).unwrap());
+        assert_eq!(m["certSANs"], yaml_serde::to_value(["a", "b"]).unwrap());
         assert_eq!(m["kubelet"]["image"], Value::from("x"));
         assert_eq!(m["kubelet"]["extraArgs"]["v"], Value::from("2"));
         assert!(m.get("install").is_none());

@@ -224,7 +224,7 @@ pub fn k3s_registries(cluster: &Cluster) -> Result<Option<K3sRegistries>> {
     if !configs.is_empty() {
         doc["configs"] = Value::Object(configs);
     }
-    let yaml = serde_yaml::to_string(&doc).context("registries.yaml")?;
+    let yaml = yaml_serde::to_string(&doc).context("registries.yaml")?;
     Ok(Some(K3sRegistries { yaml, ca_files }))
 }
 

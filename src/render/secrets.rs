@@ -204,8 +204,8 @@ impl TalosSecrets {
     /// Parses a `talosctl gen secrets` bundle and checks every field decodes
     /// to PEM of the expected kind. Errors name the field, never its value.
     pub fn parse(text: &str) -> Result<Self> {
-        let s: Self = serde_yaml::from_str(text).map_err(|e| {
-            // serde_yaml errors quote no values for missing/unknown fields, but
+        let s: Self = yaml_serde::from_str(text).map_err(|e| {
+            // YAML errors quote no values for missing/unknown fields, but
             // a type error may: keep only the location.
             let at = e
                 .location()
@@ -246,12 +246,12 @@ impl TalosSecrets {
 
     /// The bundle as YAML, `talosctl gen secrets` layout.
     pub fn to_yaml(&self) -> String {
-        serde_yaml::to_string(self).expect("secrets bundle serialises")
+        yaml_serde::to_string(self).expect("secrets bundle serialises")
     }
 }
 
-/// serde_yaml messages for invalid types can quote the value: drop everything after the kind of error.
-fn redact_serde(e: &serde_yaml::Error) -> String {
+/// YAML messages for invalid types can quote the value: drop everything after the kind of error.
+fn redact_serde(e: &yaml_serde::Error) -> String {
     let msg = e.to_string();
     match msg.find("invalid type") {
         Some(_) => "a field has the wrong type".into(),
@@ -291,7 +291,7 @@ impl TalosBundle {
         let admin_path = dir.join(ADMIN_FILE);
         match read_opt(&admin_path)? {
             Some(a) => {
-                let admin: B64CertKey = serde_yaml::from_str(&a)
+                let admin: B64CertKey = yaml_serde::from_str(&a)
                     .map_err(|e| anyhow::anyhow!("reading {}: {}", admin_path.display(), redact_serde(&e)))?;
                 Ok(Some(Self { secrets, admin }))
             }
@@ -309,7 +309,7 @@ impl TalosBundle {
         write(&dir.join(SECRETS_FILE), &format!("{header}{}", self.secrets.to_yaml()))?;
         let admin = format!(
             "# talosconfig admin client certificate (O=os:admin), issued from certs.os of {SECRETS_FILE}. Secret.\n{}",
-            serde_yaml::to_string(&self.admin).expect("serialises")
+            yaml_serde::to_string(&self.admin).expect("serialises")
         );
         write(&dir.join(ADMIN_FILE), &admin)
     }
@@ -331,7 +331,7 @@ impl K3sSecrets {
         let Some(text) = read_opt(&path)? else {
             return Ok(None);
         };
-        let s: Self = serde_yaml::from_str(&text).map_err(|e| {
+        let s: Self = yaml_serde::from_str(&text).map_err(|e| {
             anyhow::anyhow!(
                 "reading {}: not a k3s secrets file (`k3s: {{token: ...}}`): {}",
                 path.display(),
@@ -348,7 +348,7 @@ impl K3sSecrets {
     pub fn save(&self, dir: &Path) -> Result<()> {
         let text = format!(
             "# k3s cluster secrets. Secret: keep private, back it up.\n{}",
-            serde_yaml::to_string(self).expect("serialises")
+            yaml_serde::to_string(self).expect("serialises")
         );
         write(&dir.join(SECRETS_FILE), &text)
     }

@@ -274,7 +274,7 @@ mod tests {
     fn one_rule_at_most_and_no_comment_rules() {
         let meta = |extra: &str| {
             let y = format!("lastmodified: '2022-03-15T22:11:15Z'\nmac: x\nage: [{{recipient: r, enc: e}}]\n{extra}");
-            Metadata::parse(&serde_yaml::from_str(&y).unwrap())
+            Metadata::parse(&yaml_serde::from_str(&y).unwrap())
         };
         assert!(matches!(meta("").unwrap().rule, Rule::UnencryptedSuffix(s) if s == "_unencrypted"));
         assert!(matches!(

@@ -65,7 +65,7 @@ pub fn load(bytes: &[u8], format: Format) -> Result<Loaded, ErrorKind> {
     match format {
         Format::Yaml => {
             let mut branches = Vec::new();
-            for doc in serde_yaml::Deserializer::from_slice(bytes) {
+            for doc in yaml_serde::Deserializer::from_slice(bytes) {
                 match <Value as serde::Deserialize>::deserialize(doc).map_err(|e| parse(e.to_string()))? {
                     Value::Map(m) => branches.push(m),
                     // An empty document (`---` alone) is an empty branch.

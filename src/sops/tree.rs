@@ -185,7 +185,7 @@ mod tests {
     use super::*;
 
     fn doc(yaml: &str) -> Branch {
-        match serde_yaml::from_str::<Value>(yaml).unwrap() {
+        match yaml_serde::from_str::<Value>(yaml).unwrap() {
             Value::Map(m) => m,
             other => panic!("not a map: {other:?}"),
         }
@@ -215,7 +215,7 @@ mod tests {
 
     #[test]
     fn refuses_non_string_keys() {
-        assert!(serde_yaml::from_str::<Value>("1: a\n").is_err());
+        assert!(yaml_serde::from_str::<Value>("1: a\n").is_err());
     }
 
     #[test]

@@ -48,7 +48,7 @@ impl TalosCredentials {
     /// Reads a talosconfig (YAML: `context`, `contexts.NAME.{ca,crt,key}` as
     /// base64 of PEM); `context` overrides the file's current context.
     pub fn from_talosconfig(yaml: &str, context: Option<&str>) -> Result<Self, TalosError> {
-        let file: TalosConfigFile = serde_yaml::from_str(yaml)
+        let file: TalosConfigFile = yaml_serde::from_str(yaml)
             .map_err(|e| TalosError::Credentials(format!("talosconfig is not valid YAML: {e}")))?;
         let name = context
             .map(str::to_owned)
@@ -77,15 +77,15 @@ impl TalosCredentials {
 
     /// Renders a talosconfig with one context holding these credentials.
     pub fn to_talosconfig(&self, context: &str, endpoints: &[String]) -> String {
-        let doc = serde_yaml::to_string(&serde_yaml::Value::Mapping(
+        let doc = yaml_serde::to_string(&yaml_serde::Value::Mapping(
             [
                 ("context".into(), context.into()),
                 (
                     "contexts".into(),
-                    serde_yaml::Value::Mapping(
+                    yaml_serde::Value::Mapping(
                         [(
                             context.into(),
-                            serde_yaml::Value::Mapping(
+                            yaml_serde::Value::Mapping(
                                 [
                                     ("endpoints".into(), endpoints.to_vec().into()),
                                     ("nodes".into(), endpoints.to_vec().into()),

@@ -55,7 +55,7 @@ pub fn talos_schema() -> jsonschema::Validator {
 /// Every YAML document of `text`, as JSON.
 pub fn documents(text: &str) -> Vec<serde_json::Value> {
     use serde::Deserialize;
-    serde_yaml::Deserializer::from_str(text)
+    yaml_serde::Deserializer::from_str(text)
         .map(|d| serde_json::Value::deserialize(d).unwrap())
         .filter(|v| !v.is_null())
         .collect()

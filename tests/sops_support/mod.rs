@@ -15,7 +15,7 @@ use aes_gcm::aead::array::typenum::U32;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{AesGcm, aes::Aes256};
 use base64::Engine;
-use serde_yaml::{Mapping, Value};
+use yaml_serde::{Mapping, Value};
 use sha2::{Digest, Sha256, Sha512};
 
 /// `../shared/<rel>` beside the repository (or beside a worktree's parent).
@@ -304,10 +304,10 @@ impl Writer {
 
     /// A YAML SOPS file of `doc` (a YAML map in the order given).
     pub fn yaml(&self, doc: &str) -> String {
-        let mut doc: Mapping = serde_yaml::from_str(doc).unwrap();
+        let mut doc: Mapping = yaml_serde::from_str(doc).unwrap();
         let mac = self.encrypt(&mut doc);
         doc.insert("sops".into(), Value::Mapping(self.metadata(&mac)));
-        serde_yaml::to_string(&doc).unwrap()
+        yaml_serde::to_string(&doc).unwrap()
     }
 
     /// A dotenv SOPS file of `entries`, metadata flattened into `sops_` keys.
@@ -331,7 +331,7 @@ impl Writer {
                     .enumerate()
                     .for_each(|(i, v)| flatten(&format!("{prefix}__list_{i}"), v, out)),
                 Value::String(s) => *out += &format!("{prefix}={}\n", s.replace('\n', "\\n")),
-                other => *out += &format!("{prefix}={}\n", serde_yaml::to_string(other).unwrap().trim()),
+                other => *out += &format!("{prefix}={}\n", yaml_serde::to_string(other).unwrap().trim()),
             }
         }
         for (k, v) in &self.metadata(&mac) {

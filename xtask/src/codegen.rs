@@ -128,8 +128,8 @@ pub fn flux(bytes: &[u8], version: &str, source: &str, out: &Path) -> Result<Pin
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
     let mut images: BTreeMap<String, String> = BTreeMap::new();
     let mut objects = 0;
-    for doc in serde_yaml::Deserializer::from_str(text) {
-        let v = serde_yaml::Value::deserialize(doc).context("the manifest is not YAML")?;
+    for doc in yaml_serde::Deserializer::from_str(text) {
+        let v = yaml_serde::Value::deserialize(doc).context("the manifest is not YAML")?;
         if v.is_null() {
             continue;
         }

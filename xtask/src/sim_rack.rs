@@ -168,12 +168,12 @@ fn registration(n: &crate::talos_sim::SimNode) -> NodeRegistration {
         ..Default::default()
     };
     let Some(config) = n.config() else { return reg };
-    let raw: serde_yaml::Value = serde_yaml::Deserializer::from_str(&config.raw)
+    let raw: yaml_serde::Value = yaml_serde::Deserializer::from_str(&config.raw)
         .filter_map(|d| serde::Deserialize::deserialize(d).ok())
-        .find(|v: &serde_yaml::Value| v.get("kind").is_none() && v.get("machine").is_some())
+        .find(|v: &yaml_serde::Value| v.get("kind").is_none() && v.get("machine").is_some())
         .unwrap_or_default();
-    let strings = |v: Option<&serde_yaml::Value>| -> Vec<(String, String)> {
-        v.and_then(serde_yaml::Value::as_mapping)
+    let strings = |v: Option<&yaml_serde::Value>| -> Vec<(String, String)> {
+        v.and_then(yaml_serde::Value::as_mapping)
             .into_iter()
             .flatten()
             .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), v.as_str().unwrap_or_default().to_owned())))
@@ -191,7 +191,7 @@ fn registration(n: &crate::talos_sim::SimNode) -> NodeRegistration {
         let schedulable = raw
             .get("cluster")
             .and_then(|c| c.get("allowSchedulingOnControlPlanes"))
-            .and_then(serde_yaml::Value::as_bool)
+            .and_then(yaml_serde::Value::as_bool)
             .unwrap_or(false);
         if !schedulable {
             reg.taints.push((

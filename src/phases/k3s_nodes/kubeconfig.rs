@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 /// `https://HOST:6443` for an inventory endpoint given as an address or host
 /// name; an endpoint that already is a URL is kept as is.
@@ -31,7 +31,7 @@ pub fn endpoint_url(endpoint: &str) -> String {
 /// `<cluster>`, and the current context set to it. Errors never quote the
 /// document (it holds a client key).
 pub fn point_at(k3s_yaml: &[u8], cluster: &str, server: &str) -> Result<String, String> {
-    let mut doc: Value = serde_yaml::from_slice(k3s_yaml)
+    let mut doc: Value = yaml_serde::from_slice(k3s_yaml)
         .map_err(|e| format!("k3s.yaml is not valid YAML (line {:?})", e.location().map(|l| l.line())))?;
     let user = format!("admin@{cluster}");
     let clusters = doc
@@ -74,7 +74,7 @@ pub fn point_at(k3s_yaml: &[u8], cluster: &str, server: &str) -> Result<String, 
     contexts[0]["context"]["cluster"] = cluster.into();
     contexts[0]["context"]["user"] = user.into();
     doc["current-context"] = cluster.into();
-    serde_yaml::to_string(&doc).map_err(|e| format!("serialising the kubeconfig: {e}"))
+    yaml_serde::to_string(&doc).map_err(|e| format!("serialising the kubeconfig: {e}"))
 }
 
 /// Waits until `GET /readyz` answers `ok`; the last answer or error is in the timeout message.
@@ -121,7 +121,7 @@ mod tests {
     #[test]
     fn points_the_server_at_the_endpoint_and_names_entries_after_the_cluster() {
         let out = point_at(K3S_YAML.as_bytes(), "rack", "https://198.18.0.11:6443").unwrap();
-        let v: Value = serde_yaml::from_str(&out).unwrap();
+        let v: Value = yaml_serde::from_str(&out).unwrap();
         assert_eq!(v["clusters"][0]["cluster"]["server"], "https://198.18.0.11:6443");
         assert_eq!(v["clusters"][0]["cluster"]["certificate-authority-data"], "Q0E=");
         assert_eq!(v["clusters"][0]["name"], "rack");

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 /// Where k3s reads its configuration.
 pub const DEFAULT_PATH: &str = "/etc/rancher/k3s/config.yaml";
@@ -52,7 +52,7 @@ impl Config {
 
     /// Parses a config document.
     pub fn parse(text: &str) -> Result<Self> {
-        let v: Value = serde_yaml::from_str(text).context("not YAML")?;
+        let v: Value = yaml_serde::from_str(text).context("not YAML")?;
         let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
         let list = |k: &str| -> Vec<String> {
             match v.get(k) {

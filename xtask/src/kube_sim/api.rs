@@ -543,7 +543,7 @@ impl Ctx<'_> {
             Output::Yaml => Response::builder()
                 .status(code)
                 .header(header::CONTENT_TYPE, "application/yaml")
-                .body(Body::from(serde_yaml::to_string(v).unwrap_or_default()))
+                .body(Body::from(yaml_serde::to_string(v).unwrap_or_default()))
                 .expect("static response parts are valid"),
             Output::Table(version) => {
                 let items = if list {

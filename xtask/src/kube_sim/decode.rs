@@ -66,7 +66,7 @@ pub fn parse(body: &[u8]) -> Result<Decoded, String> {
         path: String::new(),
         dups: &mut duplicates,
     }
-    .deserialize(serde_yaml::Deserializer::from_slice(body))
+    .deserialize(yaml_serde::Deserializer::from_slice(body))
     .map_err(|e| format!("the request body is not valid YAML or JSON: {e}"))?;
     Ok(Decoded { value, duplicates })
 }

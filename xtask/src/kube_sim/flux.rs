@@ -98,7 +98,7 @@ impl Catalog {
     pub fn parse(yaml: &str) -> Result<Self, String> {
         let mut crds: Vec<(Option<String>, Crd, Vec<String>)> = vec![];
         let mut deployments: Vec<(String, String)> = vec![];
-        for doc in serde_yaml::Deserializer::from_str(yaml) {
+        for doc in yaml_serde::Deserializer::from_str(yaml) {
             let v = Value::deserialize(doc).map_err(|e| format!("not YAML: {e}"))?;
             let component = v
                 .pointer("/metadata/labels/app.kubernetes.io~1component")

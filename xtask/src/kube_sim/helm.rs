@@ -285,7 +285,7 @@ fn register_cilium_crds(store: &mut Store, values: &Value) {
         let path = crate::kube_sim::shared_path(&format!("cilium/{plural}.yaml"));
         match std::fs::read_to_string(&path)
             .map_err(|e| e.to_string())
-            .and_then(|t| serde_yaml::from_str::<Value>(&t).map_err(|e| e.to_string()))
+            .and_then(|t| yaml_serde::from_str::<Value>(&t).map_err(|e| e.to_string()))
         {
             Ok(mut crd) => {
                 crd["metadata"]["generation"] = json!(1);

@@ -82,7 +82,7 @@ impl Cluster {
 
     fn apply_yaml(&mut self, yaml: &str, skip: impl Fn(&Value) -> bool) {
         use serde::Deserialize;
-        for doc in serde_yaml::Deserializer::from_str(yaml) {
+        for doc in yaml_serde::Deserializer::from_str(yaml) {
             let v = Value::deserialize(doc).unwrap();
             if v.is_object() && !skip(&v) {
                 self.put(v);

@@ -136,5 +136,5 @@ pub fn kubeconfig(cluster: &str, server: &str, ca_pem: &str, user: &str, client:
         "contexts": [{"name": format!("{user}@{cluster}"), "context": {"cluster": cluster, "user": user}}],
         "current-context": format!("{user}@{cluster}"),
     });
-    serde_yaml::to_string(&doc).expect("a JSON value always serialises to YAML")
+    yaml_serde::to_string(&doc).expect("a JSON value always serialises to YAML")
 }

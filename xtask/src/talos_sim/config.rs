@@ -5,7 +5,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 /// The role a configuration gives a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +73,7 @@ pub fn parse(yaml: &[u8]) -> Result<MachineConfig, String> {
     let text = std::str::from_utf8(yaml).map_err(|_| "configuration is not UTF-8".to_owned())?;
     let mut main = None;
     let mut hostname_doc = None;
-    for doc in serde_yaml::Deserializer::from_str(text) {
+    for doc in yaml_serde::Deserializer::from_str(text) {
         let value = Value::deserialize(doc).map_err(|e| format!("failed to parse config: {e}"))?;
         if value.is_null() {
             continue;

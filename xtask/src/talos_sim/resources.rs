@@ -18,7 +18,7 @@ use bootstrap::talos::proto::definitions::block::DiskSpec;
 use bootstrap::talos::proto::definitions::hardware::SystemInformationSpec;
 use futures::{Stream, StreamExt};
 use prost::Message;
-use serde_yaml::{Mapping, Value};
+use yaml_serde::{Mapping, Value};
 use tonic::{Request, Response, Status};
 
 use super::hardware::{SimDisk, SystemInfo};
@@ -133,7 +133,7 @@ fn resource(
         }),
         spec: Some(Spec {
             proto_spec: proto,
-            yaml_spec: serde_yaml::to_string(&Value::Mapping(yaml)).unwrap_or_default(),
+            yaml_spec: yaml_serde::to_string(&Value::Mapping(yaml)).unwrap_or_default(),
         }),
     }
 }
