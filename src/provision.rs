@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::engine::slots::{self, Check};
 use futures::StreamExt;
-use tokio::time::Instant;
 use tracing::info;
 
 use crate::cli::{Global, Output, PowerAction, PowerArgs, ProvisionArgs};
@@ -129,16 +129,21 @@ async fn provision_with(client: &Client, node: &Node, ep: SocketAddr, opts: &Opt
     };
     let power = power::power_cycle(client, &sys, opts.power).await?;
     info!(node = %node.name, %ep, "powered; waiting for the node to answer");
-    let deadline = Instant::now() + opts.ready_timeout;
-    while !answers(ep, Duration::from_secs(3)).await {
-        if Instant::now() > deadline {
-            return Err(client.err(ErrorKind::Timeout(format!(
-                "the node booted from {boot} but does not answer on {ep} after {:?}",
-                opts.ready_timeout
-            ))));
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
+    let what = format!("{} answering on {ep} after booting from {boot}", node.name);
+    slots::poll_until(
+        &what,
+        opts.ready_timeout,
+        || false,
+        || async {
+            if answers(ep, Duration::from_secs(3)).await {
+                Check::Met(())
+            } else {
+                Check::Not("no answer".into())
+            }
+        },
+    )
+    .await
+    .map_err(|e| client.err(ErrorKind::Timeout(e)))?;
     Ok(Outcome::Provisioned {
         boot,
         power,

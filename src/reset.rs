@@ -10,11 +10,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::cli::{Global, ResetArgs};
 use crate::commands::{EXIT_FAILURE, load_inventory, selected, state_dir};
 use crate::engine::progress::{Reporter, Style};
+use crate::engine::slots::{self, Check};
 use crate::engine::{self, RunCtx};
 use crate::inventory::{Cluster, Distribution, Node, Role};
 use crate::phases::talos_nodes::{Seen, probe};
@@ -253,18 +254,17 @@ async fn wipe(targets: &[Node], creds: &TalosCredentials, full: bool) -> Result<
 }
 
 async fn wait_maintenance(node: &Node) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        match probe(node, None).await {
-            Seen::Maintenance => return Ok(()),
-            other if Instant::now() >= deadline => {
-                return Err(format!(
-                    "{}: not back in maintenance mode: {}",
-                    node.name,
-                    describe(&other)
-                ));
+    let what = format!("{} back in maintenance mode", node.name);
+    slots::poll_until(
+        &what,
+        Duration::from_secs(600),
+        || false,
+        || async {
+            match probe(node, None).await {
+                Seen::Maintenance => Check::Met(()),
+                other => Check::Not(describe(&other)),
             }
-            _ => tokio::time::sleep(Duration::from_millis(300)).await,
-        }
-    }
+        },
+    )
+    .await
 }

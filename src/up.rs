@@ -245,7 +245,7 @@ fn print_plan(cluster: &str, actions: &[engine::Action], json: bool) {
             phase = &a.phase;
             println!("  {phase}:");
         }
-        println!("    {}: {}", a.target, a.what);
+        println!("    {}: {}", a.target, a.step);
     }
 }
 

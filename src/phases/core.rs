@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::checkout::Checkout;
 use super::manifests::{self, ReleaseObjects};
 use super::{ClusterRun, catalog, chart_context, flux, network, objects};
-use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx};
+use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx, Step};
 use crate::inventory::Cluster;
 use crate::k8s::{Client, wait};
 
@@ -219,7 +219,7 @@ impl Phase for Core {
             return Ok(actions);
         };
         for what in self.not_ready(&client, &d).await? {
-            actions.push(Action::new(PHASE, CLUSTER, format!("wait for {what} to be ready")));
+            actions.push(Action::new(PHASE, CLUSTER, Step::AwaitReady { what }));
         }
         Ok(actions)
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{ClusterRun, catalog, flux, objects};
-use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx};
+use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx, Step};
 use crate::k8s::{self, wait};
 
 const PHASE: &str = "crds";
@@ -89,11 +89,7 @@ impl Phase for Crds {
             return Ok(actions);
         };
         for name in self.not_established(&client, &desired).await? {
-            actions.push(Action::new(
-                PHASE,
-                CLUSTER,
-                format!("wait for CustomResourceDefinition {name} to be Established"),
-            ));
+            actions.push(Action::new(PHASE, CLUSTER, Step::AwaitEstablished { crd: name }));
         }
         Ok(actions)
     }
