@@ -8,17 +8,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use super::context::{EXIT_FAILURE, EXIT_INTERRUPTED, load_inventory, selected, state_dir};
 use crate::artifacts::ArtifactStore;
 use crate::cli::{AddNodeArgs, Global, UpArgs};
-use crate::commands::{EXIT_FAILURE, load_inventory, selected, state_dir};
 use crate::engine::progress::{Reporter, Style};
 use crate::engine::{self, PhaseError, RunCtx};
 use crate::inventory::Cluster;
 use crate::phases::{self, ClusterRun, KUBECONFIG, Timeouts};
 use crate::state::StateStore;
-
-/// Exit code after Ctrl-C (128 + SIGINT).
-pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// What to do with the phases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

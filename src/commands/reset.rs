@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use super::context::{EXIT_FAILURE, load_inventory, selected, state_dir};
 use crate::cli::{Global, ResetArgs};
-use crate::commands::{EXIT_FAILURE, load_inventory, selected, state_dir};
 use crate::engine::progress::{Reporter, Style};
 use crate::engine::slots::{self, Check};
 use crate::engine::{self, RunCtx};
@@ -107,11 +107,11 @@ fn run(g: &Global, args: &ResetArgs) -> Result<(), String> {
         } else {
             names.iter().map(|s| s.to_string()).collect()
         };
-        let mut run = crate::up::cluster_run(cluster.clone(), &root, &inventory_dir, &args.up, limit);
+        let mut run = super::up::cluster_run(cluster.clone(), &root, &inventory_dir, &args.up, limit);
         run.restore = snapshot;
         let style = Style::detect(g.output == crate::cli::Output::Json, g.quiet);
         let cancel = Arc::new(AtomicBool::new(false));
-        tokio::spawn(crate::up::watch_interrupts(cancel.clone()));
+        tokio::spawn(super::up::watch_interrupts(cancel.clone()));
         let ctx = RunCtx {
             reporter: Arc::new(Reporter::new(style)),
             state: tokio::sync::Mutex::new(store),
