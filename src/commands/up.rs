@@ -157,7 +157,11 @@ pub(crate) async fn run_cluster(
     reporter: Arc<Reporter>,
     cancel: Arc<AtomicBool>,
 ) -> Result<(), PhaseError> {
-    let store = StateStore::open(&run.state_root, &run.cluster.name)?;
+    // `plan` creates nothing, takes no lock and writes nothing.
+    let store = match mode {
+        Mode::Plan => StateStore::read_only(&run.state_root, &run.cluster.name)?,
+        _ => StateStore::open(&run.state_root, &run.cluster.name)?,
+    };
     if mode == Mode::AddNode && store.artifact(KUBECONFIG).is_none() {
         return Err(PhaseError::Failed {
             phase: "add-node".into(),

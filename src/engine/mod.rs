@@ -206,6 +206,7 @@ pub async fn run(phases: &[Box<dyn Phase>], ctx: &RunCtx) -> Result<(), PhaseErr
             phase: p.name().into(),
             title: p.title().into(),
             actions: plan.len(),
+            plan: plan.clone(),
         });
         let started = Instant::now();
         let result = p.apply(ctx, &plan).await;

@@ -8,6 +8,10 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Step {
+    /// Generate the cluster's secrets bundle (none in the state dir yet).
+    GenerateSecrets,
+    /// Fetch a pinned artifact into the cache (`plan` never downloads).
+    FetchArtifact { what: String, sha256: String },
     /// Talos: send the machine config to a node in maintenance mode;
     /// `install_disk` once its identity and disks were checked.
     ApplyConfig { install_disk: Option<String> },
@@ -41,6 +45,12 @@ pub enum Step {
 impl std::fmt::Display for Step {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Step::GenerateSecrets => {
+                f.write_str("generate the cluster's secrets bundle (CA keys, tokens) in the state dir")
+            }
+            Step::FetchArtifact { what, sha256 } => {
+                write!(f, "fetch {what} (sha256 {sha256}), then apply what it holds")
+            }
             Step::ApplyConfig { install_disk: None } => f.write_str("apply machine config (maintenance mode, AUTO)"),
             Step::ApplyConfig {
                 install_disk: Some(disk),

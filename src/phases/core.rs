@@ -216,6 +216,21 @@ impl Phase for Core {
         let d = self.desired()?;
         let (client, mut actions) = objects::plan(&self.run, ctx, PHASE, d.objects()).await?;
         let Some(client) = client else {
+            // No API yet: the nodes will register NotReady until the CNI runs
+            // (kubelet's NetworkNotReady), listed as the API lists them, by name.
+            if d.releases.iter().any(|r| r.cni) {
+                let mut names: Vec<&str> = self.run.nodes().map(|n| n.name.as_str()).collect();
+                names.sort_unstable();
+                actions.extend(names.into_iter().map(|n| {
+                    Action::new(
+                        PHASE,
+                        CLUSTER,
+                        Step::AwaitReady {
+                            what: format!("Node {n}"),
+                        },
+                    )
+                }));
+            }
             return Ok(actions);
         };
         for what in self.not_ready(&client, &d).await? {

@@ -336,6 +336,9 @@ impl Phase for K3sNodes {
             .await;
         let version = &self.run.cluster.versions.k3s;
         let mut actions = Vec::new();
+        if m.is_none() {
+            actions.push(Action::new(PHASE, CLUSTER, Step::GenerateSecrets));
+        }
         for (n, s) in &seen {
             let role = if n.role == Role::Controlplane {
                 "server"

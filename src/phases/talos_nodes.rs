@@ -189,7 +189,7 @@ impl TalosNodes {
         slots::poll_until(
             &what,
             self.run.timeouts.node,
-            || ctx.cancelled(),
+            || false, // an in-flight wait finishes after Ctrl-C
             || async {
                 match once.version().await {
                     Ok(_) => Check::Met(()),
@@ -331,7 +331,7 @@ impl TalosNodes {
             let _ = slots::poll_until(
                 &what,
                 Duration::from_secs(60),
-                || ctx.cancelled(),
+                || false, // an in-flight wait finishes after Ctrl-C
                 || async {
                     match once.version().await {
                         Ok(_) => Check::Not("still answering".into()),
@@ -399,7 +399,7 @@ impl TalosNodes {
         slots::poll_until(
             &what,
             self.run.timeouts.api,
-            || ctx.cancelled(),
+            || false, // an in-flight wait finishes after Ctrl-C
             || async {
                 match client.etcd_members().await {
                     Ok(members) => {
@@ -480,6 +480,9 @@ impl Phase for TalosNodes {
         let m = self.material(false)?;
         let seen = self.observe(ctx, m.as_ref().map(|m| &m.creds)).await;
         let mut actions = Vec::new();
+        if m.is_none() {
+            actions.push(Action::new(PHASE, CLUSTER, Step::GenerateSecrets));
+        }
         let mut refused = Vec::new();
         let (applied, installs) = {
             let state = ctx.state.lock().await;
