@@ -110,6 +110,10 @@ pub struct UpArgs {
     /// Seconds to wait for each node, the API and workloads (default: 600-900 by step).
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<u64>,
+    /// Take over the cluster-side lock (Lease kube-system/bootstrap) another
+    /// run holds; asks for the cluster name, typed, first.
+    #[arg(long)]
+    pub force_unlock: bool,
 }
 
 /// Options of `add-node`.

@@ -594,3 +594,91 @@ async fn plan_lists_step_for_step_what_up_then_executes_and_writes_nothing() {
     assert!(ok, "plan after up failed:\n{err}");
     assert_eq!(steps_of(&after, false), vec![], "after up, the plan is empty");
 }
+
+/// [`bootstrap`] with `stdin` written to the process.
+fn bootstrap_stdin(inv: &Path, state: &Path, args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .arg("-i")
+        .arg(inv)
+        .arg("--state-dir")
+        .arg(state)
+        .args(with_artifacts(args))
+        .env("HOME", state)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_locked_from_another_workstation_is_refused_until_the_lock_is_taken_over() {
+    use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory(dir.path(), 69, "");
+    let state = dir.path().join("state");
+    let rack = SimRack::start(&cluster(&inv), fast()).await.unwrap();
+    let (ok, _, err) = tokio::task::block_in_place(|| bootstrap(&inv, &state, &["up", "--timeout", "60"]));
+    assert!(ok, "first up failed:\n{err}");
+    let kube = rack.kube().unwrap();
+    assert!(
+        kube.object("coordination.k8s.io", "leases", "kube-system", "bootstrap")
+            .is_none(),
+        "the lock is released at the end of a run"
+    );
+
+    // Another operator's run, elsewhere, holds the cluster (as client-go leader election would write it).
+    let client = bootstrap::k8s::Client::from_kubeconfig_yaml(kube.admin_kubeconfig(), "test")
+        .await
+        .unwrap();
+    let leases: kube::Api<Lease> = kube::Api::namespaced(client.kube().clone(), "kube-system");
+    let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
+    let theirs = Lease {
+        metadata: kube::api::ObjectMeta {
+            name: Some("bootstrap".into()),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some("ana@ws1 pid 7".into()),
+            acquire_time: Some(now.clone()),
+            renew_time: Some(now),
+            lease_duration_seconds: Some(300),
+            ..Default::default()
+        }),
+    };
+    leases.create(&Default::default(), &theirs).await.unwrap();
+    rack.clear_logs();
+    kube.clear_requests();
+    let (ok, _, err) = tokio::task::block_in_place(|| bootstrap(&inv, &state, &["up", "--timeout", "60"]));
+    assert!(!ok && err.contains("locked by ana@ws1 pid 7"), "{err}");
+    assert_eq!(rack.talos_mutations(), vec![], "a locked cluster: no node touched");
+    let writes: Vec<String> = kube
+        .requests()
+        .iter()
+        .filter(|r| r.mutating)
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(writes, Vec::<String>::new(), "a locked cluster: nothing written");
+
+    let (ok, _, err) =
+        tokio::task::block_in_place(|| bootstrap_stdin(&inv, &state, &["up", "--force-unlock"], "other\n"));
+    assert!(!ok && err.contains("not taken over"), "{err}");
+    let (ok, _, err) = tokio::task::block_in_place(|| {
+        bootstrap_stdin(&inv, &state, &["up", "--force-unlock", "--timeout", "60"], "sim\n")
+    });
+    assert!(ok, "taken over with the cluster name typed:\n{err}");
+    assert!(
+        kube.object("coordination.k8s.io", "leases", "kube-system", "bootstrap")
+            .is_none(),
+        "released again"
+    );
+}

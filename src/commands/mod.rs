@@ -4,6 +4,7 @@
 
 pub mod context;
 pub mod exec;
+pub mod lock;
 pub mod provision;
 pub mod render;
 pub mod reset;

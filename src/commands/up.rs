@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::context::{EXIT_FAILURE, EXIT_INTERRUPTED, load_inventory, selected, state_dir};
+use super::lock;
 use crate::artifacts::ArtifactStore;
 use crate::cli::{AddNodeArgs, Global, UpArgs};
 use crate::engine::progress::{Reporter, Style};
@@ -202,8 +203,42 @@ pub(crate) async fn run_cluster(
         print_plan(&run.cluster.name, &actions?, ctx.reporter.style() == Style::Json);
         return Ok(());
     }
-    let result = engine::run(&phases, &ctx).await;
+    let result = run_locked(&run, args, &phases, &ctx).await;
     ctx.reporter.finish(result.is_ok());
+    result
+}
+
+/// Runs the phases holding the cluster-side lock from the moment the API
+/// answers: before phase -1 when an earlier run's kubeconfig reaches it,
+/// else right after phase -1.
+async fn run_locked(
+    run: &ClusterRun,
+    args: &UpArgs,
+    phases: &[Box<dyn engine::Phase>],
+    ctx: &RunCtx,
+) -> Result<(), PhaseError> {
+    let name = &run.cluster.name;
+    let kubeconfig = || async { ctx.state.lock().await.artifact(KUBECONFIG).map(|p| p.to_path_buf()) };
+    let mut held = match kubeconfig().await {
+        Some(k) => lock::take(&k, name, args.force_unlock, false, ctx.cancel.clone()).await?,
+        None => None,
+    };
+    let (nodes, rest) = phases.split_at(1);
+    let mut result = engine::run(nodes, ctx).await;
+    if result.is_ok() && held.is_none() {
+        if let Some(k) = kubeconfig().await {
+            match lock::take(&k, name, args.force_unlock, true, ctx.cancel.clone()).await {
+                Ok(h) => held = h,
+                Err(e) => result = Err(e),
+            }
+        }
+    }
+    if result.is_ok() {
+        result = engine::run(rest, ctx).await;
+    }
+    if let Some(h) = held {
+        h.release().await;
+    }
     result
 }
 
