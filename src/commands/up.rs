@@ -225,12 +225,13 @@ async fn run_locked(
     };
     let (nodes, rest) = phases.split_at(1);
     let mut result = engine::run(nodes, ctx).await;
-    if result.is_ok() && held.is_none() {
-        if let Some(k) = kubeconfig().await {
-            match lock::take(&k, name, args.force_unlock, true, ctx.cancel.clone()).await {
-                Ok(h) => held = h,
-                Err(e) => result = Err(e),
-            }
+    if result.is_ok()
+        && held.is_none()
+        && let Some(k) = kubeconfig().await
+    {
+        match lock::take(&k, name, args.force_unlock, true, ctx.cancel.clone()).await {
+            Ok(h) => held = h,
+            Err(e) => result = Err(e),
         }
     }
     if result.is_ok() {
