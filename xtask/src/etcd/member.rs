@@ -313,7 +313,24 @@ impl EtcdCluster {
         let Some(via) = self.any_client(name) else {
             return Err(EtcdError::NotRunning);
         };
-        let (id, after) = via.member_add(&peer_url(ip)).await.map_err(failed)?;
+        // etcd refuses reconfiguration until every voting member has been connected for
+        // its health interval (5 s; etcdserver `mayAddMember`, strict reconfig check on as
+        // in Talos): the add is retried, as Talos's etcd service retries its join.
+        let deadline = Instant::now() + WAIT;
+        let (id, after) = loop {
+            match via.member_add(&peer_url(ip)).await {
+                Ok(added) => break added,
+                Err(e)
+                    if Instant::now() < deadline
+                        && ["unhealthy cluster", "not enough started members"]
+                            .iter()
+                            .any(|m| e.to_string().contains(m)) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => return Err(failed(e)),
+            }
+        };
         let initial: Vec<String> = after
             .iter()
             .map(|m| {

@@ -166,8 +166,10 @@ const VIOLATES: &str = "Cannot evict pod as it would violate the pod's disruptio
 /// (`EvictionREST.Create`, `checkAndDecrement`, `createTooManyRequestsError`).
 /// Returns the Status body of a successful eviction.
 pub fn evict(store: &mut Store, ns: &str, name: &str, body: &Value) -> Result<Value, Refusal> {
-    let kind = body["kind"].as_str().unwrap_or_default();
-    let api = body["apiVersion"].as_str().unwrap_or_default();
+    // The endpoint's type fills in a missing kind/apiVersion (kube-apiserver decodes into
+    // the Eviction the subresource expects); a different one is refused.
+    let kind = body["kind"].as_str().unwrap_or("Eviction");
+    let api = body["apiVersion"].as_str().unwrap_or("policy/v1");
     if kind != "Eviction" || !matches!(api, "policy/v1" | "policy/v1beta1") {
         return Err((
             400,
