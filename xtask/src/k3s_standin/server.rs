@@ -96,9 +96,16 @@ pub async fn run(cfg: Config) -> Result<()> {
     // API's objects, so `k3s etcd-snapshot save` takes a real snapshot.
     let embedded = if cfg.cluster_init && crate::etcd::member::available() {
         let etcd = crate::etcd::EtcdCluster::default();
-        etcd.bootstrap(&cfg.node_name, std::net::Ipv4Addr::LOCALHOST.into(), None, false)
+        // A restart may find the previous server's member still releasing its ports.
+        let mut attempt = 0;
+        while let Err(e) = etcd
+            .bootstrap(&cfg.node_name, std::net::Ipv4Addr::LOCALHOST.into(), None, false)
             .await
-            .map_err(|e| anyhow::anyhow!("embedded etcd: {e}"))?;
+        {
+            attempt += 1;
+            anyhow::ensure!(attempt < 10, "embedded etcd: {e}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
         Some(etcd)
     } else {
         None

@@ -7,6 +7,12 @@
 //! Writes are queued in store order and applied by one task; a mutating
 //! request is answered only once its change is in etcd
 //! ([`Persist::flushed`]), so an acknowledged write is in any later snapshot.
+//!
+//! resourceVersions stay the store's own counter (kube-apiserver uses etcd's
+//! mod_revision; here writes are asynchronous to the store lock, so the
+//! revision is not known when the version is assigned). The counter starts
+//! above both etcd's revision and every loaded object's version, so versions
+//! never go back across a restart or a restore.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -22,10 +28,11 @@ use crate::etcd::EtcdClient;
 
 /// Keys whose layout differs from `/registry/<resource>`. Upstream:
 /// kubernetes pkg/registry/core/node/storage ("minions"), pkg/registry/core/service/storage
-/// ("services/specs"), and API groups served by their own apiservers keep the group.
+/// ("services/specs"), pkg/registry/core/endpoint/storage ("services/endpoints"), and API groups served by their own apiservers keep the group.
 const OVERRIDES: &[(&str, &str, &str)] = &[
     ("", "nodes", "minions"),
     ("", "services", "services/specs"),
+    ("", "endpoints", "services/endpoints"),
     (
         "apiextensions.k8s.io",
         "customresourcedefinitions",

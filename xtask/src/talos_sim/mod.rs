@@ -235,7 +235,16 @@ impl TalosSim {
         self.shared.cluster(cluster_id)
     }
 
-    /// Writes a key into the cluster's etcd; false when etcd is not running.
+    /// Client URLs of the cluster's running real etcd members (empty with the
+    /// in-memory stand-in, see [`SimOptions::real_etcd`]).
+    pub fn etcd_endpoints(&self, cluster_id: &str) -> Vec<String> {
+        let cluster = self.cluster(cluster_id);
+        let real = lock(&cluster).real.clone();
+        real.map(|r| r.endpoints()).unwrap_or_default()
+    }
+
+    /// Writes a key into the cluster's in-memory etcd; false when it is not
+    /// running (with real etcd, write through [`crate::etcd::EtcdClient`]).
     pub fn etcd_put(&self, cluster_id: &str, key: &str, value: &str) -> bool {
         let cluster = self.cluster(cluster_id);
         let mut cluster = lock(&cluster);
@@ -249,7 +258,7 @@ impl TalosSim {
         }
     }
 
-    /// Reads a key from the cluster's etcd.
+    /// Reads a key from the cluster's in-memory etcd.
     pub fn etcd_get(&self, cluster_id: &str, key: &str) -> Option<String> {
         let cluster = self.cluster(cluster_id);
         let cluster = lock(&cluster);
