@@ -61,6 +61,8 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 impl EtcdClient {
     /// A client for `base` (e.g. `http://127.81.0.1:2379`).
     pub fn new(base: &str) -> Self {
+        // reqwest is built without a default rustls provider: the project's one first.
+        bootstrap::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .no_proxy()
