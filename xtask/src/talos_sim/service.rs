@@ -231,6 +231,7 @@ fn etcd_status(e: EtcdError) -> Status {
 }
 
 /// The version an installer image installs: its tag (`…/installer:v1.13.10`).
+/// Upstream: Talos docs, "Upgrading Talos Linux" (`--image ghcr.io/siderolabs/installer:<version>`).
 fn installer_version(image: &str) -> Option<String> {
     let (repo, tag) = image.rsplit_once(':')?;
     (!repo.is_empty() && !tag.is_empty() && !tag.contains('/')).then(|| tag.to_owned())
