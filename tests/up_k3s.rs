@@ -344,6 +344,44 @@ async fn converges_then_changes_nothing_then_names_an_unreachable_node(mut rack:
     assert!(err.contains("rack-1") && err.contains("another cluster token"), "{err}");
     assert_eq!(footprint(&pool, &rack).await, after, "a refused run changed a node");
 
+    // Day 2 on k3s: the stand-in reports its version, and `k3s etcd-snapshot save` takes an
+    // on-demand snapshot of the first server's embedded etcd that etcdctl reads.
+    let s = pool.session(&target(&rack, &rack.nodes()[0])).await.unwrap();
+    let version = s.run("/usr/local/bin/k3s --version", Default::default()).await.unwrap();
+    assert!(
+        version.success() && version.stdout_str().starts_with("k3s version v1."),
+        "{}",
+        version.stdout_str()
+    );
+    if xtask::etcd::member::available() {
+        let saved = s
+            .run("/usr/local/bin/k3s etcd-snapshot save --name drill", Default::default())
+            .await
+            .unwrap();
+        let line = saved.stdout_str();
+        let file = line
+            .trim()
+            .strip_prefix("Snapshot ")
+            .and_then(|l| l.strip_suffix(" saved."));
+        let file = file.unwrap_or_else(|| panic!("k3s etcd-snapshot save printed {line:?}"));
+        assert!(file.starts_with("drill-rack-1-"), "{file}");
+        let status = s
+            .run(
+                &format!(
+                    "ETCDCTL_API=3 etcdctl snapshot status {}/{file} --write-out=json",
+                    xtask::k3s_standin::SNAPSHOT_DIR
+                ),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        assert!(
+            status.success() && status.stdout_str().contains("\"totalKey\""),
+            "{}",
+            status.stdout_str()
+        );
+    }
+
     // A node that stays unreachable: named in the error; the others' state and the kubeconfig kept.
     rack.kill(2);
     let run = run_for(&relabelled, dir.path(), Duration::from_secs(4), false);

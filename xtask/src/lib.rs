@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod codegen;
 pub mod demo;
+pub mod etcd;
 pub mod k3s_standin;
 pub mod kube_sim;
 pub mod rack;

@@ -58,6 +58,24 @@ impl SimRack {
     /// `cluster`, and the watcher that brings the Kubernetes API up after
     /// etcd bootstrap. Addresses must be loopback.
     pub async fn start(cluster: &Cluster, options: RackOptions) -> Result<Self> {
+        Self::start_with(cluster, options, false).await
+    }
+
+    /// [`SimRack::start`] with real etcd: one `/usr/bin/etcd` member per
+    /// control plane behind the Talos nodes, and the Kubernetes API simulator
+    /// keeping its objects in it, so a wipe loses them and a restore brings
+    /// them back. Opt-in: each member costs a process and a second or so.
+    pub async fn start_real_etcd(cluster: &Cluster, options: RackOptions) -> Result<Self> {
+        anyhow::ensure!(
+            crate::etcd::member::available(),
+            "real etcd needs {} and {} (Debian etcd-server, etcd-client)",
+            crate::etcd::member::ETCD,
+            crate::etcd::member::ETCDCTL
+        );
+        Self::start_with(cluster, options, true).await
+    }
+
+    async fn start_with(cluster: &Cluster, options: RackOptions, real_etcd: bool) -> Result<Self> {
         let addresses: Vec<IpAddr> = cluster.nodes.iter().map(|n| n.ip).collect();
         if let Some(ip) = addresses.iter().find(|ip| !ip.is_loopback()) {
             anyhow::bail!("the simulated rack only binds loopback addresses; {ip} is not one");
@@ -73,6 +91,7 @@ impl SimRack {
             addresses,
             reboot_delay: options.reboot_delay,
             ready_delay: options.ready_delay,
+            real_etcd,
             ..SimOptions::new(cluster.nodes.len())
         })
         .await?;
@@ -121,6 +140,8 @@ impl SimRack {
 
 /// Every 50 ms: once some node's cluster has etcd running, start the API on
 /// the endpoint with that cluster's CA; register configured nodes once.
+/// With real etcd the API stops when etcd has no member left (a wipe) and
+/// starts again, loading its objects from etcd, when etcd is back.
 async fn watch(
     nodes: Vec<Arc<crate::talos_sim::SimNode>>,
     api: SocketAddr,
@@ -131,7 +152,11 @@ async fn watch(
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     loop {
         tick.tick().await;
-        let current = slot.lock().expect("kube lock").clone();
+        let mut current = slot.lock().expect("kube lock").clone();
+        if current.as_ref().is_some_and(|k| k.etcd_backed()) && !real_etcd_running(&nodes) {
+            slot.lock().expect("kube lock").take();
+            current = None;
+        }
         let kube = match current {
             Some(k) => k,
             None => match start_api(&nodes, api, &behaviour).await {
@@ -204,20 +229,47 @@ fn registration(n: &crate::talos_sim::SimNode) -> NodeRegistration {
     reg
 }
 
+/// Whether some node's cluster runs real etcd with a member up.
+fn real_etcd_running(nodes: &[Arc<crate::talos_sim::SimNode>]) -> bool {
+    nodes.iter().any(|n| {
+        n.cluster().is_some_and(|c| {
+            let c = c.lock().expect("cluster lock");
+            c.real.is_some() && c.etcd_running()
+        })
+    })
+}
+
 /// Starts the API once a control plane's cluster has etcd; `None` before that.
 async fn start_api(
     nodes: &[Arc<crate::talos_sim::SimNode>],
     api: SocketAddr,
     behaviour: &kube_sim::Behaviour,
 ) -> Result<Option<KubeSim>> {
-    let Some(config) = nodes.iter().find_map(|n| {
+    let Some((config, cluster)) = nodes.iter().find_map(|n| {
         let config = n.config()?;
         config.k8s_ca_key.as_ref()?;
         let cluster = n.cluster()?;
-        let etcd_up = n.is_up() && cluster.lock().expect("cluster lock").etcd.is_some();
-        etcd_up.then_some(config)
+        let etcd_up = n.is_up() && cluster.lock().expect("cluster lock").etcd_running();
+        etcd_up.then_some((config, cluster))
     }) else {
         return Ok(None);
+    };
+    // kube-apiserver's --etcd-servers: every control plane's etcd, running members first.
+    let etcd = {
+        let c = cluster.lock().expect("cluster lock");
+        match &c.real {
+            Some(real) => {
+                let mut urls = real.endpoints();
+                for cp in c.control_planes.values() {
+                    let url = crate::etcd::member::client_url(cp.ip);
+                    if !urls.contains(&url) {
+                        urls.push(url);
+                    }
+                }
+                urls
+            }
+            None => Vec::new(),
+        }
     };
     let key = config.k8s_ca_key.as_deref().unwrap_or_default();
     let sans = vec![
@@ -231,6 +283,7 @@ async fn start_api(
         tls: Some(tls),
         behaviour: behaviour.clone(),
         cluster_name: config.cluster_name.clone(),
+        etcd,
     })
     .await?;
     Ok(Some(sim))

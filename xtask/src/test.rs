@@ -29,6 +29,10 @@ pub const APT_PACKAGES: &[&str] = &[
     "tmux",
     // The real age CLI: wraps SOPS data keys in tests (tests/sops.rs).
     "age",
+    // Real etcd members behind the simulated Talos control planes (talos_sim::etcd, the DR drill);
+    // etcdctl takes and restores their snapshots.
+    "etcd-server",
+    "etcd-client",
 ];
 
 /// Runs the suite.

@@ -19,6 +19,7 @@
 mod agent;
 pub mod config;
 mod server;
+mod snapshot;
 
 use std::path::Path;
 
@@ -30,8 +31,24 @@ pub const SYSTEMCTL: &str = include_str!("systemctl.sh");
 pub const SUPERVISOR_PORT: u16 = 6444;
 /// One line per start (and per join of this node), on each node.
 pub const CALL_LOG: &str = "/var/lib/rancher/k3s/standin-calls.log";
-/// What `k3s --version` prints.
-pub const VERSION: &str = "k3s version v0.0.0+standin (k3s-standin)";
+/// The k3s version the stand-in reports when `K3S_STANDIN_VERSION` is unset.
+pub const DEFAULT_VERSION: &str = "v1.34.1+k3s1";
+/// Where `k3s etcd-snapshot save` writes by default (k3s docs, cli/etcd-snapshot:
+/// `${data-dir}/server/db/snapshots`).
+pub const SNAPSHOT_DIR: &str = "/var/lib/rancher/k3s/server/db/snapshots";
+
+/// The version this stand-in plays: `K3S_STANDIN_VERSION`, else [`DEFAULT_VERSION`].
+pub fn version() -> String {
+    std::env::var("K3S_STANDIN_VERSION")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| DEFAULT_VERSION.to_owned())
+}
+
+/// What `k3s --version` prints (k3s's format: version and commit, then the Go version).
+pub fn version_text() -> String {
+    format!("k3s version {} (standin)\ngo version go1.24.6", version())
+}
 
 /// True when this process was started as `k3s` (a multi-call binary can
 /// then hand over to [`main`]).
@@ -64,8 +81,15 @@ fn run(args: &[String]) -> Result<()> {
         .unwrap_or_else(|| config::DEFAULT_PATH.to_owned());
     match cmd {
         "--version" | "-v" | "version" => {
-            println!("{VERSION}");
+            println!("{}", version_text());
             Ok(())
+        }
+        "etcd-snapshot" => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            rt.block_on(snapshot::run(rest, &config_path))
         }
         "server" | "agent" => {
             let cfg = config::Config::load(Path::new(&config_path))?;
@@ -82,7 +106,9 @@ fn run(args: &[String]) -> Result<()> {
                 }
             })
         }
-        other => anyhow::bail!("unsupported command {other:?} (the stand-in knows server, agent, --version)"),
+        other => anyhow::bail!(
+            "unsupported command {other:?} (the stand-in knows server, agent, etcd-snapshot save, --version)"
+        ),
     }
 }
 

@@ -92,12 +92,35 @@ pub async fn run(cfg: Config) -> Result<()> {
         },
         ..Behaviour::default()
     };
+    // Embedded etcd (k3s `cluster-init`): a real member on the node's loopback, keeping the
+    // API's objects, so `k3s etcd-snapshot save` takes a real snapshot.
+    let embedded = if cfg.cluster_init && crate::etcd::member::available() {
+        let etcd = crate::etcd::EtcdCluster::default();
+        // A restart may find the previous server's member still releasing its ports.
+        let mut attempt = 0;
+        while let Err(e) = etcd
+            .bootstrap(&cfg.node_name, std::net::Ipv4Addr::LOCALHOST.into(), None, false)
+            .await
+        {
+            attempt += 1;
+            anyhow::ensure!(attempt < 10, "embedded etcd: {e}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        Some(etcd)
+    } else {
+        None
+    };
+    let etcd = match &embedded {
+        Some(_) => vec![super::snapshot::LOCAL_ETCD.to_owned()],
+        None => Vec::new(),
+    };
     let sim = Arc::new(
         KubeSim::start(SimOptions {
             bind: SocketAddr::from(([0, 0, 0, 0], 6443)),
             tls: Some(tls.clone()),
             behaviour,
             cluster_name: "default".into(),
+            etcd,
         })
         .await?,
     );
@@ -123,12 +146,14 @@ pub async fn run(cfg: Config) -> Result<()> {
             .iter()
             .filter_map(|t| super::config::parse_taint(t))
             .collect(),
+        kubelet_version: Some(super::version()),
     });
 
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], SUPERVISOR_PORT)))
         .await
         .with_context(|| format!("binding the join port {SUPERVISOR_PORT}"))?;
     let proof = token_proof(&cfg.token);
+    let _embedded = embedded;
     loop {
         let (conn, _) = match listener.accept().await {
             Ok(c) => c,
@@ -189,6 +214,7 @@ fn handle_join(sim: &KubeSim, proof: &str, ca: &str, line: &str) -> String {
             .filter_map(|t| t.strip_prefix("taint:"))
             .filter_map(super::config::parse_taint)
             .collect(),
+        kubelet_version: Some(super::version()),
     });
     if *role == "server" {
         format!("OK {ca}\n")

@@ -227,6 +227,13 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Body>, user: Arc<str>) -> 
         None => dispatch(&shared, req, &query, dry_run).await,
     };
     record.status = reply.status().as_u16();
+    // An acknowledged write is in etcd (kube-apiserver answers after etcd's commit).
+    if record.mutating
+        && let Some(p) = &shared.persist
+    {
+        let rv = shared.store.lock().expect("store lock").resource_version();
+        p.flushed(rv).await;
+    }
     tracing::debug!(target: "kube_sim", %method, %path, status = record.status, "request");
     shared.requests.lock().expect("log lock").push(record);
     Ok(reply)
@@ -356,6 +363,9 @@ async fn dispatch(shared: &Arc<Shared>, req: Request<Body>, query: &HashMap<Stri
                     status_subresource: t.status_subresource,
                 },
                 Some("status") if t.status_subresource => Part::Status,
+                Some("eviction") if t.group.is_empty() && t.plural == "pods" => {
+                    return evict(shared, req, namespace.as_deref().unwrap_or_default(), name.as_deref()).await;
+                }
                 Some(_) => {
                     return status(
                         404,
@@ -425,6 +435,41 @@ async fn dispatch(shared: &Arc<Shared>, req: Request<Body>, query: &HashMap<Stri
                 ),
             };
             ctx.with_warnings(reply)
+        }
+    }
+}
+
+/// `POST /api/v1/namespaces/{ns}/pods/{name}/eviction` (policy/v1 Eviction; [`super::eviction`]).
+async fn evict(shared: &Arc<Shared>, req: Request<Body>, ns: &str, name: Option<&str>) -> Reply {
+    let Some(name) = name.filter(|_| req.method() == Method::POST) else {
+        return status(
+            405,
+            "MethodNotAllowed",
+            "eviction takes POST on a named pod".into(),
+            None,
+        );
+    };
+    let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
+        Ok(b) => b,
+        Err(e) => return bad_request(format!("cannot read the request body: {e}")),
+    };
+    let eviction: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return bad_request(format!("the Eviction is not valid JSON: {e}")),
+    };
+    let result = {
+        let mut store = shared.store.lock().expect("store lock");
+        super::eviction::evict(&mut store, ns, name, &eviction)
+    };
+    match result {
+        Ok(body) => json_response(StatusCode::CREATED, &body),
+        Err((code, reason, message, details)) => {
+            let retry = details.as_ref().and_then(|d| d["retryAfterSeconds"].as_u64());
+            let mut r = status(code, reason, message, details);
+            if let Some(secs) = retry {
+                r.headers_mut().insert(header::RETRY_AFTER, secs.into());
+            }
+            r
         }
     }
 }

@@ -79,6 +79,8 @@ pub struct Timers {
     next: Option<Instant>,
     /// Workloads whose pods admission refused, with the message.
     pub(crate) failed_creates: HashMap<(String, String, String), String>,
+    /// Nodes the last pass saw (the pod garbage collector's memory).
+    pub(crate) seen_nodes: std::collections::BTreeSet<String>,
 }
 
 impl Timers {
@@ -171,6 +173,7 @@ pub fn reconcile(store: &mut Store, b: &Behaviour, timers: &mut Timers, now: Ins
     super::kubelet::nodes(store, b, net.as_ref(), timers, now);
     super::workloads::sync_pods(store, &mut timers.failed_creates);
     super::scheduler::run(store);
+    super::eviction::reconcile(store, &mut timers.seen_nodes);
     let crash = |s: &Store, p: &Value| super::flux::crash_reason(s, b, p);
     super::kubelet::pods(store, b, net.as_ref(), &crash, timers, now);
     for (gr, o) in super::workloads::statuses(store, &timers.failed_creates) {

@@ -20,6 +20,7 @@ pub mod controllers;
 pub mod decode;
 pub mod discovery;
 pub mod events;
+pub mod eviction;
 pub mod faults;
 pub mod field;
 pub mod flux;
@@ -28,6 +29,7 @@ pub mod kubelet;
 pub mod lifecycle;
 pub mod negotiate;
 pub mod openapi;
+pub mod persist;
 pub mod protobuf;
 pub mod resources;
 pub mod scheduler;
@@ -69,6 +71,8 @@ pub(crate) struct Shared {
     pub(crate) behaviour: Mutex<Behaviour>,
     pub(crate) builtins: Vec<ResourceType>,
     pub(crate) addr: SocketAddr,
+    /// Write-through to etcd (`SimOptions::etcd`).
+    pub(crate) persist: Option<persist::Persist>,
 }
 
 /// How to start a simulator.
@@ -82,6 +86,9 @@ pub struct SimOptions {
     pub behaviour: Behaviour,
     /// Cluster name written into the admin kubeconfig.
     pub cluster_name: String,
+    /// etcd client URLs: when set, objects are loaded from etcd at start
+    /// and every change is written through (`/registry/...` keys).
+    pub etcd: Vec<String>,
 }
 
 impl Default for SimOptions {
@@ -91,6 +98,7 @@ impl Default for SimOptions {
             tls: None,
             behaviour: Behaviour::default(),
             cluster_name: "sim".into(),
+            etcd: Vec::new(),
         }
     }
 }
@@ -116,6 +124,8 @@ pub struct NodeRegistration {
     pub labels: BTreeMap<String, String>,
     /// `(key, value, effect)`, as `--register-with-taints` (or Talos' `machine.nodeTaints`) sets them.
     pub taints: Vec<(String, String, String)>,
+    /// `status.nodeInfo.kubeletVersion` (k3s reports its own, e.g. `v1.34.1+k3s1`); default v1.34.1.
+    pub kubelet_version: Option<String>,
 }
 
 /// A running simulator; stops (closing every connection) when dropped.
@@ -167,17 +177,40 @@ impl KubeSim {
             }
             None => None,
         };
+        let builtins = resources::builtins();
+        let store = Mutex::new(Store::default());
+        let mut tasks = Vec::new();
+        let persist = if opts.etcd.is_empty() {
+            None
+        } else {
+            let loaded = persist::load(&opts.etcd, &store)
+                .await
+                .context("kube-sim: loading from etcd")?;
+            tracing::debug!(target: "kube_sim", loaded, "objects loaded from etcd");
+            let gr = builtins
+                .iter()
+                .map(|t| GroupResource::new(&t.group, &t.plural))
+                .collect();
+            let (p, task) = persist::Persist::start(&opts.etcd, gr);
+            store.lock().expect("store lock").set_persist(p.clone());
+            tasks.push(task);
+            Some(p)
+        };
         let shared = Arc::new(Shared {
-            store: Mutex::new(Store::default()),
+            store,
             faults: Mutex::default(),
             requests: Mutex::default(),
             behaviour: Mutex::new(opts.behaviour),
-            builtins: resources::builtins(),
+            builtins,
             addr,
+            persist,
         });
         {
             let mut store = shared.store.lock().expect("store lock");
             for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+                if store.get(&GroupResource::new("", "namespaces"), "", ns).is_some() {
+                    continue;
+                }
                 store.put(
                     &GroupResource::new("", "namespaces"),
                     json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "generation": 1},
@@ -186,14 +219,17 @@ impl KubeSim {
             }
             // Upstream: kube-apiserver's RBAC bootstrap policy (plugin/pkg/auth/authorizer/rbac/bootstrappolicy)
             // creates the cluster-admin ClusterRole at start.
-            store.put(
-                &GroupResource::new("rbac.authorization.k8s.io", "clusterroles"),
-                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            let cluster_admin = GroupResource::new("rbac.authorization.k8s.io", "clusterroles");
+            if store.get(&cluster_admin, "", "cluster-admin").is_none() {
+                store.put(
+                    &cluster_admin,
+                    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
                        "metadata": {"name": "cluster-admin", "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
                                     "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}},
                        "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
                                  {"nonResourceURLs": ["*"], "verbs": ["*"]}]}),
-            );
+                );
+            }
         }
         let serve = tokio::spawn(serve(listener, acceptor, shared.clone()));
         let ctrl = tokio::spawn(controllers::run(shared.clone()));
@@ -203,7 +239,10 @@ impl KubeSim {
             tls,
             admin_kubeconfig,
             url,
-            tasks: vec![serve, ctrl],
+            tasks: {
+                tasks.extend([serve, ctrl]);
+                tasks
+            },
         })
     }
 
@@ -289,6 +328,9 @@ impl KubeSim {
         );
         obj["spec"]["taints"] = Value::Array(taints);
         obj["status"]["addresses"] = Value::Array(addresses);
+        if let Some(v) = node.kubelet_version {
+            obj["status"]["nodeInfo"]["kubeletVersion"] = json!(v);
+        }
         store.put(&gr, obj);
     }
 
@@ -327,6 +369,19 @@ impl KubeSim {
             .list(&GroupResource::new(group, resource), None)
             .cloned()
             .collect()
+    }
+
+    /// Whether objects are kept in etcd.
+    pub fn etcd_backed(&self) -> bool {
+        self.shared.persist.is_some()
+    }
+
+    /// Waits until every change so far is in etcd (no-op without etcd).
+    pub async fn flushed(&self) {
+        if let Some(p) = &self.shared.persist {
+            let rv = self.resource_version();
+            p.flushed(rv).await;
+        }
     }
 
     /// The current cluster-wide resourceVersion.

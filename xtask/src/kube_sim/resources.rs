@@ -278,6 +278,13 @@ pub fn resource_list(group_version: &str, types: &[&ResourceType]) -> Value {
                 "verbs": ["get", "patch", "update"],
             }));
         }
+        if t.group.is_empty() && t.plural == "pods" {
+            // Upstream: kube-apiserver's /api/v1 discovery lists pods/eviction (kubectl drain reads it).
+            resources.push(json!({
+                "name": "pods/eviction", "singularName": "", "namespaced": true,
+                "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"],
+            }));
+        }
     }
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources})
 }

@@ -48,6 +48,8 @@ pub struct Store {
     objects: BTreeMap<GroupResource, BTreeMap<(String, String), Value>>,
     log: VecDeque<Arc<Event>>,
     tx: broadcast::Sender<Arc<Event>>,
+    /// Write-through to etcd, when the simulator is etcd-backed.
+    persist: Option<super::persist::Persist>,
 }
 
 /// Past events to replay, and the receiver for the ones to come.
@@ -65,11 +67,37 @@ impl Default for Store {
             objects: BTreeMap::new(),
             log: VecDeque::new(),
             tx: broadcast::channel(4096).0,
+            persist: None,
         }
     }
 }
 
 impl Store {
+    /// Writes every change from now on through to etcd.
+    pub fn set_persist(&mut self, persist: super::persist::Persist) {
+        self.persist = Some(persist);
+    }
+
+    /// Puts an object loaded from etcd as it is (resourceVersion, uid kept;
+    /// no event, no write back).
+    pub fn insert_loaded(&mut self, gr: &GroupResource, object: Value) {
+        let ns = object["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
+        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        let rv = object["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        self.rv = self.rv.max(rv);
+        self.uid_seq += 1;
+        self.objects.entry(gr.clone()).or_default().insert((ns, name), object);
+    }
+
+    /// Moves the resourceVersion counter up to at least `rv` (etcd's
+    /// revision after a load), so versions stay monotonic across restarts.
+    pub fn advance_to(&mut self, rv: u64) {
+        self.rv = self.rv.max(rv);
+    }
+
     /// The latest resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.rv
@@ -104,6 +132,9 @@ impl Store {
             meta["uid"] = Value::String(uid(self.uid_seq));
             meta["creationTimestamp"] = Value::String(now_rfc3339());
         }
+        if let Some(p) = &self.persist {
+            p.send(self.rv, gr, &key.0, &key.1, Some(&object));
+        }
         self.objects.entry(gr.clone()).or_default().insert(key, object.clone());
         let kind = if exists { EventType::Modified } else { EventType::Added };
         self.record(gr, ns, kind, object.clone());
@@ -115,6 +146,9 @@ impl Store {
         let mut object = self.objects.get_mut(gr)?.remove(&(ns.to_owned(), name.to_owned()))?;
         self.rv += 1;
         object["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
+        if let Some(p) = &self.persist {
+            p.send(self.rv, gr, ns, name, None);
+        }
         self.record(gr, ns.to_owned(), EventType::Deleted, object.clone());
         Some(object)
     }

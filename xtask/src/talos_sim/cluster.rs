@@ -1,8 +1,12 @@
 //! The state one simulated cluster shares between its nodes: the etcd
-//! members, a small key/value store standing in for etcd data, and the OS CA
+//! members, a small key/value store standing in for etcd data (or, with
+//! [`super::SimOptions::real_etcd`], real etcd processes), and the OS CA
 //! that control planes hand to workers (as trustd does).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::etcd::EtcdCluster;
 
 use sha2::{Digest, Sha256};
 
@@ -50,6 +54,9 @@ pub struct ClusterState {
     pub os_ca: Option<(String, String)>,
     /// Configured control planes by node name.
     pub control_planes: BTreeMap<String, ControlPlane>,
+    /// Real etcd members (one process per control plane), when the simulator runs real etcd;
+    /// `etcd` stays `None` then.
+    pub real: Option<Arc<EtcdCluster>>,
 }
 
 impl ClusterState {
@@ -96,11 +103,25 @@ impl ClusterState {
         }
     }
 
-    /// Whether `node` is an etcd member.
+    /// Whether `node` is an etcd member (with real etcd: its member process runs).
     pub fn is_member(&self, node: &str) -> bool {
+        if let Some(real) = &self.real {
+            return self
+                .control_planes
+                .get(node)
+                .is_some_and(|cp| real.is_running(&cp.hostname));
+        }
         self.etcd
             .as_ref()
             .is_some_and(|e| e.members.iter().any(|m| m.node == node))
+    }
+
+    /// Whether etcd runs (and so the cluster has data).
+    pub fn etcd_running(&self) -> bool {
+        match &self.real {
+            Some(real) => real.any_running(),
+            None => self.etcd.is_some(),
+        }
     }
 }
 

@@ -52,6 +52,9 @@ pub struct SimOptions {
     /// Explicit node addresses (one node each, overriding `nodes` and
     /// `base`), e.g. the addresses an inventory names.
     pub addresses: Vec<IpAddr>,
+    /// Run a real etcd member (`/usr/bin/etcd`) per control plane on its
+    /// address (ports 2379/2380) instead of the in-memory stand-in.
+    pub real_etcd: bool,
 }
 
 impl SimOptions {
@@ -66,6 +69,7 @@ impl SimOptions {
             kube_api_url: None,
             talos_version: "v1.13.9".into(),
             addresses: Vec::new(),
+            real_etcd: false,
         }
     }
 }
@@ -91,6 +95,12 @@ pub struct Faults {
     /// get a fresh throwaway certificate, as if another machine answered at
     /// the node's address. One-shot.
     pub swap_certificate_after: Option<&'static str>,
+    /// After its next Upgrade the node boots the old version again (Talos
+    /// falls back to the previous boot entry when the new one fails).
+    pub upgrade_keeps_old_version: bool,
+    /// After its next reboot the node's etcd is unhealthy (with real etcd:
+    /// its member is not started again).
+    pub etcd_unhealthy_after_reboot: bool,
 }
 
 /// One call a node received.
@@ -118,7 +128,15 @@ pub(crate) struct SimShared {
 impl SimShared {
     /// The cluster state for `key`, created on first use.
     pub fn cluster(&self, key: &str) -> Arc<Mutex<cluster::ClusterState>> {
-        lock(&self.clusters).entry(key.to_owned()).or_default().clone()
+        lock(&self.clusters)
+            .entry(key.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(cluster::ClusterState {
+                    real: self.options.real_etcd.then(Default::default),
+                    ..Default::default()
+                }))
+            })
+            .clone()
     }
 }
 
@@ -217,7 +235,16 @@ impl TalosSim {
         self.shared.cluster(cluster_id)
     }
 
-    /// Writes a key into the cluster's etcd; false when etcd is not running.
+    /// Client URLs of the cluster's running real etcd members (empty with the
+    /// in-memory stand-in, see [`SimOptions::real_etcd`]).
+    pub fn etcd_endpoints(&self, cluster_id: &str) -> Vec<String> {
+        let cluster = self.cluster(cluster_id);
+        let real = lock(&cluster).real.clone();
+        real.map(|r| r.endpoints()).unwrap_or_default()
+    }
+
+    /// Writes a key into the cluster's in-memory etcd; false when it is not
+    /// running (with real etcd, write through [`crate::etcd::EtcdClient`]).
     pub fn etcd_put(&self, cluster_id: &str, key: &str, value: &str) -> bool {
         let cluster = self.cluster(cluster_id);
         let mut cluster = lock(&cluster);
@@ -231,7 +258,7 @@ impl TalosSim {
         }
     }
 
-    /// Reads a key from the cluster's etcd.
+    /// Reads a key from the cluster's in-memory etcd.
     pub fn etcd_get(&self, cluster_id: &str, key: &str) -> Option<String> {
         let cluster = self.cluster(cluster_id);
         let cluster = lock(&cluster);

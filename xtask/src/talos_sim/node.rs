@@ -42,6 +42,12 @@ pub(crate) struct NodeState {
     pub pending_snapshot: Option<Vec<u8>>,
     /// A reboot is scheduled or under way: calls get UNAVAILABLE.
     pub rebooting: bool,
+    /// The installed Talos version when it differs from [`super::SimOptions::talos_version`].
+    pub version: Option<String>,
+    /// The installer image of the last Upgrade.
+    pub installer_image: Option<String>,
+    /// etcd on this node is unhealthy (fault `etcd_unhealthy_after_reboot`).
+    pub etcd_unhealthy: bool,
 }
 
 struct Running {
@@ -82,6 +88,9 @@ impl SimNode {
                 generation: 0,
                 pending_snapshot: None,
                 rebooting: false,
+                version: None,
+                installer_image: None,
+                etcd_unhealthy: false,
             }),
             faults: Mutex::new(Faults::default()),
             calls: Mutex::new(Vec::new()),
@@ -121,6 +130,24 @@ impl SimNode {
     /// Whether the API is listening (false while rebooting or powered off).
     pub fn is_up(&self) -> bool {
         lock(&self.state).up
+    }
+
+    /// The Talos version the node runs (Version's tag).
+    pub fn version(&self) -> String {
+        lock(&self.state)
+            .version
+            .clone()
+            .unwrap_or_else(|| self.shared.options.talos_version.clone())
+    }
+
+    /// The installer image the last Upgrade installed, if any.
+    pub fn installer_image(&self) -> Option<String> {
+        lock(&self.state).installer_image.clone()
+    }
+
+    /// Whether the node's etcd is reported unhealthy.
+    pub fn etcd_unhealthy(&self) -> bool {
+        lock(&self.state).etcd_unhealthy
     }
 
     /// The applied configuration, if any.
@@ -241,6 +268,20 @@ impl SimNode {
                         },
                     );
                     cluster.join(&self.name);
+                    // Talos's etcd service: a control plane joins a running cluster (member add,
+                    // then start with state existing) or restarts its own member after a reboot.
+                    let unhealthy = lock(&self.state).etcd_unhealthy;
+                    if let Some(real) = cluster.real.clone()
+                        && !unhealthy
+                        && (real.any_running() || real.has_member(&hostname))
+                    {
+                        let (name, ip) = (hostname.clone(), self.addr.ip());
+                        tokio::spawn(async move {
+                            if let Err(e) = real.join(&name, ip).await {
+                                tracing::warn!("talos-sim: etcd on {name} did not join: {e}");
+                            }
+                        });
+                    }
                     key
                 }
                 MachineType::Worker => match &cluster.os_ca {
@@ -304,6 +345,12 @@ impl SimNode {
     /// Closes the listener and ends the server (gracefully, then by force).
     pub(crate) async fn shutdown(&self) {
         lock(&self.state).up = false;
+        // The node's etcd stops with it (its data stays for the next boot).
+        if let Some(cluster) = self.cluster()
+            && let Some(real) = lock(&cluster).real.clone()
+        {
+            real.stop(&self.hostname());
+        }
         if let Some(running) = self.running.lock().await.take() {
             let _ = running.stop.send(true);
             let abort = running.task.abort_handle();
@@ -335,6 +382,10 @@ impl SimNode {
             let delay = faults.reboot_delay.unwrap_or(node.shared.options.reboot_delay);
             tokio::time::sleep(delay).await;
             change(&mut lock(&node.state));
+            if faults.etcd_unhealthy_after_reboot {
+                node.update_faults(|f| f.etcd_unhealthy_after_reboot = false);
+                lock(&node.state).etcd_unhealthy = true;
+            }
             if faults.fail_reboot {
                 tracing::debug!(node = node.name, "simulated failed reboot: staying down");
                 return;

@@ -15,6 +15,7 @@ use super::cluster::{decode_snapshot, encode_snapshot};
 use super::config::{self, MachineType};
 use super::node::{NodeMode, SimNode, lock};
 use super::pki;
+use crate::etcd::member::EtcdError;
 
 type DataStream = Pin<Box<dyn Stream<Item = Result<Data, Status>> + Send>>;
 
@@ -219,6 +220,112 @@ fn kubeconfig_archive(kubeconfig: &[u8]) -> Result<Vec<u8>, std::io::Error> {
     gz.finish()
 }
 
+/// gRPC status for a failed real-etcd operation.
+fn etcd_status(e: EtcdError) -> Status {
+    match e {
+        EtcdError::AlreadyRunning => Status::already_exists(e.to_string()),
+        EtcdError::NotRunning => Status::failed_precondition(e.to_string()),
+        EtcdError::Failed(m) if m.contains("member not found") => Status::not_found(m),
+        EtcdError::Failed(m) => Status::internal(m),
+    }
+}
+
+/// The version an installer image installs: its tag (`…/installer:v1.13.10`).
+/// Upstream: Talos docs, "Upgrading Talos Linux" (`--image ghcr.io/siderolabs/installer:<version>`).
+fn installer_version(image: &str) -> Option<String> {
+    let (repo, tag) = image.rsplit_once(':')?;
+    (!repo.is_empty() && !tag.is_empty() && !tag.contains('/')).then(|| tag.to_owned())
+}
+
+impl Service {
+    /// Bootstrap against real etcd: the first member (restored from the
+    /// uploaded snapshot with `recover_etcd`), then every other configured
+    /// control plane joins in the background, one at a time.
+    async fn bootstrap_real(
+        &self,
+        cluster: &Arc<std::sync::Mutex<super::cluster::ClusterState>>,
+        real: Arc<crate::etcd::EtcdCluster>,
+        req: &pb::BootstrapRequest,
+    ) -> Result<(), Status> {
+        let snapshot = if req.recover_etcd {
+            let pending = lock(&self.node.state).pending_snapshot.clone();
+            Some(pending.ok_or_else(|| Status::failed_precondition("no etcd snapshot was uploaded for recovery"))?)
+        } else {
+            None
+        };
+        let hostname = self.node.hostname();
+        real.bootstrap(
+            &hostname,
+            self.node.addr().ip(),
+            snapshot.as_deref(),
+            req.recover_skip_hash_check,
+        )
+        .await
+        .map_err(|e| match e {
+            EtcdError::Failed(m) if req.recover_etcd => Status::invalid_argument(m),
+            e => etcd_status(e),
+        })?;
+        lock(&self.node.state).pending_snapshot = None;
+        let others: Vec<(String, std::net::IpAddr)> = lock(cluster)
+            .control_planes
+            .iter()
+            .filter(|(n, _)| n.as_str() != self.node.name())
+            .map(|(_, cp)| (cp.hostname.clone(), cp.ip))
+            .collect();
+        tokio::spawn(async move {
+            for (name, ip) in others {
+                if let Err(e) = real.join(&name, ip).await {
+                    tracing::warn!("talos-sim: etcd on {name} did not join: {e}");
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Talos's quorum guard before a control plane upgrade
+    /// (internal/pkg/etcd/etcd.go, `ValidateForUpgrade`).
+    async fn validate_for_upgrade(&self, preserve: bool) -> Result<(), Status> {
+        let cluster = self.cluster()?;
+        let (real, count) = {
+            let c = lock(&cluster);
+            (c.real.clone(), c.etcd.as_ref().map(|e| e.members.len()))
+        };
+        let members = match real {
+            Some(real) => real.member_list(&self.node.hostname()).await.map_err(etcd_status)?,
+            None => Vec::new(),
+        };
+        let n = count.unwrap_or(members.len());
+        let refuse = |m: String| Err(Status::failed_precondition(m));
+        if !preserve && n == 1 {
+            return refuse("only 1 etcd member found; assuming this is not an HA setup and refusing to upgrade; if this is a single-node cluster, use --preserve to upgrade".into());
+        }
+        if n == 2 {
+            return refuse(format!(
+                "etcd member count({n}) is insufficient to maintain quorum if upgrade commences"
+            ));
+        }
+        for m in &members {
+            if m.name.is_empty() {
+                return refuse(format!(
+                    "etcd member {} is not started, all members must be running to perform an upgrade",
+                    m.id
+                ));
+            }
+            let healthy = match m.client_urls.first() {
+                Some(url) => crate::etcd::EtcdClient::new(url).healthy().await,
+                None => false,
+            };
+            if !healthy {
+                return refuse(format!(
+                    "etcd member {} is not healthy; all members must be healthy to perform an upgrade",
+                    m.id
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[tonic::async_trait]
 impl MachineService for Service {
     type KubeconfigStream = DataStream;
@@ -287,6 +394,15 @@ impl MachineService for Service {
         let config = self.control_plane("bootstrap")?;
         self.ready()?;
         let cluster = self.cluster()?;
+        let real = lock(&cluster).real.clone();
+        if let Some(real) = real {
+            self.bootstrap_real(&cluster, real, &req).await?;
+            return Ok(Response::new(pb::BootstrapResponse {
+                messages: vec![pb::Bootstrap {
+                    metadata: self.metadata(),
+                }],
+            }));
+        }
         if lock(&cluster).etcd.is_some() {
             return Err(Status::already_exists("etcd data directory is not empty"));
         }
@@ -337,6 +453,12 @@ impl MachineService for Service {
         let req = request.into_inner();
         self.config()?;
         if let Some(cluster) = self.node.cluster() {
+            // Talos's reset: a graceful one leaves etcd first (`leaveEtcd`), any reset wipes
+            // the member's data (machined's ResetSystemDisk sequence).
+            let real = lock(&cluster).real.clone();
+            if let Some(real) = real {
+                real.leave(&self.node.hostname(), req.graceful).await;
+            }
             let mut cluster = lock(&cluster);
             cluster.leave(self.node.name());
             cluster.control_planes.remove(self.node.name());
@@ -345,6 +467,7 @@ impl MachineService for Service {
             st.config = None;
             st.cluster = None;
             st.pending_snapshot = None;
+            st.etcd_unhealthy = false;
         };
         if req.reboot {
             self.node.reboot_with(wipe);
@@ -372,6 +495,11 @@ impl MachineService for Service {
         self.enter(&request, "EtcdSnapshot", false, Need::Backup).await?;
         self.control_plane("etcd snapshot")?;
         let cluster = self.cluster()?;
+        let real = lock(&cluster).real.clone();
+        if let Some(real) = real {
+            let snapshot = real.snapshot(&self.node.hostname()).await.map_err(etcd_status)?;
+            return Ok(Response::new(self.stream_chunks(snapshot, SNAPSHOT_CHUNK)));
+        }
         let snapshot = {
             let cluster = lock(&cluster);
             if !cluster.is_member(self.node.name()) {
@@ -390,7 +518,7 @@ impl MachineService for Service {
         self.control_plane("etcd recover")?;
         self.ready()?;
         let cluster = self.cluster()?;
-        if lock(&cluster).etcd.is_some() {
+        if lock(&cluster).etcd_running() {
             return Err(Status::failed_precondition(
                 "etcd is already running: recovery needs a cluster waiting for bootstrap",
             ));
@@ -413,12 +541,11 @@ impl MachineService for Service {
 
     async fn version(&self, request: Request<()>) -> Result<Response<pb::VersionResponse>, Status> {
         self.enter(&request, "Version", false, Need::Reader).await?;
-        let options = &self.node.shared.options;
         Ok(Response::new(pb::VersionResponse {
             messages: vec![pb::Version {
                 metadata: self.metadata(),
                 version: Some(pb::VersionInfo {
-                    tag: options.talos_version.clone(),
+                    tag: self.node.version(),
                     sha: "simulated".into(),
                     built: String::new(),
                     go_version: "go1.25".into(),
@@ -448,7 +575,9 @@ impl MachineService for Service {
                     .node
                     .cluster()
                     .is_some_and(|c| lock(&c).is_member(self.node.name()));
-                services.push(if member {
+                services.push(if member && self.node.etcd_unhealthy() {
+                    service_info("etcd", "Running", false)
+                } else if member {
                     service_info("etcd", "Running", true)
                 } else {
                     service_info("etcd", "Preparing", false)
@@ -476,6 +605,29 @@ impl MachineService for Service {
             ));
         }
         let cluster = self.cluster()?;
+        let real = lock(&cluster).real.clone();
+        if let Some(real) = real {
+            let members = real
+                .member_list(&self.node.hostname())
+                .await
+                .map_err(etcd_status)?
+                .into_iter()
+                .map(|m| pb::EtcdMember {
+                    id: m.id,
+                    hostname: m.name,
+                    peer_urls: m.peer_urls,
+                    client_urls: m.client_urls,
+                    is_learner: m.is_learner,
+                })
+                .collect();
+            return Ok(Response::new(pb::EtcdMemberListResponse {
+                messages: vec![pb::EtcdMembers {
+                    metadata: self.metadata(),
+                    legacy_members: Vec::new(),
+                    members,
+                }],
+            }));
+        }
         let cluster = lock(&cluster);
         let etcd = cluster
             .etcd
@@ -509,7 +661,10 @@ impl MachineService for Service {
         self.enter(&request, "EtcdRemoveMemberByID", true, Need::Admin).await?;
         let id = request.get_ref().member_id;
         let cluster = self.cluster()?;
-        {
+        let real = lock(&cluster).real.clone();
+        if let Some(real) = real {
+            real.remove(&self.node.hostname(), id).await.map_err(etcd_status)?;
+        } else {
             let mut cluster = lock(&cluster);
             if !cluster.is_member(self.node.name()) {
                 return Err(Status::failed_precondition("etcd is not running on this node"));
@@ -524,6 +679,37 @@ impl MachineService for Service {
         Ok(Response::new(pb::EtcdRemoveMemberByIdResponse {
             messages: vec![pb::EtcdRemoveMemberById {
                 metadata: self.metadata(),
+            }],
+        }))
+    }
+
+    async fn upgrade(&self, request: Request<pb::UpgradeRequest>) -> Result<Response<pb::UpgradeResponse>, Status> {
+        self.enter(&request, "Upgrade", true, Need::Admin).await?;
+        let req = request.into_inner();
+        let config = self.config()?;
+        let version = installer_version(&req.image)
+            .ok_or_else(|| Status::invalid_argument(format!("installer image {:?} has no version tag", req.image)))?;
+        if req.stage {
+            return Err(Status::unimplemented("staged upgrades are not simulated"));
+        }
+        if config.machine_type == MachineType::ControlPlane && !req.force {
+            self.validate_for_upgrade(req.preserve).await?;
+        }
+        let keep_old = std::mem::take(&mut lock(&self.node.faults).upgrade_keeps_old_version);
+        let image = req.image.clone();
+        // Talos docs, "Upgrading Talos Linux": the installer writes the new version to the
+        // inactive boot entry and the node reboots into it (or falls back to the old one).
+        self.node.reboot_with(move |st| {
+            st.installer_image = Some(image);
+            if !keep_old {
+                st.version = Some(version);
+            }
+        });
+        Ok(Response::new(pb::UpgradeResponse {
+            messages: vec![pb::Upgrade {
+                metadata: self.metadata(),
+                ack: "Upgrade request received".into(),
+                actor_id: format!("upgrade-{}", rand::random::<u32>()),
             }],
         }))
     }
