@@ -231,12 +231,12 @@ pub fn run(a: FanoutArgs) -> anyhow::Result<()> {
     )?;
     // pyinfra: paramiko, host keys from the rack's known_hosts, unknown ones refused.
     let py_inv = work.join("pyinfra_inventory.py");
-    let mut py = String::from("rack = [\n");
+    let mut py = String::from("rack = ([\n");
     for ip in &ips {
         py.push_str(&format!("    \"{ip}\",\n"));
     }
     py.push_str(&format!(
-        "]\nrack_data = {{\"ssh_user\": \"root\", \"ssh_key\": \"{}\", \"ssh_known_hosts_file\": \"{}\", \"ssh_strict_host_key_checking\": \"yes\", \"ssh_allow_agent\": False, \"ssh_look_for_keys\": False}}\n",
+        "], {{\"ssh_user\": \"root\", \"ssh_key\": \"{}\", \"ssh_known_hosts_file\": \"{}\", \"ssh_strict_host_key_checking\": \"yes\", \"ssh_allow_agent\": False, \"ssh_look_for_keys\": False}})\n",
         key.display(),
         kh.display()
     ));
