@@ -1,35 +1,40 @@
 //! Client authentication: explicit key files first (passphrase from a secret
-//! reference or a terminal prompt), then the ssh-agent, then default keys.
+//! reference or a terminal prompt), each offered first with the OpenSSH user
+//! certificates that certify it (`CertificateFile`, or `KEY-cert.pub` beside
+//! the key, as OpenSSH loads it), then the ssh-agent, then default keys.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use russh::client::Handle;
 use russh::keys::agent::client::AgentClient;
-use russh::keys::{PrivateKey, PrivateKeyWithHashAlg};
+use russh::keys::{Certificate, PrivateKey, PrivateKeyWithHashAlg};
 
 use super::session::Client;
 use super::{Error, ErrorKind, Options, Step};
 use crate::secret::SecretRef;
 
-/// Authenticates `user`, trying `keys` (path, passphrase reference) in order,
-/// then the agent (skipped with `IdentitiesOnly` when keys were given), then
-/// the default identities when no key was named.
+/// Authenticates `user`, trying `keys` (path, passphrase reference) in order
+/// (each with its certificates among `certificates` first), then the agent
+/// (skipped with `IdentitiesOnly` when keys were given), then the default
+/// identities when no key was named.
 pub(crate) async fn authenticate(
     handle: &mut Handle<Client>,
     label: &str,
     user: &str,
     keys: &[(PathBuf, Option<SecretRef>)],
+    certificates: &[PathBuf],
     identities_only: bool,
     opts: &Options,
 ) -> Result<(), Error> {
     let mut tried = Vec::new();
+    let certs = load_certificates(label, certificates)?;
+    let mut used = vec![false; certs.len()];
     for (path, pass) in keys {
-        let key = load_key(label, path, pass.as_ref(), opts.prompt_passphrase)?;
-        if try_key(handle, label, user, key).await? {
+        let key = Arc::new(load_key(label, path, pass.as_ref(), opts.prompt_passphrase)?);
+        if offer(handle, label, user, path, key, &certs, &mut used, &mut tried).await? {
             return Ok(());
         }
-        tried.push(format!("key {} (refused)", path.display()));
     }
     if (!identities_only || keys.is_empty())
         && let Some(sock) = &opts.agent_socket
@@ -49,10 +54,14 @@ pub(crate) async fn authenticate(
                     continue;
                 }
             };
-            if try_key(handle, label, user, key).await? {
+            if offer(handle, label, user, path, Arc::new(key), &certs, &mut used, &mut tried).await? {
                 return Ok(());
             }
-            tried.push(format!("key {} (refused)", path.display()));
+        }
+    }
+    for ((p, _), used) in certs.iter().zip(used) {
+        if !used {
+            tried.push(format!("certificate {} (no IdentityFile holds its key)", p.display()));
         }
     }
     if tried.is_empty() {
@@ -68,7 +77,77 @@ pub(crate) async fn authenticate(
     ))
 }
 
-async fn try_key(handle: &mut Handle<Client>, label: &str, user: &str, key: PrivateKey) -> Result<bool, Error> {
+/// Offers `key`'s certificates (from `certs`, marked in `used`, then
+/// `KEY-cert.pub`), then the plain key; what was refused goes to `tried`.
+#[allow(clippy::too_many_arguments)]
+async fn offer(
+    handle: &mut Handle<Client>,
+    label: &str,
+    user: &str,
+    path: &Path,
+    key: Arc<PrivateKey>,
+    certs: &[(PathBuf, Certificate)],
+    used: &mut [bool],
+    tried: &mut Vec<String>,
+) -> Result<bool, Error> {
+    let mine = |c: &Certificate| c.public_key() == key.public_key().key_data();
+    let mut own: Vec<(Option<usize>, PathBuf, Certificate)> = certs
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, c))| mine(c))
+        .map(|(i, (p, c))| (Some(i), p.clone(), c.clone()))
+        .collect();
+    let beside = cert_beside(path);
+    if !own.iter().any(|(_, p, _)| *p == beside)
+        && let Ok(c) = russh::keys::load_openssh_certificate(&beside)
+        && mine(&c)
+    {
+        own.push((None, beside, c));
+    }
+    for (i, cpath, cert) in own {
+        if let Some(i) = i {
+            used[i] = true;
+        }
+        let r = handle
+            .authenticate_openssh_cert(user, key.clone(), cert)
+            .await
+            .map_err(|e| Error::other(label, Step::Auth, e))?;
+        if r.success() {
+            return Ok(true);
+        }
+        tried.push(format!(
+            "certificate {} for key {} (refused)",
+            cpath.display(),
+            path.display()
+        ));
+    }
+    if try_key(handle, label, user, key).await? {
+        return Ok(true);
+    }
+    tried.push(format!("key {} (refused)", path.display()));
+    Ok(false)
+}
+
+/// `CertificateFile`s; a file named but missing is ignored, as in OpenSSH,
+/// an unreadable or malformed one is an error.
+fn load_certificates(label: &str, paths: &[PathBuf]) -> Result<Vec<(PathBuf, Certificate)>, Error> {
+    let mut out = Vec::new();
+    for p in paths.iter().filter(|p| p.exists()) {
+        let c = russh::keys::load_openssh_certificate(p)
+            .map_err(|e| Error::other(label, Step::Auth, format!("certificate {}: {e}", p.display())))?;
+        out.push((p.clone(), c));
+    }
+    Ok(out)
+}
+
+/// `KEY-cert.pub`, where OpenSSH looks for a key's certificate.
+fn cert_beside(key: &Path) -> PathBuf {
+    let mut s = key.as_os_str().to_owned();
+    s.push("-cert.pub");
+    PathBuf::from(s)
+}
+
+async fn try_key(handle: &mut Handle<Client>, label: &str, user: &str, key: Arc<PrivateKey>) -> Result<bool, Error> {
     let hash = if key.algorithm().is_rsa() {
         handle
             .best_supported_rsa_hash()
@@ -79,7 +158,7 @@ async fn try_key(handle: &mut Handle<Client>, label: &str, user: &str, key: Priv
         None
     };
     let r = handle
-        .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
+        .authenticate_publickey(user, PrivateKeyWithHashAlg::new(key, hash))
         .await
         .map_err(|e| Error::other(label, Step::Auth, e))?;
     Ok(r.success())

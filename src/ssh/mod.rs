@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod fanout;
 pub mod known_hosts;
+mod proxy;
 pub mod scan;
 pub mod session;
 pub mod upload;
@@ -226,6 +227,8 @@ impl Error {
 pub struct Pool {
     opts: Arc<Options>,
     conns: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Session>>>>>,
+    /// ssh config and known_hosts, parsed once for all connections.
+    files: Arc<session::Files>,
 }
 
 impl Pool {
@@ -234,6 +237,7 @@ impl Pool {
         Self {
             opts: Arc::new(opts),
             conns: Default::default(),
+            files: Default::default(),
         }
     }
 
@@ -258,7 +262,7 @@ impl Pool {
         {
             return Ok(s.clone());
         }
-        let s = session::connect(target, &self.opts).await?;
+        let s = session::connect(target, &self.opts, &self.files).await?;
         *slot = Some(s.clone());
         Ok(s)
     }

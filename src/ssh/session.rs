@@ -1,5 +1,5 @@
 //! One SSH connection: host-key verification during the handshake, optional
-//! jump host, authentication, then commands over channels of that connection.
+//! jump host or proxy command, authentication, then commands over channels of that connection.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -9,9 +9,9 @@ use russh::ChannelMsg;
 use russh::client::{self, Handle};
 use russh::keys::{Algorithm, PublicKey, PublicKeyOrCertificate};
 
-use super::config::SshConfig;
+use super::config::{ConfigError, Proxy, Query, SshConfig};
 use super::known_hosts::{KnownHosts, Verdict, key_fingerprint};
-use super::{Error, ErrorKind, Options, Step, Target, auth, shell_quote};
+use super::{Error, ErrorKind, Options, Step, Target, auth, proxy, shell_quote};
 use crate::inventory::JumpHost;
 
 /// Verifies the server's host key during the handshake.
@@ -21,6 +21,8 @@ pub(crate) struct Client {
     pinned: Option<String>,
     known: Arc<KnownHosts>,
     files: Vec<PathBuf>,
+    /// Told when a key is recorded, so the pool reads known_hosts again.
+    shared: Arc<Files>,
     accept_new: bool,
     /// Why the key was refused, read after the handshake fails.
     refusal: Arc<Mutex<Option<ErrorKind>>>,
@@ -53,6 +55,7 @@ impl client::Handler for Client {
                 let file = self.files.first().cloned().unwrap_or_default();
                 match KnownHosts::record(&file, &self.host, self.port, &plain) {
                     Ok(()) => {
+                        self.shared.forget_known_hosts();
                         tracing::warn!("{}: recorded new host key {presented} in {}", self.host, file.display());
                         return Ok(true);
                     }
@@ -87,6 +90,8 @@ struct Inner {
     sudo_password: Option<crate::secret::SecretRef>,
     /// Keeps the jump connection open as long as this one.
     _jump: Option<Session>,
+    /// The ProxyCommand carrying this connection, killed with it.
+    _proxy: Option<proxy::ProxyChild>,
     pub(crate) sftp: tokio::sync::Mutex<Option<Arc<russh_sftp::client::SftpSession>>>,
 }
 
@@ -154,12 +159,20 @@ struct Resolved {
     port: u16,
     user: String,
     keys: Vec<PathBuf>,
+    certificates: Vec<PathBuf>,
     identities_only: bool,
     jumps: Vec<JumpHost>,
+    /// `ProxyCommand`, tokens expanded (never together with `jumps`).
+    proxy_command: Option<String>,
 }
 
-fn resolve(target: &Target, cfg: &SshConfig) -> Resolved {
-    let c = cfg.resolve(&target.host);
+fn resolve(target: &Target, cfg: &SshConfig) -> Result<Resolved, ConfigError> {
+    let c = cfg.resolve(&Query {
+        host: &target.host,
+        port: target.port,
+        user: target.user.as_deref(),
+        default_user: "root",
+    })?;
     let mut keys: Vec<PathBuf> = target.key.iter().cloned().collect();
     keys.extend(
         c.identity_files
@@ -168,23 +181,29 @@ fn resolve(target: &Target, cfg: &SshConfig) -> Resolved {
             .cloned()
             .collect::<Vec<_>>(),
     );
-    let jumps = match &target.jump {
-        Some(j) => vec![j.clone()],
-        None => c
-            .proxy_jump
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|j| j.parse::<JumpHost>().ok())
-            .collect(),
+    let (jumps, proxy_command) = match (&target.jump, c.proxy) {
+        (Some(j), _) => (vec![j.clone()], None),
+        (None, Some(Proxy::Jump(hops))) => (hops.iter().filter_map(|j| j.parse::<JumpHost>().ok()).collect(), None),
+        (None, Some(Proxy::Command(cmd))) => (Vec::new(), Some(cmd)),
+        (None, Some(Proxy::None) | None) => (Vec::new(), None),
     };
-    Resolved {
+    Ok(Resolved {
         host: c.hostname.unwrap_or_else(|| target.host.clone()),
-        port: target.port.or(c.port).unwrap_or(22),
-        user: target.user.clone().or(c.user).unwrap_or_else(|| "root".into()),
+        port: c.port.unwrap_or(22),
+        user: c.user.unwrap_or_else(|| "root".into()),
         keys,
+        certificates: c.certificate_files,
         identities_only: c.identities_only.unwrap_or(false),
         jumps,
-    }
+        proxy_command,
+    })
+}
+
+/// How a connection reaches its host.
+enum Via {
+    Tcp,
+    Jump(Session),
+    Command(String),
 }
 
 fn russh_config(opts: &Options, want_certs: bool) -> Arc<client::Config> {
@@ -210,39 +229,81 @@ fn russh_config(opts: &Options, want_certs: bool) -> Arc<client::Config> {
     })
 }
 
-/// Connects, verifies the host key and authenticates (through jump hosts when configured).
-pub(crate) async fn connect(target: &Target, opts: &Options) -> Result<Session, Error> {
+/// The files every connection of a pool reads, parsed once per pool rather
+/// than once per connection: the ssh config, and known_hosts (read again
+/// after a connection recorded a new key).
+#[derive(Default)]
+pub(crate) struct Files {
+    config: std::sync::OnceLock<Result<Arc<SshConfig>, ConfigError>>,
+    known: Mutex<Option<Arc<KnownHosts>>>,
+}
+
+impl Files {
+    fn config(&self, opts: &Options) -> Result<Arc<SshConfig>, ConfigError> {
+        self.config
+            .get_or_init(|| match &opts.ssh_config {
+                Some(p) => SshConfig::load(p).map(Arc::new),
+                None => Ok(Arc::default()),
+            })
+            .clone()
+    }
+
+    fn known_hosts(&self, opts: &Options) -> Arc<KnownHosts> {
+        self.known
+            .lock()
+            .expect("known_hosts lock")
+            .get_or_insert_with(|| Arc::new(KnownHosts::load(&opts.known_hosts)))
+            .clone()
+    }
+
+    fn forget_known_hosts(&self) {
+        *self.known.lock().expect("known_hosts lock") = None;
+    }
+}
+
+/// Connects, verifies the host key and authenticates (through jump hosts or
+/// a proxy command when configured).
+pub(crate) async fn connect(target: &Target, opts: &Options, shared: &Arc<Files>) -> Result<Session, Error> {
     let label = target.label();
-    let cfg = match &opts.ssh_config {
-        Some(p) => SshConfig::load(p)
-            .map_err(|e| Error::other(&label, Step::Connect, format!("reading {}: {e}", p.display())))?,
-        None => SshConfig::default(),
+    let config_err = |e: ConfigError| Error::other(&label, Step::Connect, format!("ssh config: {e}"));
+    let cfg = shared.config(opts).map_err(config_err)?;
+    let r = resolve(target, &cfg).map_err(config_err)?;
+    let known = shared.known_hosts(opts);
+    // Each hop (jump hosts first) is its own verified, authenticated session;
+    // the first hop may itself be reached through its own ProxyCommand.
+    let mut via = match &r.proxy_command {
+        Some(cmd) => Via::Command(cmd.clone()),
+        None => Via::Tcp,
     };
-    let r = resolve(target, &cfg);
-    let known = Arc::new(KnownHosts::load(&opts.known_hosts));
-    // Each hop (jump hosts first) is its own verified, authenticated session.
-    let mut jump: Option<Session> = None;
     for (i, hop) in r.jumps.iter().enumerate() {
         let mut t = Target::new(format!("{} via jump host {}", target.name, hop.host), hop.host.clone());
         t.port = Some(hop.port);
-        t.user = hop
-            .user
-            .clone()
-            .or_else(|| cfg.resolve(&hop.host).user)
-            .or(Some(r.user.clone()));
+        let hop_user = cfg
+            .resolve(&Query {
+                host: &hop.host,
+                default_user: "root",
+                ..Default::default()
+            })
+            .map_err(config_err)?
+            .user;
+        t.user = hop.user.clone().or(hop_user).or(Some(r.user.clone()));
         t.key = target.key.clone();
         t.passphrase = target.passphrase.clone();
-        let hr = resolve(&t, &cfg);
-        let s = connect_one(&t, hr, opts, &known, jump.take()).await.map_err(|e| {
+        let hr = resolve(&t, &cfg).map_err(config_err)?;
+        let hop_via = match (i, &hr.proxy_command) {
+            (0, Some(cmd)) => Via::Command(cmd.clone()),
+            _ => via,
+        };
+        let s = connect_one(&t, hr, opts, &known, shared, hop_via).await.map_err(|e| {
             Error::new(
                 &label,
                 Step::Jump,
                 ErrorKind::Other(format!("hop {} failed: {e}", i + 1)),
             )
         })?;
-        jump = Some(s);
+        via = Via::Jump(s);
     }
-    connect_one(target, r, opts, &known, jump).await
+    connect_one(target, r, opts, &known, shared, via).await
 }
 
 async fn connect_one(
@@ -250,7 +311,8 @@ async fn connect_one(
     r: Resolved,
     opts: &Options,
     known: &Arc<KnownHosts>,
-    jump: Option<Session>,
+    shared: &Arc<Files>,
+    via: Via,
 ) -> Result<Session, Error> {
     let label = target.label();
     let refusal = Arc::new(Mutex::new(None));
@@ -260,51 +322,93 @@ async fn connect_one(
         pinned: target.host_key.clone(),
         known: known.clone(),
         files: opts.known_hosts.clone(),
+        shared: shared.clone(),
         accept_new: opts.accept_new,
         refusal: refusal.clone(),
     };
     let config = russh_config(opts, known.has_ca_for(&r.host, r.port) && target.host_key.is_none());
-    let handshake = async {
-        match &jump {
-            None => {
-                let addr = (r.host.as_str(), r.port);
+    let mut proxy_child = None;
+    let mut jump = None;
+    let handshake = match via {
+        Via::Tcp => {
+            let addr = (r.host.as_str(), r.port);
+            let connect = async {
                 let tcp = tokio::net::TcpStream::connect(addr)
                     .await
                     .map_err(|e| Error::other(&label, Step::Connect, format!("TCP to {}:{}: {e}", r.host, r.port)))?;
                 let _ = tcp.set_nodelay(true);
-                client::connect_stream(config, tcp, handler).await
-            }
-            Some(j) => {
-                let ch = j
-                    .inner
-                    .handle
-                    .channel_open_direct_tcpip(r.host.clone(), r.port as u32, "127.0.0.1", 0)
-                    .await
-                    .map_err(|e| {
-                        Error::other(
-                            &label,
-                            Step::Jump,
-                            format!(
-                                "jump host {} could not open a tunnel to {}:{}: {e}",
-                                j.inner.label, r.host, r.port
-                            ),
-                        )
-                    })?;
-                client::connect_stream(config, ch.into_stream(), handler).await
-            }
+                Ok::<_, Error>(client::connect_stream(config, tcp, handler).await)
+            };
+            tokio::time::timeout(opts.connect_timeout, connect).await
         }
-        .map_err(|e| match refusal.lock().expect("refusal lock").take() {
-            Some(kind) => Error::new(&label, Step::HostKey, kind),
-            None => Error::other(
+        Via::Command(cmd) => {
+            let (stream, child) = proxy::spawn(&cmd).map_err(|e| {
+                Error::other(
+                    &label,
+                    Step::Connect,
+                    format!("ProxyCommand `{cmd}`: cannot start: {e}"),
+                )
+            })?;
+            proxy_child = Some(child);
+            tokio::time::timeout(opts.connect_timeout, async {
+                Ok(client::connect_stream(config, stream, handler).await)
+            })
+            .await
+        }
+        Via::Jump(j) => {
+            let open = j
+                .inner
+                .handle
+                .channel_open_direct_tcpip(r.host.clone(), r.port as u32, "127.0.0.1", 0);
+            let ch = tokio::time::timeout(opts.connect_timeout, open)
+                .await
+                .map_err(|_| Error::new(&label, Step::Jump, ErrorKind::Timeout(opts.connect_timeout)))?
+                .map_err(|e| {
+                    Error::other(
+                        &label,
+                        Step::Jump,
+                        format!(
+                            "jump host {} could not open a tunnel to {}:{}: {e}",
+                            j.inner.label, r.host, r.port
+                        ),
+                    )
+                })?;
+            jump = Some(j);
+            tokio::time::timeout(opts.connect_timeout, async {
+                Ok(client::connect_stream(config, ch.into_stream(), handler).await)
+            })
+            .await
+        }
+    };
+    let mut handle = match handshake {
+        Err(_) => {
+            return Err(Error::new(
                 &label,
                 Step::Connect,
-                format!("SSH handshake with {}:{}: {e}", r.host, r.port),
-            ),
-        })
+                ErrorKind::Timeout(opts.connect_timeout),
+            ));
+        }
+        Ok(Err(e)) => return Err(e),
+        Ok(Ok(Err(e))) => {
+            let note = match proxy_child.as_mut() {
+                Some(c) => match c.stderr().await {
+                    s if s.is_empty() => String::new(),
+                    s => format!(" (ProxyCommand stderr: {s})"),
+                },
+                None => String::new(),
+            };
+            let refused = refusal.lock().expect("refusal lock").take();
+            return Err(match refused {
+                Some(kind) => Error::new(&label, Step::HostKey, kind),
+                None => Error::other(
+                    &label,
+                    Step::Connect,
+                    format!("SSH handshake with {}:{}: {e}{note}", r.host, r.port),
+                ),
+            });
+        }
+        Ok(Ok(Ok(h))) => h,
     };
-    let mut handle = tokio::time::timeout(opts.connect_timeout, handshake)
-        .await
-        .map_err(|_| Error::new(&label, Step::Connect, ErrorKind::Timeout(opts.connect_timeout)))??;
     let keys: Vec<(PathBuf, Option<crate::secret::SecretRef>)> = r
         .keys
         .iter()
@@ -319,7 +423,15 @@ async fn connect_one(
         .collect();
     tokio::time::timeout(
         opts.connect_timeout,
-        auth::authenticate(&mut handle, &label, &r.user, &keys, r.identities_only, opts),
+        auth::authenticate(
+            &mut handle,
+            &label,
+            &r.user,
+            &keys,
+            &r.certificates,
+            r.identities_only,
+            opts,
+        ),
     )
     .await
     .map_err(|_| Error::new(&label, Step::Auth, ErrorKind::Timeout(opts.connect_timeout)))??;
@@ -332,6 +444,7 @@ async fn connect_one(
             handle,
             sudo_password: target.sudo_password.clone(),
             _jump: jump,
+            _proxy: proxy_child,
             sftp: tokio::sync::Mutex::new(None),
         }),
     })
