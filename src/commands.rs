@@ -32,6 +32,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Exec(a) => crate::exec::run(g, &a),
         Command::Power(a) => crate::provision::power_command(g, &a),
         Command::Provision(a) => crate::provision::provision_command(g, &a),
+        Command::Serve(a) => crate::serve::command(g, &a),
     }
 }
 

@@ -20,6 +20,7 @@ pub mod redfish;
 pub mod render;
 pub mod reset;
 pub mod secret;
+pub mod serve;
 pub mod sops;
 pub mod ssh;
 pub mod state;

@@ -15,8 +15,8 @@ use aes_gcm::aead::array::typenum::U32;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{AesGcm, aes::Aes256};
 use base64::Engine;
-use yaml_serde::{Mapping, Value};
 use sha2::{Digest, Sha256, Sha512};
+use yaml_serde::{Mapping, Value};
 
 /// `../shared/<rel>` beside the repository (or beside a worktree's parent).
 pub fn shared(rel: &str) -> PathBuf {

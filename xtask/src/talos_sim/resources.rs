@@ -18,8 +18,8 @@ use bootstrap::talos::proto::definitions::block::DiskSpec;
 use bootstrap::talos::proto::definitions::hardware::SystemInformationSpec;
 use futures::{Stream, StreamExt};
 use prost::Message;
-use yaml_serde::{Mapping, Value};
 use tonic::{Request, Response, Status};
+use yaml_serde::{Mapping, Value};
 
 use super::hardware::{SimDisk, SystemInfo};
 use super::node::{SimNode, lock};
