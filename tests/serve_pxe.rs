@@ -477,3 +477,239 @@ fn pxe_boot_fetches_the_config_once_and_unknown_macs_get_nothing() {
     }
     drop(serve);
 }
+
+/// Runs `args` in namespace `ns` (busybox applets), returning (success, stdout, stderr).
+fn in_ns(ns: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A client namespace on `server`'s bridge through a veth whose client end has `mac`.
+struct Client(String);
+
+impl Client {
+    fn new(server: &Netns, tag: &str, mac: &str) -> Self {
+        let c = Client(format!("{}-{tag}", server.0));
+        let _ = Command::new("ip").args(["netns", "del", &c.0]).output();
+        run(Command::new("ip").args(["netns", "add", &c.0]));
+        let (host, peer) = (format!("v{tag}"), format!("v{tag}-c"));
+        run(Command::new("ip").args([
+            "-n", &server.0, "link", "add", &host, "type", "veth", "peer", "name", &peer,
+        ]));
+        run(Command::new("ip").args(["-n", &server.0, "link", "set", &host, "master", "br0", "up"]));
+        run(Command::new("ip").args(["-n", &server.0, "link", "set", &peer, "netns", &c.0]));
+        run(Command::new("ip").args(["-n", &c.0, "link", "set", &peer, "address", mac]));
+        run(Command::new("ip").args(["-n", &c.0, "link", "set", &peer, "up"]));
+        run(Command::new("ip").args(["-n", &c.0, "link", "set", "lo", "up"]));
+        c
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+/// The same service against real DHCP, TFTP and HTTP clients (busybox's udhcpc, tftp
+/// and wget) on veths into the boot bridge: what the firmware does, step by step,
+/// without a VM. Seconds, and independent of the hypervisor.
+#[test]
+fn busybox_clients_get_lease_ipxe_binary_script_and_one_config() {
+    if !xtask::test::is_root() {
+        return skip_or_fail("not root (network namespaces, DHCP and TFTP ports)").unwrap_or(());
+    }
+    if !which("busybox").is_file() {
+        return skip_or_fail("busybox is not installed (cargo xtask test installs busybox-static)").unwrap_or(());
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let artifacts = dir.join("artifacts");
+    let ipxe = dir.join("ipxe");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    std::fs::create_dir_all(&ipxe).unwrap();
+    let binary: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+    std::fs::write(ipxe.join("undionly.kpxe"), &binary).unwrap();
+    std::fs::write(ipxe.join("ipxe.efi"), b"efi").unwrap();
+    let version = bootstrap::inventory::DEFAULT_TALOS_VERSION;
+    let kernel_file = artifacts.join(format!("talos-{version}-vmlinuz-amd64"));
+    let initrd_file = artifacts.join(format!("talos-{version}-initramfs-amd64.xz"));
+    std::fs::write(&kernel_file, b"a kernel").unwrap();
+    std::fs::write(&initrd_file, b"an initramfs").unwrap();
+    let sha = |p: &Path| bootstrap::artifacts::sha256_file(p).unwrap();
+    let inv = dir.join("inventory.toml");
+    let text = inventory(&sha(&kernel_file), &sha(&initrd_file)).replace(
+        "http_port = 8080\n",
+        &format!("http_port = 8080\nipxe_dir = \"{}\"\n", ipxe.display()),
+    );
+    std::fs::write(&inv, text).unwrap();
+    let state = dir.join("state");
+    let bin = env!("CARGO_BIN_EXE_bootstrap");
+    let rendered = dir.join("rendered");
+    run(Command::new(bin)
+        .arg("-i")
+        .arg(&inv)
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["render", "--out"])
+        .arg(&rendered));
+    let expected = sha(&rendered.join("pxe/node-1.yaml"));
+
+    let ns = Netns::new(&[]);
+    let known = Client::new(&ns, "k", KNOWN_MAC);
+    let stranger = Client::new(&ns, "u", UNKNOWN_MAC);
+    let mut serve = ns
+        .exec(bin)
+        .arg("-i")
+        .arg(&inv)
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["serve", "--dhcp", "198.18.0.100-198.18.0.110", "--artifacts"])
+        .arg(&artifacts)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = collect(serve.stderr.take().unwrap());
+    let mut serve = Kill(serve);
+    let ready = Instant::now() + Duration::from_secs(30);
+    while find(&log, "serve: cluster pxe").is_none() {
+        assert!(serve.0.try_wait().unwrap().is_none(), "serve exited before listening");
+        assert!(Instant::now() < ready, "serve did not start listening in 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // DHCP as iPXE asks: PXE vendor class, user class "iPXE" (option 77).
+    let env = dir.join("lease.env");
+    let script = dir.join("udhcpc.sh");
+    write_exec(
+        &script,
+        &format!(
+            "#!/bin/sh\n[ \"$1\" = bound ] && echo \"$ip $subnet $boot_file\" > {}\nexit 0\n",
+            env.display()
+        ),
+    );
+    let udhcpc = |ns: &str, extra: &[&str]| {
+        let mut args = vec![
+            "busybox", "udhcpc", "-i", "", "-n", "-q", "-f", "-t", "3", "-T", "1", "-s",
+        ];
+        let iface = format!("v{}-c", &ns[ns.len() - 1..]);
+        args[3] = &iface;
+        let s = script.to_string_lossy().into_owned();
+        args.push(&s);
+        args.extend_from_slice(extra);
+        in_ns(ns, &args)
+    };
+    let (ok, _, err) = udhcpc(
+        &known.0,
+        &["-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "0x4d:69505845"],
+    );
+    assert!(ok, "udhcpc: {err}");
+    let lease = std::fs::read_to_string(&env).unwrap();
+    assert_eq!(
+        lease.trim(),
+        format!("198.18.0.100 255.255.255.0 http://{SERVER}:8080/ipxe/52-54-00-b5-00-11")
+    );
+    // PXE firmware without iPXE's user class gets the BIOS binary's name.
+    let (ok, _, err) = udhcpc(&known.0, &["-V", "PXEClient:Arch:00000:UNDI:002001"]);
+    assert!(ok, "udhcpc: {err}");
+    assert!(
+        std::fs::read_to_string(&env)
+            .unwrap()
+            .trim()
+            .ends_with(" undionly.kpxe")
+    );
+    run(Command::new("ip").args(["-n", &known.0, "addr", "add", "198.18.0.100/24", "dev", "vk-c"]));
+
+    // TFTP: the binary in blocks of 1432 (as iPXE asks); nothing outside the served names.
+    let got = dir.join("got.kpxe");
+    let (ok, _, err) = in_ns(
+        &known.0,
+        &[
+            "busybox",
+            "tftp",
+            "-g",
+            "-b",
+            "1432",
+            "-r",
+            "undionly.kpxe",
+            "-l",
+            got.to_str().unwrap(),
+            SERVER,
+        ],
+    );
+    assert!(ok, "tftp: {err}");
+    assert_eq!(std::fs::read(&got).unwrap(), binary);
+    let (ok, _, _) = in_ns(
+        &known.0,
+        &[
+            "busybox",
+            "tftp",
+            "-g",
+            "-r",
+            "../../etc/passwd",
+            "-l",
+            dir.join("x").to_str().unwrap(),
+            SERVER,
+        ],
+    );
+    assert!(!ok, "path traversal over TFTP must fail");
+
+    // HTTP: the script, the boot files, the config once.
+    let get = |url: &str| {
+        let (ok, out, err) = in_ns(&known.0, &["busybox", "wget", "-q", "-O", "-", url]);
+        if ok { Ok(out) } else { Err(err) }
+    };
+    let script = get(&format!("http://{SERVER}:8080/ipxe/52-54-00-b5-00-11")).unwrap();
+    let url_after = |key: &str| {
+        script
+            .split(key)
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no {key} in {script}"))
+            .to_owned()
+    };
+    assert_eq!(get(&url_after("kernel ")).unwrap(), "a kernel");
+    assert_eq!(get(&url_after("--name initramfs.xz ")).unwrap(), "an initramfs");
+    let config_url = url_after("talos.config=");
+    let started = Instant::now();
+    let body = get(&config_url).unwrap();
+    eprintln!("serve_pxe: config fetched in {:?}", started.elapsed());
+    assert_eq!(
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body.as_bytes())),
+        expected
+    );
+    let again = get(&config_url).unwrap_err();
+    assert!(again.contains("410"), "{again}");
+    let done = get(&format!("http://{SERVER}:8080/ipxe/52-54-00-b5-00-11")).unwrap();
+    assert!(
+        done.contains("exit 1"),
+        "a served node's script exits to the next boot device: {done}"
+    );
+
+    // The stranger gets no lease and no script.
+    let (ok, _, _) = udhcpc(&stranger.0, &["-V", "PXEClient:Arch:00000:UNDI:002001"]);
+    assert!(!ok, "a MAC that is no node's got a lease");
+    let all: Vec<String> = log.lock().unwrap().iter().map(|(_, l)| l.clone()).collect();
+    let all = all.join("\n");
+    assert!(
+        all.contains(&format!("no answer to Discover from unknown MAC {UNKNOWN_MAC}")),
+        "{all}"
+    );
+    let token = config_url.rsplit('/').next().unwrap();
+    assert!(!all.contains(token), "the token was logged:\n{all}");
+    assert!(
+        !all.contains(body.lines().find(|l| l.len() > 40).unwrap().trim()),
+        "config content was logged"
+    );
+    drop(serve);
+}
