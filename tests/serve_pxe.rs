@@ -359,8 +359,14 @@ fn pxe_boot_fetches_the_config_once_and_unknown_macs_get_nothing() {
     let failed = |what: &str| -> ! {
         let events: Vec<String> = log.lock().unwrap().iter().map(|(_, l)| l.clone()).collect();
         let console = std::fs::read_to_string(&serial).unwrap_or_default();
+        let hint = if pvm_host() && !events.iter().any(|l| l.starts_with("dhcp:")) {
+            "\nthe VM's iPXE ROM sent no DHCP at all: on this kvm_pvm host its console has been seen to stop \
+             after iPXE's `Press Ctrl-B` prompt (its protected-mode timer wait never ends)"
+        } else {
+            ""
+        };
         panic!(
-            "{what} within {BOOT_TIMEOUT:?} of the VM's start\nserve:\n{}\nserial console:\n{console}",
+            "{what} within {BOOT_TIMEOUT:?} of the VM's start{hint}\nserve:\n{}\nserial console:\n{console}",
             events.join("\n")
         );
     };
