@@ -49,6 +49,19 @@ pub struct ArtifactStore {
 }
 
 impl ArtifactStore {
+    /// The local, verified path of `a`, or `None` when it would have to be
+    /// fetched (read-only: for `plan`).
+    pub fn local(&self, a: &Pinned) -> Result<Option<PathBuf>, ArtifactError> {
+        for dir in self.offline.iter().chain(std::iter::once(&self.cache)) {
+            let path = dir.join(&a.file);
+            if path.is_file() {
+                verify(a, &path, &path.display().to_string())?;
+                return Ok(Some(path));
+            }
+        }
+        Ok(None)
+    }
+
     /// Returns a local, verified path for `a`, downloading it into the cache if
     /// it is nowhere local.
     pub async fn get(&self, a: &Pinned) -> Result<PathBuf, ArtifactError> {

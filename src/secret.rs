@@ -98,6 +98,7 @@ impl SecretRef {
                     source,
                 }),
             Self::Sops { path, key } => crate::sops::secret(path, key.as_deref(), &crate::sops::KeySources::from_env())
+                .map(|s| Secret::new(age::secrecy::ExposeSecret::expose_secret(&s).to_owned()))
                 .map_err(|source| SecretError::Sops {
                     reference: self.to_string(),
                     source,

@@ -54,16 +54,21 @@ pub enum StateError {
     Write { path: PathBuf, source: std::io::Error },
     #[error("cluster `{cluster}` is locked by another run ({path}); wait for it to finish")]
     Locked { cluster: String, path: PathBuf },
+    /// A write through a store opened for `plan` (a bug: plans write nothing).
+    #[error("state of {dir} was opened read-only (plan): refusing to write it")]
+    ReadOnly { dir: PathBuf },
 }
 
 const FORMAT_VERSION: u32 = 1;
 
-/// The state directory of one cluster, held locked for the lifetime of this value.
+/// The state directory of one cluster, held locked for the lifetime of this
+/// value (or read-only, unlocked, for `plan`).
 #[derive(Debug)]
 pub struct StateStore {
     dir: PathBuf,
     state: ClusterState,
-    _lock: File,
+    /// `None`: opened read-only; every write is refused.
+    lock: Option<File>,
 }
 
 impl StateStore {
@@ -96,20 +101,36 @@ impl StateStore {
                 });
             }
         }
-        let path = dir.join("state.json");
-        let state = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt { path, source })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ClusterState {
-                version: FORMAT_VERSION,
-                ..Default::default()
-            },
-            Err(source) => return Err(StateError::Read { path, source }),
-        };
+        let state = Self::peek(state_dir, cluster)?.unwrap_or_else(|| ClusterState {
+            version: FORMAT_VERSION,
+            ..Default::default()
+        });
         Ok(Self {
             dir,
             state,
-            _lock: lock,
+            lock: Some(lock),
         })
+    }
+
+    /// Reads `<state_dir>/<cluster>/` for `plan`: creates nothing, takes no
+    /// lock, and refuses every write.
+    pub fn read_only(state_dir: &Path, cluster: &str) -> Result<Self, StateError> {
+        let state = Self::peek(state_dir, cluster)?.unwrap_or_else(|| ClusterState {
+            version: FORMAT_VERSION,
+            ..Default::default()
+        });
+        Ok(Self {
+            dir: state_dir.join(cluster),
+            state,
+            lock: None,
+        })
+    }
+
+    fn writable(&self) -> Result<(), StateError> {
+        match self.lock {
+            Some(_) => Ok(()),
+            None => Err(StateError::ReadOnly { dir: self.dir.clone() }),
+        }
     }
 
     /// Reads a cluster's state without taking the lock (for `status` and
@@ -162,6 +183,7 @@ impl StateStore {
 
     /// Writes a secret artifact (0600, atomic) into the state dir and records it.
     pub fn put_artifact(&mut self, name: &str, file: &str, bytes: &[u8]) -> Result<PathBuf, StateError> {
+        self.writable()?;
         let path = self.dir.join(file);
         fsutil::write_secret(&path, bytes).map_err(|source| StateError::Write {
             path: path.clone(),
@@ -175,6 +197,7 @@ impl StateStore {
     /// Forgets every phase's progress and the kubeconfig (after a wipe), keeping
     /// secrets and snapshots.
     pub fn forget_progress(&mut self) -> Result<(), StateError> {
+        self.writable()?;
         self.state.phases.clear();
         self.state.applied.clear();
         self.state.install_disks.clear();
@@ -194,6 +217,7 @@ impl StateStore {
     }
 
     fn save(&self) -> Result<(), StateError> {
+        self.writable()?;
         let path = self.dir.join("state.json");
         let bytes = serde_json::to_vec_pretty(&self.state).expect("state serializes");
         fsutil::write_secret(&path, &bytes).map_err(|source| StateError::Write { path, source })
@@ -208,6 +232,27 @@ fn set_private(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_only_store_creates_nothing_and_refuses_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = StateStore::read_only(dir.path(), "fresh").unwrap();
+        assert!(s.state().phases.is_empty());
+        assert!(matches!(
+            s.record_step("nodes", "cp-1", "x"),
+            Err(StateError::ReadOnly { .. })
+        ));
+        assert!(matches!(
+            s.put_artifact("kubeconfig", "kubeconfig", b"x"),
+            Err(StateError::ReadOnly { .. })
+        ));
+        assert!(!dir.path().join("fresh").exists(), "no state dir, no lock file");
+        // A locked store does not stop a read-only one (plan beside a running up).
+        let mut w = StateStore::open(dir.path(), "sim").unwrap();
+        w.record_step("nodes", "cp-1", "ready").unwrap();
+        let r = StateStore::read_only(dir.path(), "sim").unwrap();
+        assert_eq!(r.state().phases["nodes"].steps["cp-1"], "ready");
+    }
 
     #[test]
     fn records_progress_and_survives_reopening() {

@@ -195,7 +195,7 @@ async fn flux_takes_over_and_a_second_run_changes_nothing() {
     let env = Env::start("flux", "", artifacts).await;
 
     let plan = engine::plan_all(&env.phases(), &env.ctx()).await.unwrap();
-    let plan: Vec<String> = plan.iter().map(|a| a.what.clone()).collect();
+    let plan: Vec<String> = plan.iter().map(|a| a.step.to_string()).collect();
     for want in [
         "create Namespace flux-system",
         "create Secret flux-system/sops-age",
@@ -495,7 +495,7 @@ async fn a_workload_that_never_gets_ready_fails_naming_it_and_a_rerun_resumes() 
     // Everything was applied but the LB pool (its kind comes with the CNI);
     // only the wait remains, and the plan says so.
     let plan = engine::plan_all(&env.phases(), &env.ctx()).await.unwrap();
-    let plan: Vec<String> = plan.iter().map(|a| format!("{}: {}", a.phase, a.what)).collect();
+    let plan: Vec<String> = plan.iter().map(|a| format!("{}: {}", a.phase, a.step)).collect();
     assert!(
         plan.iter().all(|p| p.starts_with("core: wait for ")
             || p == "core: create CiliumLoadBalancerIPPool lb-pool"
@@ -601,7 +601,7 @@ async fn the_inventorys_network_promises_become_cilium_objects_and_cluster_setti
     let edit = |t: String| t.replace("lb_pool = \"127.1.0.200-127.1.0.220\"\n", BGP_NETWORK);
     let env = Env::start_edited("flux", "", edit, artifacts, Duration::from_secs(20)).await;
     let plan = engine::plan_all(&env.phases(), &env.ctx()).await.unwrap();
-    let plan: Vec<String> = plan.iter().map(|a| a.what.clone()).collect();
+    let plan: Vec<String> = plan.iter().map(|a| a.step.to_string()).collect();
     for want in [
         "create CiliumLoadBalancerIPPool lb-pool",
         "create CiliumBGPClusterConfig bgp",

@@ -24,7 +24,7 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 fn value(path: &Path, key: Option<&str>, keys: &KeySources) -> Result<String, sops::SopsError> {
-    sops::secret(path, key, keys).map(|s| s.expose().to_owned())
+    sops::secret(path, key, keys).map(|s| age::secrecy::ExposeSecret::expose_secret(&s).to_owned())
 }
 
 #[test]

@@ -537,3 +537,60 @@ async fn up_decrypts_sops_references_and_without_an_identity_touches_no_node() {
         serde_json::json!({"provider": "sops", "secretRef": {"name": "sops-age"}})
     );
 }
+
+/// `(phase, target, step)` of every action, from `plan --output json` lines
+/// (`{"cluster", "action"}`) or from `up --output json` phase-start events.
+fn steps_of(stdout: &str, from_up: bool) -> Vec<(String, String, serde_json::Value)> {
+    let key = |a: &serde_json::Value| {
+        (
+            a["phase"].as_str().unwrap_or_default().to_owned(),
+            a["target"].as_str().unwrap_or_default().to_owned(),
+            a["step"].clone(),
+        )
+    };
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .flat_map(|v| match from_up {
+            false => v.get("action").map(|a| vec![key(a)]).unwrap_or_default(),
+            true if v["event"] == "phase_started" => v["plan"].as_array().unwrap().iter().map(key).collect(),
+            true => vec![],
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plan_lists_step_for_step_what_up_then_executes_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory(dir.path(), 68, "");
+    let state = dir.path().join("state");
+    let rack = SimRack::start(&cluster(&inv), fast()).await.unwrap();
+
+    let (ok, planned, err) = tokio::task::block_in_place(|| bootstrap(&inv, &state, &["--output", "json", "plan"]));
+    assert!(ok, "plan failed:\n{err}");
+    assert!(!state.exists(), "plan created the state dir (lock, secrets, cache)");
+    assert_eq!(rack.talos_mutations(), vec![], "plan changes nothing");
+    let planned = steps_of(&planned, false);
+    let kinds: Vec<&str> = planned.iter().map(|(_, _, s)| s["kind"].as_str().unwrap()).collect();
+    for kind in [
+        "generate-secrets",
+        "apply-config",
+        "bootstrap-etcd",
+        "store-credentials",
+        "apply-object",
+    ] {
+        assert!(kinds.contains(&kind), "no {kind} step in the plan: {kinds:?}");
+    }
+
+    let (ok, events, err) =
+        tokio::task::block_in_place(|| bootstrap(&inv, &state, &["--output", "json", "up", "--timeout", "60"]));
+    assert!(ok, "up failed:\n{err}");
+    assert_eq!(
+        steps_of(&events, true),
+        planned,
+        "up executed another plan than the one printed"
+    );
+    let (ok, after, err) = tokio::task::block_in_place(|| bootstrap(&inv, &state, &["--output", "json", "plan"]));
+    assert!(ok, "plan after up failed:\n{err}");
+    assert_eq!(steps_of(&after, false), vec![], "after up, the plan is empty");
+}

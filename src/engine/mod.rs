@@ -4,13 +4,16 @@
 //! starting new work when interrupted, and records progress in the state dir.
 
 pub mod progress;
+pub mod slots;
+pub mod step;
+
+pub use step::Step;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use futures::StreamExt;
 use serde::Serialize;
 
 use crate::state::{StateError, StateStore};
@@ -20,22 +23,35 @@ use progress::{Event, Reporter};
 pub const CLUSTER: &str = "cluster";
 
 /// One thing a phase will do to one target.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Action {
     pub phase: String,
     /// A node name, or [`CLUSTER`].
     pub target: String,
-    pub what: String,
+    pub step: Step,
 }
 
 impl Action {
-    /// An action of `phase` on `target`.
-    pub fn new(phase: &str, target: &str, what: impl Into<String>) -> Self {
+    /// `step` of `phase` on `target`.
+    pub fn new(phase: &str, target: &str, step: Step) -> Self {
         Self {
             phase: phase.to_owned(),
             target: target.to_owned(),
-            what: what.into(),
+            step,
         }
+    }
+}
+
+/// JSON: phase, target, the typed step (`kind` and its fields) and its text (`what`).
+impl Serialize for Action {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Action", 4)?;
+        st.serialize_field("phase", &self.phase)?;
+        st.serialize_field("target", &self.target)?;
+        st.serialize_field("step", &self.step)?;
+        st.serialize_field("what", &self.step.to_string())?;
+        st.end()
     }
 }
 
@@ -102,39 +118,41 @@ impl RunCtx {
         self.state.lock().await.record_step(phase, target, step)
     }
 
-    /// Runs `work` for every target with at most `concurrency` at once. A
-    /// failure on one target does not stop the others; once interrupted, no
-    /// new target is started. Errors name the target.
+    /// Runs `work` for every target with at most `concurrency` working at
+    /// once ([`slots`]: a target waiting in [`slots::idle`] or
+    /// [`slots::poll_until`] holds no slot). A failure on one target does not
+    /// stop the others; once interrupted, no new target is started. Errors
+    /// name the target.
     pub async fn for_each<T, F, Fut>(&self, phase: &str, items: Vec<(String, T)>, work: F) -> Result<(), PhaseError>
     where
         F: Fn(String, T) -> Fut,
         Fut: Future<Output = Result<(), String>>,
     {
-        // Each target's outcome is reported as soon as it is known.
-        let results: Vec<(String, Option<Result<(), String>>)> = futures::stream::iter(items)
-            .map(|(target, item)| {
-                let fut = (!self.cancelled()).then(|| work(target.clone(), item));
+        let slots = slots::Slots::new(self.concurrency);
+        let work = &work;
+        // Every target is queued at once; the slots decide who works. Each
+        // target's outcome is reported as soon as it is known.
+        let results: Vec<(String, Option<Result<(), String>>)> =
+            futures::future::join_all(items.into_iter().map(|(target, item)| {
+                let slots = slots.clone();
                 async move {
-                    let Some(f) = fut else {
-                        return (target, None);
-                    };
-                    let r = f.await;
+                    let start = || (!self.cancelled()).then(|| work(target.clone(), item));
+                    let r = slots.run(start).await;
                     match &r {
-                        Ok(()) => self.reporter.emit(Event::TargetDone {
+                        Some(Ok(())) => self.reporter.emit(Event::TargetDone {
                             phase: phase.into(),
                             target: target.clone(),
                         }),
-                        Err(error) => self.reporter.emit(Event::TargetFailed {
+                        Some(Err(error)) => self.reporter.emit(Event::TargetFailed {
                             phase: phase.into(),
                             target: target.clone(),
                             error: error.clone(),
                         }),
+                        None => {}
                     }
-                    (target, Some(r))
+                    (target, r)
                 }
-            })
-            .buffer_unordered(self.concurrency.max(1))
-            .collect()
+            }))
             .await;
         let mut failures = Vec::new();
         let mut skipped = false;
@@ -188,6 +206,7 @@ pub async fn run(phases: &[Box<dyn Phase>], ctx: &RunCtx) -> Result<(), PhaseErr
             phase: p.name().into(),
             title: p.title().into(),
             actions: plan.len(),
+            plan: plan.clone(),
         });
         let started = Instant::now();
         let result = p.apply(ctx, &plan).await;

@@ -16,11 +16,13 @@ use serde::Serialize;
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    /// A phase begins, with the number of actions its plan holds.
+    /// A phase begins, with the number of actions its plan holds and the
+    /// plan itself (what `plan --output json` printed for it).
     PhaseStarted {
         phase: String,
         title: String,
         actions: usize,
+        plan: Vec<super::Action>,
     },
     /// A node (or `cluster`) is at a step.
     Step {

@@ -107,6 +107,13 @@ pub struct Network {
     pub bgp_peers: Vec<BgpPeer>,
 }
 
+impl Network {
+    /// Whether Cilium's BGP control plane is wanted: an ASN and at least one peer.
+    pub fn bgp_enabled(&self) -> bool {
+        self.bgp_asn.is_some() && !self.bgp_peers.is_empty()
+    }
+}
+
 /// A BGP router Cilium peers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct BgpPeer {

@@ -7,7 +7,7 @@
 use serde_json::{Value, json};
 
 use super::catalog::Release;
-use super::{network, objects};
+use super::objects;
 use crate::inventory::Cluster;
 use crate::render::registries;
 
@@ -31,6 +31,6 @@ pub fn values_context(cluster: &Cluster) -> minijinja::Value {
         // directory; Spegel keeps them only when told to (spegel v0.7.4
         // pkg/oci/containerd.go, AddMirrorConfiguration; chart `prependExisting`).
         prepend_existing => cluster.registries.iter().any(|r| !r.mirrors.is_empty()),
-        bgp_control_plane => network::bgp_enabled(cluster),
+        bgp_control_plane => cluster.network.bgp_enabled(),
     }
 }

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::checkout::Checkout;
 use super::manifests::{self, ReleaseObjects};
 use super::{ClusterRun, catalog, chart_context, flux, network, objects};
-use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx};
+use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx, Step};
 use crate::inventory::Cluster;
 use crate::k8s::{Client, wait};
 
@@ -216,10 +216,25 @@ impl Phase for Core {
         let d = self.desired()?;
         let (client, mut actions) = objects::plan(&self.run, ctx, PHASE, d.objects()).await?;
         let Some(client) = client else {
+            // No API yet: the nodes will register NotReady until the CNI runs
+            // (kubelet's NetworkNotReady), listed as the API lists them, by name.
+            if d.releases.iter().any(|r| r.cni) {
+                let mut names: Vec<&str> = self.run.nodes().map(|n| n.name.as_str()).collect();
+                names.sort_unstable();
+                actions.extend(names.into_iter().map(|n| {
+                    Action::new(
+                        PHASE,
+                        CLUSTER,
+                        Step::AwaitReady {
+                            what: format!("Node {n}"),
+                        },
+                    )
+                }));
+            }
             return Ok(actions);
         };
         for what in self.not_ready(&client, &d).await? {
-            actions.push(Action::new(PHASE, CLUSTER, format!("wait for {what} to be ready")));
+            actions.push(Action::new(PHASE, CLUSTER, Step::AwaitReady { what }));
         }
         Ok(actions)
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{ClusterRun, catalog, flux, objects};
-use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx};
+use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx, Step};
 use crate::k8s::{self, wait};
 
 const PHASE: &str = "crds";
@@ -30,18 +30,26 @@ impl Crds {
         self.run.failed(PHASE, message)
     }
 
-    /// Every CRD of every pinned source, verified.
-    async fn desired(&self) -> Result<Vec<Value>, PhaseError> {
+    /// Every CRD of every pinned source, verified; with `fetch` false (plan)
+    /// sources not on disk yet are not downloaded but returned as steps.
+    async fn desired(&self, fetch: bool) -> Result<(Vec<Value>, Vec<Step>), PhaseError> {
         let offline = self.run.artifacts.offline.is_some();
-        let mut out = vec![];
+        let (mut out, mut fetches) = (vec![], vec![]);
         for source in catalog::crds().sources {
             let what = format!("CRD source {} {} ({})", source.name, source.version, source.file);
-            let path = self
-                .run
-                .artifacts
-                .get(&source.pinned(offline))
-                .await
-                .map_err(|e| self.failed(format!("{what}: {e}")))?;
+            let pinned = source.pinned(offline);
+            let local = match fetch {
+                true => Some(self.run.artifacts.get(&pinned).await),
+                false => self.run.artifacts.local(&pinned).transpose(),
+            };
+            let Some(local) = local else {
+                fetches.push(Step::FetchArtifact {
+                    what,
+                    sha256: pinned.sha256.clone(),
+                });
+                continue;
+            };
+            let path = local.map_err(|e| self.failed(format!("{what}: {e}")))?;
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| self.failed(format!("{what}: cannot read {}: {e}", path.display())))?;
             let docs = k8s::parse_manifests(&text).map_err(|e| self.failed(format!("{what}: {e}")))?;
@@ -55,7 +63,7 @@ impl Crds {
         }
         // Flux's CRDs come with its pinned upstream manifest, compiled in.
         out.extend(flux::crds(&self.run.cluster));
-        Ok(out)
+        Ok((out, fetches))
     }
 
     /// CRD names of `desired` that exist but are not Established yet.
@@ -83,23 +91,20 @@ impl Phase for Crds {
     }
 
     async fn plan(&self, ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
-        let desired = self.desired().await?;
+        let (desired, fetches) = self.desired(false).await?;
         let (client, mut actions) = objects::plan(&self.run, ctx, PHASE, desired.clone()).await?;
+        actions.splice(0..0, fetches.into_iter().map(|s| Action::new(PHASE, CLUSTER, s)));
         let Some(client) = client else {
             return Ok(actions);
         };
         for name in self.not_established(&client, &desired).await? {
-            actions.push(Action::new(
-                PHASE,
-                CLUSTER,
-                format!("wait for CustomResourceDefinition {name} to be Established"),
-            ));
+            actions.push(Action::new(PHASE, CLUSTER, Step::AwaitEstablished { crd: name }));
         }
         Ok(actions)
     }
 
     async fn apply(&self, ctx: &RunCtx, _plan: &[Action]) -> Result<(), PhaseError> {
-        let desired = self.desired().await?;
+        let (desired, _) = self.desired(true).await?;
         let client = self.run.kube(ctx).await?;
         ctx.step(PHASE, CLUSTER, "comparing CRDs");
         let pending = objects::pending(&client, desired.clone())

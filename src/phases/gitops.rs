@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::ClusterRun;
 use super::objects::{self, Values};
-use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx};
+use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx, Step};
 use crate::inventory::{Cluster, Gitops as GitopsSettings, GitopsEngine};
 use crate::k8s::wait;
 
@@ -168,7 +168,9 @@ impl Phase for Gitops {
             actions.push(Action::new(
                 PHASE,
                 CLUSTER,
-                format!("wait for {} to be Ready", objects::describe(&root)),
+                Step::AwaitGitops {
+                    root: objects::describe(&root),
+                },
             ));
         }
         Ok(actions)

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{ClusterRun, KUBECONFIG};
-use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx};
+use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx, Step};
 use crate::inventory::{Node, Role};
 use crate::ssh::{self, Pool, Target};
 use material::Material;
@@ -336,6 +336,9 @@ impl Phase for K3sNodes {
             .await;
         let version = &self.run.cluster.versions.k3s;
         let mut actions = Vec::new();
+        if m.is_none() {
+            actions.push(Action::new(PHASE, CLUSTER, Step::GenerateSecrets));
+        }
         for (n, s) in &seen {
             let role = if n.role == Role::Controlplane {
                 "server"
@@ -344,26 +347,30 @@ impl Phase for K3sNodes {
             };
             match s {
                 Seen::Converged => {}
-                Seen::Stopped => actions.push(Action::new(PHASE, &n.name, "start the k3s service")),
+                Seen::Stopped => actions.push(Action::new(PHASE, &n.name, Step::StartService)),
                 Seen::Differs(why) => actions.push(Action::new(
                     PHASE,
                     &n.name,
-                    format!("preflight, upload and install k3s {version} ({role}): {why}"),
+                    Step::InstallK3s {
+                        version: version.clone(),
+                        role: role.into(),
+                        why: why.clone(),
+                    },
                 )),
                 Seen::Unreachable(why) => actions.push(Action::new(
                     PHASE,
                     &n.name,
-                    format!("wait for SSH ({why}), then install k3s {version} ({role})"),
+                    Step::AwaitNode {
+                        seen: why.clone(),
+                        via: "SSH".into(),
+                        then: format!("install k3s {version} ({role})"),
+                    },
                 )),
             }
         }
         let stored = ctx.state.lock().await.artifact(KUBECONFIG).is_some();
         if !actions.is_empty() || !stored {
-            actions.push(Action::new(
-                PHASE,
-                CLUSTER,
-                "fetch the kubeconfig, wait for /readyz and for every node to register",
-            ));
+            actions.push(Action::new(PHASE, CLUSTER, Step::FetchKubeconfig));
         }
         Ok(actions)
     }

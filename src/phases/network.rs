@@ -105,16 +105,12 @@ pub fn cilium_objects(cluster: &Cluster) -> Vec<Value> {
 }
 
 /// Whether Cilium's BGP control plane must be on (`bgpControlPlane.enabled`).
-pub fn bgp_enabled(cluster: &Cluster) -> bool {
-    cluster.network.bgp_asn.is_some() && !cluster.network.bgp_peers.is_empty()
-}
-
 /// With BGP peers, the CNI release must enable Cilium's BGP control plane:
 /// Cilium registers the BGP CRDs only then, and Flux would later reconcile the
 /// GitOps repository's values anyway. Values from `valuesFrom` cannot be seen
 /// here, so such a release is trusted.
 pub fn check_cni_values(cluster: &Cluster, releases: &[ReleaseObjects]) -> Result<(), String> {
-    if !bgp_enabled(cluster) {
+    if !cluster.network.bgp_enabled() {
         return Ok(());
     }
     for r in releases.iter().filter(|r| r.cni) {

@@ -11,7 +11,7 @@ use kube::discovery::{self, Scope};
 use serde_json::{Value, json};
 
 use super::{ClusterRun, KUBECONFIG};
-use crate::engine::{Action, CLUSTER, PhaseError, RunCtx};
+use crate::engine::{Action, CLUSTER, PhaseError, RunCtx, Step};
 use crate::k8s::wait::{condition_true, int};
 use crate::k8s::{self, ApplyOpts, Client};
 
@@ -224,7 +224,7 @@ pub fn all_created(desired: Vec<Value>) -> Vec<Pending> {
 pub fn actions(phase: &str, pending: &[Pending]) -> Vec<Action> {
     pending
         .iter()
-        .map(|p| Action::new(phase, CLUSTER, p.what.clone()))
+        .map(|p| Action::new(phase, CLUSTER, Step::ApplyObject { change: p.what.clone() }))
         .collect()
 }
 

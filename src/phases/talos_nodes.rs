@@ -20,15 +20,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{ClusterRun, KUBECONFIG, TALOSCONFIG, talos_identity};
-use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx};
+use crate::engine::slots::{self, Check};
+use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx, Step};
 use crate::inventory::{DiskSelector, Node, Role};
 use crate::render::{SecretsBundle, talos as render_talos};
 use crate::talos::proto::machine::apply_configuration_request::Mode;
 use crate::talos::{CallPolicy, TalosClient, TalosCredentials, TalosError};
 
 const PHASE: &str = "nodes";
-/// The action for a configured node whose rendered config changed since it accepted ours.
-const REAPPLY: &str = "re-apply machine config (the inventory changed; control planes one at a time)";
 
 /// What a node answered when probed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,11 +68,11 @@ impl TalosNodes {
 
     /// Plan-time check of a maintenance node: the action, or the refusal.
     async fn precheck(&self, node: &Node) -> Result<Action, String> {
-        let what = "apply machine config (maintenance mode, AUTO)";
+        let unchecked = Step::ApplyConfig { install_disk: None };
         let read = TalosClient::maintenance_with(&node.name, addr(node), None, policy(Duration::from_secs(10))).await;
         let Ok((client, fingerprint)) = read else {
             // Read again (and judged) by the apply.
-            return Ok(Action::new(PHASE, &node.name, what));
+            return Ok(Action::new(PHASE, &node.name, unchecked));
         };
         match talos_identity::check(node, &client, self.run.require_identity, false).await {
             Ok(disks) => {
@@ -84,11 +83,13 @@ impl TalosNodes {
                 Ok(Action::new(
                     PHASE,
                     &node.name,
-                    format!("{what}, install disk {} (identity checked)", disks.install),
+                    Step::ApplyConfig {
+                        install_disk: Some(disks.install),
+                    },
                 ))
             }
             Err(talos_identity::CheckError::Refused(why)) => Err(why),
-            Err(talos_identity::CheckError::Read(_)) => Ok(Action::new(PHASE, &node.name, what)),
+            Err(talos_identity::CheckError::Read(_)) => Ok(Action::new(PHASE, &node.name, unchecked)),
         }
     }
 
@@ -171,14 +172,33 @@ impl TalosNodes {
                         return Err(format!("unreachable at {}: {why}", addr(node)));
                     }
                     ctx.step(PHASE, &node.name, "waiting for the node to answer");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    slots::idle(tokio::time::sleep(Duration::from_millis(500))).await;
                 }
             }
         }
-        ctx.step(PHASE, &node.name, "waiting for mTLS");
-        let client = self.client(node, &m.creds, budget).map_err(|e| e.to_string())?;
-        client.wait_ready().await.map_err(|e| e.to_string())?;
+        self.wait_mtls(ctx, node, &m.creds).await?;
         ctx.record(PHASE, &node.name, "ready").await.map_err(|e| e.to_string())
+    }
+
+    /// Condition: the node answers over mTLS with the cluster's credentials
+    /// (after a reboot: holding no slot while it is down).
+    async fn wait_mtls(&self, ctx: &RunCtx, node: &Node, creds: &TalosCredentials) -> Result<(), String> {
+        ctx.step(PHASE, &node.name, "waiting for mTLS");
+        let once = self.client(node, creds, Duration::ZERO).map_err(|e| e.to_string())?;
+        let what = format!("{} answering over mTLS", node.name);
+        slots::poll_until(
+            &what,
+            self.run.timeouts.node,
+            || false, // an in-flight wait finishes after Ctrl-C
+            || async {
+                match once.version().await {
+                    Ok(_) => Check::Met(()),
+                    Err(e) if e.is_transient(true) => Check::Not(e.to_string()),
+                    Err(e) => Check::Fail(e.to_string()),
+                }
+            },
+        )
+        .await
     }
 
     /// A node in maintenance mode: its identity and disks read and checked
@@ -306,13 +326,22 @@ impl TalosNodes {
             // Until it goes down the node still answers as before; only then wait for it.
             ctx.step(PHASE, &node.name, "rebooting");
             let once = self.client(node, &m.creds, Duration::ZERO).map_err(|e| e.to_string())?;
-            let until = Instant::now() + Duration::from_secs(60);
-            while once.version().await.is_ok() && Instant::now() < until {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+            let what = format!("{} going down for its reboot", node.name);
+            // A node that rebooted faster than we looked is fine: the mTLS wait follows.
+            let _ = slots::poll_until(
+                &what,
+                Duration::from_secs(60),
+                || false, // an in-flight wait finishes after Ctrl-C
+                || async {
+                    match once.version().await {
+                        Ok(_) => Check::Not("still answering".into()),
+                        Err(_) => Check::Met(()),
+                    }
+                },
+            )
+            .await;
         }
-        ctx.step(PHASE, &node.name, "waiting for mTLS");
-        client.wait_ready().await.map_err(|e| e.to_string())?;
+        self.wait_mtls(ctx, node, &m.creds).await?;
         ctx.record(PHASE, &node.name, "ready").await.map_err(|e| e.to_string())
     }
 
@@ -366,29 +395,31 @@ impl TalosNodes {
         let client = self
             .client(first, &m.creds, self.run.timeouts.api)
             .map_err(|e| self.failed(e))?;
-        let deadline = Instant::now() + self.run.timeouts.api;
-        loop {
-            let missing: Vec<&str> = match client.etcd_members().await {
-                Ok(members) => want
-                    .iter()
-                    .filter(|n| !members.iter().any(|mb| is_member(mb, n)))
-                    .map(|n| n.name.as_str())
-                    .collect(),
-                Err(e) if Instant::now() >= deadline => return Err(self.failed(e)),
-                Err(_) => want.iter().map(|n| n.name.as_str()).collect(),
-            };
-            if missing.is_empty() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(self.failed(format!(
-                    "not etcd members after {:?}: {}",
-                    self.run.timeouts.api,
-                    missing.join(", ")
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let what = format!("{} control planes in etcd", want.len());
+        slots::poll_until(
+            &what,
+            self.run.timeouts.api,
+            || false, // an in-flight wait finishes after Ctrl-C
+            || async {
+                match client.etcd_members().await {
+                    Ok(members) => {
+                        let missing: Vec<&str> = want
+                            .iter()
+                            .filter(|n| !members.iter().any(|mb| is_member(mb, n)))
+                            .map(|n| n.name.as_str())
+                            .collect();
+                        if missing.is_empty() {
+                            Check::Met(())
+                        } else {
+                            Check::Not(format!("not members yet: {}", missing.join(", ")))
+                        }
+                    }
+                    Err(e) => Check::Not(e.to_string()),
+                }
+            },
+        )
+        .await
+        .map_err(|e| self.failed(e))
     }
 
     /// Fetches the kubeconfig from the first control plane, stores it, and
@@ -409,13 +440,19 @@ impl TalosNodes {
         let kube = crate::k8s::Client::from_kubeconfig(&path)
             .await
             .map_err(|e| self.failed(e))?;
-        let deadline = Instant::now() + self.run.timeouts.api;
-        while let Err(e) = kube.server_version().await {
-            if Instant::now() >= deadline || ctx.cancelled() {
-                return Err(self.failed(format!("the Kubernetes API did not answer: {e}")));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        slots::poll_until(
+            "the Kubernetes API answering",
+            self.run.timeouts.api,
+            || ctx.cancelled(),
+            || async {
+                match kube.server_version().await {
+                    Ok(_) => Check::Met(()),
+                    Err(e) => Check::Not(e.to_string()),
+                }
+            },
+        )
+        .await
+        .map_err(|e| self.failed(e))?;
         let names: Vec<&str> = self.run.nodes().map(|n| n.name.as_str()).collect();
         ctx.step(PHASE, CLUSTER, "waiting for nodes to register");
         crate::k8s::wait::nodes_registered(&kube, &names, self.run.timeouts.api)
@@ -443,6 +480,9 @@ impl Phase for TalosNodes {
         let m = self.material(false)?;
         let seen = self.observe(ctx, m.as_ref().map(|m| &m.creds)).await;
         let mut actions = Vec::new();
+        if m.is_none() {
+            actions.push(Action::new(PHASE, CLUSTER, Step::GenerateSecrets));
+        }
         let mut refused = Vec::new();
         let (applied, installs) = {
             let state = ctx.state.lock().await;
@@ -472,7 +512,7 @@ impl Phase for TalosNodes {
                         .render(n, installs.get(&n.name).map(String::as_str), m)
                         .map_err(|e| self.failed(format!("{}: {e}", n.name)))?;
                     if *recorded != desired {
-                        actions.push(Action::new(PHASE, &n.name, REAPPLY));
+                        actions.push(Action::new(PHASE, &n.name, Step::Reapply));
                     }
                 }
                 Seen::Maintenance => match prechecks.remove(&n.name).expect("prechecked above") {
@@ -482,7 +522,11 @@ impl Phase for TalosNodes {
                 Seen::Unreachable(why) => actions.push(Action::new(
                     PHASE,
                     &n.name,
-                    format!("wait for the node to answer ({why}), then configure it"),
+                    Step::AwaitNode {
+                        seen: why.clone(),
+                        via: "the node to answer".into(),
+                        then: "configure it".into(),
+                    },
                 )),
                 Seen::Foreign(why) => refused.push((n.name.clone(), refusal(why))),
             }
@@ -500,23 +544,25 @@ impl Phase for TalosNodes {
             };
         let first = self.first_control_plane()?;
         if !etcd {
-            actions.push(Action::new(PHASE, CLUSTER, format!("bootstrap etcd on {}", first.name)));
+            actions.push(Action::new(
+                PHASE,
+                CLUSTER,
+                Step::BootstrapEtcd {
+                    node: first.name.clone(),
+                },
+            ));
         }
         let cps_not_member = seen
             .iter()
             .any(|(n, s)| n.role == Role::Controlplane && !matches!(s, Seen::Ours { etcd: true }));
         if etcd && cps_not_member {
-            actions.push(Action::new(PHASE, CLUSTER, "wait for control planes to join etcd"));
+            actions.push(Action::new(PHASE, CLUSTER, Step::AwaitEtcdMembers));
         }
         let state = ctx.state.lock().await;
         let stored = state.artifact(KUBECONFIG).is_some() && state.artifact(TALOSCONFIG).is_some();
         drop(state);
         if !actions.is_empty() || !stored {
-            actions.push(Action::new(
-                PHASE,
-                CLUSTER,
-                "store talosconfig and kubeconfig, wait for the API",
-            ));
+            actions.push(Action::new(PHASE, CLUSTER, Step::StoreCredentials));
         }
         Ok(actions)
     }
@@ -529,12 +575,12 @@ impl Phase for TalosNodes {
             .put_artifact(TALOSCONFIG, "talosconfig", m.talosconfig.as_bytes())?;
         let reapply: Vec<Node> = plan
             .iter()
-            .filter(|a| a.what == REAPPLY)
+            .filter(|a| a.step == Step::Reapply)
             .filter_map(|a| self.run.cluster.node(&a.target).cloned())
             .collect();
         let nodes: Vec<(String, Node)> = plan
             .iter()
-            .filter(|a| a.target != CLUSTER && a.what != REAPPLY)
+            .filter(|a| matches!(a.step, Step::ApplyConfig { .. } | Step::AwaitNode { .. }))
             .filter_map(|a| self.run.cluster.node(&a.target).cloned())
             .map(|n| (n.name.clone(), n))
             .collect();

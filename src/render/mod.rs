@@ -14,7 +14,6 @@
 //! Files holding secrets (machine configs, talosconfig, k3s configs) are
 //! written 0600; a diff never shows secret values.
 
-pub mod cli;
 pub mod k3s;
 pub mod patch;
 pub mod pki;

@@ -40,7 +40,7 @@ pub use error::{ErrorKind, SopsError};
 pub use keys::KeySources;
 pub use stores::Format;
 
-use crate::secret::Secret;
+use age::secrecy::SecretString;
 use tree::{Branch, Value};
 
 /// A decrypted, MAC-verified SOPS file. `Debug` shows its shape, no values.
@@ -64,7 +64,7 @@ pub fn decrypt_file(path: &Path, sources: &KeySources) -> Result<Decrypted, Sops
 }
 
 /// The secret a `sops:PATH[#KEY]` reference names.
-pub fn secret(path: &Path, key: Option<&str>, sources: &KeySources) -> Result<Secret, SopsError> {
+pub fn secret(path: &Path, key: Option<&str>, sources: &KeySources) -> Result<SecretString, SopsError> {
     decrypt_file(path, sources)?
         .value(key)
         .map_err(|kind| SopsError::new(path, kind))
@@ -72,7 +72,7 @@ pub fn secret(path: &Path, key: Option<&str>, sources: &KeySources) -> Result<Se
 
 impl Decrypted {
     /// The value at key path `key`, or the file's single value (see the module doc).
-    pub fn value(&self, key: Option<&str>) -> Result<Secret, ErrorKind> {
+    pub fn value(&self, key: Option<&str>) -> Result<SecretString, ErrorKind> {
         let (name, value) = match key {
             Some(k) => (
                 k.to_owned(),
@@ -93,7 +93,7 @@ impl Decrypted {
                 }
             }
         };
-        text(&name, value).map(Secret::new)
+        text(&name, value).map(SecretString::from)
     }
 
     /// The store the file was read with.

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use age::secrecy::ExposeSecret;
 use serde_json::json;
 
 use super::*;
@@ -55,7 +56,7 @@ fn assert_plaintext(d: &Decrypted, order: &[&str], expected: &serde_json::Value)
                     other => other.to_string(),
                 };
                 let key = &path[1..];
-                assert_eq!(d.value(Some(key)).unwrap().expose(), want, "value at {key}");
+                assert_eq!(d.value(Some(key)).unwrap().expose_secret(), want, "value at {key}");
             }
         }
     }
@@ -129,8 +130,8 @@ fn ini_fixture_decrypts_to_its_recorded_plaintext() {
 fn binary_fixture_is_one_value() {
     let d = decrypt_file(&shared("sops/example.txt"), &with_key_file()).unwrap();
     let want = "Welcome to SOPS!\n\nSOPS is a manager of encrypted files designed to help distribute secrets.\nCheck it out, it's on github: https://github.com/mozilla/sops\n\n";
-    assert_eq!(d.value(None).unwrap().expose(), want);
-    assert_eq!(d.value(Some("data")).unwrap().expose(), want);
+    assert_eq!(d.value(None).unwrap().expose_secret(), want);
+    assert_eq!(d.value(Some("data")).unwrap().expose_secret(), want);
 }
 
 #[test]
@@ -143,7 +144,7 @@ fn each_identity_alone_opens_its_stanza() {
             ..KeySources::default()
         };
         let s = secret(&shared("sops/example.yaml"), Some("app2.db.password"), &sources).unwrap();
-        assert_eq!(s.expose(), "c4r1b0u");
+        assert_eq!(s.expose_secret(), "c4r1b0u");
     }
 }
 
@@ -159,7 +160,7 @@ fn the_user_config_dir_keys_file_is_used() {
     assert_eq!(
         secret(&shared("sops/example.json"), Some("firstName"), &sources)
             .unwrap()
-            .expose(),
+            .expose_secret(),
         "John"
     );
 }
@@ -298,7 +299,7 @@ fn pgp_only_files_say_why_they_are_refused() {
 #[test]
 fn key_paths_select_one_value() {
     let d = decrypt_file(&shared("sops/example.yaml"), &with_key_file()).unwrap();
-    assert_eq!(d.value(Some("somebooleans.1")).unwrap().expose(), "false");
+    assert_eq!(d.value(Some("somebooleans.1")).unwrap().expose_secret(), "false");
     assert!(matches!(
         d.value(Some("app2.db.nope")),
         Err(ErrorKind::KeyAbsent { .. })

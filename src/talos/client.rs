@@ -1,7 +1,7 @@
 //! [`TalosClient`]: the machine API calls `bootstrap` makes, one node per client.
 
 use std::net::SocketAddr;
-use std::path::Path;
+
 use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
@@ -11,7 +11,6 @@ use tonic::transport::{Channel, Endpoint};
 use super::MAX_MESSAGE_SIZE;
 use super::credentials::TalosCredentials;
 use super::error::{TalosError, tls_failure};
-use super::etcd::{self, SnapshotInfo};
 use super::kubeconfig::unpack_kubeconfig;
 use super::proto::common::Metadata;
 use super::proto::machine::{self as pb, machine_service_client::MachineServiceClient};
@@ -405,17 +404,6 @@ impl TalosClient {
             rpc,
             message,
         })
-    }
-
-    /// Streams an etcd snapshot into `path` (mode 0600, written atomically)
-    /// and returns its size and SHA-256.
-    pub async fn etcd_snapshot(&self, path: &Path) -> Result<SnapshotInfo, TalosError> {
-        etcd::snapshot(self, path).await
-    }
-
-    /// Uploads a snapshot file for recovery; follow with `bootstrap(true)`.
-    pub async fn etcd_recover(&self, path: &Path) -> Result<(), TalosError> {
-        etcd::recover(self, path).await
     }
 }
 

@@ -38,7 +38,20 @@ fn io_err(client: &TalosClient, rpc: &'static str, path: &Path, source: std::io:
 /// it. (`fsutil::write_secret` needs the whole content in memory; a snapshot
 /// can be large, so the same guarantees are kept while streaming.) A stream
 /// broken by UNAVAILABLE is restarted from the beginning.
-pub(crate) async fn snapshot(client: &TalosClient, path: &Path) -> Result<SnapshotInfo, TalosError> {
+impl TalosClient {
+    /// Streams an etcd snapshot into `path` (mode 0600, written atomically)
+    /// and returns its size and SHA-256.
+    pub async fn etcd_snapshot(&self, path: &Path) -> Result<SnapshotInfo, TalosError> {
+        snapshot(self, path).await
+    }
+
+    /// Uploads a snapshot file for recovery; follow with `bootstrap(true)`.
+    pub async fn etcd_recover(&self, path: &Path) -> Result<(), TalosError> {
+        recover(self, path).await
+    }
+}
+
+async fn snapshot(client: &TalosClient, path: &Path) -> Result<SnapshotInfo, TalosError> {
     let rpc = "EtcdSnapshot";
     let policy = client.policy().clone();
     let file_name = path
@@ -103,7 +116,7 @@ pub(crate) async fn snapshot(client: &TalosClient, path: &Path) -> Result<Snapsh
 
 /// Uploads `path` in [`RECOVER_CHUNK`]-byte `Data` messages, retrying while
 /// the node answers FailedPrecondition (not waiting for bootstrap yet).
-pub(crate) async fn recover(client: &TalosClient, path: &Path) -> Result<(), TalosError> {
+async fn recover(client: &TalosClient, path: &Path) -> Result<(), TalosError> {
     let rpc = "EtcdRecover";
     let policy = client.policy().clone();
     // FailedPrecondition: etcd is not waiting for bootstrap yet (node still starting).

@@ -34,6 +34,14 @@ impl Default for CallPolicy {
     }
 }
 
+impl TalosError {
+    /// Whether a poll should try again: what [`with_retry_tls`] retries
+    /// (when `server_tls`) or [`with_retry`] retries, or a missed deadline.
+    pub fn is_transient(&self, server_tls: bool) -> bool {
+        matches!(self, TalosError::Deadline { .. }) || retryable(self, &[], server_tls)
+    }
+}
+
 /// Whether an error means "try again later": the node is unreachable or
 /// rebooting (UNAVAILABLE, connection refused/reset), or one of `also`.
 fn retryable(err: &TalosError, also: &[Code], server_tls: bool) -> bool {

@@ -4,8 +4,9 @@
 //! `default` (so merging several clusters into one file keeps them apart).
 //! Also the `/readyz` wait through the Kubernetes API.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::engine::slots::{self, Check};
 use yaml_serde::Value;
 
 /// `https://HOST:6443` for an inventory endpoint given as an address or host
@@ -83,24 +84,18 @@ pub async fn wait_readyz(
     timeout: Duration,
     cancelled: impl Fn() -> bool,
 ) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    loop {
+    let what = format!("the Kubernetes API at {} ready (GET /readyz)", client.server());
+    slots::poll_until(&what, timeout, cancelled, || async {
         let req = http::Request::get("/readyz")
             .body(Vec::new())
             .expect("a static request is valid");
-        let last = match client.kube().request_text(req).await {
-            Ok(body) if body.trim() == "ok" => return Ok(()),
-            Ok(body) => format!("answered {:?}", body.chars().take(200).collect::<String>()),
-            Err(e) => e.to_string(),
-        };
-        if Instant::now() >= deadline || cancelled() {
-            return Err(format!(
-                "the Kubernetes API at {} is not ready after {timeout:?} (GET /readyz: {last})",
-                client.server()
-            ));
+        match client.kube().request_text(req).await {
+            Ok(body) if body.trim() == "ok" => Check::Met(()),
+            Ok(body) => Check::Not(format!("answered {:?}", body.chars().take(200).collect::<String>())),
+            Err(e) => Check::Not(e.to_string()),
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    })
+    .await
 }
 
 #[cfg(test)]

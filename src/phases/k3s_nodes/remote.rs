@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::engine::slots::{self, Check};
 use crate::ssh::{ErrorKind, ExecOpts, Pool, Session, Step, Target, UploadOpts, shell_quote};
 
 /// Where the install files are uploaded (kept between runs, 0700).
@@ -95,22 +96,20 @@ pub async fn connect(
     deadline: Instant,
     cancelled: &(dyn Fn() -> bool + Sync),
 ) -> Result<Session, String> {
-    loop {
+    let budget = deadline.saturating_duration_since(Instant::now());
+    let what = format!("unreachable over SSH: {}", target.label());
+    slots::poll_until(&what, budget, cancelled, || async {
         let left = deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_secs(1));
-        let attempt = tokio::time::timeout(left, pool.session(target)).await;
-        let err = match attempt {
-            Ok(Ok(s)) => return Ok(s),
-            Ok(Err(e)) if is_final(&e) => return Err(e.to_string()),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("{}: connect: timed out after {left:?}", target.label()),
-        };
-        if Instant::now() >= deadline || cancelled() {
-            return Err(format!("unreachable over SSH: {err}"));
+        match tokio::time::timeout(left, pool.session(target)).await {
+            Ok(Ok(s)) => Check::Met(s),
+            Ok(Err(e)) if is_final(&e) => Check::Fail(e.to_string()),
+            Ok(Err(e)) => Check::Not(e.to_string()),
+            Err(_) => Check::Not(format!("{}: connect: timed out after {left:?}", target.label())),
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    })
+    .await
 }
 
 /// Observes what is installed (read-only).
@@ -248,24 +247,16 @@ pub async fn read_when_present(
     cancelled: &(dyn Fn() -> bool + Sync),
 ) -> Result<Vec<u8>, String> {
     let cmd = format!("cat {}", shell_quote(path));
-    loop {
-        let out = s
-            .exec(&cmd, secret_opts(sudo, Duration::from_secs(60)))
-            .await
-            .map_err(|e| e.to_string())?;
-        if out.success() && !out.stdout.is_empty() {
-            return Ok(out.stdout);
+    let budget = deadline.saturating_duration_since(Instant::now());
+    let what = format!("{path} appearing on {}", s.label());
+    slots::poll_until(&what, budget, cancelled, || async {
+        match s.exec(&cmd, secret_opts(sudo, Duration::from_secs(60))).await {
+            Ok(out) if out.success() && !out.stdout.is_empty() => Check::Met(out.stdout),
+            Ok(out) => Check::Not(out.describe()),
+            Err(e) => Check::Fail(e.to_string()),
         }
-        if Instant::now() >= deadline || cancelled() {
-            return Err(format!(
-                "{} did not appear on {} in time ({})",
-                path,
-                s.label(),
-                out.describe()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    })
+    .await
 }
 
 #[cfg(test)]

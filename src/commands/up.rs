@@ -8,17 +8,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use super::context::{EXIT_FAILURE, EXIT_INTERRUPTED, load_inventory, selected, state_dir};
 use crate::artifacts::ArtifactStore;
 use crate::cli::{AddNodeArgs, Global, UpArgs};
-use crate::commands::{EXIT_FAILURE, load_inventory, selected, state_dir};
 use crate::engine::progress::{Reporter, Style};
 use crate::engine::{self, PhaseError, RunCtx};
 use crate::inventory::Cluster;
 use crate::phases::{self, ClusterRun, KUBECONFIG, Timeouts};
 use crate::state::StateStore;
-
-/// Exit code after Ctrl-C (128 + SIGINT).
-pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// What to do with the phases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,7 +157,11 @@ pub(crate) async fn run_cluster(
     reporter: Arc<Reporter>,
     cancel: Arc<AtomicBool>,
 ) -> Result<(), PhaseError> {
-    let store = StateStore::open(&run.state_root, &run.cluster.name)?;
+    // `plan` creates nothing, takes no lock and writes nothing.
+    let store = match mode {
+        Mode::Plan => StateStore::read_only(&run.state_root, &run.cluster.name)?,
+        _ => StateStore::open(&run.state_root, &run.cluster.name)?,
+    };
     if mode == Mode::AddNode && store.artifact(KUBECONFIG).is_none() {
         return Err(PhaseError::Failed {
             phase: "add-node".into(),
@@ -245,7 +246,7 @@ fn print_plan(cluster: &str, actions: &[engine::Action], json: bool) {
             phase = &a.phase;
             println!("  {phase}:");
         }
-        println!("    {}: {}", a.target, a.what);
+        println!("    {}: {}", a.target, a.step);
     }
 }
 

@@ -3,11 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use super::context::{EXIT_FAILURE, load_inventory, selected, state_dir};
 use crate::cli::{Global, RenderArgs};
-use crate::commands::{EXIT_FAILURE, load_inventory, selected, state_dir};
 use crate::inventory::{Cluster, Distribution};
 
-use super::{Rendered, SecretsBundle, check, render_cluster, write};
+use crate::render::{Rendered, SecretsBundle, check, render_cluster, write};
 
 /// Files added to a cluster's output besides its node configs (the exported
 /// manifests): `(path under the cluster's directory, text)`.
@@ -48,7 +48,7 @@ fn run_inner(g: &Global, args: &RenderArgs, extra: Extra) -> anyhow::Result<Exit
                 anyhow::anyhow!(
                     "cluster {}: no secrets in {} yet, so nothing can be compared: run `bootstrap render` without --check first",
                     c.name,
-                    super::secrets::cluster_dir(&state, &c.name).display()
+                    crate::render::secrets::cluster_dir(&state, &c.name).display()
                 )
             })?,
             (None, false) => SecretsBundle::load_or_generate(&state, c)?,

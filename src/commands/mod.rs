@@ -1,17 +1,25 @@
-//! Command implementations: each takes parsed arguments, does its work through
-//! library modules, and returns an exit code. Errors are printed here, once.
+//! The commands: one module each over a shared [`context`] (inventory
+//! loading, cluster selection, state dir, exit codes). Each takes parsed
+//! arguments, works through library modules, and returns an exit code.
 
-use std::path::{Path, PathBuf};
+pub mod context;
+pub mod exec;
+pub mod provision;
+pub mod render;
+pub mod reset;
+pub mod serve;
+pub mod up;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::CommandFactory;
 
 use crate::cli::{Cli, Command, Global, KubeconfigArgs, Output};
-use crate::inventory::{self, Cluster, Diagnostics, Loaded};
+use crate::inventory::{self, Loaded};
 use crate::state::StateStore;
-
-/// Exit code for invalid input (inventory, arguments) and failed runs.
-pub const EXIT_FAILURE: u8 = 1;
+pub use context::{EXIT_FAILURE, EXIT_INTERRUPTED};
+use context::{load_inventory, selected, state_dir};
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
@@ -22,89 +30,18 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check => check(g),
-        Command::Up(a) => crate::up::up(g, &a),
-        Command::AddNode(a) => crate::up::add_node(g, &a),
-        Command::Reset(a) => crate::reset::reset(g, &a),
-        Command::Render(a) => crate::render::cli::run(g, &a, &crate::phases::export::manifests),
-        Command::Plan(a) => crate::up::plan(g, &a),
+        Command::Up(a) => up::up(g, &a),
+        Command::AddNode(a) => up::add_node(g, &a),
+        Command::Reset(a) => reset::reset(g, &a),
+        Command::Render(a) => render::run(g, &a, &crate::phases::export::manifests),
+        Command::Plan(a) => up::plan(g, &a),
         Command::Status => status(g),
         Command::Kubeconfig(a) => kubeconfig(g, &a),
-        Command::Exec(a) => crate::exec::run(g, &a),
-        Command::Power(a) => crate::provision::power_command(g, &a),
-        Command::Provision(a) => crate::provision::provision_command(g, &a),
-        Command::Serve(a) => crate::serve::command(g, &a),
+        Command::Exec(a) => exec::run(g, &a),
+        Command::Power(a) => provision::power_command(g, &a),
+        Command::Provision(a) => provision::provision_command(g, &a),
+        Command::Serve(a) => serve::run(g, &a),
     }
-}
-
-/// The inventory path from `-i` (required by every command but `completions`).
-pub fn inventory_path(g: &Global) -> Result<PathBuf, String> {
-    g.inventory
-        .clone()
-        .ok_or_else(|| "no inventory given: pass -i/--inventory PATH (or set BOOTSTRAP_INVENTORY)".into())
-}
-
-/// Loads and validates the inventory, printing every finding; `None` on error.
-pub fn load_inventory(g: &Global) -> Option<Loaded> {
-    let path = match inventory_path(g) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return None;
-        }
-    };
-    match inventory::load(&path) {
-        Ok(loaded) => {
-            print_diagnostics(g, &Diagnostics(loaded.warnings.clone()), false);
-            Some(loaded)
-        }
-        Err(diags) => {
-            print_diagnostics(g, &diags, true);
-            None
-        }
-    }
-}
-
-fn print_diagnostics(g: &Global, diags: &Diagnostics, summary: bool) {
-    if g.output == Output::Json {
-        for d in &diags.0 {
-            eprintln!("{}", serde_json::to_string(d).unwrap_or_default());
-        }
-        return;
-    }
-    for d in &diags.0 {
-        eprintln!("{d}");
-    }
-    if summary {
-        eprintln!(
-            "{} error(s), {} warning(s): nothing was changed on any node",
-            diags.errors(),
-            diags.warnings()
-        );
-    }
-}
-
-/// The clusters selected by `--cluster` (all when omitted).
-pub fn selected<'a>(g: &Global, clusters: &'a [Cluster]) -> Result<Vec<&'a Cluster>, String> {
-    match &g.cluster {
-        None => Ok(clusters.iter().collect()),
-        Some(name) => match clusters.iter().find(|c| &c.name == name) {
-            Some(c) => Ok(vec![c]),
-            None => {
-                let names: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
-                Err(format!(
-                    "no cluster `{name}` in the inventory (it has: {})",
-                    names.join(", ")
-                ))
-            }
-        },
-    }
-}
-
-/// The state directory: `--state-dir`, else `.bootstrap/` beside the inventory.
-pub fn state_dir(g: &Global, inventory: &Path) -> PathBuf {
-    g.state_dir
-        .clone()
-        .unwrap_or_else(|| inventory.parent().unwrap_or(Path::new(".")).join(".bootstrap"))
 }
 
 fn check(g: &Global) -> ExitCode {

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::context::{EXIT_FAILURE, load_inventory, selected};
 use crate::cli::{ExecArgs, Global, Output as OutputFormat};
-use crate::commands::{EXIT_FAILURE, load_inventory, selected};
 use crate::inventory::{Node, Role};
 use crate::ssh::{self, ExecOpts, Options, Pool, Target};
 

@@ -10,11 +10,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use super::context::{EXIT_FAILURE, load_inventory, selected, state_dir};
 use crate::cli::{Global, ResetArgs};
-use crate::commands::{EXIT_FAILURE, load_inventory, selected, state_dir};
 use crate::engine::progress::{Reporter, Style};
+use crate::engine::slots::{self, Check};
 use crate::engine::{self, RunCtx};
 use crate::inventory::{Cluster, Distribution, Node, Role};
 use crate::phases::talos_nodes::{Seen, probe};
@@ -106,11 +107,11 @@ fn run(g: &Global, args: &ResetArgs) -> Result<(), String> {
         } else {
             names.iter().map(|s| s.to_string()).collect()
         };
-        let mut run = crate::up::cluster_run(cluster.clone(), &root, &inventory_dir, &args.up, limit);
+        let mut run = super::up::cluster_run(cluster.clone(), &root, &inventory_dir, &args.up, limit);
         run.restore = snapshot;
         let style = Style::detect(g.output == crate::cli::Output::Json, g.quiet);
         let cancel = Arc::new(AtomicBool::new(false));
-        tokio::spawn(crate::up::watch_interrupts(cancel.clone()));
+        tokio::spawn(super::up::watch_interrupts(cancel.clone()));
         let ctx = RunCtx {
             reporter: Arc::new(Reporter::new(style)),
             state: tokio::sync::Mutex::new(store),
@@ -253,18 +254,17 @@ async fn wipe(targets: &[Node], creds: &TalosCredentials, full: bool) -> Result<
 }
 
 async fn wait_maintenance(node: &Node) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        match probe(node, None).await {
-            Seen::Maintenance => return Ok(()),
-            other if Instant::now() >= deadline => {
-                return Err(format!(
-                    "{}: not back in maintenance mode: {}",
-                    node.name,
-                    describe(&other)
-                ));
+    let what = format!("{} back in maintenance mode", node.name);
+    slots::poll_until(
+        &what,
+        Duration::from_secs(600),
+        || false,
+        || async {
+            match probe(node, None).await {
+                Seen::Maintenance => Check::Met(()),
+                other => Check::Not(describe(&other)),
             }
-            _ => tokio::time::sleep(Duration::from_millis(300)).await,
-        }
-    }
+        },
+    )
+    .await
 }

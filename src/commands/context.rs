@@ -1,0 +1,83 @@
+//! What every command shares: the inventory (loaded, findings printed),
+//! the selected clusters, the state dir and the exit codes.
+
+use std::path::{Path, PathBuf};
+
+use crate::cli::{Global, Output};
+use crate::inventory::{self, Cluster, Diagnostics, Loaded};
+
+/// Exit code for invalid input (inventory, arguments) and failed runs.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code after Ctrl-C (128 + SIGINT).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// The inventory path from `-i` (required by every command but `completions`).
+pub fn inventory_path(g: &Global) -> Result<PathBuf, String> {
+    g.inventory
+        .clone()
+        .ok_or_else(|| "no inventory given: pass -i/--inventory PATH (or set BOOTSTRAP_INVENTORY)".into())
+}
+
+/// Loads and validates the inventory, printing every finding; `None` on error.
+pub fn load_inventory(g: &Global) -> Option<Loaded> {
+    let path = match inventory_path(g) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return None;
+        }
+    };
+    match inventory::load(&path) {
+        Ok(loaded) => {
+            print_diagnostics(g, &Diagnostics(loaded.warnings.clone()), false);
+            Some(loaded)
+        }
+        Err(diags) => {
+            print_diagnostics(g, &diags, true);
+            None
+        }
+    }
+}
+
+fn print_diagnostics(g: &Global, diags: &Diagnostics, summary: bool) {
+    if g.output == Output::Json {
+        for d in &diags.0 {
+            eprintln!("{}", serde_json::to_string(d).unwrap_or_default());
+        }
+        return;
+    }
+    for d in &diags.0 {
+        eprintln!("{d}");
+    }
+    if summary {
+        eprintln!(
+            "{} error(s), {} warning(s): nothing was changed on any node",
+            diags.errors(),
+            diags.warnings()
+        );
+    }
+}
+
+/// The clusters selected by `--cluster` (all when omitted).
+pub fn selected<'a>(g: &Global, clusters: &'a [Cluster]) -> Result<Vec<&'a Cluster>, String> {
+    match &g.cluster {
+        None => Ok(clusters.iter().collect()),
+        Some(name) => match clusters.iter().find(|c| &c.name == name) {
+            Some(c) => Ok(vec![c]),
+            None => {
+                let names: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
+                Err(format!(
+                    "no cluster `{name}` in the inventory (it has: {})",
+                    names.join(", ")
+                ))
+            }
+        },
+    }
+}
+
+/// The state directory: `--state-dir`, else `.bootstrap/` beside the inventory.
+pub fn state_dir(g: &Global, inventory: &Path) -> PathBuf {
+    g.state_dir
+        .clone()
+        .unwrap_or_else(|| inventory.parent().unwrap_or(Path::new(".")).join(".bootstrap"))
+}

@@ -1,0 +1,107 @@
+//! What a plan says it will do, as typed steps: phases build them from what
+//! they observed, `plan` prints them (text or JSON), and the phases' apply
+//! reads them back by kind rather than by their wording.
+
+use serde::Serialize;
+
+/// One kind of step of a plan, with what it needs to be carried out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Step {
+    /// Generate the cluster's secrets bundle (none in the state dir yet).
+    GenerateSecrets,
+    /// Fetch a pinned artifact into the cache (`plan` never downloads).
+    FetchArtifact { what: String, sha256: String },
+    /// Talos: send the machine config to a node in maintenance mode;
+    /// `install_disk` once its identity and disks were checked.
+    ApplyConfig { install_disk: Option<String> },
+    /// Talos: a configured node's rendered config changed since it accepted
+    /// ours (control planes one at a time).
+    Reapply,
+    /// A node that does not answer yet: wait for it, then `then`.
+    AwaitNode { seen: String, via: String, then: String },
+    /// Talos: bootstrap etcd on `node` (no control plane runs it).
+    BootstrapEtcd { node: String },
+    /// Talos: wait until every control plane is an etcd member.
+    AwaitEtcdMembers,
+    /// Talos: store talosconfig and kubeconfig, wait for the API.
+    StoreCredentials,
+    /// k3s: start the installed, stopped service.
+    StartService,
+    /// k3s: preflight, upload and install (`why`: what differs).
+    InstallK3s { version: String, role: String, why: String },
+    /// k3s: fetch the kubeconfig, wait for /readyz and node registration.
+    FetchKubeconfig,
+    /// Kubernetes: create or change one object (`change` says which and how).
+    ApplyObject { change: String },
+    /// Kubernetes: wait for a CRD to be Established.
+    AwaitEstablished { crd: String },
+    /// Kubernetes: wait for a workload or release to be ready.
+    AwaitReady { what: String },
+    /// GitOps: wait for the root object to report Ready.
+    AwaitGitops { root: String },
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::GenerateSecrets => {
+                f.write_str("generate the cluster's secrets bundle (CA keys, tokens) in the state dir")
+            }
+            Step::FetchArtifact { what, sha256 } => {
+                write!(f, "fetch {what} (sha256 {sha256}), then apply what it holds")
+            }
+            Step::ApplyConfig { install_disk: None } => f.write_str("apply machine config (maintenance mode, AUTO)"),
+            Step::ApplyConfig {
+                install_disk: Some(disk),
+            } => write!(
+                f,
+                "apply machine config (maintenance mode, AUTO), install disk {disk} (identity checked)"
+            ),
+            Step::Reapply => {
+                f.write_str("re-apply machine config (the inventory changed; control planes one at a time)")
+            }
+            Step::AwaitNode { seen, via, then } => write!(f, "wait for {via} ({seen}), then {then}"),
+            Step::BootstrapEtcd { node } => write!(f, "bootstrap etcd on {node}"),
+            Step::AwaitEtcdMembers => f.write_str("wait for control planes to join etcd"),
+            Step::StoreCredentials => f.write_str("store talosconfig and kubeconfig, wait for the API"),
+            Step::StartService => f.write_str("start the k3s service"),
+            Step::InstallK3s { version, role, why } => {
+                write!(f, "preflight, upload and install k3s {version} ({role}): {why}")
+            }
+            Step::FetchKubeconfig => {
+                f.write_str("fetch the kubeconfig, wait for /readyz and for every node to register")
+            }
+            Step::ApplyObject { change } => f.write_str(change),
+            Step::AwaitEstablished { crd } => write!(f, "wait for CustomResourceDefinition {crd} to be Established"),
+            Step::AwaitReady { what } => write!(f, "wait for {what} to be ready"),
+            Step::AwaitGitops { root } => write!(f, "wait for {root} to be Ready"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_print_as_text_and_serialise_with_their_kind() {
+        let s = Step::InstallK3s {
+            version: "v1.33.1+k3s1".into(),
+            role: "server".into(),
+            why: "not installed".into(),
+        };
+        assert_eq!(
+            s.to_string(),
+            "preflight, upload and install k3s v1.33.1+k3s1 (server): not installed"
+        );
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["kind"], "install-k3s");
+        assert_eq!(json["why"], "not installed");
+        let disk = Step::ApplyConfig {
+            install_disk: Some("/dev/vda".into()),
+        };
+        assert!(disk.to_string().ends_with("install disk /dev/vda (identity checked)"));
+        assert_eq!(serde_json::to_value(&Step::Reapply).unwrap()["kind"], "reapply");
+    }
+}
