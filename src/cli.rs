@@ -75,6 +75,8 @@ pub enum Command {
     Power(PowerArgs),
     /// Boot nodes into their installer through their BMCs and wait until they answer.
     Provision(ProvisionArgs),
+    /// Answer network boots (proxyDHCP, TFTP, HTTP) of the inventory's Talos nodes until Ctrl-C.
+    Serve(ServeArgs),
     /// Print shell completions.
     Completions {
         /// The shell to generate completions for.
@@ -230,4 +232,18 @@ pub struct ProvisionArgs {
     /// Seconds a powered node may take to answer on its provisioning endpoint.
     #[arg(long, default_value_t = 1800)]
     pub ready_timeout: u64,
+}
+
+/// Options of `serve`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ServeArgs {
+    /// Also lease addresses, FIRST-LAST, inside the inventory's `dhcp_range` (no site DHCP server).
+    #[arg(long, value_name = "RANGE")]
+    pub dhcp: Option<String>,
+    /// Directory of pre-fetched boot files (Talos kernel and initramfs) for air-gapped use.
+    #[arg(long, value_name = "DIR")]
+    pub artifacts: Option<PathBuf>,
+    /// Serve these nodes' machine configs again (their one-shot URL was used).
+    #[arg(long, value_delimiter = ',', value_name = "NODES")]
+    pub reprovision: Vec<String>,
 }

@@ -18,6 +18,7 @@ pub mod provision;
 pub mod redfish;
 pub mod render;
 pub mod secret;
+pub mod serve;
 pub mod sops;
 pub mod ssh;
 pub mod state;

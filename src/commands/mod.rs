@@ -8,6 +8,7 @@ pub mod lock;
 pub mod provision;
 pub mod render;
 pub mod reset;
+pub mod serve;
 pub mod up;
 
 use std::path::PathBuf;
@@ -40,6 +41,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Exec(a) => exec::run(g, &a),
         Command::Power(a) => provision::power_command(g, &a),
         Command::Provision(a) => provision::provision_command(g, &a),
+        Command::Serve(a) => serve::run(g, &a),
     }
 }
 

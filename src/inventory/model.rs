@@ -53,6 +53,8 @@ pub struct Cluster {
     pub k3s: K3sSettings,
     /// Registry mirrors, in the inventory's order (sorted by registry name).
     pub registries: Vec<Registry>,
+    /// `[cluster.provision]`: what `bootstrap serve` answers.
+    pub provision: Option<Provision>,
     pub nodes: Vec<Node>,
 }
 
@@ -250,6 +252,30 @@ pub struct Patches {
 #[derive(Debug, Clone, Serialize)]
 pub struct TalosSettings {
     pub install_image: String,
+}
+
+/// Network boot settings (`[cluster.provision]`), checked against the cluster's addresses.
+#[derive(Debug, Clone, Serialize)]
+pub struct Provision {
+    pub interface: String,
+    pub address: std::net::Ipv4Addr,
+    pub http_port: u16,
+    /// Leasable addresses (only used with `serve --dhcp`); inside the node CIDR, no node's.
+    pub dhcp_range: Option<IpRange>,
+    pub ipxe_dir: PathBuf,
+    pub kernel: BootArtifact,
+    pub initramfs: BootArtifact,
+    pub kernel_args: Vec<String>,
+}
+
+/// A boot file served over HTTP: fetched once into the artifact cache, pinned by sha256.
+#[derive(Debug, Clone, Serialize)]
+pub struct BootArtifact {
+    /// File name in the artifact cache and in `--artifacts DIR`.
+    pub file: String,
+    pub url: String,
+    /// Lower-case hex.
+    pub sha256: String,
 }
 
 /// k3s-specific cluster settings.

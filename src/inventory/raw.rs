@@ -43,6 +43,8 @@ pub struct RawCluster {
     pub talos: RawTalosSettings,
     #[serde(default)]
     pub k3s: RawK3sSettings,
+    /// Network boot served by `bootstrap serve`.
+    pub provision: Option<RawProvision>,
     /// Registry mirrors, keyed by the upstream registry (`docker.io`, `ghcr.io`, `"*"`).
     #[serde(default)]
     pub registries: BTreeMap<String, RawRegistry>,
@@ -194,6 +196,31 @@ pub struct RawK3sSettings {
     /// Packaged components to disable (`traefik`, `servicelb`, ...).
     #[serde(default)]
     pub disable: Vec<String>,
+}
+
+/// `[cluster.provision]`: where and what `bootstrap serve` answers for network boots.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvision {
+    /// Host interface on the nodes' boot network (DHCP is bound to it).
+    pub interface: String,
+    /// This host's IPv4 address on that interface: TFTP, HTTP and proxyDHCP bind to it.
+    pub address: String,
+    /// HTTP port for iPXE scripts, kernels and machine configs (default 8080).
+    pub http_port: Option<i64>,
+    /// Addresses `bootstrap serve --dhcp` may lease (`FIRST-LAST` or a CIDR).
+    pub dhcp_range: Option<String>,
+    /// Directory holding `undionly.kpxe` and `ipxe.efi` (default /usr/lib/ipxe).
+    pub ipxe_dir: Option<String>,
+    /// Talos kernel (default: the release's `vmlinuz-amd64`), pinned by `kernel_sha256`.
+    pub kernel_url: Option<String>,
+    pub kernel_sha256: Option<String>,
+    /// Talos initramfs (default: the release's `initramfs-amd64.xz`), pinned by `initramfs_sha256`.
+    pub initramfs_url: Option<String>,
+    pub initramfs_sha256: Option<String>,
+    /// Kernel arguments added after Talos's own.
+    #[serde(default)]
+    pub kernel_args: Vec<String>,
 }
 
 /// Node fields that `[defaults]` and `[cluster.defaults]` may set.

@@ -4,6 +4,7 @@
 //! registry CA files exist ([`net`]).
 
 mod net;
+mod provision;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -210,6 +211,10 @@ impl<'a> Validator<'a> {
             worker: rc.patches.worker.iter().map(|p| self.path(p)).collect(),
         };
 
+        let provision = rc
+            .provision
+            .as_ref()
+            .map(|rp| self.provision(rp, &cp.key("provision"), rc, &versions.talos, &addrs));
         let mut nodes = Vec::new();
         let mut node_names: HashMap<&str, FieldPath> = HashMap::new();
         let defaults = [
@@ -265,6 +270,7 @@ impl<'a> Validator<'a> {
             patches,
             k3s,
             registries,
+            provision: provision.flatten(),
             nodes: nodes.into_iter().collect::<Option<Vec<_>>>()?,
         })
     }

@@ -33,6 +33,14 @@ pub const APT_PACKAGES: &[&str] = &[
     // etcdctl takes and restores their snapshots.
     "etcd-server",
     "etcd-client",
+    // A real PXE client for `bootstrap serve` (tests/serve_pxe.rs): QEMU with its iPXE
+    // ROMs, the iPXE binaries serve hands out, and a kernel + busybox initramfs to boot.
+    "qemu-system-x86",
+    "ipxe-qemu",
+    "ipxe",
+    "linux-image-amd64",
+    "busybox-static",
+    "cpio",
 ];
 
 /// Runs the suite.
