@@ -6,11 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use russh::client::Handle;
+use russh::client::{Handle, Handler};
 use russh::keys::agent::client::AgentClient;
 use russh::keys::{Certificate, PrivateKey, PrivateKeyWithHashAlg};
 
-use super::session::Client;
 use super::{Error, ErrorKind, Options, Step};
 use crate::secret::SecretRef;
 
@@ -18,8 +17,8 @@ use crate::secret::SecretRef;
 /// (each with its certificates among `certificates` first), then the agent
 /// (skipped with `IdentitiesOnly` when keys were given), then the default
 /// identities when no key was named.
-pub(crate) async fn authenticate(
-    handle: &mut Handle<Client>,
+pub(crate) async fn authenticate<H: Handler>(
+    handle: &mut Handle<H>,
     label: &str,
     user: &str,
     keys: &[(PathBuf, Option<SecretRef>)],
@@ -80,8 +79,8 @@ pub(crate) async fn authenticate(
 /// Offers `key`'s certificates (from `certs`, marked in `used`, then
 /// `KEY-cert.pub`), then the plain key; what was refused goes to `tried`.
 #[allow(clippy::too_many_arguments)]
-async fn offer(
-    handle: &mut Handle<Client>,
+async fn offer<H: Handler>(
+    handle: &mut Handle<H>,
     label: &str,
     user: &str,
     path: &Path,
@@ -147,7 +146,12 @@ fn cert_beside(key: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-async fn try_key(handle: &mut Handle<Client>, label: &str, user: &str, key: Arc<PrivateKey>) -> Result<bool, Error> {
+async fn try_key<H: Handler>(
+    handle: &mut Handle<H>,
+    label: &str,
+    user: &str,
+    key: Arc<PrivateKey>,
+) -> Result<bool, Error> {
     let hash = if key.algorithm().is_rsa() {
         handle
             .best_supported_rsa_hash()
@@ -165,7 +169,12 @@ async fn try_key(handle: &mut Handle<Client>, label: &str, user: &str, key: Arc<
 }
 
 /// Offers every agent identity; returns (accepted, how many were offered).
-async fn agent(handle: &mut Handle<Client>, label: &str, user: &str, sock: &Path) -> Result<(bool, usize), String> {
+async fn agent<H: Handler>(
+    handle: &mut Handle<H>,
+    label: &str,
+    user: &str,
+    sock: &Path,
+) -> Result<(bool, usize), String> {
     let mut agent = AgentClient::connect_uds(sock).await.map_err(|e| e.to_string())?;
     let ids = agent.request_identities().await.map_err(|e| e.to_string())?;
     for id in &ids {
