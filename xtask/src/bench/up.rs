@@ -186,17 +186,29 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// Waits for `child` with wait4(2), which reports that process's own peak
-/// resident set (std's `wait` does not; getrusage(RUSAGE_CHILDREN) would also
-/// count the compiler cargo ran). Returns (wait status, peak RSS in MiB).
-fn wait_with_rss(child: std::process::Child) -> Result<(i32, f64)> {
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: plain syscall filling the two out-parameters we own.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    anyhow::ensure!(r == pid, "wait4: {}", std::io::Error::last_os_error());
-    Ok((status, usage.ru_maxrss as f64 / 1024.0))
+/// Waits for `child`; returns (wait status, peak RSS in MiB). The peak is
+/// `VmHWM` of /proc/PID/status, read every 20 ms while it runs (it only
+/// grows, so the last reading is the peak but for the last 20 ms). Not
+/// wait4's ru_maxrss: std spawns with a vfork-like clone, so the child's
+/// high-water mark starts at this process's resident set (the simulated
+/// rack), which is what that figure used to report.
+fn wait_with_rss(mut child: std::process::Child) -> Result<(i32, f64)> {
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0u64;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&status_path)
+            && let Some(kib) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        {
+            peak_kib = peak_kib.max(kib);
+        }
+        if let Some(status) = child.try_wait()? {
+            return Ok((status.code().unwrap_or(-1), peak_kib as f64 / 1024.0));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Runs the benchmark and prints its figures.
