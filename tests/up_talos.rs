@@ -656,6 +656,10 @@ async fn a_cluster_locked_from_another_workstation_is_refused_until_the_lock_is_
         }),
     };
     leases.create(&Default::default(), &theirs).await.unwrap();
+    // Something for the next run to do (a run with nothing to do takes no lock).
+    let settings: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(client.kube().clone(), "flux-system");
+    settings.delete("cluster-settings", &Default::default()).await.unwrap();
     rack.clear_logs();
     kube.clear_requests();
     let (ok, _, err) = tokio::task::block_in_place(|| bootstrap(&inv, &state, &["up", "--timeout", "60"]));

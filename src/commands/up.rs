@@ -208,9 +208,10 @@ pub(crate) async fn run_cluster(
     result
 }
 
-/// Runs the phases holding the cluster-side lock from the moment the API
-/// answers: before phase -1 when an earlier run's kubeconfig reaches it,
-/// else right after phase -1.
+/// Runs the phases holding the cluster-side lock from the first phase that
+/// has something to do once the API answers: before phase -1 when an
+/// earlier run's kubeconfig reaches it, else right after phase -1. A run
+/// with nothing to do takes no lock (and writes nothing).
 async fn run_locked(
     run: &ClusterRun,
     args: &UpArgs,
@@ -218,26 +219,24 @@ async fn run_locked(
     ctx: &RunCtx,
 ) -> Result<(), PhaseError> {
     let name = &run.cluster.name;
-    let kubeconfig = || async { ctx.state.lock().await.artifact(KUBECONFIG).map(|p| p.to_path_buf()) };
-    let mut held = match kubeconfig().await {
-        Some(k) => lock::take(&k, name, args.force_unlock, false, ctx.cancel.clone()).await?,
-        None => None,
-    };
-    let (nodes, rest) = phases.split_at(1);
-    let mut result = engine::run(nodes, ctx).await;
-    if result.is_ok()
-        && held.is_none()
-        && let Some(k) = kubeconfig().await
-    {
-        match lock::take(&k, name, args.force_unlock, true, ctx.cancel.clone()).await {
-            Ok(h) => held = h,
-            Err(e) => result = Err(e),
+    let held = tokio::sync::Mutex::new(None);
+    let take = |phase: &'static str| {
+        let held = &held;
+        async move {
+            let mut held = held.lock().await;
+            let kubeconfig = ctx.state.lock().await.artifact(KUBECONFIG).map(|p| p.to_path_buf());
+            if held.is_some() || kubeconfig.is_none() {
+                return Ok(());
+            }
+            // Phase -1 may run before the API answers (a first run makes it).
+            let required = phase != "nodes";
+            let k = kubeconfig.expect("checked above");
+            *held = lock::take(&k, name, args.force_unlock, required, ctx.cancel.clone()).await?;
+            Ok(())
         }
-    }
-    if result.is_ok() {
-        result = engine::run(rest, ctx).await;
-    }
-    if let Some(h) = held {
+    };
+    let result = engine::run_with(phases, ctx, take).await;
+    if let Some(h) = held.into_inner() {
         h.release().await;
     }
     result

@@ -189,6 +189,17 @@ pub async fn plan_all(phases: &[Box<dyn Phase>], ctx: &RunCtx) -> Result<Vec<Act
 /// Runs phases in order: plan, skip when converged, apply, record. Stops at
 /// the first failed phase (later phases depend on it).
 pub async fn run(phases: &[Box<dyn Phase>], ctx: &RunCtx) -> Result<(), PhaseError> {
+    run_with(phases, ctx, |_| async { Ok(()) }).await
+}
+
+/// [`run`], calling `before_apply(phase)` before a phase with something to
+/// do is applied (converged phases never call it): where `up` takes its
+/// cluster-side lock, so a run that changes nothing writes nothing.
+pub async fn run_with<F, Fut>(phases: &[Box<dyn Phase>], ctx: &RunCtx, mut before_apply: F) -> Result<(), PhaseError>
+where
+    F: FnMut(&'static str) -> Fut,
+    Fut: Future<Output = Result<(), PhaseError>>,
+{
     for p in phases {
         if ctx.cancelled() {
             return Err(PhaseError::Interrupted);
@@ -202,6 +213,7 @@ pub async fn run(phases: &[Box<dyn Phase>], ctx: &RunCtx) -> Result<(), PhaseErr
             ctx.state.lock().await.set_phase_done(p.name(), true)?;
             continue;
         }
+        before_apply(p.name()).await?;
         ctx.reporter.emit(Event::PhaseStarted {
             phase: p.name().into(),
             title: p.title().into(),

@@ -5,6 +5,7 @@
 //! leaseDurationSeconds; an expired lease may be taken over), with optimistic
 //! concurrency on `resourceVersion` so two takers cannot both win.
 
+use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -25,7 +26,7 @@ pub const DURATION: Duration = Duration::from_secs(60);
 pub enum LockError {
     /// Another run holds a lease that has not expired.
     #[error(
-        "the cluster is locked by {holder} since {since} (Lease {NAMESPACE}/{NAME}, renewed {renewed}); wait for that run to finish, or take the lock over with --force-unlock"
+        "the cluster is locked by {holder} since {since} (Lease {NAMESPACE}/{NAME}, renewed {renewed}; it expires 60 s after its last renewal, at once when its process on this host is gone); wait for that run to finish, or take the lock over with --force-unlock"
     )]
     Held {
         holder: String,
@@ -42,13 +43,29 @@ pub struct Held {
     lease: Lease,
 }
 
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown-host".into())
+}
+
 /// Who this run is: `user@host pid N`.
 pub fn identity() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "unknown-host".into());
-    format!("{user}@{host} pid {}", std::process::id())
+    format!("{user}@{} pid {}", hostname(), std::process::id())
+}
+
+/// Whether `holder` names a run on this host whose process is gone (killed,
+/// crashed): its lease is stale at once, as a lock file with a dead pid is.
+fn dead_here(holder: &str) -> bool {
+    let Some((who, pid)) = holder.rsplit_once(" pid ") else {
+        return false;
+    };
+    let on_this_host = who.rsplit_once('@').is_some_and(|(_, host)| host == hostname());
+    on_this_host
+        && pid
+            .parse::<u32>()
+            .is_ok_and(|p| !Path::new(&format!("/proc/{p}")).exists())
 }
 
 fn api(client: &Client) -> Api<Lease> {
@@ -62,7 +79,10 @@ fn now() -> MicroTime {
 /// Whether `lease` is held by someone else and still valid at `at`.
 fn held_by_other(lease: &Lease, me: &str, at: Timestamp) -> Option<(String, String, String)> {
     let spec = lease.spec.as_ref()?;
-    let holder = spec.holder_identity.clone().filter(|h| !h.is_empty() && h != me)?;
+    let holder = spec
+        .holder_identity
+        .clone()
+        .filter(|h| !h.is_empty() && h != me && !dead_here(h))?;
     let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref())?.0;
     let duration = i64::from(spec.lease_duration_seconds.unwrap_or(DURATION.as_secs() as i32));
     let expires = renewed
@@ -81,6 +101,15 @@ pub async fn acquire(client: &Client, me: &str, force: bool) -> Result<Held, Loc
     let leases = api(client);
     let what = format!("Lease {NAMESPACE}/{NAME}");
     let fail = |step, e: &kube::Error| LockError::Api(client.api_error(step, &what, e));
+    // 409 (AlreadyExists on create, Conflict on replace): another taker won just now.
+    let raced = |step, e: kube::Error| match e {
+        kube::Error::Api(s) if s.code == 409 => LockError::Held {
+            holder: "another run".into(),
+            since: "just now".into(),
+            renewed: "just now".into(),
+        },
+        e => fail(step, &e),
+    };
     let spec = LeaseSpec {
         holder_identity: Some(me.to_owned()),
         acquire_time: Some(now()),
@@ -99,15 +128,10 @@ pub async fn acquire(client: &Client, me: &str, force: bool) -> Result<Held, Loc
                 },
                 spec: Some(spec),
             };
-            // A concurrent taker makes this a 409 AlreadyExists: refused below on retry.
-            leases.create(&PostParams::default(), &new).await.map_err(|e| match e {
-                kube::Error::Api(s) if s.code == 409 => LockError::Held {
-                    holder: "another run".into(),
-                    since: "just now".into(),
-                    renewed: "just now".into(),
-                },
-                e => fail("create", &e),
-            })?
+            leases
+                .create(&PostParams::default(), &new)
+                .await
+                .map_err(|e| raced("create", e))?
         }
         Some(mut old) => {
             if !force && let Some((holder, since, renewed)) = held_by_other(&old, me, Timestamp::now()) {
@@ -118,14 +142,7 @@ pub async fn acquire(client: &Client, me: &str, force: bool) -> Result<Held, Loc
             leases
                 .replace(NAME, &PostParams::default(), &old)
                 .await
-                .map_err(|e| match e {
-                    kube::Error::Api(s) if s.code == 409 => LockError::Held {
-                        holder: "another run".into(),
-                        since: "just now".into(),
-                        renewed: "just now".into(),
-                    },
-                    e => fail("replace", &e),
-                })?
+                .map_err(|e| raced("replace", e))?
         }
     };
     Ok(Held {
@@ -194,5 +211,16 @@ mod tests {
         assert_eq!(since, "2026-12-02T10:00:00Z");
         assert!(held_by_other(&l, "bob@ws2 pid 9", later(61)).is_none(), "expired");
         assert!(held_by_other(&l, "ana@ws1 pid 7", later(30)).is_none(), "our own");
+        let here = |pid: u32| format!("ana@{} pid {pid}", hostname());
+        let alive = lease(&here(std::process::id()), t, 60);
+        assert!(
+            held_by_other(&alive, "bob@ws2 pid 9", later(30)).is_some(),
+            "a live run here holds it"
+        );
+        let dead = lease(&here(u32::MAX - 1), t, 60);
+        assert!(
+            held_by_other(&dead, "bob@ws2 pid 9", later(30)).is_none(),
+            "a dead run here does not"
+        );
     }
 }

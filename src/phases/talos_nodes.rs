@@ -666,8 +666,22 @@ fn is_member(member: &crate::talos::proto::machine::EtcdMember, node: &Node) -> 
     member.hostname == node.name || member.peer_urls.iter().any(|u| u.contains(&format!("//{ip}:")))
 }
 
-/// Classifies a node by what it answers, within a couple of seconds.
+/// Classifies a node by what it answers, within a few seconds. A node seen
+/// as another cluster's is asked once more a second later: one that was
+/// rebooting from maintenance into its configuration while we looked (its
+/// certificate changed between two connection attempts, or it already asked
+/// for a client certificate) answers as ours then.
 pub async fn probe(node: &Node, creds: Option<&TalosCredentials>) -> Seen {
+    match probe_once(node, creds).await {
+        Seen::Foreign(_) => {
+            slots::idle(tokio::time::sleep(Duration::from_secs(1))).await;
+            probe_once(node, creds).await
+        }
+        seen => seen,
+    }
+}
+
+async fn probe_once(node: &Node, creds: Option<&TalosCredentials>) -> Seen {
     let quick = policy(Duration::from_secs(2));
     if let Some(creds) = creds {
         let client = match TalosClient::configured_with(&node.name, addr(node), creds, quick.clone()) {
