@@ -66,6 +66,22 @@ fn bootstrap(inv: &Path, state: &Path, args: &[&str]) -> (bool, String, String) 
 /// [`bootstrap`] with extra environment variables; the SOPS identity
 /// variables of the calling environment are never passed on.
 fn bootstrap_env(inv: &Path, state: &Path, args: &[&str], env: &[(&str, &Path)]) -> (bool, String, String) {
+    run_bootstrap(inv, state, args, env, None)
+}
+
+/// [`bootstrap`] with `stdin` written to the process.
+fn bootstrap_stdin(inv: &Path, state: &Path, args: &[&str], stdin: &str) -> (bool, String, String) {
+    run_bootstrap(inv, state, args, &[], Some(stdin))
+}
+
+fn run_bootstrap(
+    inv: &Path,
+    state: &Path,
+    args: &[&str],
+    env: &[(&str, &Path)],
+    stdin: Option<&str>,
+) -> (bool, String, String) {
+    use std::io::Write;
     let mut cmd = Command::new(BIN);
     for var in [
         "SOPS_AGE_KEY",
@@ -75,7 +91,7 @@ fn bootstrap_env(inv: &Path, state: &Path, args: &[&str], env: &[(&str, &Path)])
     ] {
         cmd.env_remove(var);
     }
-    let out = cmd
+    let mut child = cmd
         .arg("-i")
         .arg(inv)
         .arg("--state-dir")
@@ -83,8 +99,15 @@ fn bootstrap_env(inv: &Path, state: &Path, args: &[&str], env: &[(&str, &Path)])
         .args(with_artifacts(args))
         .env("HOME", state)
         .envs(env.iter().copied())
-        .output()
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    if let Some(text) = stdin {
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -593,30 +616,6 @@ async fn plan_lists_step_for_step_what_up_then_executes_and_writes_nothing() {
     let (ok, after, err) = tokio::task::block_in_place(|| bootstrap(&inv, &state, &["--output", "json", "plan"]));
     assert!(ok, "plan after up failed:\n{err}");
     assert_eq!(steps_of(&after, false), vec![], "after up, the plan is empty");
-}
-
-/// [`bootstrap`] with `stdin` written to the process.
-fn bootstrap_stdin(inv: &Path, state: &Path, args: &[&str], stdin: &str) -> (bool, String, String) {
-    use std::io::Write;
-    let mut child = Command::new(BIN)
-        .arg("-i")
-        .arg(inv)
-        .arg("--state-dir")
-        .arg(state)
-        .args(with_artifacts(args))
-        .env("HOME", state)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
