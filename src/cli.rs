@@ -59,6 +59,12 @@ pub enum Command {
     AddNode(AddNodeArgs),
     /// Disaster-recovery drill: snapshot, wipe, rebuild and restore.
     Reset(ResetArgs),
+    /// Upgrade Talos OS node by node: control planes one at a time, workers in drained batches.
+    Upgrade(UpgradeArgs),
+    /// Drain, take out of etcd, wipe and delete nodes of a running cluster.
+    RemoveNode(RemoveNodeArgs),
+    /// Take an etcd snapshot now, into the state dir (or --out), recorded with its sha256.
+    Snapshot(SnapshotArgs),
     /// Render machine configs, k3s configs and install scripts into a directory.
     Render(RenderArgs),
     /// Print the actions `up` would take, phase by phase.
@@ -140,6 +146,66 @@ pub struct ResetArgs {
     /// Options of the rebuild (`up`) that follows the wipe.
     #[command(flatten)]
     pub up: UpArgs,
+}
+
+/// Options of `upgrade`.
+#[derive(Debug, Args, Clone)]
+pub struct UpgradeArgs {
+    /// Target Talos version (default: the inventory's `versions.talos`).
+    #[arg(long, value_name = "VERSION")]
+    pub talos: Option<String>,
+    /// Target Kubernetes version (not implemented yet: refused).
+    #[arg(long, value_name = "VERSION")]
+    pub kubernetes: Option<String>,
+    /// Target k3s version (not implemented yet: refused).
+    #[arg(long, value_name = "VERSION")]
+    pub k3s: Option<String>,
+    /// Workers upgraded together: a count or a share of the workers (`10%`).
+    #[arg(long, default_value = "1", value_name = "N|N%")]
+    pub batch: String,
+    #[command(flatten)]
+    pub day2: Day2Args,
+}
+
+/// Options of `remove-node`.
+#[derive(Debug, Args, Clone)]
+pub struct RemoveNodeArgs {
+    /// Names of the inventory nodes to remove.
+    #[arg(required = true)]
+    pub nodes: Vec<String>,
+    #[command(flatten)]
+    pub day2: Day2Args,
+}
+
+/// What `upgrade` and `remove-node` share.
+#[derive(Debug, Args, Clone)]
+pub struct Day2Args {
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Seconds a drain may wait on PodDisruptionBudgets before the run stops, naming the node.
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    pub drain_timeout: u64,
+    /// Seconds one node may take to come back from its reboot.
+    #[arg(long, default_value_t = 900, value_name = "SECS")]
+    pub timeout: u64,
+    /// How many nodes are worked on at once (within a batch).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+    /// Take over the cluster-side lock another run holds (asks for the cluster name).
+    #[arg(long)]
+    pub force_unlock: bool,
+}
+
+/// Options of `snapshot`.
+#[derive(Debug, Args, Clone)]
+pub struct SnapshotArgs {
+    /// Write the snapshot here (0600) instead of the state dir's `snapshots/`.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Keep only the newest N snapshots in the state dir (older ones deleted).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep: Option<u32>,
 }
 
 /// Options of `render`.

@@ -7,6 +7,7 @@
 pub mod artifacts;
 pub mod cli;
 pub mod commands;
+pub mod day2;
 pub mod disks;
 pub mod engine;
 pub mod fsutil;

@@ -31,6 +31,26 @@ pub struct ClusterState {
     /// among the disks it reported in maintenance mode; its config names it.
     #[serde(default)]
     pub install_disks: BTreeMap<String, String>,
+    /// Etcd snapshots taken by `snapshot`, `reset` and `upgrade`, oldest first.
+    #[serde(default)]
+    pub snapshots: Vec<SnapshotRecord>,
+}
+
+/// One etcd snapshot on the workstation: where, what it hashes to, and where from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    /// The snapshot file (0600).
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Lower-case hex SHA-256 of the file, checked again before a restore.
+    pub sha256: String,
+    /// The control plane it was streamed or fetched from.
+    pub node: String,
+    /// Seconds since the Unix epoch when it was taken.
+    pub taken_at: u64,
+    /// Which command took it (`snapshot`, `reset`, `upgrade`).
+    pub reason: String,
 }
 
 /// Progress of one phase.
@@ -207,6 +227,34 @@ impl StateStore {
         self.save()
     }
 
+    /// Records a snapshot and, with `keep`, deletes the oldest recorded
+    /// snapshots in this state dir (file and record) beyond the newest `keep`;
+    /// returns the records it pruned. Files elsewhere (`snapshot --out`) and
+    /// files not recorded here are never deleted.
+    pub fn record_snapshot(
+        &mut self,
+        record: SnapshotRecord,
+        keep: Option<usize>,
+    ) -> Result<Vec<SnapshotRecord>, StateError> {
+        self.writable()?;
+        self.state.snapshots.push(record);
+        let ours = self.state.snapshots.iter().filter(|r| r.path.starts_with(&self.dir)).count();
+        let mut excess = keep.map_or(0, |k| ours.saturating_sub(k.max(1)));
+        let (mut kept, mut pruned) = (Vec::new(), Vec::new());
+        for r in std::mem::take(&mut self.state.snapshots) {
+            if excess > 0 && r.path.starts_with(&self.dir) {
+                excess -= 1;
+                let _ = std::fs::remove_file(&r.path);
+                pruned.push(r);
+            } else {
+                kept.push(r);
+            }
+        }
+        self.state.snapshots = kept;
+        self.save()?;
+        Ok(pruned)
+    }
+
     /// The recorded artifact called `name`, if its file still exists.
     pub fn artifact(&self, name: &str) -> Option<&Path> {
         self.state
@@ -232,6 +280,41 @@ fn set_private(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snapshot_retention_prunes_the_oldest_recorded_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = StateStore::open(dir.path(), "c").unwrap();
+        let stray = dir.path().join("c/stray.snapshot");
+        std::fs::write(&stray, b"not ours").unwrap();
+        let record = |i: u64| {
+            let path = dir.path().join(format!("c/etcd-{i}.snapshot"));
+            std::fs::write(&path, b"x").unwrap();
+            SnapshotRecord {
+                path,
+                size: 1,
+                sha256: "2d71".into(),
+                node: "cp-1".into(),
+                taken_at: i,
+                reason: "snapshot".into(),
+            }
+        };
+        let elsewhere = tempfile::NamedTempFile::new().unwrap();
+        let mut outside = record(0);
+        outside.path = elsewhere.path().to_owned();
+        assert!(s.record_snapshot(outside, None).unwrap().is_empty());
+        assert!(s.record_snapshot(record(1), None).unwrap().is_empty());
+        assert!(s.record_snapshot(record(2), Some(2)).unwrap().is_empty());
+        let pruned = s.record_snapshot(record(3), Some(2)).unwrap();
+        assert_eq!(pruned.iter().map(|r| r.taken_at).collect::<Vec<_>>(), [1]);
+        assert!(!pruned[0].path.exists());
+        let kept: Vec<u64> = s.state().snapshots.iter().map(|r| r.taken_at).collect();
+        assert_eq!(kept, [0, 2, 3], "a snapshot written elsewhere (--out) is kept");
+        assert!(elsewhere.path().exists());
+        assert!(stray.exists(), "a file the state does not record is never pruned");
+        let reread = StateStore::peek(dir.path(), "c").unwrap().unwrap();
+        assert_eq!(reread.snapshots.len(), 3);
+    }
 
     #[test]
     fn a_read_only_store_creates_nothing_and_refuses_writes() {

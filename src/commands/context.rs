@@ -81,3 +81,27 @@ pub fn state_dir(g: &Global, inventory: &Path) -> PathBuf {
         .clone()
         .unwrap_or_else(|| inventory.parent().unwrap_or(Path::new(".")).join(".bootstrap"))
 }
+
+/// Confirms a destructive step: `--yes`, or the cluster name typed at a
+/// terminal. `what` says what is destroyed ("wipes 2 node(s) of cluster c (a, b)").
+pub fn confirm(g: &Global, cluster: &str, what: &str) -> Result<(), String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if g.yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(format!("this {what}: pass --yes to confirm; nothing was changed"));
+    }
+    eprint!("This {what}. Type the cluster name to confirm: ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    if line.trim() == cluster {
+        Ok(())
+    } else {
+        Err("not confirmed; nothing was changed".into())
+    }
+}

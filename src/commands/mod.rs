@@ -3,6 +3,7 @@
 //! arguments, works through library modules, and returns an exit code.
 
 pub mod context;
+pub mod day2;
 pub mod exec;
 pub mod lock;
 pub mod provision;
@@ -34,6 +35,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Up(a) => up::up(g, &a),
         Command::AddNode(a) => up::add_node(g, &a),
         Command::Reset(a) => reset::reset(g, &a),
+        Command::Upgrade(a) => day2::upgrade(g, &a),
+        Command::RemoveNode(a) => day2::remove_node(g, &a),
+        Command::Snapshot(a) => day2::snapshot(g, &a),
         Command::Render(a) => render::run(g, &a, &crate::phases::export::manifests),
         Command::Plan(a) => up::plan(g, &a),
         Command::Status => status(g),

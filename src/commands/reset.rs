@@ -5,23 +5,21 @@
 //! wiped (gracefully, one at a time, leaving etcd first) and rebuilt.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use super::context::{EXIT_FAILURE, load_inventory, selected, state_dir};
+use super::context::{EXIT_FAILURE, confirm, load_inventory, selected, state_dir};
 use crate::cli::{Global, ResetArgs};
 use crate::engine::progress::{Reporter, Style};
 use crate::engine::slots::{self, Check};
 use crate::engine::{self, RunCtx};
 use crate::inventory::{Cluster, Distribution, Node, Role};
 use crate::phases::talos_nodes::{Seen, probe};
-use crate::render::{SecretsBundle, talos as render_talos};
 use crate::state::StateStore;
-use crate::talos::{CallPolicy, TalosClient, TalosCredentials};
+use crate::talos::TalosCredentials;
 
 /// `bootstrap reset [--nodes A,B] [--snapshot FILE] --yes`.
 pub fn reset(g: &Global, args: &ResetArgs) -> ExitCode {
@@ -75,28 +73,39 @@ fn run(g: &Global, args: &ResetArgs) -> Result<(), String> {
         .expect("tokio runtime");
     rt.block_on(async {
         let mut store = StateStore::open(&root, &cluster.name).map_err(|e| e.to_string())?;
-        let bundle = SecretsBundle::load(&root, &cluster)
-            .map_err(|e| format!("{e:#}"))?
-            .ok_or_else(|| {
-                format!(
-                    "cluster {}: no secrets in {}: the nodes' identity cannot be verified; nothing was done",
-                    cluster.name,
-                    root.display()
-                )
-            })?;
-        let talosconfig = render_talos::talosconfig(&cluster, bundle.talos().map_err(|e| e.to_string())?)
-            .map_err(|e| format!("{e:#}"))?;
-        let creds = TalosCredentials::from_talosconfig(&talosconfig, None).map_err(|e| e.to_string())?;
-
+        let creds = crate::day2::talos_credentials(&root, &cluster)?;
         eprintln!("reset {}: verifying that every node is this cluster's", cluster.name);
         verify_identity(&targets, &creds).await?;
-        let snapshot = match (&args.snapshot, full) {
-            (Some(path), _) => Some(path.clone()),
-            (None, true) => Some(take_snapshot(&cluster, &creds, &mut store).await?),
+        // A snapshot before any control plane is wiped; only a full reset restores it.
+        let wipes_etcd = targets.iter().any(|n| n.role == Role::Controlplane);
+        let snapshot = match (&args.snapshot, wipes_etcd) {
+            (Some(path), _) => {
+                crate::day2::snapshot::verify(&store, path)?;
+                Some(path.clone())
+            }
+            (None, true) => {
+                let (record, _) = crate::day2::snapshot::take(&cluster, &creds, &mut store, None, None, "reset")
+                    .await
+                    .map_err(|e| format!("snapshot: {e}; nothing was wiped"))?;
+                eprintln!(
+                    "reset {}: etcd snapshot from {}: {} ({} bytes, sha256 {})",
+                    cluster.name,
+                    record.node,
+                    record.path.display(),
+                    record.size,
+                    record.sha256
+                );
+                Some(record.path)
+            }
             (None, false) => None,
         };
+        let snapshot = snapshot.filter(|_| full);
         let names: Vec<&str> = targets.iter().map(|n| n.name.as_str()).collect();
-        confirm(g, &cluster.name, &names)?;
+        confirm(
+            g,
+            &cluster.name,
+            &format!("wipes {} node(s) of cluster {} ({})", names.len(), cluster.name, names.join(", ")),
+        )?;
 
         wipe(&targets, &creds, full).await?;
         store.forget_progress().map_err(|e| e.to_string())?;
@@ -157,75 +166,6 @@ fn describe(seen: &Seen) -> String {
     }
 }
 
-fn client(node: &Node, creds: &TalosCredentials) -> Result<TalosClient, String> {
-    let policy = CallPolicy {
-        retry_budget: Duration::from_secs(60),
-        ..CallPolicy::default()
-    };
-    TalosClient::configured_with(
-        &node.name,
-        std::net::SocketAddr::new(node.ip, node.talos.port),
-        creds,
-        policy,
-    )
-    .map_err(|e| e.to_string())
-}
-
-/// Streams an etcd snapshot from the first control plane into the state dir.
-async fn take_snapshot(cluster: &Cluster, creds: &TalosCredentials, store: &mut StateStore) -> Result<PathBuf, String> {
-    let first = cluster.control_planes().next().ok_or("no control plane")?;
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    let dir = store.dir().join("snapshots");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    // Milliseconds: a second drill in the same second never overwrites a snapshot.
-    let path = dir.join(format!("etcd-{stamp}.snapshot"));
-    let info = client(first, creds)?
-        .etcd_snapshot(&path)
-        .await
-        .map_err(|e| format!("snapshot: {e}; nothing was wiped"))?;
-    eprintln!(
-        "reset {}: etcd snapshot from {}: {} ({} bytes, sha256 {})",
-        cluster.name,
-        first.name,
-        info.path.display(),
-        info.size,
-        info.sha256
-    );
-    Ok(path)
-}
-
-/// `--yes`, or the cluster name typed at a terminal.
-fn confirm(g: &Global, cluster: &str, nodes: &[&str]) -> Result<(), String> {
-    if g.yes {
-        return Ok(());
-    }
-    if !std::io::stdin().is_terminal() {
-        return Err(format!(
-            "reset wipes {} node(s) of cluster {cluster} ({}): pass --yes to confirm; nothing was wiped",
-            nodes.len(),
-            nodes.join(", ")
-        ));
-    }
-    eprint!(
-        "This wipes {} ({}). Type the cluster name to confirm: ",
-        cluster,
-        nodes.join(", ")
-    );
-    let _ = std::io::stderr().flush();
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
-    if line.trim() == cluster {
-        Ok(())
-    } else {
-        Err("not confirmed; nothing was wiped".into())
-    }
-}
-
 /// Full wipe: every node at once (etcd goes with them). Partial: one node at
 /// a time, gracefully (a control plane leaves etcd first), waiting for each
 /// to come back in maintenance mode before the next.
@@ -233,7 +173,7 @@ async fn wipe(targets: &[Node], creds: &TalosCredentials, full: bool) -> Result<
     let one = |n: &Node| {
         let n = n.clone();
         async move {
-            client(&n, creds)?.reset(!full).await.map_err(|e| e.to_string())?;
+            crate::day2::talos_client(&n, creds, Duration::from_secs(60))?.reset(!full).await.map_err(|e| e.to_string())?;
             wait_maintenance(&n).await
         }
     };

@@ -263,7 +263,7 @@ async fn provision(run: &ClusterRun, ctx: &RunCtx) -> Result<(), PhaseError> {
     }
 }
 
-fn print_plan(cluster: &str, actions: &[engine::Action], json: bool) {
+pub(crate) fn print_plan(cluster: &str, actions: &[engine::Action], json: bool) {
     if json {
         for a in actions {
             println!("{}", serde_json::json!({ "cluster": cluster, "action": a }));

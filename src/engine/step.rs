@@ -40,6 +40,24 @@ pub enum Step {
     AwaitReady { what: String },
     /// GitOps: wait for the root object to report Ready.
     AwaitGitops { root: String },
+    /// Day 2: stream an etcd snapshot from `node` into the state dir.
+    Snapshot { node: String },
+    /// Day 2: mark the Node unschedulable.
+    Cordon,
+    /// Day 2: evict its pods through the Eviction API (budgets respected).
+    Drain { timeout_secs: u64 },
+    /// Day 2: Talos Upgrade RPC with `image`, from version `from` to `to`.
+    UpgradeTalos { from: String, to: String, image: String },
+    /// Day 2: wait until the node rebooted into `version` and is healthy again.
+    AwaitUpgraded { version: String },
+    /// Day 2: mark the Node schedulable again.
+    Uncordon,
+    /// Day 2: remove the node's etcd member through control plane `via`.
+    RemoveEtcdMember { via: String },
+    /// Day 2: wipe the node (`how`: Talos reset or k3s uninstall).
+    WipeNode { how: String },
+    /// Day 2: delete the Node object.
+    DeleteNode,
 }
 
 impl std::fmt::Display for Step {
@@ -76,6 +94,21 @@ impl std::fmt::Display for Step {
             Step::AwaitEstablished { crd } => write!(f, "wait for CustomResourceDefinition {crd} to be Established"),
             Step::AwaitReady { what } => write!(f, "wait for {what} to be ready"),
             Step::AwaitGitops { root } => write!(f, "wait for {root} to be Ready"),
+            Step::Snapshot { node } => write!(f, "stream an etcd snapshot from {node} into the state dir"),
+            Step::Cordon => f.write_str("cordon (mark the Node unschedulable)"),
+            Step::Drain { timeout_secs } => write!(
+                f,
+                "drain through the Eviction API (PodDisruptionBudgets respected, at most {timeout_secs}s)"
+            ),
+            Step::UpgradeTalos { from, to, image } => write!(f, "upgrade Talos {from} -> {to} (installer {image})"),
+            Step::AwaitUpgraded { version } => write!(
+                f,
+                "wait for the reboot into {version}: mTLS, etcd healthy with every member, Node Ready"
+            ),
+            Step::Uncordon => f.write_str("uncordon"),
+            Step::RemoveEtcdMember { via } => write!(f, "remove its etcd member (through {via})"),
+            Step::WipeNode { how } => write!(f, "wipe it: {how}"),
+            Step::DeleteNode => f.write_str("delete its Node object"),
         }
     }
 }

@@ -252,6 +252,41 @@ pub struct Patches {
 #[derive(Debug, Clone, Serialize)]
 pub struct TalosSettings {
     pub install_image: String,
+    /// Official system extensions (`siderolabs/iscsi-tools`, ...): the
+    /// installer then comes from the Image Factory schematic they make.
+    pub extensions: Vec<String>,
+}
+
+/// Where the Image Factory serves installers (`factory.talos.dev/installer/<schematic>:<version>`).
+pub const IMAGE_FACTORY: &str = "factory.talos.dev";
+
+impl TalosSettings {
+    /// The installer image for Talos `version`: the configured (or factory)
+    /// image with its tag set to `version` (a digest pin is dropped: it names
+    /// one version's image).
+    pub fn installer(&self, version: &str) -> String {
+        let image = self.install_image.split('@').next().unwrap_or_default();
+        let repo = match image.rsplit_once(':') {
+            Some((repo, tag)) if !tag.contains('/') => repo,
+            _ => image,
+        };
+        format!("{repo}:{version}")
+    }
+}
+
+/// The Image Factory schematic ID of a set of official extensions: the
+/// SHA-256 of the schematic as the factory marshals it (siderolabs/image-factory
+/// pkg/schematic: `ID()` hashes the gopkg.in/yaml.v3 encoding, 4-space indent;
+/// the empty schematic is `customization: {}` → 376567988ad3…).
+pub fn schematic_id(extensions: &[String]) -> String {
+    use sha2::{Digest, Sha256};
+    let yaml = if extensions.is_empty() {
+        "customization: {}\n".to_owned()
+    } else {
+        let list: String = extensions.iter().map(|e| format!("            - {e}\n")).collect();
+        format!("customization:\n    systemExtensions:\n        officialExtensions:\n{list}")
+    };
+    hex::encode(Sha256::digest(yaml.as_bytes()))
 }
 
 /// Network boot settings (`[cluster.provision]`), checked against the cluster's addresses.
@@ -560,6 +595,33 @@ pub struct Bmc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schematic_ids_match_the_image_factory_and_installers_follow_the_target() {
+        // The factory's published IDs: the empty (default) schematic, and the
+        // one with only siderolabs/qemu-guest-agent (factory.talos.dev).
+        assert_eq!(
+            schematic_id(&[]),
+            "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba"
+        );
+        assert_eq!(
+            schematic_id(&["siderolabs/qemu-guest-agent".into()]),
+            "ce4c980550dd2ab1b17bbf2b08801c7eb59418eafe8f279833297925d67c7515"
+        );
+        let t = |image: &str| TalosSettings {
+            install_image: image.into(),
+            extensions: vec![],
+        };
+        assert_eq!(
+            t("ghcr.io/siderolabs/installer:v1.13.9").installer("v1.14.0"),
+            "ghcr.io/siderolabs/installer:v1.14.0"
+        );
+        assert_eq!(
+            t("registry.local:5000/talos/installer:v1.13.9@sha256:ab12").installer("v1.14.0"),
+            "registry.local:5000/talos/installer:v1.14.0"
+        );
+        assert_eq!(t("registry.local:5000/installer").installer("v1.14.0"), "registry.local:5000/installer:v1.14.0");
+    }
 
     #[test]
     fn ssh_hosts_of_repository_urls() {

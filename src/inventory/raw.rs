@@ -182,6 +182,9 @@ pub struct RawPatches {
 pub struct RawTalosSettings {
     /// Installer image (default: the official one for the Talos version).
     pub install_image: Option<String>,
+    /// Official system extensions, installed through an Image Factory schematic.
+    #[serde(default)]
+    pub extensions: Vec<String>,
 }
 
 /// `[cluster.k3s]`.

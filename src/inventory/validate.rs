@@ -254,11 +254,15 @@ impl<'a> Validator<'a> {
             name: rc.name.clone(),
             distribution: rc.distribution,
             talos: TalosSettings {
-                install_image: rc
-                    .talos
-                    .install_image
-                    .clone()
-                    .unwrap_or_else(|| format!("ghcr.io/siderolabs/installer:{}", versions.talos)),
+                install_image: rc.talos.install_image.clone().unwrap_or_else(|| {
+                    if rc.talos.extensions.is_empty() {
+                        format!("ghcr.io/siderolabs/installer:{}", versions.talos)
+                    } else {
+                        let id = super::model::schematic_id(&rc.talos.extensions);
+                        format!("{}/installer/{id}:{}", super::model::IMAGE_FACTORY, versions.talos)
+                    }
+                }),
+                extensions: rc.talos.extensions.clone(),
             },
             versions,
             endpoint,

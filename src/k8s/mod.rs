@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod client;
 pub mod diff;
+pub mod drain;
 pub mod lease;
 pub mod redact;
 pub mod retry;

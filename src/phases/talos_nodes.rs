@@ -659,11 +659,7 @@ fn refusal(why: &str) -> String {
 }
 
 fn is_member(member: &crate::talos::proto::machine::EtcdMember, node: &Node) -> bool {
-    let ip = match node.ip {
-        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
-        std::net::IpAddr::V4(v4) => v4.to_string(),
-    };
-    member.hostname == node.name || member.peer_urls.iter().any(|u| u.contains(&format!("//{ip}:")))
+    crate::talos::is_member(member, &node.name, node.ip)
 }
 
 /// Classifies a node by what it answers, within a few seconds. A node seen

@@ -53,6 +53,7 @@ has_metadata!(
     pb::Bootstrap,
     pb::Reset,
     pb::Reboot,
+    pb::Upgrade,
     pb::EtcdRecover,
     pb::Version,
     pb::ServiceList,
@@ -357,6 +358,24 @@ impl TalosClient {
         };
         self.unary("Reset", &[], request, |mut c, r| async move {
             c.reset(r).await.map(|r| r.map(|r| r.messages))
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Installs `image` (a Talos installer) to the inactive boot entry and
+    /// reboots into it. `preserve` keeps ephemeral data (a single control
+    /// plane needs it: Talos refuses to upgrade the only etcd member without).
+    pub async fn upgrade(&self, image: &str, preserve: bool) -> Result<(), TalosError> {
+        let request = pb::UpgradeRequest {
+            image: image.to_owned(),
+            preserve,
+            stage: false,
+            force: false,
+            reboot_mode: pb::upgrade_request::RebootMode::Default as i32,
+        };
+        self.unary("Upgrade", &[], request, |mut c, r| async move {
+            c.upgrade(r).await.map(|r| r.map(|r| r.messages))
         })
         .await
         .map(drop)

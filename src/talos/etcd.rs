@@ -14,6 +14,16 @@ use super::retry::with_retry;
 /// Size of the chunks EtcdRecover uploads ("a few KiB each").
 const RECOVER_CHUNK: usize = 4096;
 
+/// Whether an etcd member is the node called `hostname` at `ip` (by
+/// hostname, or by the address of one of its peer URLs).
+pub fn is_member(member: &super::proto::machine::EtcdMember, hostname: &str, ip: std::net::IpAddr) -> bool {
+    let ip = match ip {
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+    };
+    member.hostname == hostname || member.peer_urls.iter().any(|u| u.contains(&format!("//{ip}:")))
+}
+
 /// A snapshot written to disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotInfo {

@@ -22,7 +22,7 @@ mod tls;
 pub use client::{CallPolicy, TalosClient};
 pub use credentials::TalosCredentials;
 pub use error::TalosError;
-pub use etcd::SnapshotInfo;
+pub use etcd::{SnapshotInfo, is_member};
 pub use kubeconfig::unpack_kubeconfig;
 pub use resources::SystemInformation;
 pub use tls::{maintenance_tls_config, mtls_config, spki_sha256};

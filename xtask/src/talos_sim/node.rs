@@ -150,6 +150,12 @@ impl SimNode {
         lock(&self.state).etcd_unhealthy
     }
 
+    /// Makes the node report its etcd unhealthy now (or healthy again), as
+    /// the `etcd_unhealthy_after_reboot` fault does after a reboot.
+    pub fn set_etcd_unhealthy(&self, unhealthy: bool) {
+        lock(&self.state).etcd_unhealthy = unhealthy;
+    }
+
     /// The applied configuration, if any.
     pub fn config(&self) -> Option<Arc<MachineConfig>> {
         lock(&self.state).config.clone()

@@ -1,0 +1,302 @@
+//! `upgrade` of Talos OS as a phase: observe (every node ours and healthy,
+//! etcd quorate), plan (an etcd snapshot, then control planes one at a time,
+//! then workers in batches; each node cordoned, drained, upgraded, awaited
+//! and uncordoned), execute through [`super::execute`]. A node already
+//! running the target is skipped, and a node whose Upgrade was sent before
+//! an interruption is awaited, never sent it again.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::execute::{self, Env, progress};
+use super::health;
+use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx, Step};
+use crate::inventory::{Cluster, Role};
+
+/// Phase name in state and events.
+pub const PHASE: &str = "upgrade";
+
+/// How many workers are upgraded together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batch {
+    /// This many workers.
+    Count(usize),
+    /// This share of the workers, rounded up.
+    Percent(u8),
+}
+
+impl std::str::FromStr for Batch {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("--batch `{s}`: expected a count (1, 2, ...) or a share of the workers (10%)");
+        let b = match s.strip_suffix('%') {
+            Some(p) => Batch::Percent(p.parse().map_err(|_| bad())?),
+            None => Batch::Count(s.parse().map_err(|_| bad())?),
+        };
+        match b {
+            Batch::Count(0) | Batch::Percent(0) => Err(format!("--batch `{s}`: must be at least 1 (or 1%)")),
+            Batch::Percent(p) if p > 100 => Err(format!("--batch `{s}`: a share is at most 100%")),
+            b => Ok(b),
+        }
+    }
+}
+
+impl Batch {
+    /// Workers per batch out of `workers` (at least 1).
+    pub fn size(self, workers: usize) -> usize {
+        match self {
+            Batch::Count(n) => n,
+            Batch::Percent(p) => (workers * usize::from(p)).div_ceil(100),
+        }
+        .max(1)
+    }
+}
+
+/// `vMAJOR.MINOR.PATCH` (a pre-release suffix allowed), as (major, minor, patch).
+pub fn parse_version(v: &str) -> Option<(u64, u64, u64)> {
+    let core = v.strip_prefix('v')?.split(['-', '+']).next()?;
+    let mut parts = core.split('.').map(str::parse::<u64>);
+    let (Some(Ok(a)), Some(Ok(b)), Some(Ok(c)), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    Some((a, b, c))
+}
+
+/// Refuses a target that is not a version, a downgrade, or a jump of more
+/// than one minor (Talos docs, "Upgrading Talos Linux": upgrade through each
+/// minor release in turn).
+pub fn check_target(flag: &str, from: &str, to: &str) -> Result<(), String> {
+    let target = parse_version(to).ok_or_else(|| format!("{flag} `{to}`: not a version (vMAJOR.MINOR.PATCH)"))?;
+    let Some(current) = parse_version(from) else {
+        return Ok(()); // an unreadable current version is refused by the health check
+    };
+    if target < current {
+        return Err(format!("{flag} {to}: the cluster runs {from}; downgrades are not supported"));
+    }
+    if target.0 != current.0 || target.1 > current.1 + 1 {
+        return Err(format!(
+            "{flag} {to}: the cluster runs {from}; upgrade one minor release at a time (v{}.{}.x first)",
+            current.0,
+            current.1 + 1
+        ));
+    }
+    Ok(())
+}
+
+/// The plan of an upgrade to `to` with `image`, from what each node runs
+/// (`running`: node → version) and what an earlier run recorded (`done`:
+/// target → `<to>: <kind>`). Pure: no I/O.
+pub fn plan(
+    cluster: &Cluster,
+    running: &BTreeMap<String, String>,
+    done: &BTreeMap<String, String>,
+    to: &str,
+    image: &str,
+    drain_secs: u64,
+) -> Vec<Action> {
+    let recorded = |t: &str, step: &Step| done.get(t) == Some(&progress(to, step));
+    let upgrade_step = |from: &str| Step::UpgradeTalos {
+        from: from.to_owned(),
+        to: to.to_owned(),
+        image: image.to_owned(),
+    };
+    let awaited = Step::AwaitUpgraded { version: to.to_owned() };
+    let mut out = Vec::new();
+    let node_steps = |role: Role, out: &mut Vec<Action>| {
+        for n in cluster.nodes.iter().filter(|n| n.role == role) {
+            let from = running.get(&n.name).map_or("", String::as_str);
+            let ours = done.get(&n.name).is_some_and(|p| p.starts_with(&format!("{to}: ")));
+            let finished = recorded(&n.name, &Step::Uncordon);
+            let steps: Vec<Step> = if from == to {
+                // Upgraded already; a run cut short after the reboot still uncordons it.
+                if ours && !finished {
+                    vec![awaited.clone(), Step::Uncordon]
+                } else {
+                    vec![]
+                }
+            } else if recorded(&n.name, &upgrade_step(from)) || recorded(&n.name, &awaited) {
+                // The Upgrade was sent: wait for it, never send it twice.
+                vec![awaited.clone(), Step::Uncordon]
+            } else {
+                vec![
+                    Step::Cordon,
+                    Step::Drain { timeout_secs: drain_secs },
+                    upgrade_step(from),
+                    awaited.clone(),
+                    Step::Uncordon,
+                ]
+            };
+            out.extend(steps.into_iter().map(|s| Action::new(PHASE, &n.name, s)));
+        }
+    };
+    node_steps(Role::Controlplane, &mut out);
+    let control_planes_move = out.iter().any(|a| matches!(a.step, Step::UpgradeTalos { .. }));
+    let snapshot = Step::Snapshot {
+        node: cluster.control_planes().next().map(|n| n.name.clone()).unwrap_or_default(),
+    };
+    if control_planes_move && !recorded(CLUSTER, &snapshot) {
+        out.insert(0, Action::new(PHASE, CLUSTER, snapshot));
+    }
+    node_steps(Role::Worker, &mut out);
+    out
+}
+
+/// The upgrade, as a phase of the engine.
+pub struct TalosUpgrade {
+    pub env: Arc<Env>,
+    pub to: String,
+    pub image: String,
+    pub batch: Batch,
+    pub drain_secs: u64,
+}
+
+#[async_trait::async_trait]
+impl Phase for TalosUpgrade {
+    fn name(&self) -> &'static str {
+        PHASE
+    }
+
+    fn title(&self) -> &'static str {
+        "Upgrade: Talos OS"
+    }
+
+    async fn plan(&self, ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
+        let cluster = &self.env.cluster;
+        let done = ctx
+            .state
+            .lock()
+            .await
+            .state()
+            .phases
+            .get(PHASE)
+            .map(|p| p.steps.clone())
+            .unwrap_or_default();
+        let seen = health::observe(cluster, &self.env.creds, &self.env.kube).await;
+        // A node an interrupted run was upgrading may be rebooting: it is awaited, not refused.
+        let in_flight = |name: &str| {
+            done.get(name)
+                .is_some_and(|p| p.starts_with(&format!("{}: ", self.to)) && !p.ends_with(": uncordon"))
+        };
+        let checked: Vec<&str> = cluster
+            .nodes
+            .iter()
+            .map(|n| n.name.as_str())
+            .filter(|n| !in_flight(n))
+            .collect();
+        let mut problems = seen.problems(cluster, &checked);
+        if checked.len() == cluster.nodes.len() {
+            problems.extend(seen.problems(cluster, &[]).into_iter().filter(|p| p.starts_with("etcd member")));
+        }
+        if !problems.is_empty() {
+            return Err(fail(format!(
+                "refusing to upgrade: the cluster is not healthy: {}; nothing was changed",
+                problems.join("; ")
+            )));
+        }
+        let running: BTreeMap<String, String> = seen
+            .nodes
+            .iter()
+            .filter_map(|(n, s)| s.talos.as_ref().ok().map(|v| (n.clone(), v.clone())))
+            .collect();
+        for (node, from) in &running {
+            if from != &self.to {
+                check_target("--talos", from, &self.to).map_err(|e| fail(format!("{node}: {e}; nothing was changed")))?;
+            }
+        }
+        Ok(plan(cluster, &running, &done, &self.to, &self.image, self.drain_secs))
+    }
+
+    async fn apply(&self, ctx: &RunCtx, plan: &[Action]) -> Result<(), PhaseError> {
+        let workers = self.env.cluster.nodes.iter().filter(|n| n.role == Role::Worker).count();
+        let stages = execute::stages(&self.env.cluster, plan, self.batch.size(workers));
+        execute::run(ctx, &self.env, PHASE, &self.to, stages).await
+    }
+}
+
+fn fail(message: String) -> PhaseError {
+    PhaseError::Failed {
+        phase: PHASE.into(),
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster() -> Cluster {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/inventory/simulated.toml")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i.toml");
+        std::fs::write(&path, text).unwrap();
+        crate::inventory::load(&path).unwrap().inventory.clusters.remove(0)
+    }
+
+    fn running(c: &Cluster, v: &str) -> BTreeMap<String, String> {
+        c.nodes.iter().map(|n| (n.name.clone(), v.to_owned())).collect()
+    }
+
+    fn kinds(plan: &[Action]) -> Vec<String> {
+        plan.iter()
+            .map(|a| format!("{} {}", a.target, progress("", &a.step).trim_start_matches(": ")))
+            .collect()
+    }
+
+    #[test]
+    fn control_planes_after_a_snapshot_then_workers_each_drained() {
+        let c = cluster();
+        let p = plan(&c, &running(&c, "v1.13.9"), &BTreeMap::new(), "v1.14.0", "img:v1.14.0", 60);
+        let k = kinds(&p);
+        assert_eq!(k[0], "cluster snapshot");
+        assert_eq!(
+            &k[1..6],
+            ["cp-1 cordon", "cp-1 drain", "cp-1 upgrade-talos", "cp-1 await-upgraded", "cp-1 uncordon"]
+        );
+        assert_eq!(k.len(), 1 + 5 * c.nodes.len());
+        let first_worker = k.iter().position(|s| s.starts_with("worker")).unwrap();
+        assert!(k[..first_worker].iter().all(|s| !s.starts_with("worker")));
+        let sizes = |b: Batch| -> Vec<usize> { execute::stages(&c, &p, b.size(2)).iter().map(Vec::len).collect() };
+        assert_eq!(sizes(Batch::Percent(100)), [1, 1, 1, 1, 2], "snapshot, 3 control planes alone, 2 workers together");
+        assert_eq!(sizes(Batch::Percent(50)), [1, 1, 1, 1, 1, 1], "50% of 2 workers: one at a time");
+    }
+
+    #[test]
+    fn a_resumed_upgrade_skips_upgraded_nodes_and_never_resends() {
+        let c = cluster();
+        let mut on = running(&c, "v1.13.9");
+        on.insert("cp-1".into(), "v1.14.0".into());
+        let mut done = BTreeMap::new();
+        done.insert("cluster".to_owned(), "v1.14.0: snapshot".to_owned());
+        done.insert("cp-1".to_owned(), "v1.14.0: uncordon".to_owned());
+        // cp-2's Upgrade was sent, then the run was killed: it still runs the old version.
+        done.insert("cp-2".to_owned(), "v1.14.0: upgrade-talos".to_owned());
+        let k = kinds(&plan(&c, &on, &done, "v1.14.0", "img", 60));
+        assert!(!k.iter().any(|s| s.starts_with("cp-1") || s.starts_with("cluster")), "{k:?}");
+        assert_eq!(&k[..2], ["cp-2 await-upgraded", "cp-2 uncordon"]);
+        assert_eq!(k[2], "cp-3 cordon");
+        // Everything at the target and recorded finished: nothing to do.
+        let all = running(&c, "v1.14.0");
+        let finished: BTreeMap<String, String> =
+            c.nodes.iter().map(|n| (n.name.clone(), "v1.14.0: uncordon".to_owned())).collect();
+        assert!(plan(&c, &all, &finished, "v1.14.0", "img", 60).is_empty());
+        // A node upgraded by hand (no record) is left alone.
+        assert!(plan(&c, &all, &BTreeMap::new(), "v1.14.0", "img", 60).is_empty());
+    }
+
+    #[test]
+    fn batches_and_targets_are_checked() {
+        assert_eq!("3".parse::<Batch>(), Ok(Batch::Count(3)));
+        assert_eq!("10%".parse::<Batch>().unwrap().size(100), 10);
+        assert_eq!("10%".parse::<Batch>().unwrap().size(3), 1);
+        for bad in ["0", "0%", "x", "101%", "-1"] {
+            assert!(bad.parse::<Batch>().is_err(), "{bad}");
+        }
+        assert!("0".parse::<Batch>().unwrap_err().contains("at least 1"));
+        assert!(check_target("--talos", "v1.13.9", "v1.14.0").is_ok());
+        assert!(check_target("--talos", "v1.13.9", "v1.13.10").is_ok());
+        assert!(check_target("--talos", "v1.13.9", "1.14").unwrap_err().contains("not a version"));
+        assert!(check_target("--talos", "v1.13.9", "v1.15.0").unwrap_err().contains("one minor"));
+        assert!(check_target("--talos", "v1.13.9", "v1.12.0").unwrap_err().contains("downgrade"));
+    }
+}
