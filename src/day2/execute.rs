@@ -25,6 +25,15 @@ pub struct Env {
 /// A stage: nodes worked on together, each with its steps in order.
 pub type Stage = Vec<(String, Vec<Step>)>;
 
+/// The error of a Day-2 phase that refuses to start (`message` says why and
+/// that nothing was changed).
+pub fn refusal(phase: &str, message: String) -> PhaseError {
+    PhaseError::Failed {
+        phase: phase.into(),
+        message,
+    }
+}
+
 /// Groups `plan` into stages: cluster-wide steps first, then control planes
 /// one at a time, then workers `batch` at a time (targets in plan order).
 pub fn stages(cluster: &Cluster, plan: &[Action], batch: usize) -> Vec<Stage> {
@@ -97,7 +106,12 @@ async fn carry_out(ctx: &RunCtx, env: &Env, target: &str, step: &Step) -> Result
             ctx.step(
                 "snapshot",
                 target,
-                &format!("{} ({} bytes, sha256 {})", record.path.display(), record.size, record.sha256),
+                &format!(
+                    "{} ({} bytes, sha256 {})",
+                    record.path.display(),
+                    record.size,
+                    record.sha256
+                ),
             );
             Ok(())
         }
@@ -109,10 +123,14 @@ async fn carry_out(ctx: &RunCtx, env: &Env, target: &str, step: &Step) -> Result
             .map_err(|e| e.to_string()),
         Step::Drain { timeout_secs } => {
             // Waiting on a budget is waiting: the slot goes back meanwhile.
-            slots::idle(crate::k8s::drain::drain(kube, target, Duration::from_secs(*timeout_secs)))
-                .await
-                .map(drop)
-                .map_err(|e| format!("drain stopped: {e}"))
+            slots::idle(crate::k8s::drain::drain(
+                kube,
+                target,
+                Duration::from_secs(*timeout_secs),
+            ))
+            .await
+            .map(drop)
+            .map_err(|e| format!("drain stopped: {e}"))
         }
         Step::UpgradeTalos { image, .. } => {
             let single = env.cluster.control_planes().count() == 1;
@@ -170,7 +188,11 @@ async fn await_upgraded(env: &Env, node: &Node, version: &str) -> Result<(), Str
     if node.role == Role::Controlplane {
         let want: Vec<&Node> = env.cluster.control_planes().collect();
         slots::poll_until(
-            &format!("etcd healthy with all {} members after {}'s upgrade", want.len(), node.name),
+            &format!(
+                "etcd healthy with all {} members after {}'s upgrade",
+                want.len(),
+                node.name
+            ),
             budget,
             || false,
             || async {
@@ -187,7 +209,10 @@ async fn await_upgraded(env: &Env, node: &Node, version: &str) -> Result<(), Str
                     return Check::Not(format!("not members: {}", missing.join(", ")));
                 }
                 match once.service_list().await {
-                    Ok(s) if s.iter().any(|s| s.id == "etcd" && s.health.as_ref().is_some_and(|h| h.healthy)) => {
+                    Ok(s)
+                        if s.iter()
+                            .any(|s| s.id == "etcd" && s.health.as_ref().is_some_and(|h| h.healthy)) =>
+                    {
                         Check::Met(())
                     }
                     Ok(_) => Check::Not(format!("etcd on {} not healthy", node.name)),

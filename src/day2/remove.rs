@@ -48,7 +48,13 @@ pub struct Facts {
 
 /// The plan for removing `nodes` (pure), from what was seen of each; `via`
 /// is the control plane that carries etcd member removals.
-pub fn plan(cluster: &Cluster, nodes: &[String], facts: &BTreeMap<String, Facts>, via: &str, drain_secs: u64) -> Vec<Action> {
+pub fn plan(
+    cluster: &Cluster,
+    nodes: &[String],
+    facts: &BTreeMap<String, Facts>,
+    via: &str,
+    drain_secs: u64,
+) -> Vec<Action> {
     let mut out = Vec::new();
     for name in nodes {
         let (Some(n), Some(f)) = (cluster.node(name), facts.get(name)) else {
@@ -58,7 +64,9 @@ pub fn plan(cluster: &Cluster, nodes: &[String], facts: &BTreeMap<String, Facts>
         if f.registered {
             steps.push(Step::Cordon);
             if f.answers {
-                steps.push(Step::Drain { timeout_secs: drain_secs });
+                steps.push(Step::Drain {
+                    timeout_secs: drain_secs,
+                });
             }
         }
         if n.role == Role::Controlplane && f.member {
@@ -86,12 +94,8 @@ pub struct RemoveNodes {
 
 #[async_trait::async_trait]
 impl Phase for RemoveNodes {
-    fn name(&self) -> &'static str {
-        PHASE
-    }
-
-    fn title(&self) -> &'static str {
-        "Remove nodes"
+    fn id(&self) -> (&'static str, &'static str) {
+        (PHASE, "Remove nodes")
     }
 
     async fn plan(&self, _ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
@@ -127,17 +131,27 @@ impl Phase for RemoveNodes {
             .collect();
         let removing: Vec<String> = self.nodes.iter().filter(|n| members.contains(n)).cloned().collect();
         if cluster.control_planes().all(|n| self.nodes.contains(&n.name)) {
-            return Err(fail(
+            return Err(execute::refusal(
+                PHASE,
                 "refusing: it would remove every control plane of the cluster; nothing was changed".into(),
             ));
         }
         if !removing.is_empty() {
-            quorum_after(&members, &healthy, &removing)
-                .map_err(|e| fail(format!("refusing to remove {}: {e}; nothing was changed", removing.join(", "))))?;
+            quorum_after(&members, &healthy, &removing).map_err(|e| {
+                execute::refusal(
+                    PHASE,
+                    format!("refusing to remove {}: {e}; nothing was changed", removing.join(", ")),
+                )
+            })?;
         }
-        let via = healthy.iter().find(|n| !self.nodes.contains(n)).cloned().unwrap_or_default();
+        let via = healthy
+            .iter()
+            .find(|n| !self.nodes.contains(n))
+            .cloned()
+            .unwrap_or_default();
         if !removing.is_empty() && via.is_empty() {
-            return Err(fail(
+            return Err(execute::refusal(
+                PHASE,
                 "refusing: no healthy control plane remains to carry the etcd member removal; nothing was changed"
                     .into(),
             ));
@@ -149,13 +163,6 @@ impl Phase for RemoveNodes {
         // One node at a time (control planes first): each stage is one node.
         let stages = execute::stages(&self.env.cluster, plan, 1);
         execute::run(ctx, &self.env, PHASE, "removed", stages).await
-    }
-}
-
-fn fail(message: String) -> PhaseError {
-    PhaseError::Failed {
-        phase: PHASE.into(),
-        message,
     }
 }
 
@@ -191,8 +198,22 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let c = crate::inventory::load(&path).unwrap().inventory.clusters.remove(0);
         let facts: BTreeMap<String, Facts> = [
-            ("cp-3", Facts { answers: false, registered: true, member: true }),
-            ("worker-1", Facts { answers: true, registered: true, member: false }),
+            (
+                "cp-3",
+                Facts {
+                    answers: false,
+                    registered: true,
+                    member: true,
+                },
+            ),
+            (
+                "worker-1",
+                Facts {
+                    answers: true,
+                    registered: true,
+                    member: false,
+                },
+            ),
         ]
         .into_iter()
         .map(|(n, f)| (n.to_owned(), f))
@@ -200,7 +221,13 @@ mod tests {
         let p = plan(&c, &names(&["cp-3", "worker-1"]), &facts, "cp-1", 30);
         let k: Vec<String> = p
             .iter()
-            .map(|a| format!("{} {}", a.target, execute::progress("", &a.step).trim_start_matches(": ")))
+            .map(|a| {
+                format!(
+                    "{} {}",
+                    a.target,
+                    execute::progress("", &a.step).trim_start_matches(": ")
+                )
+            })
             .collect();
         assert_eq!(
             k,

@@ -77,10 +77,17 @@ pub enum PhaseError {
 /// A phase of `up`.
 #[async_trait::async_trait]
 pub trait Phase: Send + Sync {
-    /// Short name used in state and events (`nodes`, `crds`, ...).
-    fn name(&self) -> &'static str;
-    /// Heading shown to the operator (`Phase 1: CRDs`).
-    fn title(&self) -> &'static str;
+    /// Its short name, used in state and events (`nodes`, `crds`, ...), and
+    /// the heading shown to the operator (`Phase 1: CRDs`).
+    fn id(&self) -> (&'static str, &'static str);
+    /// The short name.
+    fn name(&self) -> &'static str {
+        self.id().0
+    }
+    /// The heading.
+    fn title(&self) -> &'static str {
+        self.id().1
+    }
     /// Observes the cluster and lists what remains to do; empty when converged.
     /// Makes no mutating call.
     async fn plan(&self, ctx: &RunCtx) -> Result<Vec<Action>, PhaseError>;

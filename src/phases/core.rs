@@ -204,12 +204,8 @@ impl Core {
 
 #[async_trait::async_trait]
 impl Phase for Core {
-    fn name(&self) -> &'static str {
-        PHASE
-    }
-
-    fn title(&self) -> &'static str {
-        "Phase 2: core services"
+    fn id(&self) -> (&'static str, &'static str) {
+        (PHASE, "Phase 2: core services")
     }
 
     async fn plan(&self, ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {

@@ -82,12 +82,8 @@ impl Crds {
 
 #[async_trait::async_trait]
 impl Phase for Crds {
-    fn name(&self) -> &'static str {
-        PHASE
-    }
-
-    fn title(&self) -> &'static str {
-        "Phase 1: CRDs"
+    fn id(&self) -> (&'static str, &'static str) {
+        (PHASE, "Phase 1: CRDs")
     }
 
     async fn plan(&self, ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {

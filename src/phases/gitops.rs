@@ -144,12 +144,8 @@ impl Gitops {
 
 #[async_trait::async_trait]
 impl Phase for Gitops {
-    fn name(&self) -> &'static str {
-        PHASE
-    }
-
-    fn title(&self) -> &'static str {
-        "Phase 3: GitOps takeover"
+    fn id(&self) -> (&'static str, &'static str) {
+        (PHASE, "Phase 3: GitOps takeover")
     }
 
     async fn plan(&self, ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {

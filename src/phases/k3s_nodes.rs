@@ -312,12 +312,8 @@ fn read_head(path: &std::path::Path) -> Option<Vec<u8>> {
 
 #[async_trait::async_trait]
 impl Phase for K3sNodes {
-    fn name(&self) -> &'static str {
-        PHASE
-    }
-
-    fn title(&self) -> &'static str {
-        "Phase -1: k3s nodes"
+    fn id(&self) -> (&'static str, &'static str) {
+        (PHASE, "Phase -1: k3s nodes")
     }
 
     async fn plan(&self, ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {

@@ -164,12 +164,8 @@ impl Prerequisites {
 
 #[async_trait::async_trait]
 impl Phase for Prerequisites {
-    fn name(&self) -> &'static str {
-        PHASE
-    }
-
-    fn title(&self) -> &'static str {
-        "Phase 0: prerequisites"
+    fn id(&self) -> (&'static str, &'static str) {
+        (PHASE, "Phase 0: prerequisites")
     }
 
     async fn plan(&self, ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {

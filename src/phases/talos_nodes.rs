@@ -468,12 +468,8 @@ impl TalosNodes {
 
 #[async_trait::async_trait]
 impl Phase for TalosNodes {
-    fn name(&self) -> &'static str {
-        PHASE
-    }
-
-    fn title(&self) -> &'static str {
-        "Phase -1: Talos nodes"
+    fn id(&self) -> (&'static str, &'static str) {
+        (PHASE, "Phase -1: Talos nodes")
     }
 
     async fn plan(&self, ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
