@@ -11,6 +11,27 @@ pub const EXIT_FAILURE: u8 = 1;
 /// Exit code after Ctrl-C (128 + SIGINT).
 pub const EXIT_INTERRUPTED: u8 = 130;
 
+/// Prints an error for the operator: every command's errors go through here
+/// (one line, `error: ` first, on stderr).
+pub fn report(error: impl std::fmt::Display) {
+    eprintln!("error: {error}");
+}
+
+/// [`report`]s `error` and gives the failure exit code.
+pub fn fail(error: impl std::fmt::Display) -> std::process::ExitCode {
+    report(error);
+    std::process::ExitCode::from(EXIT_FAILURE)
+}
+
+/// The exit code of a command that succeeded or failed with `result`
+/// (its error [`report`]ed).
+pub fn exit<E: std::fmt::Display>(result: Result<(), E>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
 /// The inventory path from `-i` (required by every command but `completions`).
 pub fn inventory_path(g: &Global) -> Result<PathBuf, String> {
     g.inventory
@@ -23,7 +44,7 @@ pub fn load_inventory(g: &Global) -> Option<Loaded> {
     let path = match inventory_path(g) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("error: {e}");
+            report(e);
             return None;
         }
     };

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use super::context::{EXIT_FAILURE, EXIT_INTERRUPTED, confirm, load_inventory, selected, state_dir};
+use super::context::{EXIT_INTERRUPTED, confirm, exit, fail, load_inventory, selected, state_dir};
 use super::lock;
 use crate::cli::{Day2Args, Global, Output, RemoveNodeArgs, SnapshotArgs, UpgradeArgs};
 use crate::day2::execute::Env;
@@ -45,19 +45,9 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-fn finish(result: Result<(), String>) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(EXIT_FAILURE)
-        }
-    }
-}
-
 /// `bootstrap snapshot [--out FILE] [--keep N]`.
 pub fn snapshot(g: &Global, a: &SnapshotArgs) -> ExitCode {
-    finish((|| {
+    exit((|| -> Result<(), String> {
         let (cluster, root) = one_cluster(g, "snapshot")?;
         runtime().block_on(async {
             let mut store = StateStore::open(&root, &cluster.name).map_err(|e| e.to_string())?;
@@ -109,7 +99,7 @@ pub fn upgrade(g: &Global, a: &UpgradeArgs) -> ExitCode {
     })();
     let (cluster, root, batch, to, image) = match prepared {
         Ok(p) => p,
-        Err(e) => return finish(Err(e)),
+        Err(e) => return fail(e),
     };
     run_phase(g, &a.day2, cluster, root, |env| {
         Box::new(upgrade::TalosUpgrade {
@@ -135,7 +125,7 @@ pub fn remove_node(g: &Global, a: &RemoveNodeArgs) -> ExitCode {
     });
     let (cluster, root) = match prepared {
         Ok(p) => p,
-        Err(e) => return finish(Err(e)),
+        Err(e) => return fail(e),
     };
     if !a.day2.dry_run {
         let what = format!(
@@ -145,7 +135,7 @@ pub fn remove_node(g: &Global, a: &RemoveNodeArgs) -> ExitCode {
             a.nodes.join(", ")
         );
         if let Err(e) = confirm(g, &cluster.name, &what) {
-            return finish(Err(e));
+            return fail(e);
         }
     }
     run_phase(g, &a.day2, cluster, root, |env| {
@@ -229,6 +219,6 @@ fn run_phase(
             );
             ExitCode::from(EXIT_INTERRUPTED)
         }
-        Err(e) => finish(Err(format!("cluster {name}: {e}"))),
+        Err(e) => fail(format!("cluster {name}: {e}")),
     }
 }

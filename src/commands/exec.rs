@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::context::{EXIT_FAILURE, load_inventory, selected};
+use super::context::{EXIT_FAILURE, fail, load_inventory, selected};
 use crate::cli::{ExecArgs, Global, Output as OutputFormat};
 use crate::inventory::{Node, Role};
 use crate::ssh::{self, ExecOpts, Options, Pool, Target};
@@ -19,15 +19,13 @@ pub fn run(g: &Global, args: &ExecArgs) -> ExitCode {
     let nodes = match selected(g, &loaded.inventory.clusters).and_then(|cs| select_nodes(&cs, args)) {
         Ok(n) => n,
         Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_FAILURE);
+            return fail(e);
         }
     };
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_FAILURE);
+            return fail(format!("cannot start the async runtime: {e}"));
         }
     };
     let mut opts = Options::from_user_env();

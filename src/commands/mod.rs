@@ -21,7 +21,7 @@ use crate::cli::{Cli, Command, Global, KubeconfigArgs, Output};
 use crate::inventory::{self, Loaded};
 use crate::state::StateStore;
 pub use context::{EXIT_FAILURE, EXIT_INTERRUPTED};
-use context::{load_inventory, selected, state_dir};
+use context::{fail, load_inventory, selected, state_dir};
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
@@ -56,8 +56,7 @@ fn check(g: &Global) -> ExitCode {
     let clusters = match selected(g, &loaded.inventory.clusters) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_FAILURE);
+            return fail(e);
         }
     };
     for c in clusters {
@@ -96,10 +95,7 @@ fn check(g: &Global) -> ExitCode {
 fn clusters_and_state(g: &Global) -> Result<(Loaded, Vec<String>, PathBuf), ExitCode> {
     let loaded = load_inventory(g).ok_or(ExitCode::from(EXIT_FAILURE))?;
     let names = selected(g, &loaded.inventory.clusters)
-        .map_err(|e| {
-            eprintln!("error: {e}");
-            ExitCode::from(EXIT_FAILURE)
-        })?
+        .map_err(|e| fail(e))?
         .iter()
         .map(|c| c.name.clone())
         .collect();
@@ -135,8 +131,7 @@ fn status(g: &Global) -> ExitCode {
                 }
             }
             Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(EXIT_FAILURE);
+                return fail(e);
             }
         }
     }
@@ -150,15 +145,13 @@ fn kubeconfig(g: &Global, a: &KubeconfigArgs) -> ExitCode {
         Err(code) => return code,
     };
     let [name] = names.as_slice() else {
-        eprintln!("error: the inventory has several clusters: pick one with --cluster");
-        return ExitCode::from(EXIT_FAILURE);
+        return fail("the inventory has several clusters: pick one with --cluster");
     };
     let path = match StateStore::peek(&dir, name) {
         Ok(Some(s)) => s.artifacts.get("kubeconfig").cloned(),
         Ok(None) => None,
         Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_FAILURE);
+            return fail(e);
         }
     };
     let Some(bytes) = path.and_then(|p| std::fs::read(p).ok()) else {
@@ -171,10 +164,7 @@ fn kubeconfig(g: &Global, a: &KubeconfigArgs) -> ExitCode {
     match &a.out {
         Some(out) => match crate::fsutil::write_secret(out, &bytes) {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: cannot write {}: {e}", out.display());
-                ExitCode::from(EXIT_FAILURE)
-            }
+            Err(e) => fail(format!("cannot write {}: {e}", out.display())),
         },
         None => {
             use std::io::Write;

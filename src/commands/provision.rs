@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::context::{EXIT_FAILURE, load_inventory, selected};
+use super::context::{EXIT_FAILURE, fail, load_inventory, report, selected};
 use crate::cli::{Global, Output, PowerAction, PowerArgs, ProvisionArgs};
 use crate::inventory::{Cluster, Node};
 use futures::StreamExt;
@@ -48,8 +48,7 @@ pub fn power_command(g: &Global, args: &PowerArgs) -> ExitCode {
     let targets = match targets(g, &loaded.inventory.clusters, &args.nodes) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_FAILURE);
+            return fail(e);
         }
     };
     let verb = match args.action {
@@ -115,7 +114,7 @@ pub fn power_command(g: &Global, args: &PowerArgs) -> ExitCode {
             }
             Some(Err(e)) => {
                 failed += 1;
-                eprintln!("error: {e}");
+                report(&e);
             }
         }
     }
@@ -142,8 +141,7 @@ pub fn provision_command(g: &Global, args: &ProvisionArgs) -> ExitCode {
     let targets = match targets(g, &loaded.inventory.clusters, &args.nodes) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_FAILURE);
+            return fail(e);
         }
     };
     if let Some((_, n)) = targets.iter().find(|(_, n)| n.bmc.is_none() && !args.nodes.is_empty()) {
@@ -185,7 +183,7 @@ pub fn provision_command(g: &Global, args: &ProvisionArgs) -> ExitCode {
             ),
             Err(e) => {
                 failed += 1;
-                eprintln!("error: {e}");
+                report(&e);
             }
         }
     }

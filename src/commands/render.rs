@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::context::{EXIT_FAILURE, load_inventory, selected, state_dir};
+use super::context::{EXIT_FAILURE, fail, load_inventory, selected, state_dir};
 use crate::cli::{Global, RenderArgs};
 use crate::inventory::{Cluster, Distribution};
 
@@ -18,10 +18,7 @@ pub type Extra<'a> = &'a dyn Fn(&Cluster) -> anyhow::Result<Vec<(PathBuf, String
 pub fn run(g: &Global, args: &RenderArgs, extra: Extra) -> ExitCode {
     match run_inner(g, args, extra) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: render: {e:#}");
-            ExitCode::from(EXIT_FAILURE)
-        }
+        Err(e) => fail(format!("render: {e:#}")),
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use super::context::{EXIT_FAILURE, confirm, load_inventory, selected, state_dir};
+use super::context::{confirm, exit, load_inventory, selected, state_dir};
 use crate::cli::{Global, ResetArgs};
 use crate::engine::progress::{Reporter, Style};
 use crate::engine::slots::{self, Check};
@@ -23,13 +23,7 @@ use crate::talos::TalosCredentials;
 
 /// `bootstrap reset [--nodes A,B] [--snapshot FILE] --yes`.
 pub fn reset(g: &Global, args: &ResetArgs) -> ExitCode {
-    match run(g, args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(EXIT_FAILURE)
-        }
-    }
+    exit(run(g, args))
 }
 
 fn run(g: &Global, args: &ResetArgs) -> Result<(), String> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 
-use super::context::{EXIT_FAILURE, load_inventory, selected, state_dir};
+use super::context::{EXIT_FAILURE, load_inventory, report, selected, state_dir};
 use crate::cli::{Global, ServeArgs};
 use crate::inventory::Cluster;
 
@@ -43,7 +43,7 @@ pub fn run(g: &Global, a: &ServeArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: serve: {e:#}");
+            report(format!("serve: {e:#}"));
             eprintln!("nothing is listening; no node was answered");
             ExitCode::from(EXIT_FAILURE)
         }

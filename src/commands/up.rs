@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use super::context::{EXIT_FAILURE, EXIT_INTERRUPTED, load_inventory, selected, state_dir};
+use super::context::{EXIT_FAILURE, EXIT_INTERRUPTED, fail, load_inventory, report, selected, state_dir};
 use super::lock;
 use crate::artifacts::ArtifactStore;
 use crate::cli::{AddNodeArgs, Global, UpArgs};
@@ -49,11 +49,11 @@ fn execute(g: &Global, args: &UpArgs, mode: Mode) -> ExitCode {
     };
     let clusters: Vec<Cluster> = match selected(g, &loaded.inventory.clusters) {
         Ok(c) => c.into_iter().cloned().collect(),
-        Err(e) => return fail(&e),
+        Err(e) => return fail(e),
     };
     let limit: BTreeSet<String> = args.limit.iter().cloned().collect();
     if let Some(unknown) = limit.iter().find(|n| !clusters.iter().any(|c| c.node(n).is_some())) {
-        return fail(&format!(
+        return fail(format!(
             "--limit names node `{unknown}`, which is in no selected cluster; nothing was done"
         ));
     }
@@ -96,7 +96,7 @@ fn execute(g: &Global, args: &UpArgs, mode: Mode) -> ExitCode {
                 return ExitCode::from(EXIT_INTERRUPTED);
             }
             Err(e) => {
-                eprintln!("error: cluster {name}: {e}");
+                report(format!("cluster {name}: {e}"));
                 code = ExitCode::from(EXIT_FAILURE);
             }
         }
@@ -296,9 +296,4 @@ pub(crate) async fn watch_interrupts(cancel: Arc<AtomicBool>) {
         eprintln!("interrupt: stopping now; the next `up` resumes from the recorded state");
         std::process::exit(i32::from(EXIT_INTERRUPTED));
     }
-}
-
-fn fail(message: &str) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::from(EXIT_FAILURE)
 }

@@ -2,6 +2,7 @@
 
 pub mod fanout;
 pub mod up;
+pub mod upgrade;
 
 /// `cargo xtask bench ...`.
 #[derive(clap::Subcommand)]
@@ -12,6 +13,9 @@ pub enum BenchCmd {
     /// `bootstrap up` on 100 simulated Talos nodes (2 s reboots) against the
     /// critical path, with peak RSS.
     Up(up::UpBenchArgs),
+    /// `bootstrap upgrade` of 100 simulated Talos nodes (`--batch 10%`)
+    /// against a rack with the same chain of sequential steps.
+    Upgrade(upgrade::UpgradeBenchArgs),
 }
 
 /// Runs a benchmark.
@@ -19,5 +23,6 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
         BenchCmd::Fanout(a) => fanout::run(a),
         BenchCmd::Up(a) => up::run(a),
+        BenchCmd::Upgrade(a) => upgrade::run(a),
     }
 }

@@ -32,7 +32,7 @@ pub struct UpBenchArgs {
 }
 
 /// A rack inventory: `cps` control planes and `workers` workers on 127.`block`.x.y.
-fn inventory(dir: &Path, block: u8, cps: usize, workers: usize) -> Result<PathBuf> {
+pub(crate) fn inventory(dir: &Path, block: u8, cps: usize, workers: usize) -> Result<PathBuf> {
     let mut toml = format!(
         "[defaults]\ninstall_disk = {{ path = \"/dev/vda\" }}\n\n[[cluster]]\nname = \"bench\"\ndistribution = \"talos\"\nendpoint = \"127.{block}.255.1\"\n\n[cluster.network]\nnode_cidr = \"127.{block}.0.0/16\"\ngateway = \"127.{block}.255.254\"\nnameservers = [\"127.{block}.255.254\"]\npod_cidr = \"10.244.0.0/16\"\nservice_cidr = \"10.96.0.0/16\"\n\n[cluster.gitops]\nengine = \"flux\"\nrepository = \"https://git.bench.invalid/gitops.git\"\npath = \"./clusters/bench\"\n"
     );
@@ -160,7 +160,7 @@ fn one_run(
 /// Puts one pre-generated secrets bundle into the run's state dir: RSA-4096
 /// key generation takes 0.3-5 s at random and is paid once per cluster, so
 /// leaving it in would drown the node work being compared.
-fn seed_secrets(bin: &Path, dir: &Path, inv: &Path, cluster_state: &Path) -> Result<()> {
+pub(crate) fn seed_secrets(bin: &Path, dir: &Path, inv: &Path, cluster_state: &Path) -> Result<()> {
     let seed = dir.join("seed-state");
     if !seed.join("bench/secrets.yaml").exists() {
         let status = Command::new(bin)
@@ -181,7 +181,7 @@ fn seed_secrets(bin: &Path, dir: &Path, inv: &Path, cluster_state: &Path) -> Res
     Ok(())
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
+pub(crate) fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
 }
@@ -192,7 +192,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 /// wait4's ru_maxrss: std spawns with a vfork-like clone, so the child's
 /// high-water mark starts at this process's resident set (the simulated
 /// rack), which is what that figure used to report.
-fn wait_with_rss(mut child: std::process::Child) -> Result<(i32, f64)> {
+pub(crate) fn wait_with_rss(mut child: std::process::Child) -> Result<(i32, f64)> {
     let status_path = format!("/proc/{}/status", child.id());
     let mut peak_kib = 0u64;
     loop {
@@ -211,9 +211,8 @@ fn wait_with_rss(mut child: std::process::Child) -> Result<(i32, f64)> {
     }
 }
 
-/// Runs the benchmark and prints its figures.
-pub fn run(args: UpBenchArgs) -> Result<()> {
-    anyhow::ensure!(args.nodes >= 4, "--nodes must be at least 4");
+/// Builds `bootstrap` (release); returns it and a fresh scratch dir `target/<scratch>`.
+pub(crate) fn release_binary(scratch: &str) -> Result<(PathBuf, PathBuf)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("workspace root")?;
@@ -227,10 +226,16 @@ pub fn run(args: UpBenchArgs) -> Result<()> {
         bail!("building bootstrap (release) failed");
     }
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let bin = target.join("release/bootstrap");
-    let dir = target.join("bench-up");
+    let dir = target.join(scratch);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
+    Ok((target.join("release/bootstrap"), dir))
+}
+
+/// Runs the benchmark and prints its figures.
+pub fn run(args: UpBenchArgs) -> Result<()> {
+    anyhow::ensure!(args.nodes >= 4, "--nodes must be at least 4");
+    let (bin, dir) = release_binary("bench-up")?;
     let reboot = Duration::from_millis(args.reboot_ms);
     let mut small = Vec::new();
     let mut large = Vec::new();
