@@ -95,7 +95,7 @@ fn check(g: &Global) -> ExitCode {
 fn clusters_and_state(g: &Global) -> Result<(Loaded, Vec<String>, PathBuf), ExitCode> {
     let loaded = load_inventory(g).ok_or(ExitCode::from(EXIT_FAILURE))?;
     let names = selected(g, &loaded.inventory.clusters)
-        .map_err(|e| fail(e))?
+        .map_err(fail)?
         .iter()
         .map(|c| c.name.clone())
         .collect();
