@@ -24,6 +24,8 @@ const TO: &str = "v1.14.0";
 struct Rack {
     _dir: tempfile::TempDir,
     inv: PathBuf,
+    /// The inventory as first written (before `set_kubernetes`).
+    text: String,
     state: PathBuf,
     crds: PathBuf,
     rack: SimRack,
@@ -38,7 +40,7 @@ async fn rack(block: u8) -> Rack {
         + "\n[[cluster.node]]\nname = \"worker-3\"\nrole = \"worker\"\n"
         + &format!("ip = \"127.90.{block}.23\"\nmac = \"02:00:7f:5a:00:17\"\n");
     let inv = dir.path().join("rack.toml");
-    std::fs::write(&inv, text).unwrap();
+    std::fs::write(&inv, &text).unwrap();
     let crds = xtask::sim_rack::offline_crds(&dir.path().join("crds")).unwrap();
     let state = dir.path().join("state");
     let cluster = inventory::load(&inv).unwrap().inventory.clusters.remove(0);
@@ -51,6 +53,7 @@ async fn rack(block: u8) -> Rack {
     let r = Rack {
         _dir: dir,
         inv,
+        text,
         state,
         crds,
         rack,
@@ -70,6 +73,12 @@ fn text_of(out: &Output) -> String {
 }
 
 impl Rack {
+    /// Sets the inventory's `versions.kubernetes`.
+    fn set_kubernetes(&self, version: &str) {
+        let versions = format!("\n[cluster.versions]\nkubernetes = \"{version}\"\n");
+        std::fs::write(&self.inv, format!("{}{versions}", self.text)).unwrap();
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
         for var in [
@@ -85,7 +94,7 @@ impl Rack {
             .arg("--state-dir")
             .arg(&self.state)
             .args(args);
-        if args.first() == Some(&"up") {
+        if matches!(args.first(), Some(&"up" | &"plan")) {
             cmd.arg("--artifacts").arg(&self.crds);
         }
         cmd.env("HOME", &self.state).stdin(Stdio::null());
@@ -439,7 +448,11 @@ async fn bad_day2_input_is_refused_before_any_node_is_touched() {
         (vec!["upgrade", "--talos", "v1.12.0"], "downgrades are not supported"),
         (
             vec!["upgrade", "--kubernetes", "v1.35.0"],
-            "--kubernetes: upgrading kubernetes is not implemented yet",
+            "the inventory says versions.kubernetes = \"v1.34.2\"",
+        ),
+        (
+            vec!["upgrade", "--k3s", "v1.35.0+k3s1"],
+            "--k3s: upgrading k3s is not implemented yet",
         ),
         (
             vec!["--yes", "remove-node", "nope"],
@@ -451,5 +464,70 @@ async fn bad_day2_input_is_refused_before_any_node_is_touched() {
         assert!(text_of(&out).contains(expected), "{args:?}:\n{}", text_of(&out));
     }
     assert!(r.rack.talos_mutations().is_empty(), "{:?}", r.rack.talos_mutations());
+    r.rack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubernetes_moves_control_planes_first_without_reboots_and_one_minor_at_a_time() {
+    let r = rack(7).await;
+    r.set_kubernetes("v1.36.0");
+    let out = r.run(&["upgrade"]);
+    assert!(!out.status.success());
+    assert!(
+        text_of(&out).contains("upgrade one minor release at a time (v1.35.x first)"),
+        "{}",
+        text_of(&out)
+    );
+    assert!(r.rack.talos_mutations().is_empty(), "{:?}", r.rack.talos_mutations());
+
+    r.set_kubernetes("v1.35.0");
+    let dry = r.run(&["upgrade", "--dry-run"]);
+    let plan = String::from_utf8_lossy(&dry.stdout).into_owned();
+    assert!(plan.contains("upgrade-kubernetes:"), "{plan}");
+    assert!(
+        !plan.contains("upgrade Talos"),
+        "the OS is at the inventory's version: {plan}"
+    );
+    let out = r.run(&["upgrade", "--batch", "2"]);
+    assert!(out.status.success(), "upgrade failed:\n{}", text_of(&out));
+
+    let kube = r.kube().await;
+    let nodes: Api<Node> = Api::all(kube.clone());
+    for n in nodes.list(&Default::default()).await.unwrap() {
+        let info = n.status.and_then(|s| s.node_info).unwrap();
+        assert_eq!(info.kubelet_version, "v1.35.0", "{:?}", n.metadata.name);
+    }
+    let version = kube.apiserver_version().await.unwrap();
+    assert_eq!(version.git_version, "v1.35.0");
+    assert!(
+        r.names_with("Upgrade").is_empty() && r.names_with("Reboot").is_empty(),
+        "no reboot"
+    );
+    assert!(
+        r.calls("ApplyConfiguration").iter().all(|(_, c)| *c == 1),
+        "{:?}",
+        r.calls("ApplyConfiguration")
+    );
+    assert!(r.rack.talos.nodes().iter().all(|n| n.is_up()));
+    let applied = |name: &str| {
+        let node = r.rack.talos.nodes().iter().find(|n| n.hostname() == name).unwrap();
+        node.calls()
+            .iter()
+            .find(|c| c.method == "ApplyConfiguration")
+            .unwrap()
+            .at
+    };
+    let order = ["cp-1", "cp-2", "cp-3", "worker-1"];
+    assert!(
+        order.windows(2).all(|w| applied(w[0]) < applied(w[1])),
+        "control planes one at a time, then workers"
+    );
+    // `up` renders what `upgrade` applied: nothing to do.
+    let plan = r.run(&["plan"]);
+    assert!(
+        String::from_utf8_lossy(&plan.stdout).contains("nothing to do"),
+        "{}",
+        text_of(&plan)
+    );
     r.rack.stop().await;
 }

@@ -13,7 +13,7 @@ use super::context::{EXIT_INTERRUPTED, confirm, exit, fail, load_inventory, sele
 use super::lock;
 use crate::cli::{Day2Args, Global, Output, RemoveNodeArgs, SnapshotArgs, UpgradeArgs};
 use crate::day2::execute::Env;
-use crate::day2::{remove, snapshot, upgrade};
+use crate::day2::{kubernetes, remove, snapshot, upgrade};
 use crate::engine::progress::{Reporter, Style};
 use crate::engine::{self, Phase, PhaseError, RunCtx};
 use crate::inventory::{Cluster, Distribution};
@@ -82,13 +82,17 @@ pub fn snapshot(g: &Global, a: &SnapshotArgs) -> ExitCode {
 pub fn upgrade(g: &Global, a: &UpgradeArgs) -> ExitCode {
     let prepared = (|| {
         let (cluster, root) = one_cluster(g, "upgrade")?;
-        for (flag, given) in [("--kubernetes", &a.kubernetes), ("--k3s", &a.k3s)] {
-            if given.is_some() {
-                return Err(format!(
-                    "{flag}: upgrading {} is not implemented yet (only Talos OS is); nothing was done",
-                    &flag[2..]
-                ));
-            }
+        if a.k3s.is_some() {
+            return Err(
+                "--k3s: upgrading k3s is not implemented yet (Talos OS and Kubernetes on Talos are); nothing was done"
+                    .into(),
+            );
+        }
+        if let Some(k) = a.kubernetes.as_ref().filter(|k| **k != cluster.versions.kubernetes) {
+            return Err(format!(
+                "--kubernetes {k}: the inventory says versions.kubernetes = \"{}\"; machine configs are rendered from the inventory, so set it there (a later `up` would roll back otherwise); nothing was done",
+                cluster.versions.kubernetes
+            ));
         }
         let batch: upgrade::Batch = a.batch.parse()?;
         let to = a.talos.clone().unwrap_or_else(|| cluster.versions.talos.clone());
@@ -101,14 +105,17 @@ pub fn upgrade(g: &Global, a: &UpgradeArgs) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
-    run_phase(g, &a.day2, cluster, root, |env| {
-        Box::new(upgrade::TalosUpgrade {
-            env,
-            to: to.clone(),
-            image: image.clone(),
-            batch,
-            drain_secs: a.day2.drain_timeout,
-        })
+    run_phases(g, &a.day2, cluster, root, |env| {
+        vec![
+            Box::new(upgrade::TalosUpgrade {
+                env: env.clone(),
+                to: to.clone(),
+                image: image.clone(),
+                batch,
+                drain_secs: a.day2.drain_timeout,
+            }),
+            Box::new(kubernetes::KubernetesUpgrade { env, batch }),
+        ]
     })
 }
 
@@ -138,23 +145,23 @@ pub fn remove_node(g: &Global, a: &RemoveNodeArgs) -> ExitCode {
             return fail(e);
         }
     }
-    run_phase(g, &a.day2, cluster, root, |env| {
-        Box::new(remove::RemoveNodes {
+    run_phases(g, &a.day2, cluster, root, |env| {
+        vec![Box::new(remove::RemoveNodes {
             env,
             nodes: a.nodes.clone(),
             drain_secs: a.day2.drain_timeout,
-        })
+        })]
     })
 }
 
-/// Plans the phase `make` builds and prints the plan (`--dry-run`), or runs
-/// it holding the cluster-side lock.
-fn run_phase(
+/// Plans the phases `make` builds and prints the plan (`--dry-run`), or runs
+/// them holding the cluster-side lock.
+fn run_phases(
     g: &Global,
     a: &Day2Args,
     cluster: Cluster,
     root: std::path::PathBuf,
-    make: impl FnOnce(Arc<Env>) -> Box<dyn Phase>,
+    make: impl FnOnce(Arc<Env>) -> Vec<Box<dyn Phase>>,
 ) -> ExitCode {
     let name = cluster.name.clone();
     let style = Style::detect(g.output == Output::Json, g.quiet);
@@ -169,16 +176,17 @@ fn run_phase(
             phase: "day2".into(),
             message,
         };
-        let creds = crate::day2::talos_credentials(&root, &cluster).map_err(failed)?;
+        let (bundle, creds) = crate::day2::talos_material(&root, &cluster).map_err(failed)?;
         let kube = crate::day2::kube_client(&store, &name).await.map_err(failed)?;
         let kubeconfig = store.artifact(KUBECONFIG).map(|p| p.to_path_buf());
         let env = Arc::new(Env {
             cluster,
+            bundle,
             creds,
             kube,
             node_timeout: Duration::from_secs(a.timeout),
         });
-        let phases = [make(env)];
+        let phases = make(env);
         let cancel = Arc::new(AtomicBool::new(false));
         tokio::spawn(super::up::watch_interrupts(cancel.clone()));
         let ctx = RunCtx {
@@ -196,8 +204,11 @@ fn run_phase(
         let take = |_phase: &'static str| {
             let (held, kubeconfig, cancel, name) = (&held, &kubeconfig, cancel.clone(), &name);
             async move {
-                let k = kubeconfig.as_deref().expect("a kube client was built from it");
-                *held.lock().await = lock::take(k, name, a.force_unlock, true, cancel).await?;
+                let mut held = held.lock().await;
+                if held.is_none() {
+                    let k = kubeconfig.as_deref().expect("a kube client was built from it");
+                    *held = lock::take(k, name, a.force_unlock, true, cancel).await?;
+                }
                 Ok(())
             }
         };

@@ -16,6 +16,8 @@ use crate::talos::TalosCredentials;
 /// What the executor works with.
 pub struct Env {
     pub cluster: Cluster,
+    /// Renders machine configs (a Kubernetes upgrade re-applies them).
+    pub bundle: crate::render::TalosBundle,
     pub creds: TalosCredentials,
     pub kube: crate::k8s::Client,
     /// How long one node may take to come back from a reboot or wipe.
@@ -141,6 +143,8 @@ async fn carry_out(ctx: &RunCtx, env: &Env, target: &str, step: &Step) -> Result
                 .map_err(|e| e.to_string())
         }
         Step::AwaitUpgraded { version } => await_upgraded(env, node()?, version).await,
+        Step::UpgradeKubernetes { to, .. } => super::kubernetes::apply(ctx, env, node()?, to).await,
+        Step::AwaitKubelet { version } => super::kubernetes::await_kubelet(env, node()?, version).await,
         Step::RemoveEtcdMember { via } => remove_member(env, node()?, via).await,
         Step::WipeNode { .. } => {
             let n = node()?;

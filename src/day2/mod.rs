@@ -7,6 +7,7 @@
 
 pub mod execute;
 pub mod health;
+pub mod kubernetes;
 pub mod remove;
 pub mod snapshot;
 pub mod upgrade;
@@ -16,13 +17,19 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::inventory::{Cluster, Node};
-use crate::render::{SecretsBundle, talos as render_talos};
+use crate::render::{SecretsBundle, TalosBundle, talos as render_talos};
 use crate::state::StateStore;
 use crate::talos::{CallPolicy, TalosClient, TalosCredentials};
 
 /// The cluster's talosconfig credentials, rebuilt from the secrets bundle in
 /// the state dir (the identity every node must answer with).
 pub fn talos_credentials(root: &Path, cluster: &Cluster) -> Result<TalosCredentials, String> {
+    talos_material(root, cluster).map(|(_, creds)| creds)
+}
+
+/// The cluster's Talos secrets bundle (to render machine configs) and its
+/// talosconfig credentials.
+pub fn talos_material(root: &Path, cluster: &Cluster) -> Result<(TalosBundle, TalosCredentials), String> {
     let bundle = SecretsBundle::load(root, cluster)
         .map_err(|e| format!("{e:#}"))?
         .ok_or_else(|| {
@@ -32,9 +39,10 @@ pub fn talos_credentials(root: &Path, cluster: &Cluster) -> Result<TalosCredenti
                 root.display()
             )
         })?;
-    let talosconfig =
-        render_talos::talosconfig(cluster, bundle.talos().map_err(|e| e.to_string())?).map_err(|e| format!("{e:#}"))?;
-    TalosCredentials::from_talosconfig(&talosconfig, None).map_err(|e| e.to_string())
+    let bundle = bundle.talos().map_err(|e| e.to_string())?.clone();
+    let talosconfig = render_talos::talosconfig(cluster, &bundle).map_err(|e| format!("{e:#}"))?;
+    let creds = TalosCredentials::from_talosconfig(&talosconfig, None).map_err(|e| e.to_string())?;
+    Ok((bundle, creds))
 }
 
 /// A mTLS client for `node` whose calls retry for at most `budget`.

@@ -52,6 +52,10 @@ pub enum Step {
     AwaitUpgraded { version: String },
     /// Day 2: mark the Node schedulable again.
     Uncordon,
+    /// Day 2: re-apply the node's machine config rendered for Kubernetes `to`, without a reboot.
+    UpgradeKubernetes { from: String, to: String },
+    /// Day 2: wait until the node's kubelet reports `version` and its Node is Ready.
+    AwaitKubelet { version: String },
     /// Day 2: remove the node's etcd member through control plane `via`.
     RemoveEtcdMember { via: String },
     /// Day 2: wipe the node (`how`: Talos reset or k3s uninstall).
@@ -106,6 +110,11 @@ impl std::fmt::Display for Step {
                 "wait for the reboot into {version}: mTLS, etcd healthy with every member, Node Ready"
             ),
             Step::Uncordon => f.write_str("uncordon"),
+            Step::UpgradeKubernetes { from, to } => write!(
+                f,
+                "upgrade Kubernetes {from} -> {to}: re-apply its machine config (kubelet and control-plane images), no reboot"
+            ),
+            Step::AwaitKubelet { version } => write!(f, "wait for its kubelet to report {version} and the Node Ready"),
             Step::RemoveEtcdMember { via } => write!(f, "remove its etcd member (through {via})"),
             Step::WipeNode { how } => write!(f, "wipe it: {how}"),
             Step::DeleteNode => f.write_str("delete its Node object"),

@@ -6,7 +6,7 @@
 //! node registers itself as its kubelet would. Test support for `cargo xtask
 //! demo`, the end-to-end tests and `bench up`; never part of `bootstrap`.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,6 +16,7 @@ use bootstrap::inventory::Cluster;
 use tokio::task::JoinHandle;
 
 use crate::kube_sim::{self, KubeSim, NodeRegistration, SimTls};
+use crate::talos_sim::config::MachineConfig;
 use crate::talos_sim::{NodeMode, SimOptions, TalosSim};
 
 /// How the rack behaves.
@@ -148,7 +149,9 @@ async fn watch(
     behaviour: kube_sim::Behaviour,
     slot: Arc<Mutex<Option<Arc<KubeSim>>>>,
 ) {
-    let mut registered = BTreeSet::new();
+    // Node name → the config it registered with (a kubelet re-registers, with
+    // its new version, after its config changed) and its API server's tag.
+    let mut registered: BTreeMap<String, (Arc<MachineConfig>, Option<String>)> = BTreeMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     loop {
         tick.tick().await;
@@ -173,13 +176,51 @@ async fn watch(
                 }
             },
         };
+        let mut changed = false;
         for n in &nodes {
-            if n.is_up() && n.mode() == NodeMode::Configured && !registered.contains(n.name()) {
-                kube.register(registration(n));
-                registered.insert(n.name().to_owned());
+            let Some(config) = n.config().filter(|_| n.is_up() && n.mode() == NodeMode::Configured) else {
+                continue;
+            };
+            if registered.get(n.name()).is_some_and(|(c, _)| Arc::ptr_eq(c, &config)) {
+                continue;
             }
+            kube.register(registration(n));
+            let api_tag = image_tag(&config, &["cluster", "apiServer", "image"]);
+            registered.insert(n.name().to_owned(), (config, api_tag));
+            changed = true;
+        }
+        // `/version` answers as the oldest API server (conservative while they roll).
+        let oldest = registered
+            .values()
+            .filter_map(|(_, tag)| tag.as_deref())
+            .min_by_key(|v| version_key(v));
+        if let Some(oldest) = oldest.filter(|_| changed) {
+            kube.set_server_version(oldest);
         }
     }
+}
+
+/// The tag of the image at `path` in the config's v1alpha1 document (`ghcr.io/siderolabs/kubelet:v1.34.2` → `v1.34.2`).
+fn image_tag(config: &MachineConfig, path: &[&str]) -> Option<String> {
+    let raw = v1alpha1(config);
+    let image = path.iter().try_fold(&raw, |v, k| v.get(*k))?.as_str()?;
+    Some(image.rsplit_once(':')?.1.to_owned())
+}
+
+/// The config's v1alpha1 document (the one without `kind`), or null.
+fn v1alpha1(config: &MachineConfig) -> yaml_serde::Value {
+    yaml_serde::Deserializer::from_str(&config.raw)
+        .filter_map(|d| serde::Deserialize::deserialize(d).ok())
+        .find(|v: &yaml_serde::Value| v.get("kind").is_none() && v.get("machine").is_some())
+        .unwrap_or_default()
+}
+
+/// `v1.34.2` → (1, 34, 2), for ordering versions.
+fn version_key(v: &str) -> Vec<u64> {
+    v.trim_start_matches('v')
+        .split(['.', '-', '+'])
+        .filter_map(|p| p.parse().ok())
+        .collect()
 }
 
 /// The Node a Talos node's kubelet registers. Upstream: Talos machine config reference
@@ -193,10 +234,9 @@ fn registration(n: &crate::talos_sim::SimNode) -> NodeRegistration {
         ..Default::default()
     };
     let Some(config) = n.config() else { return reg };
-    let raw: yaml_serde::Value = yaml_serde::Deserializer::from_str(&config.raw)
-        .filter_map(|d| serde::Deserialize::deserialize(d).ok())
-        .find(|v: &yaml_serde::Value| v.get("kind").is_none() && v.get("machine").is_some())
-        .unwrap_or_default();
+    // Talos machine config reference: `machine.kubelet.image` is the kubelet that runs.
+    reg.kubelet_version = image_tag(&config, &["machine", "kubelet", "image"]);
+    let raw = v1alpha1(&config);
     let strings = |v: Option<&yaml_serde::Value>| -> Vec<(String, String)> {
         v.and_then(yaml_serde::Value::as_mapping)
             .into_iter()

@@ -262,14 +262,23 @@ async fn dispatch(shared: &Arc<Shared>, req: Request<Body>, query: &HashMap<Stri
             .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
             .body(Body::from("ok"))
             .expect("static response parts are valid"),
-        Route::Version => json_response(
-            StatusCode::OK,
-            &json!({
-                "major": "1", "minor": "34", "gitVersion": "v1.34.1", "gitCommit": "kube-sim",
-                "gitTreeState": "clean", "buildDate": "2025-09-09T00:00:00Z", "goVersion": "go1.24.6",
-                "compiler": "gc", "platform": "linux/amd64",
-            }),
-        ),
+        Route::Version => {
+            // version.Info (k8s.io/apimachinery/pkg/version): major and minor as strings.
+            let git = shared.server_version.lock().expect("version lock").clone();
+            let mut parts = git.trim_start_matches('v').split('.');
+            let (major, minor) = (
+                parts.next().unwrap_or("1").to_owned(),
+                parts.next().unwrap_or("34").to_owned(),
+            );
+            json_response(
+                StatusCode::OK,
+                &json!({
+                    "major": major, "minor": minor, "gitVersion": git, "gitCommit": "kube-sim",
+                    "gitTreeState": "clean", "buildDate": "2025-09-09T00:00:00Z", "goVersion": "go1.24.6",
+                    "compiler": "gc", "platform": "linux/amd64",
+                }),
+            )
+        }
         Route::CoreVersions => json_response(
             StatusCode::OK,
             &json!({"kind": "APIVersions", "versions": ["v1"],

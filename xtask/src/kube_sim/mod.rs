@@ -73,6 +73,8 @@ pub(crate) struct Shared {
     pub(crate) addr: SocketAddr,
     /// Write-through to etcd (`SimOptions::etcd`).
     pub(crate) persist: Option<persist::Persist>,
+    /// What `/version` reports (`gitVersion`).
+    pub(crate) server_version: Mutex<String>,
 }
 
 /// How to start a simulator.
@@ -204,6 +206,7 @@ impl KubeSim {
             builtins,
             addr,
             persist,
+            server_version: Mutex::new("v1.34.1".into()),
         });
         {
             let mut store = shared.store.lock().expect("store lock");
@@ -332,6 +335,12 @@ impl KubeSim {
             obj["status"]["nodeInfo"]["kubeletVersion"] = json!(v);
         }
         store.put(&gr, obj);
+    }
+
+    /// Sets the version `/version` reports from now on (the API servers'
+    /// image tag on a simulated Talos rack).
+    pub fn set_server_version(&self, version: &str) {
+        *self.shared.server_version.lock().expect("version lock") = version.to_owned();
     }
 
     /// Changes the controllers' delays and CNI from now on.

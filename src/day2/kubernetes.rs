@@ -1,0 +1,217 @@
+//! `upgrade` of Kubernetes on Talos, as `talosctl upgrade-k8s` does it
+//! (siderolabs/talos pkg/cluster/kubernetes: each node's machine config
+//! re-applied with the new component images, mode NO_REBOOT): control planes
+//! one at a time (API server, controller manager, scheduler and kubelet
+//! images), then workers' kubelets in batches, each awaited until its kubelet
+//! reports the target and its Node is Ready. The configs are rendered from
+//! the inventory, so the target is always the inventory's
+//! `versions.kubernetes` and a later `up` finds nothing to re-apply.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::execute::{self, Env};
+use super::health;
+use super::upgrade::{Batch, parse_version};
+use crate::engine::slots::{self, Check};
+use crate::engine::{Action, Phase, PhaseError, RunCtx, Step};
+use crate::inventory::{Cluster, DiskSelector, Node, Role};
+use crate::talos::proto::machine::apply_configuration_request::Mode;
+
+/// Phase name in state and events.
+pub const PHASE: &str = "upgrade-kubernetes";
+
+/// The version skew policy (kubernetes.io/releases/version-skew-policy):
+/// kube-apiserver moves one minor at a time and never back; a kubelet is
+/// never newer than the API server and at most three minors older, so no
+/// kubelet may be older than `to` minus three once the API servers moved.
+pub fn check_skew(server: &str, kubelets: &BTreeMap<String, String>, to: &str) -> Result<(), String> {
+    let target = parse_version(to).ok_or_else(|| format!("Kubernetes `{to}`: not a version (vMAJOR.MINOR.PATCH)"))?;
+    let current = parse_version(server).ok_or_else(|| format!("the API server reports `{server}`, not a version"))?;
+    if target < current {
+        return Err(format!(
+            "Kubernetes {to}: the API server runs {server}; downgrades are not supported"
+        ));
+    }
+    if target.0 != current.0 || target.1 > current.1 + 1 {
+        return Err(format!(
+            "Kubernetes {to}: the API server runs {server}; upgrade one minor release at a time (v{}.{}.x first)",
+            current.0,
+            current.1 + 1
+        ));
+    }
+    for (node, v) in kubelets {
+        let Some(k) = parse_version(v) else { continue };
+        if k > target {
+            return Err(format!("{node}: its kubelet runs {v}, newer than the target {to}"));
+        }
+        if k.0 != target.0 || k.1 + 3 < target.1 {
+            return Err(format!(
+                "{node}: its kubelet runs {v}, more than three minors behind {to}: upgrade it first"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The plan (pure): control planes then workers whose kubelet is not `to`.
+pub fn plan(cluster: &Cluster, kubelets: &BTreeMap<String, String>, to: &str) -> Vec<Action> {
+    let mut out = Vec::new();
+    for role in [Role::Controlplane, Role::Worker] {
+        for n in cluster.nodes.iter().filter(|n| n.role == role) {
+            let from = kubelets.get(&n.name).map_or("", String::as_str);
+            if from == to {
+                continue;
+            }
+            let steps = [
+                Step::UpgradeKubernetes {
+                    from: from.to_owned(),
+                    to: to.to_owned(),
+                },
+                Step::AwaitKubelet { version: to.to_owned() },
+            ];
+            out.extend(steps.into_iter().map(|s| Action::new(PHASE, &n.name, s)));
+        }
+    }
+    out
+}
+
+/// The Kubernetes upgrade, as a phase of the engine (after the Talos OS one).
+pub struct KubernetesUpgrade {
+    pub env: Arc<Env>,
+    pub batch: Batch,
+}
+
+#[async_trait::async_trait]
+impl Phase for KubernetesUpgrade {
+    fn id(&self) -> (&'static str, &'static str) {
+        (PHASE, "Upgrade: Kubernetes")
+    }
+
+    async fn plan(&self, _ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
+        let cluster = &self.env.cluster;
+        let to = &cluster.versions.kubernetes;
+        let seen = health::observe(cluster, &self.env.creds, &self.env.kube).await;
+        let kubelets: BTreeMap<String, String> = seen
+            .nodes
+            .iter()
+            .filter_map(|(n, s)| s.node.as_ref().map(|(v, _)| (n.clone(), v.clone())))
+            .collect();
+        if kubelets.len() == cluster.nodes.len() && kubelets.values().all(|v| v == to) {
+            return Ok(Vec::new());
+        }
+        let problems = seen.problems(cluster, &[]);
+        if !problems.is_empty() {
+            return Err(execute::refusal(
+                PHASE,
+                format!(
+                    "refusing to upgrade Kubernetes: the cluster is not healthy: {}; nothing was changed",
+                    problems.join("; ")
+                ),
+            ));
+        }
+        let server = self.env.kube.server_version().await.map_err(|e| {
+            execute::refusal(
+                PHASE,
+                format!("reading the API server's version: {e}; nothing was changed"),
+            )
+        })?;
+        check_skew(&server, &kubelets, to)
+            .map_err(|e| execute::refusal(PHASE, format!("refusing: {e}; nothing was changed")))?;
+        Ok(plan(cluster, &kubelets, to))
+    }
+
+    async fn apply(&self, ctx: &RunCtx, plan: &[Action]) -> Result<(), PhaseError> {
+        let workers = self.env.cluster.nodes.iter().filter(|n| n.role == Role::Worker).count();
+        let stages = execute::stages(&self.env.cluster, plan, self.batch.size(workers));
+        execute::run(ctx, &self.env, PHASE, &self.env.cluster.versions.kubernetes, stages).await
+    }
+}
+
+/// Re-applies `node`'s machine config rendered for Kubernetes `to` (the
+/// install disk its selector resolved to kept), without a reboot, and records
+/// its sha256 as `up` does.
+pub async fn apply(ctx: &RunCtx, env: &Env, node: &Node, to: &str) -> Result<(), String> {
+    if to != env.cluster.versions.kubernetes {
+        return Err(format!(
+            "Kubernetes {to} is not the inventory's version: the configs are rendered from it"
+        ));
+    }
+    let mut node = node.clone();
+    if let Some(path) = ctx.state.lock().await.state().install_disks.get(&node.name) {
+        node.install_disk = Some(DiskSelector {
+            path: Some(path.clone()),
+            ..DiskSelector::default()
+        });
+    }
+    let config = crate::render::talos::machine_config(&env.cluster, &node, &env.bundle)
+        .map_err(|e| format!("rendering its machine config: {e:#}"))?;
+    let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(config.as_bytes()));
+    super::talos_client(&node, &env.creds, Duration::from_secs(60))?
+        .apply_configuration(config.as_bytes(), Mode::NoReboot)
+        .await
+        .map_err(|e| e.to_string())?;
+    ctx.state
+        .lock()
+        .await
+        .record_applied(&node.name, &sha256)
+        .map_err(|e| e.to_string())
+}
+
+/// Condition: the node's kubelet reports `version` and its Node is Ready.
+pub async fn await_kubelet(env: &Env, node: &Node, version: &str) -> Result<(), String> {
+    slots::poll_until(
+        &format!("kubelet {version} on {}", node.name),
+        env.node_timeout,
+        || false, // an in-flight node finishes after Ctrl-C
+        || async {
+            match crate::k8s::drain::node_status(&env.kube, &node.name).await {
+                Ok(Some((v, true))) if v == version => Check::Met(()),
+                Ok(Some((v, ready))) => Check::Not(format!("kubelet {v}, Ready={ready}")),
+                Ok(None) => Check::Not("no Node object".into()),
+                Err(e) => Check::Not(e.to_string()),
+            }
+        },
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kubelets(v: &[(&str, &str)]) -> BTreeMap<String, String> {
+        v.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn the_version_skew_policy_is_enforced() {
+        let all = kubelets(&[("cp-1", "v1.34.2"), ("worker-1", "v1.34.2")]);
+        assert!(check_skew("v1.34.2", &all, "v1.35.0").is_ok());
+        assert!(check_skew("v1.34.2", &all, "v1.34.5").is_ok());
+        let skip = check_skew("v1.34.2", &all, "v1.36.0").unwrap_err();
+        assert!(skip.contains("one minor release at a time (v1.35.x first)"), "{skip}");
+        assert!(
+            check_skew("v1.34.2", &all, "v1.33.0")
+                .unwrap_err()
+                .contains("downgrade")
+        );
+        let old = kubelets(&[("worker-9", "v1.31.4")]);
+        let err = check_skew("v1.34.2", &old, "v1.35.0").unwrap_err();
+        assert!(
+            err.starts_with("worker-9: its kubelet runs v1.31.4, more than three minors"),
+            "{err}"
+        );
+        assert!(
+            check_skew("v1.34.2", &kubelets(&[("w", "v1.35.1")]), "v1.35.0")
+                .unwrap_err()
+                .contains("newer")
+        );
+        assert!(
+            check_skew("v1.34.2", &all, "1.35")
+                .unwrap_err()
+                .contains("not a version")
+        );
+    }
+}
