@@ -13,12 +13,13 @@ use std::time::Duration;
 
 use super::context::{confirm, exit, load_inventory, selected, state_dir};
 use crate::cli::{Global, ResetArgs};
+use crate::day2::probe;
 use crate::engine::progress::{Reporter, Style};
 use crate::engine::slots::{self, Check};
 use crate::engine::{self, RunCtx};
 use crate::inventory::{Cluster, Distribution, Node, Role};
-use crate::phases::talos_nodes::{Seen, probe};
 use crate::state::StateStore;
+use crate::talos::Seen;
 use crate::talos::TalosCredentials;
 
 /// `bootstrap reset [--nodes A,B] [--snapshot FILE] --yes`.

@@ -47,14 +47,24 @@ pub fn talos_material(root: &Path, cluster: &Cluster) -> Result<(TalosBundle, Ta
 
 /// A mTLS client for `node` whose calls retry for at most `budget`.
 pub fn talos_client(node: &Node, creds: &TalosCredentials, budget: Duration) -> Result<TalosClient, String> {
-    let policy = CallPolicy {
-        deadline: Duration::from_secs(10).min(budget.max(Duration::from_secs(1))),
-        retry_budget: budget,
-        max_backoff: Duration::from_secs(1),
-        ..CallPolicy::default()
-    };
-    TalosClient::configured_with(&node.name, SocketAddr::new(node.ip, node.talos.port), creds, policy)
+    TalosClient::configured_with(&node.name, address(node), creds, CallPolicy::within(budget))
         .map_err(|e| e.to_string())
+}
+
+/// The node's Talos API address.
+pub fn address(node: &Node) -> SocketAddr {
+    SocketAddr::new(node.ip, node.talos.port)
+}
+
+/// What `node` answers ([`crate::talos::probe`]): reset's identity check.
+pub async fn probe(node: &Node, creds: Option<&TalosCredentials>) -> crate::talos::Seen {
+    crate::talos::probe(
+        &node.name,
+        address(node),
+        node.role == crate::inventory::Role::Controlplane,
+        creds,
+    )
+    .await
 }
 
 /// A client of the cluster's API from the kubeconfig `up` stored.

@@ -25,22 +25,9 @@ use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx, Step};
 use crate::inventory::{DiskSelector, Node, Role};
 use crate::render::{SecretsBundle, talos as render_talos};
 use crate::talos::proto::machine::apply_configuration_request::Mode;
-use crate::talos::{CallPolicy, TalosClient, TalosCredentials, TalosError};
+use crate::talos::{CallPolicy, Seen, TalosClient, TalosCredentials, TalosError};
 
 const PHASE: &str = "nodes";
-
-/// What a node answered when probed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Seen {
-    /// Configured with this cluster's credentials; `etcd`: its etcd runs.
-    Ours { etcd: bool },
-    /// Fresh node in maintenance mode, waiting for a configuration.
-    Maintenance,
-    /// Serves a certificate of another cluster: refused.
-    Foreign(String),
-    /// Not answering (powered off, rebooting, no route).
-    Unreachable(String),
-}
 
 /// The cluster's Talos credentials and rendered configs, from the secrets bundle.
 struct Material {
@@ -69,7 +56,13 @@ impl TalosNodes {
     /// Plan-time check of a maintenance node: the action, or the refusal.
     async fn precheck(&self, node: &Node) -> Result<Action, String> {
         let unchecked = Step::ApplyConfig { install_disk: None };
-        let read = TalosClient::maintenance_with(&node.name, addr(node), None, policy(Duration::from_secs(10))).await;
+        let read = TalosClient::maintenance_with(
+            &node.name,
+            addr(node),
+            None,
+            CallPolicy::within(Duration::from_secs(10)),
+        )
+        .await;
         let Ok((client, fingerprint)) = read else {
             // Read again (and judged) by the apply.
             return Ok(Action::new(PHASE, &node.name, unchecked));
@@ -152,7 +145,7 @@ impl TalosNodes {
     }
 
     fn client(&self, node: &Node, creds: &TalosCredentials, budget: Duration) -> Result<TalosClient, TalosError> {
-        TalosClient::configured_with(&node.name, addr(node), creds, policy(budget))
+        TalosClient::configured_with(&node.name, addr(node), creds, CallPolicy::within(budget))
     }
 
     /// Brings one node from whatever it answers to configured and serving mTLS.
@@ -207,7 +200,7 @@ impl TalosNodes {
     /// the same certificate.
     async fn configure_fresh(&self, ctx: &RunCtx, node: &Node, m: &Material) -> Result<(), String> {
         ctx.step(PHASE, &node.name, "reading hardware identity and disks");
-        let quick = policy(Duration::from_secs(30));
+        let quick = CallPolicy::within(Duration::from_secs(30));
         let pinned = self
             .pins
             .lock()
@@ -638,72 +631,17 @@ fn addr(node: &Node) -> SocketAddr {
     SocketAddr::new(node.ip, node.talos.port)
 }
 
-/// Call policy with `budget` for retries (each attempt at most 10 s).
-fn policy(budget: Duration) -> CallPolicy {
-    CallPolicy {
-        deadline: Duration::from_secs(10).min(budget.max(Duration::from_secs(1))),
-        retry_budget: budget,
-        max_backoff: Duration::from_secs(1),
-        ..CallPolicy::default()
-    }
-}
-
 fn refusal(why: &str) -> String {
     format!(
         "refusing: the node answers as a member of another cluster ({why}); reset it (talosctl reset) or fix its address in the inventory"
     )
 }
 
+/// What `node` answers ([`crate::talos::probe`]).
+pub async fn probe(node: &Node, creds: Option<&TalosCredentials>) -> Seen {
+    crate::talos::probe(&node.name, addr(node), node.role == Role::Controlplane, creds).await
+}
+
 fn is_member(member: &crate::talos::proto::machine::EtcdMember, node: &Node) -> bool {
     crate::talos::is_member(member, &node.name, node.ip)
-}
-
-/// Classifies a node by what it answers, within a few seconds. A node seen
-/// as another cluster's is asked once more a second later: one that was
-/// rebooting from maintenance into its configuration while we looked (its
-/// certificate changed between two connection attempts, or it already asked
-/// for a client certificate) answers as ours then.
-pub async fn probe(node: &Node, creds: Option<&TalosCredentials>) -> Seen {
-    match probe_once(node, creds).await {
-        Seen::Foreign(_) => {
-            slots::idle(tokio::time::sleep(Duration::from_secs(1))).await;
-            probe_once(node, creds).await
-        }
-        seen => seen,
-    }
-}
-
-async fn probe_once(node: &Node, creds: Option<&TalosCredentials>) -> Seen {
-    let quick = policy(Duration::from_secs(2));
-    if let Some(creds) = creds {
-        let client = match TalosClient::configured_with(&node.name, addr(node), creds, quick.clone()) {
-            Ok(c) => c,
-            Err(e) => return Seen::Unreachable(e.to_string()),
-        };
-        match client.version().await {
-            Ok(_) => {
-                let etcd = node.role == Role::Controlplane
-                    && client
-                        .service_list()
-                        .await
-                        .is_ok_and(|s| s.iter().any(|s| s.id == "etcd" && s.state == "Running"));
-                return Seen::Ours { etcd };
-            }
-            Err(e @ (TalosError::Connect { .. } | TalosError::Deadline { .. })) => {
-                return Seen::Unreachable(e.to_string());
-            }
-            Err(e) if e.code() == Some(tonic::Code::Unavailable) => return Seen::Unreachable(e.to_string()),
-            Err(_) => {} // not our certificate: maintenance or foreign, asked next
-        }
-    }
-    let answer = match TalosClient::maintenance_with(&node.name, addr(node), None, quick).await {
-        Ok((client, _)) => client.version().await.map(drop),
-        Err(e) => Err(e),
-    };
-    match answer {
-        Ok(()) => Seen::Maintenance,
-        Err(e @ (TalosError::Connect { .. } | TalosError::Deadline { .. })) => Seen::Unreachable(e.to_string()),
-        Err(e) if e.code() == Some(tonic::Code::Unavailable) => Seen::Unreachable(e.to_string()),
-        Err(e) => Seen::Foreign(e.to_string()),
-    }
 }

@@ -15,6 +15,7 @@ mod credentials;
 mod error;
 mod etcd;
 mod kubeconfig;
+mod probe;
 mod resources;
 mod retry;
 mod tls;
@@ -24,6 +25,7 @@ pub use credentials::TalosCredentials;
 pub use error::TalosError;
 pub use etcd::{SnapshotInfo, is_member};
 pub use kubeconfig::unpack_kubeconfig;
+pub use probe::{Seen, probe};
 pub use resources::SystemInformation;
 pub use tls::{maintenance_tls_config, mtls_config, spki_sha256};
 

@@ -22,6 +22,19 @@ pub struct CallPolicy {
     pub max_backoff: Duration,
 }
 
+impl CallPolicy {
+    /// Retries for at most `budget`, each attempt at most 10 s (and at most
+    /// the budget), backing off up to 1 s: what polls and probes use.
+    pub fn within(budget: Duration) -> Self {
+        Self {
+            deadline: Duration::from_secs(10).min(budget.max(Duration::from_secs(1))),
+            retry_budget: budget,
+            max_backoff: Duration::from_secs(1),
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for CallPolicy {
     fn default() -> Self {
         Self {
