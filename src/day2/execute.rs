@@ -10,8 +10,9 @@ use std::time::Duration;
 use super::{is_member, snapshot, talos_client};
 use crate::engine::slots::{self, Check};
 use crate::engine::{Action, CLUSTER, PhaseError, RunCtx, Step};
-use crate::inventory::{Cluster, Node, Role};
+use crate::inventory::{Cluster, DiskSelector, Node, Role};
 use crate::talos::TalosCredentials;
+use crate::talos::proto::machine::apply_configuration_request::Mode;
 
 /// What the executor works with.
 pub struct Env {
@@ -143,8 +144,8 @@ async fn carry_out(ctx: &RunCtx, env: &Env, target: &str, step: &Step) -> Result
                 .map_err(|e| e.to_string())
         }
         Step::AwaitUpgraded { version } => await_upgraded(env, node()?, version).await,
-        Step::UpgradeKubernetes { to, .. } => super::kubernetes::apply(ctx, env, node()?, to).await,
-        Step::AwaitKubelet { version } => super::kubernetes::await_kubelet(env, node()?, version).await,
+        Step::UpgradeKubernetes { to, .. } => apply_kubernetes(ctx, env, node()?, to).await,
+        Step::AwaitKubelet { version } => await_kubelet(env, node()?, version).await,
         Step::RemoveEtcdMember { via } => remove_member(env, node()?, via).await,
         Step::WipeNode { .. } => {
             let n = node()?;
@@ -234,6 +235,54 @@ async fn await_upgraded(env: &Env, node: &Node, version: &str) -> Result<(), Str
             match crate::k8s::drain::node_status(&env.kube, &node.name).await {
                 Ok(Some((_, true))) => Check::Met(()),
                 Ok(Some((_, false))) => Check::Not("NotReady".into()),
+                Ok(None) => Check::Not("no Node object".into()),
+                Err(e) => Check::Not(e.to_string()),
+            }
+        },
+    )
+    .await
+}
+
+/// Re-applies `node`'s machine config rendered for Kubernetes `to` (the
+/// install disk its selector resolved to kept), without a reboot, and records
+/// its sha256 as `up` does.
+async fn apply_kubernetes(ctx: &RunCtx, env: &Env, node: &Node, to: &str) -> Result<(), String> {
+    if to != env.cluster.versions.kubernetes {
+        return Err(format!(
+            "Kubernetes {to} is not the inventory's version: the configs are rendered from it"
+        ));
+    }
+    let mut node = node.clone();
+    if let Some(path) = ctx.state.lock().await.state().install_disks.get(&node.name) {
+        node.install_disk = Some(DiskSelector {
+            path: Some(path.clone()),
+            ..DiskSelector::default()
+        });
+    }
+    let config = crate::render::talos::machine_config(&env.cluster, &node, &env.bundle)
+        .map_err(|e| format!("rendering its machine config: {e:#}"))?;
+    let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(config.as_bytes()));
+    talos_client(&node, &env.creds, Duration::from_secs(60))?
+        .apply_configuration(config.as_bytes(), Mode::NoReboot)
+        .await
+        .map_err(|e| e.to_string())?;
+    ctx.state
+        .lock()
+        .await
+        .record_applied(&node.name, &sha256)
+        .map_err(|e| e.to_string())
+}
+
+/// Condition: the node's kubelet reports `version` and its Node is Ready.
+async fn await_kubelet(env: &Env, node: &Node, version: &str) -> Result<(), String> {
+    slots::poll_until(
+        &format!("kubelet {version} on {}", node.name),
+        env.node_timeout,
+        || false, // an in-flight node finishes after Ctrl-C
+        || async {
+            match crate::k8s::drain::node_status(&env.kube, &node.name).await {
+                Ok(Some((v, true))) if v == version => Check::Met(()),
+                Ok(Some((v, ready))) => Check::Not(format!("kubelet {v}, Ready={ready}")),
                 Ok(None) => Check::Not("no Node object".into()),
                 Err(e) => Check::Not(e.to_string()),
             }

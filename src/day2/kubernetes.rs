@@ -9,15 +9,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::execute::{self, Env};
 use super::health;
 use super::upgrade::{Batch, parse_version};
-use crate::engine::slots::{self, Check};
 use crate::engine::{Action, Phase, PhaseError, RunCtx, Step};
-use crate::inventory::{Cluster, DiskSelector, Node, Role};
-use crate::talos::proto::machine::apply_configuration_request::Mode;
+use crate::inventory::{Cluster, Role};
 
 /// Phase name in state and events.
 pub const PHASE: &str = "upgrade-kubernetes";
@@ -127,54 +124,6 @@ impl Phase for KubernetesUpgrade {
         let stages = execute::stages(&self.env.cluster, plan, self.batch.size(workers));
         execute::run(ctx, &self.env, PHASE, &self.env.cluster.versions.kubernetes, stages).await
     }
-}
-
-/// Re-applies `node`'s machine config rendered for Kubernetes `to` (the
-/// install disk its selector resolved to kept), without a reboot, and records
-/// its sha256 as `up` does.
-pub async fn apply(ctx: &RunCtx, env: &Env, node: &Node, to: &str) -> Result<(), String> {
-    if to != env.cluster.versions.kubernetes {
-        return Err(format!(
-            "Kubernetes {to} is not the inventory's version: the configs are rendered from it"
-        ));
-    }
-    let mut node = node.clone();
-    if let Some(path) = ctx.state.lock().await.state().install_disks.get(&node.name) {
-        node.install_disk = Some(DiskSelector {
-            path: Some(path.clone()),
-            ..DiskSelector::default()
-        });
-    }
-    let config = crate::render::talos::machine_config(&env.cluster, &node, &env.bundle)
-        .map_err(|e| format!("rendering its machine config: {e:#}"))?;
-    let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(config.as_bytes()));
-    super::talos_client(&node, &env.creds, Duration::from_secs(60))?
-        .apply_configuration(config.as_bytes(), Mode::NoReboot)
-        .await
-        .map_err(|e| e.to_string())?;
-    ctx.state
-        .lock()
-        .await
-        .record_applied(&node.name, &sha256)
-        .map_err(|e| e.to_string())
-}
-
-/// Condition: the node's kubelet reports `version` and its Node is Ready.
-pub async fn await_kubelet(env: &Env, node: &Node, version: &str) -> Result<(), String> {
-    slots::poll_until(
-        &format!("kubelet {version} on {}", node.name),
-        env.node_timeout,
-        || false, // an in-flight node finishes after Ctrl-C
-        || async {
-            match crate::k8s::drain::node_status(&env.kube, &node.name).await {
-                Ok(Some((v, true))) if v == version => Check::Met(()),
-                Ok(Some((v, ready))) => Check::Not(format!("kubelet {v}, Ready={ready}")),
-                Ok(None) => Check::Not("no Node object".into()),
-                Err(e) => Check::Not(e.to_string()),
-            }
-        },
-    )
-    .await
 }
 
 #[cfg(test)]
