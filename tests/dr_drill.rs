@@ -135,6 +135,11 @@ async fn reset_restores_etcd_object_by_object() {
     let (ok, out) =
         tokio::task::block_in_place(|| bootstrap(&inv, &state, &crds, &["--yes", "reset", "--timeout", "120"]));
     assert!(ok, "reset failed:\n{out}");
+    let (ok, plan) = tokio::task::block_in_place(|| bootstrap(&inv, &state, &crds, &["plan"]));
+    assert!(
+        ok && plan.contains("nothing to do"),
+        "the rebuilt cluster plans nothing:\n{plan}"
+    );
     let mut snapshots = Vec::new();
     find(&state, ".snapshot", &mut snapshots);
     snapshots.retain(|p| !p.to_string_lossy().contains(".tmp-"));

@@ -401,10 +401,22 @@ impl TalosNodes {
                             .filter(|n| !members.iter().any(|mb| is_member(mb, n)))
                             .map(|n| n.name.as_str())
                             .collect();
-                        if missing.is_empty() {
+                        if !missing.is_empty() {
+                            return Check::Not(format!("not members yet: {}", missing.join(", ")));
+                        }
+                        // A member added is not a member started: the plan's condition is
+                        // each control plane's etcd service Running, so the wait's is too.
+                        let seen = futures::future::join_all(want.iter().map(|n| probe(n, Some(&m.creds)))).await;
+                        let stopped: Vec<&str> = want
+                            .iter()
+                            .zip(seen)
+                            .filter(|(_, s)| !matches!(s, Seen::Ours { etcd: true }))
+                            .map(|(n, _)| n.name.as_str())
+                            .collect();
+                        if stopped.is_empty() {
                             Check::Met(())
                         } else {
-                            Check::Not(format!("not members yet: {}", missing.join(", ")))
+                            Check::Not(format!("etcd not running yet on {}", stopped.join(", ")))
                         }
                     }
                     Err(e) => Check::Not(e.to_string()),
