@@ -128,27 +128,28 @@ fn one_run(
         let day2 = match day2 {
             false => None,
             true => Some(tokio::task::block_in_place(|| -> Result<Day2> {
-                let timed = |args: &[&str]| -> Result<Duration> {
+                // Each command's progress (JSON events, with timings) goes to `<dir>/<name>-<block>.log`.
+                let timed = |name: &str, args: &[&str]| -> Result<Duration> {
+                    let log = dir.join(format!("{name}-{block}.log"));
                     let started = Instant::now();
-                    let out = Command::new(bin)
+                    let status = Command::new(bin)
                         .arg("-i")
                         .arg(&full)
                         .arg("--state-dir")
                         .arg(&state)
+                        .args(["--output", "json"])
                         .args(args)
                         .arg("--artifacts")
                         .arg(&crds)
-                        .output()?;
+                        .stdout(std::fs::File::create(&log)?)
+                        .stderr(Stdio::null())
+                        .status()?;
                     let took = started.elapsed();
-                    anyhow::ensure!(
-                        out.status.success(),
-                        "bootstrap {args:?} failed: {}",
-                        String::from_utf8_lossy(&out.stderr)
-                    );
+                    anyhow::ensure!(status.success(), "bootstrap {args:?} failed; see {}", log.display());
                     Ok(took)
                 };
-                let add_node = timed(&["--quiet", "add-node", &last, "--concurrency", "256"])?;
-                let plan = timed(&["--quiet", "plan", "--concurrency", "256"])?;
+                let add_node = timed("add-node", &["add-node", &last, "--concurrency", "256"])?;
+                let plan = timed("plan", &["plan", "--concurrency", "256"])?;
                 Ok(Day2 { add_node, plan })
             })?),
         };
