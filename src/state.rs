@@ -238,7 +238,12 @@ impl StateStore {
     ) -> Result<Vec<SnapshotRecord>, StateError> {
         self.writable()?;
         self.state.snapshots.push(record);
-        let ours = self.state.snapshots.iter().filter(|r| r.path.starts_with(&self.dir)).count();
+        let ours = self
+            .state
+            .snapshots
+            .iter()
+            .filter(|r| r.path.starts_with(&self.dir))
+            .count();
         let mut excess = keep.map_or(0, |k| ours.saturating_sub(k.max(1)));
         let (mut kept, mut pruned) = (Vec::new(), Vec::new());
         for r in std::mem::take(&mut self.state.snapshots) {

@@ -72,10 +72,19 @@ fn text_of(out: &Output) -> String {
 impl Rack {
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
-        for var in ["SOPS_AGE_KEY", "SOPS_AGE_KEY_FILE", "SOPS_AGE_KEY_CMD", "XDG_CONFIG_HOME"] {
+        for var in [
+            "SOPS_AGE_KEY",
+            "SOPS_AGE_KEY_FILE",
+            "SOPS_AGE_KEY_CMD",
+            "XDG_CONFIG_HOME",
+        ] {
             cmd.env_remove(var);
         }
-        cmd.arg("-i").arg(&self.inv).arg("--state-dir").arg(&self.state).args(args);
+        cmd.arg("-i")
+            .arg(&self.inv)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(args);
         if args.first() == Some(&"up") {
             cmd.arg("--artifacts").arg(&self.crds);
         }
@@ -88,7 +97,11 @@ impl Rack {
     }
 
     fn spawn(&self, args: &[&str]) -> Child {
-        self.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
     }
 
     /// The progress `upgrade` recorded for `node` (`v1.14.0: cordon`, ...).
@@ -99,7 +112,11 @@ impl Rack {
 
     async fn kube(&self) -> kube::Client {
         let path = self.state.join("sim/kubeconfig");
-        bootstrap::k8s::Client::from_kubeconfig(&path).await.unwrap().kube().clone()
+        bootstrap::k8s::Client::from_kubeconfig(&path)
+            .await
+            .unwrap()
+            .kube()
+            .clone()
     }
 
     /// Mutating Talos calls per node name.
@@ -113,7 +130,11 @@ impl Rack {
     }
 
     fn names_with(&self, method: &str) -> Vec<String> {
-        self.calls(method).into_iter().filter(|(_, c)| *c > 0).map(|(n, _)| n).collect()
+        self.calls(method)
+            .into_iter()
+            .filter(|(_, c)| *c > 0)
+            .map(|(n, _)| n)
+            .collect()
     }
 }
 
@@ -222,8 +243,16 @@ async fn upgrade_goes_node_by_node_and_a_blocked_drain_waits_for_its_budget() {
             Some("ghcr.io/siderolabs/installer:v1.14.0")
         );
     }
-    assert!(r.calls("Upgrade").iter().all(|(_, c)| *c == 1), "{:?}", r.calls("Upgrade"));
-    assert_eq!(most_down.load(Ordering::SeqCst), 1, "never more than one control plane down");
+    assert!(
+        r.calls("Upgrade").iter().all(|(_, c)| *c == 1),
+        "{:?}",
+        r.calls("Upgrade")
+    );
+    assert_eq!(
+        most_down.load(Ordering::SeqCst),
+        1,
+        "never more than one control plane down"
+    );
     // Control planes first, each before the next; then workers.
     let first_call = |name: &str| {
         r.rack
@@ -299,10 +328,7 @@ async fn a_node_that_falls_back_to_the_old_version_stops_the_upgrade_naming_it()
     let out = r.run(&["upgrade", "--talos", TO, "--timeout", "60"]);
     assert!(!out.status.success());
     let text = text_of(&out);
-    assert!(
-        text.contains("cp-2 rebooted but runs v1.13.9, not v1.14.0"),
-        "{text}"
-    );
+    assert!(text.contains("cp-2 rebooted but runs v1.13.9, not v1.14.0"), "{text}");
     assert_eq!(r.names_with("Upgrade"), ["cp-1", "cp-2"], "the run stopped at cp-2");
     r.rack.stop().await;
 }
@@ -356,10 +382,17 @@ async fn remove_node_keeps_quorum_and_touches_no_other_node() {
     assert!(!members.is_member(sim[2].name()), "cp-3 left etcd");
     drop(members);
     let nodes: Api<Node> = Api::all(r.kube().await);
-    assert!(nodes.get_opt("cp-3").await.unwrap().is_none(), "its Node object is gone");
+    assert!(
+        nodes.get_opt("cp-3").await.unwrap().is_none(),
+        "its Node object is gone"
+    );
     // Removed already: nothing to do.
     let again = r.run(&["remove-node", "cp-3", "--dry-run"]);
-    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to do"), "{}", text_of(&again));
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("nothing to do"),
+        "{}",
+        text_of(&again)
+    );
     r.rack.stop().await;
 }
 
@@ -376,7 +409,10 @@ async fn snapshots_are_recorded_with_their_hash_and_pruned_to_keep() {
     let state = bootstrap::state::StateStore::peek(&r.state, "sim").unwrap().unwrap();
     let kept: Vec<&Path> = state.snapshots.iter().map(|s| s.path.as_path()).collect();
     assert_eq!(kept.len(), 2);
-    assert!(!Path::new(printed[0]["path"].as_str().unwrap()).exists(), "the oldest is pruned");
+    assert!(
+        !Path::new(printed[0]["path"].as_str().unwrap()).exists(),
+        "the oldest is pruned"
+    );
     for s in &state.snapshots {
         let bytes = std::fs::read(&s.path).unwrap();
         assert_eq!(s.size, bytes.len() as u64);
@@ -397,10 +433,19 @@ async fn bad_day2_input_is_refused_before_any_node_is_touched() {
     for (args, expected) in [
         (vec!["upgrade", "--batch", "0"], "--batch `0`: must be at least 1"),
         (vec!["upgrade", "--talos", "1.14"], "--talos `1.14`: not a version"),
-        (vec!["upgrade", "--talos", "v1.15.0"], "upgrade one minor release at a time"),
+        (
+            vec!["upgrade", "--talos", "v1.15.0"],
+            "upgrade one minor release at a time",
+        ),
         (vec!["upgrade", "--talos", "v1.12.0"], "downgrades are not supported"),
-        (vec!["upgrade", "--kubernetes", "v1.35.0"], "--kubernetes: upgrading kubernetes is not implemented yet"),
-        (vec!["--yes", "remove-node", "nope"], "`nope` is not a node of cluster sim"),
+        (
+            vec!["upgrade", "--kubernetes", "v1.35.0"],
+            "--kubernetes: upgrading kubernetes is not implemented yet",
+        ),
+        (
+            vec!["--yes", "remove-node", "nope"],
+            "`nope` is not a node of cluster sim",
+        ),
     ] {
         let out = r.run(&args);
         assert!(!out.status.success(), "{args:?} succeeded");

@@ -25,7 +25,9 @@ fn one_cluster(g: &Global, command: &str) -> Result<(Cluster, std::path::PathBuf
     let loaded = load_inventory(g).ok_or("invalid inventory; nothing was done")?;
     let clusters = selected(g, &loaded.inventory.clusters)?;
     let [cluster] = clusters.as_slice() else {
-        return Err(format!("{command} works on one cluster: pick it with --cluster; nothing was done"));
+        return Err(format!(
+            "{command} works on one cluster: pick it with --cluster; nothing was done"
+        ));
     };
     if cluster.distribution != Distribution::Talos {
         return Err(format!(
@@ -222,7 +224,9 @@ fn run_phase(
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(PhaseError::Interrupted) => {
-            eprintln!("cluster {name}: interrupted after the nodes in flight finished; state recorded; run the same command again to resume");
+            eprintln!(
+                "cluster {name}: interrupted after the nodes in flight finished; state recorded; run the same command again to resume"
+            );
             ExitCode::from(EXIT_INTERRUPTED)
         }
         Err(e) => finish(Err(format!("cluster {name}: {e}"))),

@@ -104,7 +104,12 @@ fn run(g: &Global, args: &ResetArgs) -> Result<(), String> {
         confirm(
             g,
             &cluster.name,
-            &format!("wipes {} node(s) of cluster {} ({})", names.len(), cluster.name, names.join(", ")),
+            &format!(
+                "wipes {} node(s) of cluster {} ({})",
+                names.len(),
+                cluster.name,
+                names.join(", ")
+            ),
         )?;
 
         wipe(&targets, &creds, full).await?;
@@ -173,7 +178,10 @@ async fn wipe(targets: &[Node], creds: &TalosCredentials, full: bool) -> Result<
     let one = |n: &Node| {
         let n = n.clone();
         async move {
-            crate::day2::talos_client(&n, creds, Duration::from_secs(60))?.reset(!full).await.map_err(|e| e.to_string())?;
+            crate::day2::talos_client(&n, creds, Duration::from_secs(60))?
+                .reset(!full)
+                .await
+                .map_err(|e| e.to_string())?;
             wait_maintenance(&n).await
         }
     };

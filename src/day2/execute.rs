@@ -97,7 +97,12 @@ async fn carry_out(ctx: &RunCtx, env: &Env, target: &str, step: &Step) -> Result
             ctx.step(
                 "snapshot",
                 target,
-                &format!("{} ({} bytes, sha256 {})", record.path.display(), record.size, record.sha256),
+                &format!(
+                    "{} ({} bytes, sha256 {})",
+                    record.path.display(),
+                    record.size,
+                    record.sha256
+                ),
             );
             Ok(())
         }
@@ -109,10 +114,14 @@ async fn carry_out(ctx: &RunCtx, env: &Env, target: &str, step: &Step) -> Result
             .map_err(|e| e.to_string()),
         Step::Drain { timeout_secs } => {
             // Waiting on a budget is waiting: the slot goes back meanwhile.
-            slots::idle(crate::k8s::drain::drain(kube, target, Duration::from_secs(*timeout_secs)))
-                .await
-                .map(drop)
-                .map_err(|e| format!("drain stopped: {e}"))
+            slots::idle(crate::k8s::drain::drain(
+                kube,
+                target,
+                Duration::from_secs(*timeout_secs),
+            ))
+            .await
+            .map(drop)
+            .map_err(|e| format!("drain stopped: {e}"))
         }
         Step::UpgradeTalos { image, .. } => {
             let single = env.cluster.control_planes().count() == 1;
@@ -170,7 +179,11 @@ async fn await_upgraded(env: &Env, node: &Node, version: &str) -> Result<(), Str
     if node.role == Role::Controlplane {
         let want: Vec<&Node> = env.cluster.control_planes().collect();
         slots::poll_until(
-            &format!("etcd healthy with all {} members after {}'s upgrade", want.len(), node.name),
+            &format!(
+                "etcd healthy with all {} members after {}'s upgrade",
+                want.len(),
+                node.name
+            ),
             budget,
             || false,
             || async {
@@ -187,7 +200,10 @@ async fn await_upgraded(env: &Env, node: &Node, version: &str) -> Result<(), Str
                     return Check::Not(format!("not members: {}", missing.join(", ")));
                 }
                 match once.service_list().await {
-                    Ok(s) if s.iter().any(|s| s.id == "etcd" && s.health.as_ref().is_some_and(|h| h.healthy)) => {
+                    Ok(s)
+                        if s.iter()
+                            .any(|s| s.id == "etcd" && s.health.as_ref().is_some_and(|h| h.healthy)) =>
+                    {
                         Check::Met(())
                     }
                     Ok(_) => Check::Not(format!("etcd on {} not healthy", node.name)),

@@ -54,7 +54,9 @@ pub async fn kube_client(store: &StateStore, cluster: &str) -> Result<crate::k8s
     let path = store.artifact("kubeconfig").ok_or_else(|| {
         format!("cluster {cluster}: no kubeconfig in the state dir: run `bootstrap up` first; nothing was done")
     })?;
-    crate::k8s::Client::from_kubeconfig(path).await.map_err(|e| e.to_string())
+    crate::k8s::Client::from_kubeconfig(path)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Whether an etcd member is `node`.

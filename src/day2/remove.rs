@@ -48,7 +48,13 @@ pub struct Facts {
 
 /// The plan for removing `nodes` (pure), from what was seen of each; `via`
 /// is the control plane that carries etcd member removals.
-pub fn plan(cluster: &Cluster, nodes: &[String], facts: &BTreeMap<String, Facts>, via: &str, drain_secs: u64) -> Vec<Action> {
+pub fn plan(
+    cluster: &Cluster,
+    nodes: &[String],
+    facts: &BTreeMap<String, Facts>,
+    via: &str,
+    drain_secs: u64,
+) -> Vec<Action> {
     let mut out = Vec::new();
     for name in nodes {
         let (Some(n), Some(f)) = (cluster.node(name), facts.get(name)) else {
@@ -58,7 +64,9 @@ pub fn plan(cluster: &Cluster, nodes: &[String], facts: &BTreeMap<String, Facts>
         if f.registered {
             steps.push(Step::Cordon);
             if f.answers {
-                steps.push(Step::Drain { timeout_secs: drain_secs });
+                steps.push(Step::Drain {
+                    timeout_secs: drain_secs,
+                });
             }
         }
         if n.role == Role::Controlplane && f.member {
@@ -132,10 +140,18 @@ impl Phase for RemoveNodes {
             ));
         }
         if !removing.is_empty() {
-            quorum_after(&members, &healthy, &removing)
-                .map_err(|e| fail(format!("refusing to remove {}: {e}; nothing was changed", removing.join(", "))))?;
+            quorum_after(&members, &healthy, &removing).map_err(|e| {
+                fail(format!(
+                    "refusing to remove {}: {e}; nothing was changed",
+                    removing.join(", ")
+                ))
+            })?;
         }
-        let via = healthy.iter().find(|n| !self.nodes.contains(n)).cloned().unwrap_or_default();
+        let via = healthy
+            .iter()
+            .find(|n| !self.nodes.contains(n))
+            .cloned()
+            .unwrap_or_default();
         if !removing.is_empty() && via.is_empty() {
             return Err(fail(
                 "refusing: no healthy control plane remains to carry the etcd member removal; nothing was changed"
@@ -191,8 +207,22 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let c = crate::inventory::load(&path).unwrap().inventory.clusters.remove(0);
         let facts: BTreeMap<String, Facts> = [
-            ("cp-3", Facts { answers: false, registered: true, member: true }),
-            ("worker-1", Facts { answers: true, registered: true, member: false }),
+            (
+                "cp-3",
+                Facts {
+                    answers: false,
+                    registered: true,
+                    member: true,
+                },
+            ),
+            (
+                "worker-1",
+                Facts {
+                    answers: true,
+                    registered: true,
+                    member: false,
+                },
+            ),
         ]
         .into_iter()
         .map(|(n, f)| (n.to_owned(), f))
@@ -200,7 +230,13 @@ mod tests {
         let p = plan(&c, &names(&["cp-3", "worker-1"]), &facts, "cp-1", 30);
         let k: Vec<String> = p
             .iter()
-            .map(|a| format!("{} {}", a.target, execute::progress("", &a.step).trim_start_matches(": ")))
+            .map(|a| {
+                format!(
+                    "{} {}",
+                    a.target,
+                    execute::progress("", &a.step).trim_start_matches(": ")
+                )
+            })
             .collect();
         assert_eq!(
             k,

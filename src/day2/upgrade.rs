@@ -56,8 +56,7 @@ impl Batch {
 pub fn parse_version(v: &str) -> Option<(u64, u64, u64)> {
     let core = v.strip_prefix('v')?.split(['-', '+']).next()?;
     let mut parts = core.split('.').map(str::parse::<u64>);
-    let (Some(Ok(a)), Some(Ok(b)), Some(Ok(c)), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(Ok(a)), Some(Ok(b)), Some(Ok(c)), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return None;
     };
     Some((a, b, c))
@@ -72,7 +71,9 @@ pub fn check_target(flag: &str, from: &str, to: &str) -> Result<(), String> {
         return Ok(()); // an unreadable current version is refused by the health check
     };
     if target < current {
-        return Err(format!("{flag} {to}: the cluster runs {from}; downgrades are not supported"));
+        return Err(format!(
+            "{flag} {to}: the cluster runs {from}; downgrades are not supported"
+        ));
     }
     if target.0 != current.0 || target.1 > current.1 + 1 {
         return Err(format!(
@@ -121,7 +122,9 @@ pub fn plan(
             } else {
                 vec![
                     Step::Cordon,
-                    Step::Drain { timeout_secs: drain_secs },
+                    Step::Drain {
+                        timeout_secs: drain_secs,
+                    },
                     upgrade_step(from),
                     awaited.clone(),
                     Step::Uncordon,
@@ -133,7 +136,11 @@ pub fn plan(
     node_steps(Role::Controlplane, &mut out);
     let control_planes_move = out.iter().any(|a| matches!(a.step, Step::UpgradeTalos { .. }));
     let snapshot = Step::Snapshot {
-        node: cluster.control_planes().next().map(|n| n.name.clone()).unwrap_or_default(),
+        node: cluster
+            .control_planes()
+            .next()
+            .map(|n| n.name.clone())
+            .unwrap_or_default(),
     };
     if control_planes_move && !recorded(CLUSTER, &snapshot) {
         out.insert(0, Action::new(PHASE, CLUSTER, snapshot));
@@ -186,7 +193,11 @@ impl Phase for TalosUpgrade {
             .collect();
         let mut problems = seen.problems(cluster, &checked);
         if checked.len() == cluster.nodes.len() {
-            problems.extend(seen.problems(cluster, &[]).into_iter().filter(|p| p.starts_with("etcd member")));
+            problems.extend(
+                seen.problems(cluster, &[])
+                    .into_iter()
+                    .filter(|p| p.starts_with("etcd member")),
+            );
         }
         if !problems.is_empty() {
             return Err(fail(format!(
@@ -201,7 +212,8 @@ impl Phase for TalosUpgrade {
             .collect();
         for (node, from) in &running {
             if from != &self.to {
-                check_target("--talos", from, &self.to).map_err(|e| fail(format!("{node}: {e}; nothing was changed")))?;
+                check_target("--talos", from, &self.to)
+                    .map_err(|e| fail(format!("{node}: {e}; nothing was changed")))?;
             }
         }
         Ok(plan(cluster, &running, &done, &self.to, &self.image, self.drain_secs))
@@ -246,19 +258,40 @@ mod tests {
     #[test]
     fn control_planes_after_a_snapshot_then_workers_each_drained() {
         let c = cluster();
-        let p = plan(&c, &running(&c, "v1.13.9"), &BTreeMap::new(), "v1.14.0", "img:v1.14.0", 60);
+        let p = plan(
+            &c,
+            &running(&c, "v1.13.9"),
+            &BTreeMap::new(),
+            "v1.14.0",
+            "img:v1.14.0",
+            60,
+        );
         let k = kinds(&p);
         assert_eq!(k[0], "cluster snapshot");
         assert_eq!(
             &k[1..6],
-            ["cp-1 cordon", "cp-1 drain", "cp-1 upgrade-talos", "cp-1 await-upgraded", "cp-1 uncordon"]
+            [
+                "cp-1 cordon",
+                "cp-1 drain",
+                "cp-1 upgrade-talos",
+                "cp-1 await-upgraded",
+                "cp-1 uncordon"
+            ]
         );
         assert_eq!(k.len(), 1 + 5 * c.nodes.len());
         let first_worker = k.iter().position(|s| s.starts_with("worker")).unwrap();
         assert!(k[..first_worker].iter().all(|s| !s.starts_with("worker")));
         let sizes = |b: Batch| -> Vec<usize> { execute::stages(&c, &p, b.size(2)).iter().map(Vec::len).collect() };
-        assert_eq!(sizes(Batch::Percent(100)), [1, 1, 1, 1, 2], "snapshot, 3 control planes alone, 2 workers together");
-        assert_eq!(sizes(Batch::Percent(50)), [1, 1, 1, 1, 1, 1], "50% of 2 workers: one at a time");
+        assert_eq!(
+            sizes(Batch::Percent(100)),
+            [1, 1, 1, 1, 2],
+            "snapshot, 3 control planes alone, 2 workers together"
+        );
+        assert_eq!(
+            sizes(Batch::Percent(50)),
+            [1, 1, 1, 1, 1, 1],
+            "50% of 2 workers: one at a time"
+        );
     }
 
     #[test]
@@ -272,13 +305,19 @@ mod tests {
         // cp-2's Upgrade was sent, then the run was killed: it still runs the old version.
         done.insert("cp-2".to_owned(), "v1.14.0: upgrade-talos".to_owned());
         let k = kinds(&plan(&c, &on, &done, "v1.14.0", "img", 60));
-        assert!(!k.iter().any(|s| s.starts_with("cp-1") || s.starts_with("cluster")), "{k:?}");
+        assert!(
+            !k.iter().any(|s| s.starts_with("cp-1") || s.starts_with("cluster")),
+            "{k:?}"
+        );
         assert_eq!(&k[..2], ["cp-2 await-upgraded", "cp-2 uncordon"]);
         assert_eq!(k[2], "cp-3 cordon");
         // Everything at the target and recorded finished: nothing to do.
         let all = running(&c, "v1.14.0");
-        let finished: BTreeMap<String, String> =
-            c.nodes.iter().map(|n| (n.name.clone(), "v1.14.0: uncordon".to_owned())).collect();
+        let finished: BTreeMap<String, String> = c
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), "v1.14.0: uncordon".to_owned()))
+            .collect();
         assert!(plan(&c, &all, &finished, "v1.14.0", "img", 60).is_empty());
         // A node upgraded by hand (no record) is left alone.
         assert!(plan(&c, &all, &BTreeMap::new(), "v1.14.0", "img", 60).is_empty());
@@ -295,8 +334,20 @@ mod tests {
         assert!("0".parse::<Batch>().unwrap_err().contains("at least 1"));
         assert!(check_target("--talos", "v1.13.9", "v1.14.0").is_ok());
         assert!(check_target("--talos", "v1.13.9", "v1.13.10").is_ok());
-        assert!(check_target("--talos", "v1.13.9", "1.14").unwrap_err().contains("not a version"));
-        assert!(check_target("--talos", "v1.13.9", "v1.15.0").unwrap_err().contains("one minor"));
-        assert!(check_target("--talos", "v1.13.9", "v1.12.0").unwrap_err().contains("downgrade"));
+        assert!(
+            check_target("--talos", "v1.13.9", "1.14")
+                .unwrap_err()
+                .contains("not a version")
+        );
+        assert!(
+            check_target("--talos", "v1.13.9", "v1.15.0")
+                .unwrap_err()
+                .contains("one minor")
+        );
+        assert!(
+            check_target("--talos", "v1.13.9", "v1.12.0")
+                .unwrap_err()
+                .contains("downgrade")
+        );
     }
 }

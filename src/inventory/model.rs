@@ -620,7 +620,10 @@ mod tests {
             t("registry.local:5000/talos/installer:v1.13.9@sha256:ab12").installer("v1.14.0"),
             "registry.local:5000/talos/installer:v1.14.0"
         );
-        assert_eq!(t("registry.local:5000/installer").installer("v1.14.0"), "registry.local:5000/installer:v1.14.0");
+        assert_eq!(
+            t("registry.local:5000/installer").installer("v1.14.0"),
+            "registry.local:5000/installer:v1.14.0"
+        );
     }
 
     #[test]

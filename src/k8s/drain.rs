@@ -26,7 +26,13 @@ pub async fn cordon(client: &Client, node: &str, unschedulable: bool) -> Result<
         .run("cordon", || nodes.patch(node, &params, &patch))
         .await
         .map(drop)
-        .map_err(|e| client.api_error(if unschedulable { "cordon" } else { "uncordon" }, &format!("Node {node}"), &e))
+        .map_err(|e| {
+            client.api_error(
+                if unschedulable { "cordon" } else { "uncordon" },
+                &format!("Node {node}"),
+                &e,
+            )
+        })
 }
 
 /// Whether a pod stays on a drained node: mirror pods (the kubelet owns them)
@@ -109,9 +115,7 @@ async fn evict(client: &Client, node: &str, pod: &Pod, deadline: Instant, timeou
 pub async fn delete_node(client: &Client, node: &str) -> Result<(), Error> {
     let nodes: Api<Node> = Api::all(client.kube().clone());
     let params = DeleteParams::default();
-    match client.retry().run("delete node", || nodes.delete(node, &params))
-        .await
-    {
+    match client.retry().run("delete node", || nodes.delete(node, &params)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(client.api_error("delete", &format!("Node {node}"), &e)),
