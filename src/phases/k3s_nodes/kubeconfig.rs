@@ -27,6 +27,26 @@ pub fn endpoint_url(endpoint: &str) -> String {
     }
 }
 
+/// sha256 (hex) of the cluster CA a kubeconfig trusts (its first cluster's
+/// `certificate-authority-data`, decoded): what k3s puts after `K10` in its
+/// node token (the sha256 of the server CA bundle it serves as `/cacerts`).
+pub fn ca_sha256(kubeconfig: &[u8]) -> Result<String, String> {
+    use base64::Engine;
+    use sha2::Digest;
+    let doc: Value = yaml_serde::from_slice(kubeconfig).map_err(|_| "the kubeconfig is not valid YAML".to_owned())?;
+    let data = doc
+        .get("clusters")
+        .and_then(|c| c.get(0))
+        .and_then(|c| c.get("cluster"))
+        .and_then(|c| c.get("certificate-authority-data"))
+        .and_then(Value::as_str)
+        .ok_or("the kubeconfig's first cluster has no certificate-authority-data")?;
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(data.trim())
+        .map_err(|_| "the kubeconfig's certificate-authority-data is not base64".to_owned())?;
+    Ok(hex::encode(sha2::Sha256::digest(&pem)))
+}
+
 /// Rewrites `k3s.yaml`: every cluster's server becomes `server`; the
 /// cluster, user and context are renamed `<cluster>` / `admin@<cluster>` /
 /// `<cluster>`, and the current context set to it. Errors never quote the
