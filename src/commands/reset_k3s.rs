@@ -49,7 +49,8 @@ const UNINSTALL_TIMEOUT: Duration = Duration::from_secs(300);
 /// uninstall removes: the units, the binary, `/etc/rancher/k3s`,
 /// `/var/lib/rancher/k3s` (the datastore and node-side snapshots),
 /// `/var/lib/kubelet`, `/run/k3s`; as `k3s-killall.sh` does, the container
-/// shims that outlive the service (`KillMode=process`) are killed and the
+/// shims that outlive the service (`KillMode=process`; by executable, under
+/// `/var/lib/rancher/k3s/data/*/bin/`) are killed and the
 /// mounts under k3s's directories unmounted. Ends non-zero when k3s's files
 /// are still there.
 pub const UNINSTALL: &str = r#"set -u
@@ -63,9 +64,9 @@ for u in k3s k3s-agent; do
   fi
 done
 for d in /proc/[0-9]*; do
-  args=$(tr '\0' ' ' <"$d/cmdline" 2>/dev/null) || continue
-  case "$args" in
-    */k3s/data/*/bin/containerd-shim*) kill -9 "${d#/proc/}" 2>/dev/null || true ;;
+  exe=$(readlink "$d/exe" 2>/dev/null) || continue
+  case "$exe" in
+    /var/lib/rancher/k3s/data/*/bin/containerd-shim*) kill -9 "${d#/proc/}" 2>/dev/null || true ;;
   esac
 done
 for m in $(awk '$2 ~ "^(/run/k3s|/var/lib/kubelet|/var/lib/rancher/k3s)" {print $2}' /proc/self/mounts | sort -r); do

@@ -17,6 +17,58 @@ use crate::kube_sim::{Behaviour, KubeSim, NodeRegistration, SimOptions, SimTls};
 
 const DATA: &str = "/var/lib/rancher/k3s/server";
 const K3S_YAML: &str = "/etc/rancher/k3s/k3s.yaml";
+/// The embedded etcd's data dir (k3s: `${data-dir}/server/db/etcd`).
+const ETCD_DATA: &str = "/var/lib/rancher/k3s/server/db/etcd";
+
+/// `k3s server --cluster-reset --cluster-reset-restore-path=FILE`, as k3s
+/// documents it (docs.k3s.io, "k3s etcd-snapshot", restoring from a snapshot;
+/// k3s pkg/etcd: the old data dir is moved to `etcd-old-<unix time>`, the
+/// snapshot restored into a new one as the only member, then the process
+/// exits asking for a restart without the flags). Refused as k3s refuses it:
+/// the restore path without `--cluster-reset`, a missing file, a running
+/// datastore (the service must be stopped first), a damaged snapshot.
+pub async fn cluster_reset(cfg: &Config) -> Result<()> {
+    anyhow::ensure!(
+        cfg.cluster_reset,
+        "invalid flag use; --cluster-reset required with --cluster-reset-restore-path"
+    );
+    let Some(path) = cfg.cluster_reset_restore_path.as_deref() else {
+        anyhow::bail!(
+            "the stand-in does --cluster-reset only with --cluster-reset-restore-path (a membership reset without a restore is not simulated)"
+        );
+    };
+    anyhow::ensure!(
+        crate::etcd::member::available(),
+        "no embedded etcd on this node (the stand-in needs etcd and etcdctl)"
+    );
+    let snapshot = Path::new(path);
+    anyhow::ensure!(snapshot.is_file(), "etcd: snapshot path does not exist: {path}");
+    anyhow::ensure!(
+        !crate::etcd::EtcdClient::new(super::snapshot::LOCAL_ETCD)
+            .healthy()
+            .await,
+        "etcd is running on this node: stop k3s before --cluster-reset"
+    );
+    log_call(&format!("server cluster-reset restore {path}"));
+    let db = Path::new(ETCD_DATA).parent().context("etcd data dir has a parent")?;
+    std::fs::create_dir_all(db).with_context(|| format!("creating {}", db.display()))?;
+    let fresh = db.join("etcd-restore-tmp");
+    let _ = std::fs::remove_dir_all(&fresh);
+    crate::etcd::member::restore_into(snapshot, &cfg.node_name, std::net::Ipv4Addr::LOCALHOST.into(), &fresh).await?;
+    if Path::new(ETCD_DATA).exists() {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let old = db.join(format!("etcd-old-{secs}"));
+        std::fs::rename(ETCD_DATA, &old).with_context(|| format!("moving {ETCD_DATA} to {}", old.display()))?;
+    }
+    std::fs::rename(&fresh, ETCD_DATA).with_context(|| format!("moving the restored data to {ETCD_DATA}"))?;
+    eprintln!(
+        "Managed etcd cluster membership has been reset, restart without --cluster-reset flag now. Backup and delete ${{datadir}}/server/db on each peer etcd server and rejoin the nodes"
+    );
+    Ok(())
+}
 
 /// The cluster CA (PEM cert, PEM key): `given` (from the first server, when
 /// joining), else the kept one, else a new one; kept for the next start.
@@ -94,12 +146,17 @@ pub async fn run(cfg: Config) -> Result<()> {
     };
     // Embedded etcd (k3s `cluster-init`): a real member on the node's loopback, keeping the
     // API's objects, so `k3s etcd-snapshot save` takes a real snapshot.
+    // Its data dir is k3s's (`server/db/etcd`): kept across restarts, restored by `--cluster-reset`.
     let embedded = if cfg.cluster_init && crate::etcd::member::available() {
         let etcd = crate::etcd::EtcdCluster::default();
         // A restart may find the previous server's member still releasing its ports.
         let mut attempt = 0;
         while let Err(e) = etcd
-            .bootstrap(&cfg.node_name, std::net::Ipv4Addr::LOCALHOST.into(), None, false)
+            .start_at(
+                &cfg.node_name,
+                std::net::Ipv4Addr::LOCALHOST.into(),
+                Path::new(ETCD_DATA),
+            )
             .await
         {
             attempt += 1;
