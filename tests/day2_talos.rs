@@ -376,11 +376,12 @@ async fn remove_node_keeps_quorum_and_touches_no_other_node() {
         "only the etcd membership change and the node's own wipe"
     );
     let sim = r.rack.talos.nodes();
-    let members = sim[0].cluster().unwrap();
-    let members = members.lock().unwrap();
-    assert!(members.is_member(sim[0].name()) && members.is_member(sim[1].name()));
-    assert!(!members.is_member(sim[2].name()), "cp-3 left etcd");
-    drop(members);
+    {
+        let members = sim[0].cluster().unwrap();
+        let members = members.lock().unwrap();
+        assert!(members.is_member(sim[0].name()) && members.is_member(sim[1].name()));
+        assert!(!members.is_member(sim[2].name()), "cp-3 left etcd");
+    }
     let nodes: Api<Node> = Api::all(r.kube().await);
     assert!(
         nodes.get_opt("cp-3").await.unwrap().is_none(),
