@@ -12,7 +12,10 @@
 //! - `bootstrap reset --snapshot FILE --yes` uninstalls k3s everywhere and
 //!   rebuilds with the first server restored (`--cluster-reset
 //!   --cluster-reset-restore-path`): a ConfigMap created before the snapshot
-//!   is back, one created after it is gone.
+//!   is back, one created after it is gone, and the cluster CA is the one
+//!   the snapshot held;
+//! - `bootstrap reset --yes` takes its own snapshot first (recorded as
+//!   `reset`) and keeps everything.
 //!
 //! Addresses: leased by `Rack::start` from 198.18.0.100 up (free slots only,
 //! so concurrent rack tests never share one).
@@ -188,8 +191,10 @@ async fn prepare(rack: &Rack) -> (Env, Pool) {
 async fn snapshot_then_reset_restores_what_the_snapshot_held(rack: &Rack) {
     let (env, pool) = prepare(rack).await;
     let crds = env.crds.display().to_string();
-    let up = env.bootstrap(&["up", "--artifacts", &crds, "--timeout", "120"]);
+    let up = env.bootstrap(&["up", "--artifacts", &crds, "--timeout", "60"]);
     assert!(up.ok, "up:\n{}{}", up.stdout, up.stderr);
+    let kubeconfig = env.state.join("rack/kubeconfig");
+    let ca_before = bootstrap::phases::k3s_nodes::ca_sha256(&std::fs::read(&kubeconfig).unwrap()).unwrap();
     let token = bootstrap::render::K3sSecrets::load(&env.state.join("rack"))
         .unwrap()
         .unwrap()
@@ -318,9 +323,12 @@ async fn snapshot_then_reset_restores_what_the_snapshot_held(rack: &Rack) {
         "--artifacts",
         &crds,
         "--timeout",
-        "120",
+        "60",
     ]);
-    assert!(reset.ok, "reset:\n{}{}", reset.stdout, reset.stderr);
+    if !reset.ok {
+        let log = on_node(&pool, rack, 0, "tail -n 30 /var/log/k3s.log").await;
+        panic!("reset:\n{}{}\nrack-1 /var/log/k3s.log:\n{log}", reset.stdout, reset.stderr);
+    }
     assert!(reset.stderr.contains("rebuilt and etcd restored"), "{}", reset.stderr);
     assert!(
         !reset.stderr.contains(&token) && !reset.stdout.contains(&token),
@@ -366,6 +374,37 @@ async fn snapshot_then_reset_restores_what_the_snapshot_held(rack: &Rack) {
     assert_eq!(names, ["rack-1", "rack-2"]);
     let agent = on_node(&pool, rack, 1, "systemctl is-active k3s-agent").await;
     assert_eq!(agent.trim(), "active");
+    // The restored datastore brought its cluster CA back (k3s keeps it in its bootstrap data).
+    let ca_after = bootstrap::phases::k3s_nodes::ca_sha256(&std::fs::read(&kubeconfig).unwrap()).unwrap();
+    assert_eq!(ca_after, ca_before, "the cluster CA after the restore");
+
+    // The drill again, taking its own snapshot (recorded as `reset`): what was there is kept.
+    cms.create(&Default::default(), &marker("after-first-reset"))
+        .await
+        .unwrap();
+    let reset = env.bootstrap(&["reset", "--yes", "--artifacts", &crds, "--timeout", "60"]);
+    if !reset.ok {
+        let log = on_node(&pool, rack, 0, "tail -n 30 /var/log/k3s.log").await;
+        panic!("reset:\n{}{}\nrack-1 /var/log/k3s.log:\n{log}", reset.stdout, reset.stderr);
+    }
+    let taken = env.records().last().cloned().unwrap();
+    assert_eq!((taken.reason.as_str(), taken.node.as_str()), ("reset", "rack-1"));
+    assert_eq!(sha256_file(&taken.path), taken.sha256);
+    assert!(
+        reset
+            .stderr
+            .contains(&format!("etcd snapshot from rack-1: {}", taken.path.display())),
+        "{}",
+        reset.stderr
+    );
+    let cms = env.kube().await;
+    for name in ["before-snapshot", "after-first-reset"] {
+        assert!(
+            cms.get_opt(name).await.unwrap().is_some(),
+            "{name} kept through the second drill"
+        );
+    }
+
     // Converged after the drill: a plan finds nothing to do.
     let plan = env.bootstrap(&["plan", "--artifacts", &crds]);
     assert!(plan.ok, "plan:\n{}{}", plan.stdout, plan.stderr);

@@ -187,9 +187,9 @@ pub(super) fn run(
         ctx.reporter.finish(rebuilt.is_ok());
         rebuilt.map_err(|e| {
             format!(
-                "cluster {}: rebuild: {e} (the snapshot stays at {}: `bootstrap reset --snapshot {0}` again, or `up` for an empty cluster)",
-                cluster.name,
-                snapshot.display()
+                "cluster {name}: rebuild: {e} (the snapshot stays at {path}: `bootstrap reset --snapshot {path}` again, or `up` for an empty cluster)",
+                name = cluster.name,
+                path = snapshot.display()
             )
         })?;
         eprintln!("reset {}: rebuilt and etcd restored from {}", cluster.name, snapshot.display());

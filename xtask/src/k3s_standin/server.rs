@@ -70,6 +70,44 @@ pub async fn cluster_reset(cfg: &Config) -> Result<()> {
     Ok(())
 }
 
+/// The cluster CA through the datastore, as k3s keeps its bootstrap data
+/// (k3s pkg/cluster/storage.go: certificates and keys under
+/// `/bootstrap/<first 12 hex digits of sha256(token)>`, encrypted with the
+/// token; here JSON, the etcd listening on the node's loopback only). A
+/// datastore that holds ours (a restart, a restore) wins over the disk, so a
+/// restored cluster serves the CA it had when the snapshot was taken; one
+/// that holds only another token's is refused, as k3s refuses it; an empty
+/// one gets `disk`.
+async fn datastore_ca(etcd: &crate::etcd::EtcdClient, token: &str, disk: (String, String)) -> Result<(String, String)> {
+    use sha2::Digest;
+    let key = format!(
+        "/bootstrap/{}",
+        &hex::encode(sha2::Sha256::digest(token.as_bytes()))[..12]
+    );
+    let (kvs, _) = etcd
+        .range_prefix("/bootstrap/")
+        .await
+        .context("reading bootstrap data")?;
+    if let Some(kv) = kvs.iter().find(|kv| kv.key == key) {
+        let v: serde_json::Value = serde_json::from_slice(&kv.value).context("bootstrap data is not JSON")?;
+        let field = |k: &str| {
+            v[k].as_str()
+                .map(str::to_owned)
+                .with_context(|| format!("bootstrap data has no {k}"))
+        };
+        return Ok((field("ca_cert")?, field("ca_key")?));
+    }
+    anyhow::ensure!(
+        kvs.is_empty(),
+        "bootstrap data already found and encrypted with different token"
+    );
+    let value = serde_json::json!({"ca_cert": disk.0, "ca_key": disk.1});
+    etcd.put(&key, value.to_string().as_bytes())
+        .await
+        .context("writing bootstrap data")?;
+    Ok(disk)
+}
+
 /// The cluster CA (PEM cert, PEM key): `given` (from the first server, when
 /// joining), else the kept one, else a new one; kept for the next start.
 fn cluster_ca(given: Option<(String, String)>) -> Result<(String, String)> {
@@ -119,7 +157,37 @@ pub async fn run(cfg: Config) -> Result<()> {
         }
         None => None,
     };
-    let (ca_cert, ca_key) = cluster_ca(given)?;
+    // Embedded etcd (k3s `cluster-init`): a real member on the node's loopback, keeping the
+    // API's objects, so `k3s etcd-snapshot save` takes a real snapshot. Its data dir is k3s's
+    // (`server/db/etcd`): kept across restarts, restored by `--cluster-reset`.
+    let embedded = if cfg.cluster_init && crate::etcd::member::available() {
+        let etcd = crate::etcd::EtcdCluster::default();
+        // A restart may find the previous server's member still releasing its ports.
+        let mut attempt = 0;
+        while let Err(e) = etcd
+            .start_at(
+                &cfg.node_name,
+                std::net::Ipv4Addr::LOCALHOST.into(),
+                Path::new(ETCD_DATA),
+            )
+            .await
+        {
+            attempt += 1;
+            anyhow::ensure!(attempt < 10, "embedded etcd: {e}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        Some(etcd)
+    } else {
+        None
+    };
+    let (ca_cert, ca_key) = match &embedded {
+        Some(_) => {
+            let client = crate::etcd::EtcdClient::new(super::snapshot::LOCAL_ETCD);
+            let ca = datastore_ca(&client, &cfg.token, cluster_ca(given)?).await?;
+            cluster_ca(Some(ca))?
+        }
+        None => cluster_ca(given)?,
+    };
     let mut sans: Vec<String> = [
         "127.0.0.1",
         "localhost",
@@ -143,29 +211,6 @@ pub async fn run(cfg: Config) -> Result<()> {
             None
         },
         ..Behaviour::default()
-    };
-    // Embedded etcd (k3s `cluster-init`): a real member on the node's loopback, keeping the
-    // API's objects, so `k3s etcd-snapshot save` takes a real snapshot.
-    // Its data dir is k3s's (`server/db/etcd`): kept across restarts, restored by `--cluster-reset`.
-    let embedded = if cfg.cluster_init && crate::etcd::member::available() {
-        let etcd = crate::etcd::EtcdCluster::default();
-        // A restart may find the previous server's member still releasing its ports.
-        let mut attempt = 0;
-        while let Err(e) = etcd
-            .start_at(
-                &cfg.node_name,
-                std::net::Ipv4Addr::LOCALHOST.into(),
-                Path::new(ETCD_DATA),
-            )
-            .await
-        {
-            attempt += 1;
-            anyhow::ensure!(attempt < 10, "embedded etcd: {e}");
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-        Some(etcd)
-    } else {
-        None
     };
     let etcd = match &embedded {
         Some(_) => vec![super::snapshot::LOCAL_ETCD.to_owned()],
