@@ -327,7 +327,10 @@ async fn snapshot_then_reset_restores_what_the_snapshot_held(rack: &Rack) {
     ]);
     if !reset.ok {
         let log = on_node(&pool, rack, 0, "tail -n 30 /var/log/k3s.log").await;
-        panic!("reset:\n{}{}\nrack-1 /var/log/k3s.log:\n{log}", reset.stdout, reset.stderr);
+        panic!(
+            "reset:\n{}{}\nrack-1 /var/log/k3s.log:\n{log}",
+            reset.stdout, reset.stderr
+        );
     }
     assert!(reset.stderr.contains("rebuilt and etcd restored"), "{}", reset.stderr);
     assert!(
@@ -385,7 +388,10 @@ async fn snapshot_then_reset_restores_what_the_snapshot_held(rack: &Rack) {
     let reset = env.bootstrap(&["reset", "--yes", "--artifacts", &crds, "--timeout", "60"]);
     if !reset.ok {
         let log = on_node(&pool, rack, 0, "tail -n 30 /var/log/k3s.log").await;
-        panic!("reset:\n{}{}\nrack-1 /var/log/k3s.log:\n{log}", reset.stdout, reset.stderr);
+        panic!(
+            "reset:\n{}{}\nrack-1 /var/log/k3s.log:\n{log}",
+            reset.stdout, reset.stderr
+        );
     }
     let taken = env.records().last().cloned().unwrap();
     assert_eq!((taken.reason.as_str(), taken.node.as_str()), ("reset", "rack-1"));

@@ -122,6 +122,23 @@ pub async fn wait_readyz(
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_ca_hash_is_that_of_the_decoded_certificate() {
+        use sha2::Digest;
+        // Q0E= is base64 of "CA".
+        assert_eq!(
+            ca_sha256(K3S_YAML.as_bytes()).unwrap(),
+            hex::encode(sha2::Sha256::digest(b"CA"))
+        );
+        let none = "apiVersion: v1\nclusters:\n- cluster:\n    server: https://x\n  name: a\n";
+        assert!(
+            ca_sha256(none.as_bytes())
+                .unwrap_err()
+                .contains("no certificate-authority-data")
+        );
+        assert!(ca_sha256(b"[").unwrap_err().contains("not valid YAML"));
+    }
+
     const K3S_YAML: &str = "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: Q0E=\n    server: https://127.0.0.1:6443\n  name: default\ncontexts:\n- context:\n    cluster: default\n    user: default\n  name: default\ncurrent-context: default\nkind: Config\npreferences: {}\nusers:\n- name: default\n  user:\n    client-certificate-data: Q0VSVA==\n    client-key-data: S0VZ\n";
 
     #[test]

@@ -173,7 +173,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             .await
         {
             attempt += 1;
-            anyhow::ensure!(attempt < 10, "embedded etcd: {e}");
+            anyhow::ensure!(attempt < 30, "embedded etcd: {e}");
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         Some(etcd)
