@@ -225,6 +225,7 @@ async fn snapshot_then_reset_restores_what_the_snapshot_held(rack: &Rack) {
     );
     assert_eq!(env.records(), vec![record.clone()], "recorded in the state");
     // It is the node's etcd snapshot: etcdctl reads it, and it is the file k3s wrote there.
+    bootstrap::day2::snapshot::check_etcd_hash(&record.path).expect("etcd's trailing checksum");
     let status = xtask::etcd::member::snapshot_status(&record.path).unwrap();
     assert!(status.2 > 0, "keys in the snapshot: {status:?}");
     let listing = on_node(
@@ -282,6 +283,16 @@ async fn snapshot_then_reset_restores_what_the_snapshot_held(rack: &Rack) {
         refused.stderr
     );
     std::fs::write(&newest.path, &original).unwrap();
+    // ... a file the state does not know, damaged: refused by etcd's own trailing checksum ...
+    let damaged = env.home.path().join("damaged.snapshot");
+    std::fs::write(&damaged, &bytes).unwrap();
+    let refused = env.bootstrap(&["reset", "--snapshot", &damaged.display().to_string(), "--yes"]);
+    assert!(!refused.ok);
+    assert!(
+        refused.stderr.contains("not an intact etcd snapshot") && refused.stderr.contains("nothing was wiped"),
+        "{}",
+        refused.stderr
+    );
     // ... and a node that joins with another token (named; the others never touched).
     let config = "/etc/rancher/k3s/config.yaml";
     on_node(

@@ -18,7 +18,8 @@
 //! A node with no k3s at all, another token or another CA is refused by
 //! name, and nothing is touched anywhere. The whole cluster is reset (every
 //! server is wiped, so a snapshot is always needed: without a verified one
-//! nothing is wiped); `--nodes` is Talos only so far.
+//! nothing is wiped: its sha256 as recorded when it was taken, and etcd's
+//! own trailing checksum); `--nodes` is Talos only so far.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -116,12 +117,6 @@ pub(super) fn run(
         let snapshot = match &args.snapshot {
             Some(path) => {
                 crate::day2::snapshot::verify(&store, path)?;
-                let len = std::fs::metadata(path)
-                    .map_err(|e| format!("--snapshot {}: {e}; nothing was wiped", path.display()))?
-                    .len();
-                if len == 0 {
-                    return Err(format!("--snapshot {}: the file is empty; nothing was wiped", path.display()));
-                }
                 path.clone()
             }
             None => {
@@ -146,8 +141,10 @@ pub(super) fn run(
                 record.path
             }
         };
-        // Checked again right before the wipe: the file must still be what was recorded.
+        // Checked again right before the wipe: the file must still be what was recorded, and
+        // an intact etcd snapshot (a file the state does not know is checked by that alone).
         crate::day2::snapshot::verify(&store, &snapshot).map_err(|e| format!("{e}; nothing was wiped"))?;
+        crate::day2::snapshot::check_etcd_hash(&snapshot).map_err(|e| format!("{e}; nothing was wiped"))?;
         let names: Vec<&str> = cluster.nodes.iter().map(|n| n.name.as_str()).collect();
         confirm(
             g,
