@@ -15,7 +15,9 @@
 //!   is back, one created after it is gone, and the cluster CA is the one
 //!   the snapshot held;
 //! - `bootstrap reset --yes` takes its own snapshot first (recorded as
-//!   `reset`) and keeps everything.
+//!   `reset`) and keeps everything;
+//! - with two servers and an agent, every node is uninstalled and the other
+//!   server and the agent join the restored first server afresh.
 //!
 //! Addresses: leased by `Rack::start` from 198.18.0.100 up (free slots only,
 //! so concurrent rack tests never share one).
@@ -57,11 +59,19 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(snapshot_then_reset_restores_what_the_snapshot_held(&rack));
+    drop(rack);
     println!(
         "test day2_k3s: snapshot and reset drill ... ok ({:.1} s)",
         t.elapsed().as_secs_f64()
     );
-    println!("1 passed, 0 failed");
+    let t = Instant::now();
+    let rack = Rack::for_test(3).expect("a second rack");
+    rt.block_on(two_servers_and_an_agent_are_reset_and_rejoin_the_restored_one(&rack));
+    println!(
+        "test day2_k3s: reset of two servers and an agent ... ok ({:.1} s)",
+        t.elapsed().as_secs_f64()
+    );
+    println!("2 passed, 0 failed");
 }
 
 struct Env {
@@ -147,7 +157,7 @@ fn sha256_file(p: &Path) -> String {
 
 /// The rack's nodes get the stand-in's `systemctl`; the inventory uses this
 /// binary as k3s; HOME holds the rack's known_hosts.
-async fn prepare(rack: &Rack) -> (Env, Pool) {
+async fn prepare(rack: &Rack, servers: usize) -> (Env, Pool) {
     let pool = Pool::new(ssh::Options::isolated(rack.known_hosts()));
     for n in rack.nodes() {
         let s = pool.session(&target(rack, n)).await.unwrap();
@@ -166,11 +176,18 @@ async fn prepare(rack: &Rack) -> (Env, Pool) {
     std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
     std::fs::copy(rack.known_hosts(), home.path().join(".ssh/known_hosts")).unwrap();
     let inventory = home.path().join("rack.toml");
+    let mut nodes = rack.inventory_toml();
+    for n in &rack.nodes()[1..servers] {
+        nodes = nodes.replace(
+            &format!("name = \"{}\"\nrole = \"worker\"", n.name),
+            &format!("name = \"{}\"\nrole = \"controlplane\"", n.name),
+        );
+    }
     std::fs::write(
         &inventory,
         format!(
             "{}\n[cluster.k3s]\nbinary = {:?}\n",
-            rack.inventory_toml(),
+            nodes,
             std::env::current_exe().unwrap().display().to_string()
         ),
     )
@@ -189,7 +206,7 @@ async fn prepare(rack: &Rack) -> (Env, Pool) {
 }
 
 async fn snapshot_then_reset_restores_what_the_snapshot_held(rack: &Rack) {
-    let (env, pool) = prepare(rack).await;
+    let (env, pool) = prepare(rack, 1).await;
     let crds = env.crds.display().to_string();
     let up = env.bootstrap(&["up", "--artifacts", &crds, "--timeout", "60"]);
     assert!(up.ok, "up:\n{}{}", up.stdout, up.stderr);
@@ -430,4 +447,47 @@ async fn snapshot_then_reset_restores_what_the_snapshot_held(rack: &Rack) {
         "a converged cluster after the drill:\n{}",
         plan.stdout
     );
+}
+
+/// Servers other than the first are uninstalled too and join the restored
+/// one afresh (k3s docs: on the other servers the datastore is deleted and
+/// k3s started again to rejoin); the agent comes back through them.
+async fn two_servers_and_an_agent_are_reset_and_rejoin_the_restored_one(rack: &Rack) {
+    let (env, pool) = prepare(rack, 2).await;
+    let crds = env.crds.display().to_string();
+    let up = env.bootstrap(&["up", "--artifacts", &crds, "--timeout", "60"]);
+    assert!(up.ok, "up:\n{}{}", up.stdout, up.stderr);
+    env.kube()
+        .await
+        .create(&Default::default(), &marker("kept"))
+        .await
+        .unwrap();
+    let reset = env.bootstrap(&["reset", "--yes", "--artifacts", &crds, "--timeout", "60"]);
+    if !reset.ok {
+        let log = on_node(&pool, rack, 0, "tail -n 30 /var/log/k3s.log").await;
+        panic!(
+            "reset:\n{}{}\nrack-1 /var/log/k3s.log:\n{log}",
+            reset.stdout, reset.stderr
+        );
+    }
+    assert!(reset.stderr.contains("rebuilt and etcd restored"), "{}", reset.stderr);
+    let cms = env.kube().await;
+    assert!(cms.get_opt("kept").await.unwrap().is_some(), "restored");
+    // Both servers were uninstalled (their call logs start over) and run again; the second
+    // joined the restored first one; only the first was restored.
+    let first = on_node(&pool, rack, 0, "cat /var/lib/rancher/k3s/standin-calls.log").await;
+    let second = on_node(&pool, rack, 1, "cat /var/lib/rancher/k3s/standin-calls.log").await;
+    assert!(first.contains("server cluster-reset restore"), "{first}");
+    assert!(
+        second.contains("server joined") && !second.contains("cluster-reset"),
+        "{second}"
+    );
+    assert_eq!(second.matches("server start").count(), 1, "{second}");
+    let nodes = kube::Api::<k8s_openapi::api::core::v1::Node>::all(cms.into_client())
+        .list(&Default::default())
+        .await
+        .unwrap();
+    let mut names: Vec<String> = nodes.items.iter().filter_map(|n| n.metadata.name.clone()).collect();
+    names.sort();
+    assert_eq!(names, ["rack-1", "rack-2", "rack-3"]);
 }
