@@ -490,4 +490,28 @@ async fn two_servers_and_an_agent_are_reset_and_rejoin_the_restored_one(rack: &R
     let mut names: Vec<String> = nodes.items.iter().filter_map(|n| n.metadata.name.clone()).collect();
     names.sort();
     assert_eq!(names, ["rack-1", "rack-2", "rack-3"]);
+
+    // The stand-in restores only what k3s would: a snapshot taken under this token does not
+    // restore on a server configured with another one, and its data dir is left as it was.
+    let taken = env.bootstrap(&["snapshot"]);
+    assert!(taken.ok, "{}{}", taken.stdout, taken.stderr);
+    let out = on_node(
+        &pool,
+        rack,
+        0,
+        &format!(
+            "systemctl stop k3s; ls /var/lib/rancher/k3s/server/db > /root/db.before; \
+             sed -i 's/^token: .*/token: \"not-this-cluster\"/' /etc/rancher/k3s/config.yaml; \
+             /usr/local/bin/k3s server --cluster-reset --cluster-reset-restore-path=$(ls -d {}/bootstrap-* | head -n 1); \
+             echo rc=$?; ls /var/lib/rancher/k3s/server/db | diff /root/db.before - && echo unchanged",
+            xtask::k3s_standin::SNAPSHOT_DIR
+        ),
+    )
+    .await;
+    assert!(
+        out.contains("bootstrap data already found and encrypted with different token")
+            && out.contains("rc=1")
+            && out.contains("unchanged"),
+        "{out}"
+    );
 }

@@ -32,6 +32,10 @@ pub async fn cluster_reset(cfg: &Config) -> Result<()> {
         cfg.cluster_reset,
         "invalid flag use; --cluster-reset required with --cluster-reset-restore-path"
     );
+    anyhow::ensure!(
+        cfg.cluster_init,
+        "the stand-in runs embedded etcd on its cluster-init server only: --cluster-reset is not simulated on a joining server"
+    );
     let Some(path) = cfg.cluster_reset_restore_path.as_deref() else {
         anyhow::bail!(
             "the stand-in does --cluster-reset only with --cluster-reset-restore-path (a membership reset without a restore is not simulated)"
@@ -55,6 +59,12 @@ pub async fn cluster_reset(cfg: &Config) -> Result<()> {
     let fresh = db.join("etcd-restore-tmp");
     let _ = std::fs::remove_dir_all(&fresh);
     crate::etcd::member::restore_into(snapshot, &cfg.node_name, std::net::Ipv4Addr::LOCALHOST.into(), &fresh).await?;
+    // As k3s does on a restore, the snapshot's bootstrap data must open with this token;
+    // if not, the restored copy is dropped and the old data dir stays.
+    if let Err(e) = restored_bootstrap_data_is_ours(cfg, &fresh).await {
+        let _ = std::fs::remove_dir_all(&fresh);
+        return Err(e);
+    }
     if Path::new(ETCD_DATA).exists() {
         let secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -70,6 +80,42 @@ pub async fn cluster_reset(cfg: &Config) -> Result<()> {
     Ok(())
 }
 
+/// The datastore key of the bootstrap data for `token` (k3s: the first 12
+/// hex digits of its sha256).
+fn bootstrap_key(token: &str) -> String {
+    use sha2::Digest;
+    format!(
+        "/bootstrap/{}",
+        &hex::encode(sha2::Sha256::digest(token.as_bytes()))[..12]
+    )
+}
+
+/// Starts the restored data dir `data` briefly and checks that its bootstrap
+/// data (if any) is this token's.
+async fn restored_bootstrap_data_is_ours(cfg: &Config, data: &Path) -> Result<()> {
+    let probe = crate::etcd::EtcdCluster::default();
+    probe
+        .start_at(&cfg.node_name, std::net::Ipv4Addr::LOCALHOST.into(), data)
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the restored etcd: {e}"))?;
+    let client = crate::etcd::EtcdClient::new(super::snapshot::LOCAL_ETCD);
+    let read = client.range_prefix("/bootstrap/").await;
+    probe.destroy();
+    for _ in 0..100 {
+        if !client.healthy().await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (kvs, _) = read.context("reading the restored bootstrap data")?;
+    let ours = bootstrap_key(&cfg.token);
+    anyhow::ensure!(
+        kvs.is_empty() || kvs.iter().any(|kv| kv.key == ours),
+        "bootstrap data already found and encrypted with different token"
+    );
+    Ok(())
+}
+
 /// The cluster CA through the datastore, as k3s keeps its bootstrap data
 /// (k3s pkg/cluster/storage.go: certificates and keys under
 /// `/bootstrap/<first 12 hex digits of sha256(token)>`, encrypted with the
@@ -79,11 +125,7 @@ pub async fn cluster_reset(cfg: &Config) -> Result<()> {
 /// that holds only another token's is refused, as k3s refuses it; an empty
 /// one gets `disk`.
 async fn datastore_ca(etcd: &crate::etcd::EtcdClient, token: &str, disk: (String, String)) -> Result<(String, String)> {
-    use sha2::Digest;
-    let key = format!(
-        "/bootstrap/{}",
-        &hex::encode(sha2::Sha256::digest(token.as_bytes()))[..12]
-    );
+    let key = bootstrap_key(token);
     let (kvs, _) = etcd
         .range_prefix("/bootstrap/")
         .await
