@@ -17,7 +17,8 @@
 //! - `bootstrap reset --yes` takes its own snapshot first (recorded as
 //!   `reset`) and keeps everything;
 //! - with two servers and an agent, every node is uninstalled and the other
-//!   server and the agent join the restored first server afresh.
+//!   server and the agent join the restored first server afresh; on nodes a
+//!   reset left without k3s, `reset --snapshot FILE` rebuilds without a wipe.
 //!
 //! Addresses: leased by `Rack::start` from 198.18.0.100 up (free slots only,
 //! so concurrent rack tests never share one).
@@ -490,6 +491,39 @@ async fn two_servers_and_an_agent_are_reset_and_rejoin_the_restored_one(rack: &R
     let mut names: Vec<String> = nodes.items.iter().filter_map(|n| n.metadata.name.clone()).collect();
     names.sort();
     assert_eq!(names, ["rack-1", "rack-2", "rack-3"]);
+
+    // A reset whose rebuild did not finish leaves nodes without k3s: without a snapshot there is
+    // nothing to restore (refused), with one it rebuilds without a wipe.
+    for i in 0..3 {
+        on_node(&pool, rack, i, bootstrap::commands::reset_k3s::UNINSTALL).await;
+    }
+    let refused = env.bootstrap(&["reset", "--yes"]);
+    assert!(!refused.ok);
+    assert!(
+        refused.stderr.contains("no node runs k3s") && refused.stderr.contains("pass --snapshot FILE"),
+        "{}",
+        refused.stderr
+    );
+    let last = env.records().last().cloned().unwrap();
+    assert_eq!(last.reason, "reset");
+    let path = last.path.display().to_string();
+    let resumed = env.bootstrap(&[
+        "reset",
+        "--snapshot",
+        &path,
+        "--yes",
+        "--artifacts",
+        &crds,
+        "--timeout",
+        "60",
+    ]);
+    assert!(resumed.ok, "resumed reset:\n{}{}", resumed.stdout, resumed.stderr);
+    assert!(resumed.stderr.contains("nothing to wipe"), "{}", resumed.stderr);
+    let cms = env.kube().await;
+    assert!(
+        cms.get_opt("kept").await.unwrap().is_some(),
+        "restored by the resumed reset"
+    );
 
     // The stand-in restores only what k3s would: a snapshot taken under this token does not
     // restore on a server configured with another one, and its data dir is left as it was.

@@ -15,8 +15,10 @@
 //!   kubeconfig trusts: the same token and the same cluster CA;
 //! - an agent's `/etc/rancher/k3s/config.yaml` joins with this cluster's token.
 //!
-//! A node with no k3s at all, another token or another CA is refused by
-//! name, and nothing is touched anywhere. The whole cluster is reset (every
+//! A node with another token or another CA, or with no k3s while others run
+//! it, is refused by name, and nothing is touched anywhere. When no node runs
+//! k3s at all (a reset whose rebuild did not finish), `--snapshot FILE`
+//! rebuilds from it without a wipe. The whole cluster is reset (every
 //! server is wiped, so a snapshot is always needed: without a verified one
 //! nothing is wiped: its sha256 as recorded when it was taken, and etcd's
 //! own trailing checksum); `--nodes` is Talos only so far.
@@ -113,7 +115,13 @@ pub(super) fn run(
         let ca = cluster_ca(&store, cluster)?;
         let pool = Pool::new(crate::ssh::Options::from_user_env());
         eprintln!("reset {}: verifying that every node is this cluster's", cluster.name);
-        verify_identity(cluster, &pool, &token, &ca).await?;
+        let bare = verify_identity(cluster, &pool, &token, &ca).await?;
+        if bare && args.snapshot.is_none() {
+            return Err(format!(
+                "cluster {}: no node runs k3s (a reset whose rebuild did not finish?): there is nothing to snapshot; pass --snapshot FILE to rebuild from it; nothing was done",
+                cluster.name
+            ));
+        }
         let snapshot = match &args.snapshot {
             Some(path) => {
                 crate::day2::snapshot::verify(&store, path)?;
@@ -146,11 +154,16 @@ pub(super) fn run(
         crate::day2::snapshot::verify(&store, &snapshot).map_err(|e| format!("{e}; nothing was wiped"))?;
         crate::day2::snapshot::check_etcd_hash(&snapshot).map_err(|e| format!("{e}; nothing was wiped"))?;
         let names: Vec<&str> = cluster.nodes.iter().map(|n| n.name.as_str()).collect();
+        let what = if bare {
+            "installs k3s"
+        } else {
+            "uninstalls k3s (datastore included)"
+        };
         confirm(
             g,
             &cluster.name,
             &format!(
-                "uninstalls k3s (datastore included) on {} node(s) of cluster {} ({}) and rebuilds it from {}",
+                "{what} on {} node(s) of cluster {} ({}) and rebuilds it from {}",
                 names.len(),
                 cluster.name,
                 names.join(", "),
@@ -158,10 +171,17 @@ pub(super) fn run(
             ),
         )?;
 
-        wipe(cluster, &pool).await?;
+        if bare {
+            eprintln!(
+                "reset {}: no node runs k3s (nothing to wipe); rebuilding from the snapshot",
+                cluster.name
+            );
+        } else {
+            wipe(cluster, &pool).await?;
+            eprintln!("reset {}: k3s uninstalled on every node; rebuilding", cluster.name);
+        }
         pool.close_all().await;
         store.forget_progress().map_err(|e| e.to_string())?;
-        eprintln!("reset {}: k3s uninstalled on every node; rebuilding", cluster.name);
 
         let mut run = super::up::cluster_run(
             cluster.clone(),
@@ -184,7 +204,7 @@ pub(super) fn run(
         ctx.reporter.finish(rebuilt.is_ok());
         rebuilt.map_err(|e| {
             format!(
-                "cluster {name}: rebuild: {e} (the snapshot stays at {path}: `bootstrap reset --snapshot {path}` again, or `up` for an empty cluster)",
+                "cluster {name}: rebuild: {e} (the snapshot stays at {path}; once the cause is fixed, `bootstrap reset --snapshot {path}` again: on nodes left without k3s it only rebuilds)",
                 name = cluster.name,
                 path = snapshot.display()
             )
@@ -223,16 +243,36 @@ fn cluster_ca(store: &StateStore, cluster: &Cluster) -> Result<String, String> {
     k3s_nodes::ca_sha256(&text).map_err(|e| format!("{}: {e}; nothing was done", path.display()))
 }
 
-async fn verify_identity(cluster: &Cluster, pool: &Pool, token: &str, ca: &str) -> Result<(), String> {
+/// What the identity check found on one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// This cluster's k3s.
+    Ours,
+    /// No k3s at all (no config, and on a server no node token): what a
+    /// reset leaves when its rebuild did not finish.
+    Bare,
+}
+
+/// Ok(false) when every node is this cluster's; Ok(true) when none runs k3s
+/// at all (a reset to resume: nothing to wipe); else the refusal, naming
+/// each node and why.
+async fn verify_identity(cluster: &Cluster, pool: &Pool, token: &str, ca: &str) -> Result<bool, String> {
     let seen = futures::future::join_all(cluster.nodes.iter().map(|n| identity(pool, n, token, ca))).await;
+    if seen.iter().all(|s| *s == Ok(Seen::Bare)) {
+        return Ok(true);
+    }
     let wrong: Vec<String> = cluster
         .nodes
         .iter()
         .zip(seen)
-        .filter_map(|(n, s)| s.err().map(|why| format!("{}: {why}", n.name)))
+        .filter_map(|(n, s)| match s {
+            Ok(Seen::Ours) => None,
+            Ok(Seen::Bare) => Some(format!("{}: no k3s there (the others run it)", n.name)),
+            Err(why) => Some(format!("{}: {why}", n.name)),
+        })
         .collect();
     if wrong.is_empty() {
-        Ok(())
+        Ok(false)
     } else {
         Err(format!(
             "refusing to reset: these nodes do not answer as members of this cluster: {}; nothing was done",
@@ -241,19 +281,26 @@ async fn verify_identity(cluster: &Cluster, pool: &Pool, token: &str, ca: &str) 
     }
 }
 
-/// Ok when `node` is this cluster's (see the module doc); else why not.
-/// Secrets read from the node never reach the message.
-async fn identity(pool: &Pool, node: &Node, token: &str, ca: &str) -> Result<(), String> {
+/// Ours when `node` is this cluster's (see the module doc), Bare when it
+/// runs no k3s; else why not. Secrets read from the node never reach the message.
+async fn identity(pool: &Pool, node: &Node, token: &str, ca: &str) -> Result<Seen, String> {
     let s = match tokio::time::timeout(PROBE_TIMEOUT, pool.session(&Target::from_node(node))).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(format!("unreachable over SSH ({e})")),
         Err(_) => return Err(format!("no SSH answer within {PROBE_TIMEOUT:?}")),
     };
     let sudo = sudo(node);
+    let config = remote::read_if_present(&s, remote::CONFIG, sudo).await?;
     match node.role {
         Role::Controlplane => {
             let Some(raw) = remote::read_if_present(&s, remote::NODE_TOKEN, sudo).await? else {
-                return Err(format!("no k3s server there ({} is missing)", remote::NODE_TOKEN));
+                if config.is_none() {
+                    return Ok(Seen::Bare);
+                }
+                return Err(format!(
+                    "k3s is configured there but no server token exists ({} is missing)",
+                    remote::NODE_TOKEN
+                ));
             };
             let theirs = String::from_utf8_lossy(&raw);
             if !k3s_nodes::carries_token(&theirs, token) {
@@ -263,7 +310,7 @@ async fn identity(pool: &Pool, node: &Node, token: &str, ca: &str) -> Result<(),
                 ));
             }
             match k3s_nodes::token_ca_hash(&theirs) {
-                Some(h) if h.eq_ignore_ascii_case(ca) => Ok(()),
+                Some(h) if h.eq_ignore_ascii_case(ca) => Ok(Seen::Ours),
                 Some(_) => Err(format!(
                     "k3s there runs under another cluster CA (the CA hash in {} is not that of the state dir's kubeconfig)",
                     remote::NODE_TOKEN
@@ -275,15 +322,15 @@ async fn identity(pool: &Pool, node: &Node, token: &str, ca: &str) -> Result<(),
             }
         }
         Role::Worker => {
-            let Some(raw) = remote::read_if_present(&s, remote::CONFIG, sudo).await? else {
-                return Err(format!("no k3s agent there ({} is missing)", remote::CONFIG));
+            let Some(raw) = config else {
+                return Ok(Seen::Bare);
             };
             let theirs = yaml_serde::from_slice::<yaml_serde::Value>(&raw)
                 .ok()
                 .and_then(|v| v.get("token").and_then(yaml_serde::Value::as_str).map(str::to_owned))
                 .ok_or_else(|| format!("{} holds no `token`", remote::CONFIG))?;
             if k3s_nodes::carries_token(&theirs, token) {
-                Ok(())
+                Ok(Seen::Ours)
             } else {
                 Err(format!(
                     "its k3s agent joins with another cluster token ({} differs)",
