@@ -365,6 +365,27 @@ async fn sudo_with_password_from_a_reference_and_passwordless() {
         .await
         .unwrap();
     assert_eq!(placed.stdout_str(), "600 root\nsecret: 1\n0\n");
+    // And back: a root-only file downloaded through sudo, 0600 here, the node's copy for it removed.
+    let local = dir.path().join("fetched/deploy.conf");
+    let got = s.download("/etc/deploy.conf", &local, true).await.unwrap();
+    assert_eq!(std::fs::read(&local).unwrap(), b"secret: 1\n");
+    assert_eq!(got.size, 10);
+    assert_eq!(got.sha256, sha256_hex(b"secret: 1\n"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&local).unwrap().permissions().mode() & 0o777, 0o600);
+    let left = s
+        .run("ls -A /tmp | grep -c bootstrap-download || true", ExecOpts::default())
+        .await
+        .unwrap();
+    assert_eq!(left.stdout_str().trim(), "0");
+    // Without sudo the login user cannot read it: an error naming the file, nothing written.
+    let denied = dir.path().join("denied");
+    let e = s.download("/etc/deploy.conf", &denied, false).await.unwrap_err();
+    assert!(
+        e.to_string().contains("/etc/deploy.conf") && e.step == Step::Download,
+        "{e}"
+    );
+    assert!(!denied.exists());
 
     let mut quick = target(&rack, 0);
     quick.user = Some("quick".into());
@@ -388,6 +409,44 @@ async fn sudo_with_password_from_a_reference_and_passwordless() {
         .await
         .unwrap();
     assert!(!out.success());
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_streams_a_large_file_atomically_with_its_sha256() {
+    let Some(rack) = Rack::for_test(1) else { return };
+    let p = pool(&rack);
+    let s = p.session(&target(&rack, 0)).await.unwrap();
+    // 5 MiB + a bit: many reads, a partial last one.
+    s.run("head -c 5243001 /dev/urandom > /root/big.bin", ExecOpts::default())
+        .await
+        .unwrap();
+    let remote_sum = s.run("sha256sum /root/big.bin", ExecOpts::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("big.bin");
+    std::fs::write(&local, b"old content").unwrap();
+    let got = s.download("/root/big.bin", &local, false).await.unwrap();
+    let bytes = std::fs::read(&local).unwrap();
+    assert_eq!((got.size, bytes.len()), (5_243_001, 5_243_001));
+    assert_eq!(got.sha256, sha256_hex(&bytes));
+    assert!(
+        remote_sum.stdout_str().starts_with(&got.sha256),
+        "{}",
+        remote_sum.stdout_str()
+    );
+    // A missing file: the error names it, the destination keeps its content, no temp file is left.
+    let e = s.download("/root/missing.bin", &local, false).await.unwrap_err();
+    assert!(e.to_string().contains("/root/missing.bin"), "{e}");
+    assert_eq!(std::fs::read(&local).unwrap().len(), 5_243_001);
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["big.bin"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

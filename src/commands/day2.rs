@@ -1,6 +1,7 @@
 //! `snapshot`, `upgrade` and `remove-node`: Day-2 operations on one running
-//! Talos cluster, over the credentials and kubeconfig `up` left in the state
-//! dir. `upgrade` and `remove-node` are phases of the engine
+//! cluster, over the credentials and kubeconfig `up` left in the state dir.
+//! `snapshot` works on Talos (machine API) and k3s (SSH); `upgrade` and
+//! `remove-node` on Talos only so far. `upgrade` and `remove-node` are phases of the engine
 //! ([`crate::day2`]): planned from what they observe, printed with
 //! `--dry-run`, run holding the cluster-side lock.
 
@@ -20,8 +21,9 @@ use crate::inventory::{Cluster, Distribution};
 use crate::phases::KUBECONFIG;
 use crate::state::StateStore;
 
-/// The one Talos cluster a Day-2 command works on, and its state dir.
-fn one_cluster(g: &Global, command: &str) -> Result<(Cluster, std::path::PathBuf), String> {
+/// The one cluster a Day-2 command works on, and its state dir; a k3s
+/// cluster only when the command supports k3s (`k3s_too`).
+fn one_cluster(g: &Global, command: &str, k3s_too: bool) -> Result<(Cluster, std::path::PathBuf), String> {
     let loaded = load_inventory(g).ok_or("invalid inventory; nothing was done")?;
     let clusters = selected(g, &loaded.inventory.clusters)?;
     let [cluster] = clusters.as_slice() else {
@@ -29,7 +31,7 @@ fn one_cluster(g: &Global, command: &str) -> Result<(Cluster, std::path::PathBuf
             "{command} works on one cluster: pick it with --cluster; nothing was done"
         ));
     };
-    if cluster.distribution != Distribution::Talos {
+    if cluster.distribution != Distribution::Talos && !k3s_too {
         return Err(format!(
             "cluster {}: {command} is built for Talos clusters only so far (k3s over SSH is not implemented); nothing was done",
             cluster.name
@@ -48,13 +50,25 @@ fn runtime() -> tokio::runtime::Runtime {
 /// `bootstrap snapshot [--out FILE] [--keep N]`.
 pub fn snapshot(g: &Global, a: &SnapshotArgs) -> ExitCode {
     exit((|| -> Result<(), String> {
-        let (cluster, root) = one_cluster(g, "snapshot")?;
+        let (cluster, root) = one_cluster(g, "snapshot", true)?;
         runtime().block_on(async {
             let mut store = StateStore::open(&root, &cluster.name).map_err(|e| e.to_string())?;
-            let creds = crate::day2::talos_credentials(&root, &cluster)?;
             let keep = a.keep.map(|k| k as usize);
+            // Talos: the cluster's credentials; k3s: the operator's SSH setup, host keys
+            // checked as `up` checks them (never accepting a new one here).
+            let (creds, pool);
+            let access = match cluster.distribution {
+                Distribution::Talos => {
+                    creds = crate::day2::talos_credentials(&root, &cluster)?;
+                    snapshot::Access::Talos(&creds)
+                }
+                Distribution::K3s => {
+                    pool = crate::ssh::Pool::new(crate::ssh::Options::from_user_env());
+                    snapshot::Access::K3s(&pool)
+                }
+            };
             let (record, pruned) =
-                snapshot::take(&cluster, &creds, &mut store, a.out.as_deref(), keep, "snapshot").await?;
+                snapshot::take(&cluster, access, &mut store, a.out.as_deref(), keep, "snapshot").await?;
             if g.output == Output::Json {
                 println!(
                     "{}",
@@ -81,7 +95,7 @@ pub fn snapshot(g: &Global, a: &SnapshotArgs) -> ExitCode {
 /// `bootstrap upgrade [--talos V] [--batch N|N%]`.
 pub fn upgrade(g: &Global, a: &UpgradeArgs) -> ExitCode {
     let prepared = (|| {
-        let (cluster, root) = one_cluster(g, "upgrade")?;
+        let (cluster, root) = one_cluster(g, "upgrade", false)?;
         if a.k3s.is_some() {
             return Err(
                 "--k3s: upgrading k3s is not implemented yet (Talos OS and Kubernetes on Talos are); nothing was done"
@@ -121,7 +135,7 @@ pub fn upgrade(g: &Global, a: &UpgradeArgs) -> ExitCode {
 
 /// `bootstrap remove-node NODES`.
 pub fn remove_node(g: &Global, a: &RemoveNodeArgs) -> ExitCode {
-    let prepared = one_cluster(g, "remove-node").and_then(|(cluster, root)| {
+    let prepared = one_cluster(g, "remove-node", false).and_then(|(cluster, root)| {
         match a.nodes.iter().find(|n| cluster.node(n).is_none()) {
             Some(unknown) => Err(format!(
                 "remove-node: `{unknown}` is not a node of cluster {} in the inventory; nothing was done",

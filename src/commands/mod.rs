@@ -9,6 +9,7 @@ pub mod lock;
 pub mod provision;
 pub mod render;
 pub mod reset;
+pub mod reset_k3s;
 pub mod serve;
 pub mod up;
 

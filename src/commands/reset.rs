@@ -1,4 +1,5 @@
-//! `reset`: the disaster-recovery drill for Talos clusters. Identity first
+//! `reset`: the disaster-recovery drill (k3s clusters: [`super::reset_k3s`]).
+//! For Talos clusters: identity first
 //! (every node must answer mTLS with this cluster's credentials), then an etcd
 //! snapshot, then explicit confirmation, then the wipe, then the rebuild (`up`)
 //! with etcd restored from the snapshot. With `--nodes`, only those nodes are
@@ -34,12 +35,6 @@ fn run(g: &Global, args: &ResetArgs) -> Result<(), String> {
         return Err("reset works on one cluster: pick it with --cluster; nothing was done".into());
     };
     let cluster: Cluster = (*cluster).clone();
-    if cluster.distribution != Distribution::Talos {
-        return Err(format!(
-            "cluster {}: reset is built for Talos clusters only (k3s wipe over SSH is not implemented); nothing was done",
-            cluster.name
-        ));
-    }
     if !args.up.limit.is_empty() {
         return Err("reset selects nodes with --nodes, not --limit; nothing was done".into());
     }
@@ -53,6 +48,11 @@ fn run(g: &Global, args: &ResetArgs) -> Result<(), String> {
     }
     // The rebuild needs the seed secrets: refuse before anything is wiped.
     crate::phases::prerequisites::preflight(&cluster).map_err(|e| format!("cluster {}: {e}", cluster.name))?;
+    let root = state_dir(g, &loaded.inventory.path);
+    let inventory_dir = loaded.inventory.path.parent().map(PathBuf::from).unwrap_or_default();
+    if cluster.distribution == Distribution::K3s {
+        return super::reset_k3s::run(g, args, &cluster, &root, &inventory_dir);
+    }
     let targets: Vec<Node> = cluster
         .nodes
         .iter()
@@ -60,8 +60,6 @@ fn run(g: &Global, args: &ResetArgs) -> Result<(), String> {
         .cloned()
         .collect();
     let full = targets.len() == cluster.nodes.len();
-    let root = state_dir(g, &loaded.inventory.path);
-    let inventory_dir = loaded.inventory.path.parent().map(PathBuf::from).unwrap_or_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -79,9 +77,16 @@ fn run(g: &Global, args: &ResetArgs) -> Result<(), String> {
                 Some(path.clone())
             }
             (None, true) => {
-                let (record, _) = crate::day2::snapshot::take(&cluster, &creds, &mut store, None, None, "reset")
-                    .await
-                    .map_err(|e| format!("snapshot: {e}; nothing was wiped"))?;
+                let (record, _) = crate::day2::snapshot::take(
+                    &cluster,
+                    crate::day2::snapshot::Access::Talos(&creds),
+                    &mut store,
+                    None,
+                    None,
+                    "reset",
+                )
+                .await
+                .map_err(|e| format!("snapshot: {e}; nothing was wiped"))?;
                 eprintln!(
                     "reset {}: etcd snapshot from {}: {} ({} bytes, sha256 {})",
                     cluster.name,

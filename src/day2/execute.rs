@@ -105,7 +105,15 @@ async fn carry_out(ctx: &RunCtx, env: &Env, target: &str, step: &Step) -> Result
     match step {
         Step::Snapshot { .. } => {
             let mut store = ctx.state.lock().await;
-            let (record, _) = snapshot::take(&env.cluster, &env.creds, &mut store, None, None, "upgrade").await?;
+            let (record, _) = snapshot::take(
+                &env.cluster,
+                snapshot::Access::Talos(&env.creds),
+                &mut store,
+                None,
+                None,
+                "upgrade",
+            )
+            .await?;
             ctx.step(
                 "snapshot",
                 target,

@@ -7,6 +7,7 @@
 
 pub mod execute;
 pub mod health;
+mod k3s_snapshot;
 pub mod kubernetes;
 pub mod remove;
 pub mod snapshot;

@@ -20,7 +20,7 @@
 mod kubeconfig;
 mod material;
 mod preflight;
-mod remote;
+pub mod remote;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -32,7 +32,7 @@ use crate::inventory::{Node, Role};
 use crate::ssh::{self, Pool, Target};
 use material::Material;
 
-pub use kubeconfig::{endpoint_url, point_at};
+pub use kubeconfig::{ca_sha256, endpoint_url, point_at};
 
 const PHASE: &str = "nodes";
 
@@ -213,6 +213,24 @@ impl K3sNodes {
             .map_err(|e| e.to_string())
     }
 
+    /// Restores the freshly installed first server's etcd from `snapshot`
+    /// (`reset`), before anything joins it.
+    async fn restore(&self, ctx: &RunCtx, node: &Node, m: &Material, snapshot: &std::path::Path) -> Result<(), String> {
+        let unit = m.files.get(&node.name).map_or("k3s", |f| f.unit);
+        let cancelled = || ctx.cancelled();
+        let deadline = Instant::now() + self.run.timeouts.node;
+        let s = remote::connect(&self.pool, &Target::from_node(node), deadline, &cancelled).await?;
+        ctx.step(
+            PHASE,
+            &node.name,
+            &format!("restoring etcd from {} (k3s --cluster-reset)", snapshot.display()),
+        );
+        remote::restore(&s, unit, snapshot, Self::sudo(node), self.run.timeouts.node).await?;
+        ctx.record(PHASE, &node.name, "etcd restored")
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// From the first server: the kubeconfig (stored, pointed at the
     /// endpoint), `/readyz`, and a check that it runs with this cluster's token.
     /// Returns the client and the kubeconfig's text.
@@ -286,9 +304,15 @@ impl K3sNodes {
     }
 }
 
+/// The CA hash of a node token `K10<ca hash>::<user>:<password>`, if it has one.
+pub fn token_ca_hash(node_token: &str) -> Option<&str> {
+    let (head, _) = node_token.trim().split_once("::")?;
+    head.strip_prefix("K10")
+}
+
 /// The node token is `K10<ca hash>::<user>:<password>` (or the bare token);
 /// true when its password is `token`. Compared without early exit.
-fn carries_token(node_token: &str, token: &str) -> bool {
+pub fn carries_token(node_token: &str, token: &str) -> bool {
     let node_token = node_token.trim();
     let password = match node_token.split_once("::") {
         Some((_, cred)) => cred.split_once(':').map_or(cred, |(_, p)| p),
@@ -385,6 +409,16 @@ impl Phase for K3sNodes {
             self.install(ctx, first, &m)
                 .await
                 .map_err(|e| self.node_failed(first, e))?;
+            if let Some(snapshot) = &self.run.restore {
+                self.restore(ctx, first, &m, snapshot)
+                    .await
+                    .map_err(|e| self.node_failed(first, e))?;
+            }
+        } else if self.run.restore.is_some() {
+            return Err(self.failed(format!(
+                "a restore was asked for, but the first server {} already runs k3s as rendered: it restores only into a fresh install (reset uninstalls k3s first)",
+                first.name
+            )));
         } else if !self.run.selected(first) && ctx.state.lock().await.artifact(KUBECONFIG).is_none() {
             return Err(self.failed(format!(
                 "the first server {} is outside --limit and the cluster has no kubeconfig yet",
@@ -442,5 +476,7 @@ mod tests {
         assert!(carries_token("s3cret", "s3cret"));
         assert!(!carries_token("K10abc::server:other", "s3cret"));
         assert!(!carries_token("K10abc::server:s3cre", "s3cret"));
+        assert_eq!(token_ca_hash("K10abc::server:s3cret\n"), Some("abc"));
+        assert_eq!(token_ca_hash("s3cret"), None);
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod download;
 pub mod fanout;
 pub mod known_hosts;
 mod proxy;
@@ -22,6 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use download::Downloaded;
 pub use fanout::{NodeResult, fanout};
 pub use known_hosts::fingerprint;
 pub use session::{ExecOpts, Output, Session};
@@ -164,6 +166,7 @@ pub enum Step {
     Jump,
     Exec,
     Upload,
+    Download,
 }
 
 impl fmt::Display for Step {
@@ -175,6 +178,7 @@ impl fmt::Display for Step {
             Step::Jump => "proxy jump",
             Step::Exec => "exec",
             Step::Upload => "upload",
+            Step::Download => "download",
         })
     }
 }

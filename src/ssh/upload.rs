@@ -62,7 +62,7 @@ impl Default for UploadOpts {
 }
 
 impl Session {
-    async fn sftp(&self) -> Result<Arc<SftpSession>, Error> {
+    pub(crate) async fn sftp(&self) -> Result<Arc<SftpSession>, Error> {
         let mut slot = self.sftp_slot().lock().await;
         if let Some(s) = slot.as_ref() {
             return Ok(s.clone());

@@ -27,6 +27,26 @@ pub fn endpoint_url(endpoint: &str) -> String {
     }
 }
 
+/// sha256 (hex) of the cluster CA a kubeconfig trusts (its first cluster's
+/// `certificate-authority-data`, decoded): what k3s puts after `K10` in its
+/// node token (the sha256 of the server CA bundle it serves as `/cacerts`).
+pub fn ca_sha256(kubeconfig: &[u8]) -> Result<String, String> {
+    use base64::Engine;
+    use sha2::Digest;
+    let doc: Value = yaml_serde::from_slice(kubeconfig).map_err(|_| "the kubeconfig is not valid YAML".to_owned())?;
+    let data = doc
+        .get("clusters")
+        .and_then(|c| c.get(0))
+        .and_then(|c| c.get("cluster"))
+        .and_then(|c| c.get("certificate-authority-data"))
+        .and_then(Value::as_str)
+        .ok_or("the kubeconfig's first cluster has no certificate-authority-data")?;
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(data.trim())
+        .map_err(|_| "the kubeconfig's certificate-authority-data is not base64".to_owned())?;
+    Ok(hex::encode(sha2::Sha256::digest(&pem)))
+}
+
 /// Rewrites `k3s.yaml`: every cluster's server becomes `server`; the
 /// cluster, user and context are renamed `<cluster>` / `admin@<cluster>` /
 /// `<cluster>`, and the current context set to it. Errors never quote the
@@ -101,6 +121,23 @@ pub async fn wait_readyz(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ca_hash_is_that_of_the_decoded_certificate() {
+        use sha2::Digest;
+        // Q0E= is base64 of "CA".
+        assert_eq!(
+            ca_sha256(K3S_YAML.as_bytes()).unwrap(),
+            hex::encode(sha2::Sha256::digest(b"CA"))
+        );
+        let none = "apiVersion: v1\nclusters:\n- cluster:\n    server: https://x\n  name: a\n";
+        assert!(
+            ca_sha256(none.as_bytes())
+                .unwrap_err()
+                .contains("no certificate-authority-data")
+        );
+        assert!(ca_sha256(b"[").unwrap_err().contains("not valid YAML"));
+    }
 
     const K3S_YAML: &str = "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: Q0E=\n    server: https://127.0.0.1:6443\n  name: default\ncontexts:\n- context:\n    cluster: default\n    user: default\n  name: default\ncurrent-context: default\nkind: Config\npreferences: {}\nusers:\n- name: default\n  user:\n    client-certificate-data: Q0VSVA==\n    client-key-data: S0VZ\n";
 

@@ -219,6 +219,75 @@ pub async fn start(s: &Session, unit: &str, sudo: bool) -> Result<(), String> {
     .map_err(|e| e.to_string())
 }
 
+/// Where a snapshot to restore from is uploaded (0700; the file 0600, removed after the restore).
+pub const RESTORE_DIR: &str = "/var/lib/bootstrap/k3s-restore";
+
+/// Restores the (installed, started) first server's embedded etcd from the
+/// local `snapshot`, as k3s documents it (docs.k3s.io, "k3s etcd-snapshot",
+/// restoring a cluster from a snapshot): stop the service, run `k3s server
+/// --cluster-reset --cluster-reset-restore-path=<file>` (it restores into a
+/// new data dir, moving the old one to `server/db/etcd-old-*`, then exits
+/// asking for a restart without the flags), start the service again.
+pub async fn restore(s: &Session, unit: &str, snapshot: &Path, sudo: bool, timeout: Duration) -> Result<(), String> {
+    s.run(
+        &format!("install -d -m 0700 {RESTORE_DIR}"),
+        opts(sudo, Duration::from_secs(60)),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let dest = format!("{RESTORE_DIR}/etcd.snapshot");
+    s.upload(
+        snapshot.to_path_buf(),
+        &dest,
+        UploadOpts {
+            mode: 0o600,
+            owner: None,
+            sudo,
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    s.run(
+        &format!("systemctl stop {}", shell_quote(unit)),
+        opts(sudo, Duration::from_secs(120)),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let out = s
+        .exec(
+            &format!(
+                "{BINARY} server --cluster-reset --cluster-reset-restore-path={}",
+                shell_quote(&dest)
+            ),
+            opts(sudo, timeout),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if !out.success() {
+        let err = out.stderr_str();
+        let tail: Vec<&str> = err
+            .lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        return Err(format!(
+            "`k3s server --cluster-reset --cluster-reset-restore-path` failed ({}): {}",
+            out.describe(),
+            tail.join(" | ")
+        ));
+    }
+    s.run(
+        &format!("rm -f {}", shell_quote(&dest)),
+        opts(sudo, Duration::from_secs(60)),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    start(s, unit, sudo).await
+}
+
 /// Reads a file if it exists (`None` when it does not). The content never
 /// appears in an error.
 pub async fn read_if_present(s: &Session, path: &str, sudo: bool) -> Result<Option<Vec<u8>>, String> {

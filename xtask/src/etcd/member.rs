@@ -54,12 +54,15 @@ pub struct Member {
     /// Member id, once known.
     pub id: u64,
     child: Option<tokio::process::Child>,
+    /// The log (and, unless `data` names another place, the data).
     dir: TempDir,
+    /// A data dir kept outside the temp dir (k3s's `server/db/etcd`).
+    data: Option<PathBuf>,
 }
 
 impl Member {
     fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data.clone().unwrap_or_else(|| self.dir.path().join("data"))
     }
 
     /// A client for this member.
@@ -261,6 +264,7 @@ impl EtcdCluster {
             id: 0,
             child: None,
             dir,
+            data: None,
         };
         if let Some(bytes) = snapshot {
             let file = member.dir.path().join("restore.snapshot");
@@ -284,6 +288,37 @@ impl EtcdCluster {
                 )));
             }
         }
+        member.start(&initial, "new", WAIT).await.map_err(failed)?;
+        member.id = own_id(&member).await.map_err(failed)?;
+        lock(&self.members).push(member);
+        Ok(())
+    }
+
+    /// Starts `name` as the only member on the data dir `data`, kept across
+    /// restarts (k3s's embedded etcd in `server/db/etcd`): on the data there
+    /// (a restart, or after [`restore_into`]), else as a new cluster.
+    pub async fn start_at(&self, name: &str, ip: IpAddr, data: &Path) -> Result<(), EtcdError> {
+        let _ops = self.ops.lock().await;
+        if self.any_running() {
+            return Err(EtcdError::AlreadyRunning);
+        }
+        lock(&self.members).clear();
+        if let Some(parent) = data.parent() {
+            std::fs::create_dir_all(parent).map_err(failed)?;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("k3s-standin-etcd-")
+            .tempdir()
+            .map_err(failed)?;
+        let mut member = Member {
+            name: name.to_owned(),
+            ip,
+            id: 0,
+            child: None,
+            dir,
+            data: Some(data.to_owned()),
+        };
+        let initial = format!("{name}={}", peer_url(ip));
         member.start(&initial, "new", WAIT).await.map_err(failed)?;
         member.id = own_id(&member).await.map_err(failed)?;
         lock(&self.members).push(member);
@@ -348,6 +383,7 @@ impl EtcdCluster {
             id,
             child: None,
             dir,
+            data: None,
         };
         if let Err(e) = member.start(&initial.join(","), "existing", WAIT).await {
             // Give the quorum back: the member never came up.
@@ -422,6 +458,32 @@ impl EtcdCluster {
     pub fn destroy(&self) {
         lock(&self.members).clear();
     }
+}
+
+/// Restores `snapshot` into the new data dir `data` (which must not exist)
+/// for a one-member cluster of `name` on `ip` (`etcdctl snapshot restore`: a
+/// snapshot saved by etcd has its hash checked; a damaged one is refused).
+pub async fn restore_into(snapshot: &Path, name: &str, ip: IpAddr, data: &Path) -> Result<()> {
+    anyhow::ensure!(!data.exists(), "{} already exists", data.display());
+    let out = tokio::process::Command::new(ETCDCTL)
+        .args(["snapshot", "restore"])
+        .arg(snapshot)
+        .arg(format!("--name={name}"))
+        .arg(format!("--data-dir={}", data.display()))
+        .arg(format!("--initial-cluster={name}={}", peer_url(ip)))
+        .arg(format!("--initial-advertise-peer-urls={}", peer_url(ip)))
+        .arg("--initial-cluster-token=talos-sim")
+        .env("ETCDCTL_API", "3")
+        .output()
+        .await
+        .context("running etcdctl")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "etcdctl snapshot restore {}: {}",
+        snapshot.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
 }
 
 async fn own_id(member: &Member) -> Result<u64> {

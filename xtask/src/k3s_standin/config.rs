@@ -25,6 +25,10 @@ pub struct Config {
     pub node_taints: Vec<String>,
     /// `flannel-backend: none`: Nodes wait for a CNI (Cilium) to be Ready.
     pub external_cni: bool,
+    /// `cluster-reset` (config key or `--cluster-reset`).
+    pub cluster_reset: bool,
+    /// `cluster-reset-restore-path` (config key or `--cluster-reset-restore-path`).
+    pub cluster_reset_restore_path: Option<String>,
 }
 
 /// `key=value:Effect` or `key:Effect` (k3s `--node-taint`, kubelet `--register-with-taints`) as `(key, value, effect)`.
@@ -74,7 +78,31 @@ impl Config {
             node_labels: list("node-label"),
             node_taints: list("node-taint"),
             external_cni: s("flannel-backend").is_some_and(|b| b == "none"),
+            cluster_reset: v.get("cluster-reset").and_then(Value::as_bool).unwrap_or(false),
+            cluster_reset_restore_path: s("cluster-reset-restore-path"),
         })
+    }
+
+    /// Command-line flags over the config file, as k3s takes them (k3s CLI:
+    /// flags win over `config.yaml`). Only the flags the stand-in acts on.
+    pub fn apply_flags(&mut self, args: &[String]) -> Result<()> {
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--cluster-reset" | "--cluster-reset=true" => self.cluster_reset = true,
+                "--cluster-reset=false" => self.cluster_reset = false,
+                "--cluster-reset-restore-path" => {
+                    let v = it.next().context("--cluster-reset-restore-path needs a value")?;
+                    self.cluster_reset_restore_path = Some(v.clone());
+                }
+                other => {
+                    if let Some(v) = other.strip_prefix("--cluster-reset-restore-path=") {
+                        self.cluster_reset_restore_path = Some(v.to_owned());
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The server to join as `host` (from `https://host:6443`).
@@ -105,5 +133,10 @@ mod tests {
         assert_eq!(c.node_name, "rack-2");
         assert_eq!(c.node_labels, vec!["a=b"]);
         assert!(!c.cluster_init && !c.external_cni);
+        let mut c = c;
+        c.apply_flags(&["--cluster-reset".into(), "--cluster-reset-restore-path=/x/s".into()])
+            .unwrap();
+        assert!(c.cluster_reset);
+        assert_eq!(c.cluster_reset_restore_path.as_deref(), Some("/x/s"));
     }
 }

@@ -8,6 +8,10 @@
 //!   API simulator ([`crate::kube_sim`], TLS, client certificates) on
 //!   `0.0.0.0:6443`, with its own Node registered. A joining server (one with
 //!   `server:`) does the same and registers through the first server.
+//! - `k3s server --cluster-reset --cluster-reset-restore-path=FILE` restores
+//!   the embedded etcd's data dir (`server/db/etcd`, kept across restarts)
+//!   from a snapshot and exits, as k3s does; the next start serves the
+//!   restored objects.
 //! - `k3s agent` registers its Node in the server's API through the server's
 //!   stand-in supervisor port ([`SUPERVISOR_PORT`]), proving the cluster
 //!   token (its sha256), then stays up like the real agent.
@@ -92,7 +96,15 @@ fn run(args: &[String]) -> Result<()> {
             rt.block_on(snapshot::run(rest, &config_path))
         }
         "server" | "agent" => {
-            let cfg = config::Config::load(Path::new(&config_path))?;
+            let mut cfg = config::Config::load(Path::new(&config_path))?;
+            cfg.apply_flags(rest)?;
+            if cmd == "server" && (cfg.cluster_reset || cfg.cluster_reset_restore_path.is_some()) {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("starting the async runtime")?;
+                return rt.block_on(server::cluster_reset(&cfg));
+            }
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()

@@ -17,6 +17,138 @@ use crate::kube_sim::{Behaviour, KubeSim, NodeRegistration, SimOptions, SimTls};
 
 const DATA: &str = "/var/lib/rancher/k3s/server";
 const K3S_YAML: &str = "/etc/rancher/k3s/k3s.yaml";
+/// The embedded etcd's data dir (k3s: `${data-dir}/server/db/etcd`).
+const ETCD_DATA: &str = "/var/lib/rancher/k3s/server/db/etcd";
+
+/// `k3s server --cluster-reset --cluster-reset-restore-path=FILE`, as k3s
+/// documents it (docs.k3s.io, "k3s etcd-snapshot", restoring from a snapshot;
+/// k3s pkg/etcd: the old data dir is moved to `etcd-old-<unix time>`, the
+/// snapshot restored into a new one as the only member, then the process
+/// exits asking for a restart without the flags). Refused as k3s refuses it:
+/// the restore path without `--cluster-reset`, a missing file, a running
+/// datastore (the service must be stopped first), a damaged snapshot.
+pub async fn cluster_reset(cfg: &Config) -> Result<()> {
+    anyhow::ensure!(
+        cfg.cluster_reset,
+        "invalid flag use; --cluster-reset required with --cluster-reset-restore-path"
+    );
+    anyhow::ensure!(
+        cfg.cluster_init,
+        "the stand-in runs embedded etcd on its cluster-init server only: --cluster-reset is not simulated on a joining server"
+    );
+    let Some(path) = cfg.cluster_reset_restore_path.as_deref() else {
+        anyhow::bail!(
+            "the stand-in does --cluster-reset only with --cluster-reset-restore-path (a membership reset without a restore is not simulated)"
+        );
+    };
+    anyhow::ensure!(
+        crate::etcd::member::available(),
+        "no embedded etcd on this node (the stand-in needs etcd and etcdctl)"
+    );
+    let snapshot = Path::new(path);
+    anyhow::ensure!(snapshot.is_file(), "etcd: snapshot path does not exist: {path}");
+    anyhow::ensure!(
+        !crate::etcd::EtcdClient::new(super::snapshot::LOCAL_ETCD)
+            .healthy()
+            .await,
+        "etcd is running on this node: stop k3s before --cluster-reset"
+    );
+    log_call(&format!("server cluster-reset restore {path}"));
+    let db = Path::new(ETCD_DATA).parent().context("etcd data dir has a parent")?;
+    std::fs::create_dir_all(db).with_context(|| format!("creating {}", db.display()))?;
+    let fresh = db.join("etcd-restore-tmp");
+    let _ = std::fs::remove_dir_all(&fresh);
+    crate::etcd::member::restore_into(snapshot, &cfg.node_name, std::net::Ipv4Addr::LOCALHOST.into(), &fresh).await?;
+    // As k3s does on a restore, the snapshot's bootstrap data must open with this token;
+    // if not, the restored copy is dropped and the old data dir stays.
+    if let Err(e) = restored_bootstrap_data_is_ours(cfg, &fresh).await {
+        let _ = std::fs::remove_dir_all(&fresh);
+        return Err(e);
+    }
+    if Path::new(ETCD_DATA).exists() {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let old = db.join(format!("etcd-old-{secs}"));
+        std::fs::rename(ETCD_DATA, &old).with_context(|| format!("moving {ETCD_DATA} to {}", old.display()))?;
+    }
+    std::fs::rename(&fresh, ETCD_DATA).with_context(|| format!("moving the restored data to {ETCD_DATA}"))?;
+    eprintln!(
+        "Managed etcd cluster membership has been reset, restart without --cluster-reset flag now. Backup and delete ${{datadir}}/server/db on each peer etcd server and rejoin the nodes"
+    );
+    Ok(())
+}
+
+/// The datastore key of the bootstrap data for `token` (k3s: the first 12
+/// hex digits of its sha256).
+fn bootstrap_key(token: &str) -> String {
+    use sha2::Digest;
+    format!(
+        "/bootstrap/{}",
+        &hex::encode(sha2::Sha256::digest(token.as_bytes()))[..12]
+    )
+}
+
+/// Starts the restored data dir `data` briefly and checks that its bootstrap
+/// data (if any) is this token's.
+async fn restored_bootstrap_data_is_ours(cfg: &Config, data: &Path) -> Result<()> {
+    let probe = crate::etcd::EtcdCluster::default();
+    probe
+        .start_at(&cfg.node_name, std::net::Ipv4Addr::LOCALHOST.into(), data)
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the restored etcd: {e}"))?;
+    let client = crate::etcd::EtcdClient::new(super::snapshot::LOCAL_ETCD);
+    let read = client.range_prefix("/bootstrap/").await;
+    probe.destroy();
+    for _ in 0..100 {
+        if !client.healthy().await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (kvs, _) = read.context("reading the restored bootstrap data")?;
+    let ours = bootstrap_key(&cfg.token);
+    anyhow::ensure!(
+        kvs.is_empty() || kvs.iter().any(|kv| kv.key == ours),
+        "bootstrap data already found and encrypted with different token"
+    );
+    Ok(())
+}
+
+/// The cluster CA through the datastore, as k3s keeps its bootstrap data
+/// (k3s pkg/cluster/storage.go: certificates and keys under
+/// `/bootstrap/<first 12 hex digits of sha256(token)>`, encrypted with the
+/// token; here JSON, the etcd listening on the node's loopback only). A
+/// datastore that holds ours (a restart, a restore) wins over the disk, so a
+/// restored cluster serves the CA it had when the snapshot was taken; one
+/// that holds only another token's is refused, as k3s refuses it; an empty
+/// one gets `disk`.
+async fn datastore_ca(etcd: &crate::etcd::EtcdClient, token: &str, disk: (String, String)) -> Result<(String, String)> {
+    let key = bootstrap_key(token);
+    let (kvs, _) = etcd
+        .range_prefix("/bootstrap/")
+        .await
+        .context("reading bootstrap data")?;
+    if let Some(kv) = kvs.iter().find(|kv| kv.key == key) {
+        let v: serde_json::Value = serde_json::from_slice(&kv.value).context("bootstrap data is not JSON")?;
+        let field = |k: &str| {
+            v[k].as_str()
+                .map(str::to_owned)
+                .with_context(|| format!("bootstrap data has no {k}"))
+        };
+        return Ok((field("ca_cert")?, field("ca_key")?));
+    }
+    anyhow::ensure!(
+        kvs.is_empty(),
+        "bootstrap data already found and encrypted with different token"
+    );
+    let value = serde_json::json!({"ca_cert": disk.0, "ca_key": disk.1});
+    etcd.put(&key, value.to_string().as_bytes())
+        .await
+        .context("writing bootstrap data")?;
+    Ok(disk)
+}
 
 /// The cluster CA (PEM cert, PEM key): `given` (from the first server, when
 /// joining), else the kept one, else a new one; kept for the next start.
@@ -67,7 +199,37 @@ pub async fn run(cfg: Config) -> Result<()> {
         }
         None => None,
     };
-    let (ca_cert, ca_key) = cluster_ca(given)?;
+    // Embedded etcd (k3s `cluster-init`): a real member on the node's loopback, keeping the
+    // API's objects, so `k3s etcd-snapshot save` takes a real snapshot. Its data dir is k3s's
+    // (`server/db/etcd`): kept across restarts, restored by `--cluster-reset`.
+    let embedded = if cfg.cluster_init && crate::etcd::member::available() {
+        let etcd = crate::etcd::EtcdCluster::default();
+        // A restart may find the previous server's member still releasing its ports.
+        let mut attempt = 0;
+        while let Err(e) = etcd
+            .start_at(
+                &cfg.node_name,
+                std::net::Ipv4Addr::LOCALHOST.into(),
+                Path::new(ETCD_DATA),
+            )
+            .await
+        {
+            attempt += 1;
+            anyhow::ensure!(attempt < 30, "embedded etcd: {e}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        Some(etcd)
+    } else {
+        None
+    };
+    let (ca_cert, ca_key) = match &embedded {
+        Some(_) => {
+            let client = crate::etcd::EtcdClient::new(super::snapshot::LOCAL_ETCD);
+            let ca = datastore_ca(&client, &cfg.token, cluster_ca(given)?).await?;
+            cluster_ca(Some(ca))?
+        }
+        None => cluster_ca(given)?,
+    };
     let mut sans: Vec<String> = [
         "127.0.0.1",
         "localhost",
@@ -91,24 +253,6 @@ pub async fn run(cfg: Config) -> Result<()> {
             None
         },
         ..Behaviour::default()
-    };
-    // Embedded etcd (k3s `cluster-init`): a real member on the node's loopback, keeping the
-    // API's objects, so `k3s etcd-snapshot save` takes a real snapshot.
-    let embedded = if cfg.cluster_init && crate::etcd::member::available() {
-        let etcd = crate::etcd::EtcdCluster::default();
-        // A restart may find the previous server's member still releasing its ports.
-        let mut attempt = 0;
-        while let Err(e) = etcd
-            .bootstrap(&cfg.node_name, std::net::Ipv4Addr::LOCALHOST.into(), None, false)
-            .await
-        {
-            attempt += 1;
-            anyhow::ensure!(attempt < 10, "embedded etcd: {e}");
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-        Some(etcd)
-    } else {
-        None
     };
     let etcd = match &embedded {
         Some(_) => vec![super::snapshot::LOCAL_ETCD.to_owned()],

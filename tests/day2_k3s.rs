@@ -1,0 +1,551 @@
+//! Day 2 on k3s end to end, on the test rack (real OpenSSH nodes in network
+//! namespaces; root only; skipped elsewhere, failed under CI=true) with the
+//! k3s stand-in, whose first server keeps the API's objects in a real etcd
+//! (Debian `etcd-server`), driven through the real `bootstrap` binary:
+//!
+//! - `bootstrap up` converges one server and one agent;
+//! - `bootstrap snapshot` runs `k3s etcd-snapshot save` over SSH, streams the
+//!   file to the state dir (0600) and records it with the sha256 of what was
+//!   fetched; `--keep 1` prunes the older one;
+//! - `bootstrap reset` refuses a node that is not this cluster's and a
+//!   snapshot whose bytes differ from its record, touching nothing;
+//! - `bootstrap reset --snapshot FILE --yes` uninstalls k3s everywhere and
+//!   rebuilds with the first server restored (`--cluster-reset
+//!   --cluster-reset-restore-path`): a ConfigMap created before the snapshot
+//!   is back, one created after it is gone, and the cluster CA is the one
+//!   the snapshot held;
+//! - `bootstrap reset --yes` takes its own snapshot first (recorded as
+//!   `reset`) and keeps everything;
+//! - with two servers and an agent, every node is uninstalled and the other
+//!   server and the agent join the restored first server afresh; on nodes a
+//!   reset left without k3s, `reset --snapshot FILE` rebuilds without a wipe.
+//!
+//! Addresses: leased by `Rack::start` from 198.18.0.100 up (free slots only,
+//! so concurrent rack tests never share one).
+//!
+//! `harness = false`: this binary is also the stand-in (uploaded to the nodes
+//! as the k3s binary, started there as `/usr/local/bin/k3s`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use bootstrap::ssh::{self, Pool, Target, UploadOpts};
+use bootstrap::state::{SnapshotRecord, StateStore};
+use k8s_openapi::api::core::v1::ConfigMap;
+use xtask::rack::Rack;
+
+const BIN: &str = env!("CARGO_BIN_EXE_bootstrap");
+
+fn main() {
+    if xtask::k3s_standin::invoked_as_k3s() {
+        std::process::exit(xtask::k3s_standin::main());
+    }
+    if !xtask::etcd::member::available() {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "CI=true but etcd-server/etcd-client are not installed (cargo xtask test installs them)"
+        );
+        println!("test day2_k3s ... skipped (/usr/bin/etcd or /usr/bin/etcdctl missing)");
+        return;
+    }
+    let t = Instant::now();
+    let Some(rack) = Rack::for_test(2) else {
+        println!("test day2_k3s ... skipped");
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(snapshot_then_reset_restores_what_the_snapshot_held(&rack));
+    drop(rack);
+    println!(
+        "test day2_k3s: snapshot and reset drill ... ok ({:.1} s)",
+        t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    let rack = Rack::for_test(3).expect("a second rack");
+    rt.block_on(two_servers_and_an_agent_are_reset_and_rejoin_the_restored_one(&rack));
+    println!(
+        "test day2_k3s: reset of two servers and an agent ... ok ({:.1} s)",
+        t.elapsed().as_secs_f64()
+    );
+    println!("2 passed, 0 failed");
+}
+
+struct Env {
+    home: tempfile::TempDir,
+    inventory: PathBuf,
+    state: PathBuf,
+    crds: PathBuf,
+}
+
+struct Run {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Env {
+    /// The real binary, with this test's HOME (known_hosts of the rack) and state dir.
+    fn bootstrap(&self, args: &[&str]) -> Run {
+        let t = Instant::now();
+        let out = Command::new(BIN)
+            .arg("-i")
+            .arg(&self.inventory)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(args)
+            .env("HOME", self.home.path())
+            .env_remove("SSH_AUTH_SOCK")
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap();
+        let run = Run {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        eprintln!(
+            "bootstrap {} → {} in {:.1} s",
+            args.join(" "),
+            if run.ok { "ok" } else { "failed" },
+            t.elapsed().as_secs_f64()
+        );
+        run
+    }
+
+    fn records(&self) -> Vec<SnapshotRecord> {
+        StateStore::peek(&self.state, "rack").unwrap().unwrap().snapshots
+    }
+
+    async fn kube(&self) -> kube::Api<ConfigMap> {
+        let path = self.state.join("rack/kubeconfig");
+        let client = bootstrap::k8s::Client::from_kubeconfig(&path).await.unwrap();
+        kube::Api::namespaced(client.kube().clone(), "default")
+    }
+}
+
+fn target(rack: &Rack, n: &xtask::rack::RackNode) -> Target {
+    let mut t = Target::new(&n.name, n.ip.to_string());
+    t.user = Some("root".into());
+    t.key = Some(rack.client_key());
+    t
+}
+
+async fn on_node(pool: &Pool, rack: &Rack, i: usize, cmd: &str) -> String {
+    let s = pool.session(&target(rack, &rack.nodes()[i])).await.unwrap();
+    let out = s.exec(cmd, Default::default()).await.unwrap();
+    format!("{}{}", out.stdout_str(), out.stderr_str())
+}
+
+fn marker(name: &str) -> ConfigMap {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": "default"},
+        "data": {"marker": name},
+    }))
+    .unwrap()
+}
+
+fn sha256_file(p: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap()))
+}
+
+/// The rack's nodes get the stand-in's `systemctl`; the inventory uses this
+/// binary as k3s; HOME holds the rack's known_hosts.
+async fn prepare(rack: &Rack, servers: usize) -> (Env, Pool) {
+    let pool = Pool::new(ssh::Options::isolated(rack.known_hosts()));
+    for n in rack.nodes() {
+        let s = pool.session(&target(rack, n)).await.unwrap();
+        s.upload(
+            xtask::k3s_standin::SYSTEMCTL.as_bytes(),
+            "/usr/local/bin/systemctl",
+            UploadOpts {
+                mode: 0o755,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
+    std::fs::copy(rack.known_hosts(), home.path().join(".ssh/known_hosts")).unwrap();
+    let inventory = home.path().join("rack.toml");
+    let mut nodes = rack.inventory_toml();
+    for n in &rack.nodes()[1..servers] {
+        nodes = nodes.replace(
+            &format!("name = \"{}\"\nrole = \"worker\"", n.name),
+            &format!("name = \"{}\"\nrole = \"controlplane\"", n.name),
+        );
+    }
+    std::fs::write(
+        &inventory,
+        format!(
+            "{}\n[cluster.k3s]\nbinary = {:?}\n",
+            nodes,
+            std::env::current_exe().unwrap().display().to_string()
+        ),
+    )
+    .unwrap();
+    let crds = xtask::sim_rack::offline_crds(&home.path().join("crds")).unwrap();
+    let state = home.path().join("state");
+    (
+        Env {
+            home,
+            inventory,
+            state,
+            crds,
+        },
+        pool,
+    )
+}
+
+async fn snapshot_then_reset_restores_what_the_snapshot_held(rack: &Rack) {
+    let (env, pool) = prepare(rack, 1).await;
+    let crds = env.crds.display().to_string();
+    let up = env.bootstrap(&["up", "--artifacts", &crds, "--timeout", "60"]);
+    assert!(up.ok, "up:\n{}{}", up.stdout, up.stderr);
+    let kubeconfig = env.state.join("rack/kubeconfig");
+    let ca_before = bootstrap::phases::k3s_nodes::ca_sha256(&std::fs::read(&kubeconfig).unwrap()).unwrap();
+    let token = bootstrap::render::K3sSecrets::load(&env.state.join("rack"))
+        .unwrap()
+        .unwrap()
+        .k3s
+        .token;
+
+    // A marker, then a snapshot: streamed to the state dir, 0600, recorded with the fetched file's sha256.
+    let cms = env.kube().await;
+    cms.create(&Default::default(), &marker("before-snapshot"))
+        .await
+        .unwrap();
+    let first = env.bootstrap(&["--output", "json", "snapshot"]);
+    assert!(first.ok, "snapshot:\n{}{}", first.stdout, first.stderr);
+    let reported: serde_json::Value = serde_json::from_str(first.stdout.trim()).unwrap();
+    let record: SnapshotRecord = serde_json::from_value(reported["snapshot"].clone()).unwrap();
+    assert_eq!(record.node, "rack-1");
+    assert_eq!(record.reason, "snapshot");
+    assert!(record.path.starts_with(env.state.join("rack/snapshots")), "{record:?}");
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(&record.path).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(meta.len(), record.size);
+    assert!(record.size > 0);
+    assert_eq!(
+        sha256_file(&record.path),
+        record.sha256,
+        "recorded sha256 = fetched file's"
+    );
+    assert_eq!(env.records(), vec![record.clone()], "recorded in the state");
+    // It is the node's etcd snapshot: etcdctl reads it, and it is the file k3s wrote there.
+    bootstrap::day2::snapshot::check_etcd_hash(&record.path).expect("etcd's trailing checksum");
+    let status = xtask::etcd::member::snapshot_status(&record.path).unwrap();
+    assert!(status.2 > 0, "keys in the snapshot: {status:?}");
+    let listing = on_node(
+        &pool,
+        rack,
+        0,
+        &format!("sha256sum {}/bootstrap-*", xtask::k3s_standin::SNAPSHOT_DIR),
+    )
+    .await;
+    assert!(
+        listing.contains(&record.sha256) && listing.contains("/bootstrap-") && listing.contains("-rack-1-"),
+        "{listing}"
+    );
+
+    // A marker after the snapshot; a second snapshot with --keep 1 prunes the first... kept aside first.
+    cms.create(&Default::default(), &marker("after-snapshot"))
+        .await
+        .unwrap();
+    let kept = env.home.path().join("before.snapshot");
+    std::fs::copy(&record.path, &kept).unwrap();
+    let second = env.bootstrap(&["snapshot", "--keep", "1"]);
+    assert!(second.ok, "snapshot --keep 1:\n{}{}", second.stdout, second.stderr);
+    assert!(
+        second.stdout.contains(&format!("pruned {}", record.path.display())),
+        "{}",
+        second.stdout
+    );
+    assert!(!record.path.exists(), "the pruned snapshot is deleted");
+    let records = env.records();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let newest = records[0].clone();
+    assert_ne!(newest.sha256, record.sha256);
+
+    // Refusals touch nothing: a recorded snapshot whose bytes changed ...
+    let footprint = || {
+        on_node(
+            &pool,
+            rack,
+            0,
+            "systemctl is-active k3s; cat /var/lib/rancher/k3s/standin-calls.log",
+        )
+    };
+    let before = footprint().await;
+    let mut bytes = std::fs::read(&newest.path).unwrap();
+    let original = bytes.clone();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&newest.path, &bytes).unwrap();
+    let path = newest.path.display().to_string();
+    let refused = env.bootstrap(&["reset", "--snapshot", &path, "--yes"]);
+    assert!(!refused.ok);
+    assert!(
+        refused.stderr.contains("differs from the") && refused.stderr.contains("refusing to restore"),
+        "{}",
+        refused.stderr
+    );
+    std::fs::write(&newest.path, &original).unwrap();
+    // ... a file the state does not know, damaged: refused by etcd's own trailing checksum ...
+    let damaged = env.home.path().join("damaged.snapshot");
+    std::fs::write(&damaged, &bytes).unwrap();
+    let refused = env.bootstrap(&["reset", "--snapshot", &damaged.display().to_string(), "--yes"]);
+    assert!(!refused.ok);
+    assert!(
+        refused.stderr.contains("not an intact etcd snapshot") && refused.stderr.contains("nothing was wiped"),
+        "{}",
+        refused.stderr
+    );
+    // ... and a node that joins with another token (named; the others never touched).
+    let config = "/etc/rancher/k3s/config.yaml";
+    on_node(
+        &pool,
+        rack,
+        1,
+        &format!("cp -p {config} /root/config.keep && sed -i 's/^token: .*/token: \"not-this-cluster\"/' {config}"),
+    )
+    .await;
+    let refused = env.bootstrap(&["reset", "--snapshot", &path, "--yes"]);
+    assert!(!refused.ok);
+    assert!(
+        refused
+            .stderr
+            .contains("rack-2: its k3s agent joins with another cluster token")
+            && refused.stderr.contains("nothing was done")
+            && !refused.stderr.contains("rack-1:"),
+        "{}",
+        refused.stderr
+    );
+    on_node(&pool, rack, 1, &format!("mv /root/config.keep {config}")).await;
+    // Without --yes (no terminal): asks, and stops before the wipe.
+    let unconfirmed = env.bootstrap(&["reset", "--snapshot", &kept.display().to_string()]);
+    assert!(!unconfirmed.ok);
+    assert!(
+        unconfirmed.stderr.contains("pass --yes to confirm"),
+        "{}",
+        unconfirmed.stderr
+    );
+    assert_eq!(footprint().await, before, "a refused reset changed the first server");
+
+    // The drill from the first snapshot: every node uninstalled, the first server restored from it.
+    let kept_path = kept.display().to_string();
+    let reset = env.bootstrap(&[
+        "reset",
+        "--snapshot",
+        &kept_path,
+        "--yes",
+        "--artifacts",
+        &crds,
+        "--timeout",
+        "60",
+    ]);
+    if !reset.ok {
+        let log = on_node(&pool, rack, 0, "tail -n 30 /var/log/k3s.log").await;
+        panic!(
+            "reset:\n{}{}\nrack-1 /var/log/k3s.log:\n{log}",
+            reset.stdout, reset.stderr
+        );
+    }
+    assert!(reset.stderr.contains("rebuilt and etcd restored"), "{}", reset.stderr);
+    assert!(
+        !reset.stderr.contains(&token) && !reset.stdout.contains(&token),
+        "the token was printed"
+    );
+    let calls = on_node(
+        &pool,
+        rack,
+        0,
+        "cat /var/lib/rancher/k3s/standin-calls.log; ls /var/lib/rancher/k3s/server/db",
+    )
+    .await;
+    assert!(
+        calls.contains("server cluster-reset restore /var/lib/bootstrap/k3s-restore/etcd.snapshot"),
+        "{calls}"
+    );
+    assert!(
+        !calls.contains("bootstrap-"),
+        "the node's old snapshots went with the uninstall: {calls}"
+    );
+    let left = on_node(&pool, rack, 0, "ls /var/lib/bootstrap/k3s-restore").await;
+    assert!(left.trim().is_empty(), "the uploaded snapshot was removed: {left}");
+
+    let cms = env.kube().await;
+    let back = cms.get_opt("before-snapshot").await.unwrap();
+    assert_eq!(
+        back.and_then(|c| c.data)
+            .and_then(|d| d.get("marker").cloned())
+            .as_deref(),
+        Some("before-snapshot"),
+        "the object the snapshot held is back"
+    );
+    assert!(
+        cms.get_opt("after-snapshot").await.unwrap().is_none(),
+        "an object created after the snapshot is gone"
+    );
+    let nodes = kube::Api::<k8s_openapi::api::core::v1::Node>::all(cms.clone().into_client())
+        .list(&Default::default())
+        .await
+        .unwrap();
+    let mut names: Vec<String> = nodes.items.iter().filter_map(|n| n.metadata.name.clone()).collect();
+    names.sort();
+    assert_eq!(names, ["rack-1", "rack-2"]);
+    let agent = on_node(&pool, rack, 1, "systemctl is-active k3s-agent").await;
+    assert_eq!(agent.trim(), "active");
+    // The restored datastore brought its cluster CA back (k3s keeps it in its bootstrap data).
+    let ca_after = bootstrap::phases::k3s_nodes::ca_sha256(&std::fs::read(&kubeconfig).unwrap()).unwrap();
+    assert_eq!(ca_after, ca_before, "the cluster CA after the restore");
+
+    // The drill again, taking its own snapshot (recorded as `reset`): what was there is kept.
+    cms.create(&Default::default(), &marker("after-first-reset"))
+        .await
+        .unwrap();
+    let reset = env.bootstrap(&["reset", "--yes", "--artifacts", &crds, "--timeout", "60"]);
+    if !reset.ok {
+        let log = on_node(&pool, rack, 0, "tail -n 30 /var/log/k3s.log").await;
+        panic!(
+            "reset:\n{}{}\nrack-1 /var/log/k3s.log:\n{log}",
+            reset.stdout, reset.stderr
+        );
+    }
+    let taken = env.records().last().cloned().unwrap();
+    assert_eq!((taken.reason.as_str(), taken.node.as_str()), ("reset", "rack-1"));
+    assert_eq!(sha256_file(&taken.path), taken.sha256);
+    assert!(
+        reset
+            .stderr
+            .contains(&format!("etcd snapshot from rack-1: {}", taken.path.display())),
+        "{}",
+        reset.stderr
+    );
+    let cms = env.kube().await;
+    for name in ["before-snapshot", "after-first-reset"] {
+        assert!(
+            cms.get_opt(name).await.unwrap().is_some(),
+            "{name} kept through the second drill"
+        );
+    }
+
+    // Converged after the drill: a plan finds nothing to do.
+    let plan = env.bootstrap(&["plan", "--artifacts", &crds]);
+    assert!(plan.ok, "plan:\n{}{}", plan.stdout, plan.stderr);
+    assert!(
+        plan.stdout.contains("rack: nothing to do"),
+        "a converged cluster after the drill:\n{}",
+        plan.stdout
+    );
+}
+
+/// Servers other than the first are uninstalled too and join the restored
+/// one afresh (k3s docs: on the other servers the datastore is deleted and
+/// k3s started again to rejoin); the agent comes back through them.
+async fn two_servers_and_an_agent_are_reset_and_rejoin_the_restored_one(rack: &Rack) {
+    let (env, pool) = prepare(rack, 2).await;
+    let crds = env.crds.display().to_string();
+    let up = env.bootstrap(&["up", "--artifacts", &crds, "--timeout", "60"]);
+    assert!(up.ok, "up:\n{}{}", up.stdout, up.stderr);
+    env.kube()
+        .await
+        .create(&Default::default(), &marker("kept"))
+        .await
+        .unwrap();
+    let reset = env.bootstrap(&["reset", "--yes", "--artifacts", &crds, "--timeout", "60"]);
+    if !reset.ok {
+        let log = on_node(&pool, rack, 0, "tail -n 30 /var/log/k3s.log").await;
+        panic!(
+            "reset:\n{}{}\nrack-1 /var/log/k3s.log:\n{log}",
+            reset.stdout, reset.stderr
+        );
+    }
+    assert!(reset.stderr.contains("rebuilt and etcd restored"), "{}", reset.stderr);
+    let cms = env.kube().await;
+    assert!(cms.get_opt("kept").await.unwrap().is_some(), "restored");
+    // Both servers were uninstalled (their call logs start over) and run again; the second
+    // joined the restored first one; only the first was restored.
+    let first = on_node(&pool, rack, 0, "cat /var/lib/rancher/k3s/standin-calls.log").await;
+    let second = on_node(&pool, rack, 1, "cat /var/lib/rancher/k3s/standin-calls.log").await;
+    assert!(first.contains("server cluster-reset restore"), "{first}");
+    assert!(
+        second.contains("server joined") && !second.contains("cluster-reset"),
+        "{second}"
+    );
+    assert_eq!(second.matches("server start").count(), 1, "{second}");
+    let nodes = kube::Api::<k8s_openapi::api::core::v1::Node>::all(cms.into_client())
+        .list(&Default::default())
+        .await
+        .unwrap();
+    let mut names: Vec<String> = nodes.items.iter().filter_map(|n| n.metadata.name.clone()).collect();
+    names.sort();
+    assert_eq!(names, ["rack-1", "rack-2", "rack-3"]);
+
+    // A reset whose rebuild did not finish leaves nodes without k3s: without a snapshot there is
+    // nothing to restore (refused), with one it rebuilds without a wipe.
+    for i in 0..3 {
+        on_node(&pool, rack, i, bootstrap::commands::reset_k3s::UNINSTALL).await;
+    }
+    let refused = env.bootstrap(&["reset", "--yes"]);
+    assert!(!refused.ok);
+    assert!(
+        refused.stderr.contains("no node runs k3s") && refused.stderr.contains("pass --snapshot FILE"),
+        "{}",
+        refused.stderr
+    );
+    let last = env.records().last().cloned().unwrap();
+    assert_eq!(last.reason, "reset");
+    let path = last.path.display().to_string();
+    let resumed = env.bootstrap(&[
+        "reset",
+        "--snapshot",
+        &path,
+        "--yes",
+        "--artifacts",
+        &crds,
+        "--timeout",
+        "60",
+    ]);
+    assert!(resumed.ok, "resumed reset:\n{}{}", resumed.stdout, resumed.stderr);
+    assert!(resumed.stderr.contains("nothing to wipe"), "{}", resumed.stderr);
+    let cms = env.kube().await;
+    assert!(
+        cms.get_opt("kept").await.unwrap().is_some(),
+        "restored by the resumed reset"
+    );
+
+    // The stand-in restores only what k3s would: a snapshot taken under this token does not
+    // restore on a server configured with another one, and its data dir is left as it was.
+    let taken = env.bootstrap(&["snapshot"]);
+    assert!(taken.ok, "{}{}", taken.stdout, taken.stderr);
+    let out = on_node(
+        &pool,
+        rack,
+        0,
+        &format!(
+            "systemctl stop k3s; ls /var/lib/rancher/k3s/server/db > /root/db.before; \
+             sed -i 's/^token: .*/token: \"not-this-cluster\"/' /etc/rancher/k3s/config.yaml; \
+             /usr/local/bin/k3s server --cluster-reset --cluster-reset-restore-path=$(ls -d {}/bootstrap-* | head -n 1); \
+             echo rc=$?; ls /var/lib/rancher/k3s/server/db | diff /root/db.before - && echo unchanged",
+            xtask::k3s_standin::SNAPSHOT_DIR
+        ),
+    )
+    .await;
+    assert!(
+        out.contains("bootstrap data already found and encrypted with different token")
+            && out.contains("rc=1")
+            && out.contains("unchanged"),
+        "{out}"
+    );
+}
