@@ -32,6 +32,14 @@ pub fn exit<E: std::fmt::Display>(result: Result<(), E>) -> std::process::ExitCo
     }
 }
 
+/// The multi-threaded runtime a command runs its async work on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
 /// The inventory path from `-i` (required by every command but `completions`).
 pub fn inventory_path(g: &Global) -> Result<PathBuf, String> {
     g.inventory

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use super::context::{EXIT_INTERRUPTED, confirm, exit, fail, load_inventory, selected, state_dir};
+use super::context::{EXIT_INTERRUPTED, confirm, exit, fail, load_inventory, runtime, selected, state_dir};
 use super::lock;
 use crate::cli::{Day2Args, Global, Output, RemoveNodeArgs, SnapshotArgs, UpgradeArgs};
 use crate::day2::execute::Env;
@@ -38,13 +38,6 @@ fn one_cluster(g: &Global, command: &str, k3s_too: bool) -> Result<(Cluster, std
         ));
     }
     Ok(((*cluster).clone(), state_dir(g, &loaded.inventory.path)))
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
 }
 
 /// `bootstrap snapshot [--out FILE] [--keep N]`.

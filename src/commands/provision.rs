@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::context::{EXIT_FAILURE, fail, load_inventory, report, selected};
+use super::context::{EXIT_FAILURE, fail, load_inventory, report, runtime, selected};
 use crate::cli::{Global, Output, PowerAction, PowerArgs, ProvisionArgs};
 use crate::inventory::{Cluster, Node};
 use futures::StreamExt;
@@ -33,23 +33,19 @@ fn targets<'a>(g: &Global, clusters: &'a [Cluster], names: &[String]) -> Result<
     Ok(out)
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
+/// The inventory's nodes `nodes` names (every node with a BMC when empty),
+/// or the exit code after the error was reported.
+fn load_targets(g: &Global, nodes: &[String]) -> Result<Vec<(Cluster, Node)>, ExitCode> {
+    let loaded = load_inventory(g).ok_or(ExitCode::from(EXIT_FAILURE))?;
+    let found = targets(g, &loaded.inventory.clusters, nodes).map_err(fail)?;
+    Ok(found.into_iter().map(|(c, n)| (c.clone(), n.clone())).collect())
 }
 
 /// `bootstrap power status|on|off|cycle [--nodes ...]`: one line per node.
 pub fn power_command(g: &Global, args: &PowerArgs) -> ExitCode {
-    let Some(loaded) = load_inventory(g) else {
-        return ExitCode::from(EXIT_FAILURE);
-    };
-    let targets = match targets(g, &loaded.inventory.clusters, &args.nodes) {
+    let targets = match load_targets(g, &args.nodes) {
         Ok(t) => t,
-        Err(e) => {
-            return fail(e);
-        }
+        Err(code) => return code,
     };
     let verb = match args.action {
         PowerAction::Status => "status",
@@ -86,7 +82,7 @@ pub fn power_command(g: &Global, args: &PowerArgs) -> ExitCode {
                         .map_err(|e| e.to_string()),
                 ),
             };
-            (*n, r)
+            (n, r)
         }))
         .buffered(usize::from(args.concurrency))
         .collect(),
@@ -118,11 +114,17 @@ pub fn power_command(g: &Global, args: &PowerArgs) -> ExitCode {
             }
         }
     }
-    if failed > 0 {
-        eprintln!("bootstrap power {verb}: {failed} node(s) failed");
-        return ExitCode::from(EXIT_FAILURE);
+    outcome(&format!("power {verb}"), failed)
+}
+
+/// The exit code once every node was tried: failure when `failed` of them
+/// failed (each already reported), with a summary line.
+fn outcome(command: &str, failed: usize) -> ExitCode {
+    if failed == 0 {
+        return ExitCode::SUCCESS;
     }
-    ExitCode::SUCCESS
+    eprintln!("bootstrap {command}: {failed} node(s) failed");
+    ExitCode::from(EXIT_FAILURE)
 }
 
 fn print_line(g: &Global, node: &str, text: &str, json: &serde_json::Value) {
@@ -135,14 +137,9 @@ fn print_line(g: &Global, node: &str, text: &str, json: &serde_json::Value) {
 
 /// `bootstrap provision [--nodes ...]`: one line per provisioned node.
 pub fn provision_command(g: &Global, args: &ProvisionArgs) -> ExitCode {
-    let Some(loaded) = load_inventory(g) else {
-        return ExitCode::from(EXIT_FAILURE);
-    };
-    let targets = match targets(g, &loaded.inventory.clusters, &args.nodes) {
+    let targets = match load_targets(g, &args.nodes) {
         Ok(t) => t,
-        Err(e) => {
-            return fail(e);
-        }
+        Err(code) => return code,
     };
     if let Some((_, n)) = targets.iter().find(|(_, n)| n.bmc.is_none() && !args.nodes.is_empty()) {
         eprintln!(
@@ -167,7 +164,7 @@ pub fn provision_command(g: &Global, args: &ProvisionArgs) -> ExitCode {
             targets
                 .iter()
                 .filter(|(_, n)| n.bmc.is_some())
-                .map(|(c, n)| async move { (*n, provision_node(c, n, &opts).await) }),
+                .map(|(c, n)| async move { (n, provision_node(c, n, &opts).await) }),
         )
         .buffered(opts.concurrency.max(1))
         .collect(),
@@ -187,9 +184,5 @@ pub fn provision_command(g: &Global, args: &ProvisionArgs) -> ExitCode {
             }
         }
     }
-    if failed > 0 {
-        eprintln!("bootstrap provision: {failed} node(s) failed");
-        return ExitCode::from(EXIT_FAILURE);
-    }
-    ExitCode::SUCCESS
+    outcome("provision", failed)
 }

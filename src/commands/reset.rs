@@ -8,16 +8,12 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use super::context::{confirm, exit, load_inventory, selected, state_dir};
 use crate::cli::{Global, ResetArgs};
 use crate::day2::probe;
-use crate::engine::progress::{Reporter, Style};
 use crate::engine::slots::{self, Check};
-use crate::engine::{self, RunCtx};
 use crate::inventory::{Cluster, Distribution, Node, Role};
 use crate::state::StateStore;
 use crate::talos::Seen;
@@ -60,10 +56,7 @@ fn run(g: &Global, args: &ResetArgs) -> Result<(), String> {
         .cloned()
         .collect();
     let full = targets.len() == cluster.nodes.len();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = super::context::runtime();
     rt.block_on(async {
         let mut store = StateStore::open(&root, &cluster.name).map_err(|e| e.to_string())?;
         let creds = crate::day2::talos_credentials(&root, &cluster)?;
@@ -76,27 +69,10 @@ fn run(g: &Global, args: &ResetArgs) -> Result<(), String> {
                 crate::day2::snapshot::verify(&store, path)?;
                 Some(path.clone())
             }
-            (None, true) => {
-                let (record, _) = crate::day2::snapshot::take(
-                    &cluster,
-                    crate::day2::snapshot::Access::Talos(&creds),
-                    &mut store,
-                    None,
-                    None,
-                    "reset",
-                )
-                .await
-                .map_err(|e| format!("snapshot: {e}; nothing was wiped"))?;
-                eprintln!(
-                    "reset {}: etcd snapshot from {}: {} ({} bytes, sha256 {})",
-                    cluster.name,
-                    record.node,
-                    record.path.display(),
-                    record.size,
-                    record.sha256
-                );
-                Some(record.path)
-            }
+            (None, true) => Some(
+                crate::day2::snapshot::before_reset(&cluster, crate::day2::snapshot::Access::Talos(&creds), &mut store)
+                    .await?,
+            ),
             (None, false) => None,
         };
         let snapshot = snapshot.filter(|_| full);
@@ -123,18 +99,9 @@ fn run(g: &Global, args: &ResetArgs) -> Result<(), String> {
         };
         let mut run = super::up::cluster_run(cluster.clone(), &root, &inventory_dir, &args.up, limit);
         run.restore = snapshot;
-        let style = Style::detect(g.output == crate::cli::Output::Json, g.quiet);
-        let cancel = Arc::new(AtomicBool::new(false));
-        tokio::spawn(super::up::watch_interrupts(cancel.clone()));
-        let ctx = RunCtx {
-            reporter: Arc::new(Reporter::new(style)),
-            state: tokio::sync::Mutex::new(store),
-            concurrency: usize::from(args.up.concurrency),
-            cancel,
-        };
-        let rebuilt = engine::run(&crate::phases::all(Arc::new(run)), &ctx).await;
-        ctx.reporter.finish(rebuilt.is_ok());
-        rebuilt.map_err(|e| format!("cluster {}: rebuild: {e}", cluster.name))?;
+        super::up::rebuild(g, &args.up, run, store)
+            .await
+            .map_err(|e| format!("cluster {}: rebuild: {e}", cluster.name))?;
         eprintln!(
             "reset {}: rebuilt{}",
             cluster.name,

@@ -24,14 +24,10 @@
 //! own trailing checksum); `--nodes` is Talos only so far.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use super::context::confirm;
 use crate::cli::{Global, ResetArgs};
-use crate::engine::progress::{Reporter, Style};
-use crate::engine::{self, RunCtx};
 use crate::inventory::{Cluster, Node, Role};
 use crate::phases::KUBECONFIG;
 use crate::phases::k3s_nodes::{self, remote};
@@ -105,10 +101,7 @@ pub(super) fn run(
             cluster.name
         ));
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = super::context::runtime();
     rt.block_on(async {
         let mut store = StateStore::open(root, &cluster.name).map_err(|e| e.to_string())?;
         let token = cluster_token(root, cluster)?;
@@ -127,27 +120,7 @@ pub(super) fn run(
                 crate::day2::snapshot::verify(&store, path)?;
                 path.clone()
             }
-            None => {
-                let (record, _) = crate::day2::snapshot::take(
-                    cluster,
-                    crate::day2::snapshot::Access::K3s(&pool),
-                    &mut store,
-                    None,
-                    None,
-                    "reset",
-                )
-                .await
-                .map_err(|e| format!("snapshot: {e}; nothing was wiped"))?;
-                eprintln!(
-                    "reset {}: etcd snapshot from {}: {} ({} bytes, sha256 {})",
-                    cluster.name,
-                    record.node,
-                    record.path.display(),
-                    record.size,
-                    record.sha256
-                );
-                record.path
-            }
+            None => crate::day2::snapshot::before_reset(cluster, crate::day2::snapshot::Access::K3s(&pool), &mut store).await?,
         };
         // Checked again right before the wipe: the file must still be what was recorded, and
         // an intact etcd snapshot (a file the state does not know is checked by that alone).
@@ -191,18 +164,7 @@ pub(super) fn run(
             Default::default(),
         );
         run.restore = Some(snapshot.clone());
-        let style = Style::detect(g.output == crate::cli::Output::Json, g.quiet);
-        let cancel = Arc::new(AtomicBool::new(false));
-        tokio::spawn(super::up::watch_interrupts(cancel.clone()));
-        let ctx = RunCtx {
-            reporter: Arc::new(Reporter::new(style)),
-            state: tokio::sync::Mutex::new(store),
-            concurrency: usize::from(args.up.concurrency),
-            cancel,
-        };
-        let rebuilt = engine::run(&crate::phases::all(Arc::new(run)), &ctx).await;
-        ctx.reporter.finish(rebuilt.is_ok());
-        rebuilt.map_err(|e| {
+        super::up::rebuild(g, &args.up, run, store).await.map_err(|e| {
             format!(
                 "cluster {name}: rebuild: {e} (the snapshot stays at {path}; once the cause is fixed, `bootstrap reset --snapshot {path}` again: on nodes left without k3s it only rebuilds)",
                 name = cluster.name,
@@ -216,15 +178,7 @@ pub(super) fn run(
 
 /// This cluster's k3s token, from the state dir.
 fn cluster_token(root: &Path, cluster: &Cluster) -> Result<String, String> {
-    let bundle = crate::render::SecretsBundle::load(root, cluster)
-        .map_err(|e| format!("{e:#}"))?
-        .ok_or_else(|| {
-            format!(
-                "cluster {}: no secrets in {}: the nodes' identity cannot be verified; nothing was done",
-                cluster.name,
-                root.display()
-            )
-        })?;
+    let bundle = crate::day2::secrets(root, cluster)?;
     Ok(bundle.k3s().map_err(|e| e.to_string())?.k3s.token.clone())
 }
 
@@ -380,19 +334,7 @@ async fn uninstall(pool: &Pool, node: &Node) -> Result<(), String> {
         tracing::info!(node = %node.name, "k3s uninstalled");
         Ok(())
     } else {
-        let err = out.stderr_str();
-        let tail: Vec<&str> = err
-            .lines()
-            .rev()
-            .take(5)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        Err(format!(
-            "uninstalling k3s failed ({}): {}",
-            out.describe(),
-            tail.join(" | ")
-        ))
+        let tail = out.stderr_tail(5);
+        Err(format!("uninstalling k3s failed ({}): {}", out.describe(), tail))
     }
 }

@@ -67,10 +67,7 @@ fn execute(g: &Global, args: &UpArgs, mode: Mode) -> ExitCode {
     let style = Style::detect(g.output == crate::cli::Output::Json, g.quiet);
     let reporter = Arc::new(Reporter::new(style));
     let cancel = Arc::new(AtomicBool::new(false));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = super::context::runtime();
     rt.spawn(watch_interrupts(cancel.clone()));
     let mut code = ExitCode::SUCCESS;
     for cluster in clusters {
@@ -283,6 +280,23 @@ pub(crate) fn print_plan(cluster: &str, actions: &[engine::Action], json: bool) 
         }
         println!("    {}: {}", a.target, a.step);
     }
+}
+
+/// The rebuild after a wipe: `up`'s phases over `run` (its `restore`
+/// snapshot bootstraps etcd), with progress and Ctrl-C handling.
+pub(crate) async fn rebuild(g: &Global, args: &UpArgs, run: ClusterRun, store: StateStore) -> Result<(), PhaseError> {
+    let style = Style::detect(g.output == crate::cli::Output::Json, g.quiet);
+    let cancel = Arc::new(AtomicBool::new(false));
+    tokio::spawn(super::up::watch_interrupts(cancel.clone()));
+    let ctx = RunCtx {
+        reporter: Arc::new(Reporter::new(style)),
+        state: tokio::sync::Mutex::new(store),
+        concurrency: usize::from(args.concurrency),
+        cancel,
+    };
+    let rebuilt = engine::run(&crate::phases::all(Arc::new(run)), &ctx).await;
+    ctx.reporter.finish(rebuilt.is_ok());
+    rebuilt
 }
 
 /// First Ctrl-C: start nothing new, let in-flight steps finish. Second: exit now.

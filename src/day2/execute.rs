@@ -25,6 +25,56 @@ pub struct Env {
     pub node_timeout: Duration,
 }
 
+/// How many workers are upgraded together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batch {
+    /// This many workers.
+    Count(usize),
+    /// This share of the workers, rounded up.
+    Percent(u8),
+}
+
+impl std::str::FromStr for Batch {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("--batch `{s}`: expected a count (1, 2, ...) or a share of the workers (10%)");
+        let b = match s.strip_suffix('%') {
+            Some(p) => Batch::Percent(p.parse().map_err(|_| bad())?),
+            None => Batch::Count(s.parse().map_err(|_| bad())?),
+        };
+        match b {
+            Batch::Count(0) | Batch::Percent(0) => Err(format!("--batch `{s}`: must be at least 1 (or 1%)")),
+            Batch::Percent(p) if p > 100 => Err(format!("--batch `{s}`: a share is at most 100%")),
+            b => Ok(b),
+        }
+    }
+}
+
+impl Batch {
+    /// Workers per batch out of `workers` (at least 1).
+    pub fn size(self, workers: usize) -> usize {
+        match self {
+            Batch::Count(n) => n,
+            Batch::Percent(p) => (workers * usize::from(p)).div_ceil(100),
+        }
+        .max(1)
+    }
+}
+
+/// Runs `plan` (a Day-2 phase's apply): [`stages`] with workers `batch` at
+/// a time, then [`run`].
+pub async fn apply(
+    ctx: &RunCtx,
+    env: &Env,
+    phase: &str,
+    to: &str,
+    plan: &[Action],
+    batch: Batch,
+) -> Result<(), PhaseError> {
+    let workers = env.cluster.nodes.iter().filter(|n| n.role == Role::Worker).count();
+    run(ctx, env, phase, to, stages(&env.cluster, plan, batch.size(workers))).await
+}
+
 /// A stage: nodes worked on together, each with its steps in order.
 pub type Stage = Vec<(String, Vec<Step>)>;
 
@@ -213,11 +263,7 @@ async fn await_upgraded(env: &Env, node: &Node, version: &str) -> Result<(), Str
                     Ok(m) => m,
                     Err(e) => return Check::Not(e.to_string()),
                 };
-                let missing: Vec<&str> = want
-                    .iter()
-                    .filter(|n| !members.iter().any(|m| is_member(m, n)))
-                    .map(|n| n.name.as_str())
-                    .collect();
+                let missing = crate::talos::not_members(&members, want.iter().map(|n| (n.name.as_str(), n.ip)));
                 if !missing.is_empty() {
                     return Check::Not(format!("not members: {}", missing.join(", ")));
                 }

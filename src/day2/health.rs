@@ -78,6 +78,20 @@ impl Observed {
     }
 }
 
+/// Refuses a Day-2 `phase` (`what`: "upgrade") when `problems` is not empty.
+pub fn refuse_unless_healthy(phase: &str, what: &str, problems: &[String]) -> Result<(), crate::engine::PhaseError> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(super::execute::refusal(
+        phase,
+        format!(
+            "refusing to {what}: the cluster is not healthy: {}; nothing was changed",
+            problems.join("; ")
+        ),
+    ))
+}
+
 /// Reads every node of `cluster` (Talos version, etcd service health, Node status).
 pub async fn observe(cluster: &Cluster, creds: &TalosCredentials, kube: &crate::k8s::Client) -> Observed {
     let seen = futures::future::join_all(cluster.nodes.iter().map(|n| observe_node(n, creds, kube))).await;

@@ -73,19 +73,11 @@ pub async fn take(pool: &Pool, server: &Node, out: &Path, budget: Duration) -> R
         .await
         .map_err(|e| e.to_string())?;
     if !saved.success() {
-        let err = saved.stderr_str();
-        let tail: Vec<&str> = err
-            .lines()
-            .rev()
-            .take(3)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
+        let tail = saved.stderr_tail(3);
         return Err(format!(
             "`k3s etcd-snapshot save` failed ({}): {}",
             saved.describe(),
-            tail.join(" | ")
+            tail
         ));
     }
     let listing = s

@@ -10,9 +10,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::execute::Batch;
 use super::execute::{self, Env};
 use super::health;
-use super::upgrade::{Batch, parse_version};
+use super::upgrade::{forward_one_minor, parse_version};
 use crate::engine::{Action, Phase, PhaseError, RunCtx, Step};
 use crate::inventory::{Cluster, Role};
 
@@ -26,18 +27,11 @@ pub const PHASE: &str = "upgrade-kubernetes";
 pub fn check_skew(server: &str, kubelets: &BTreeMap<String, String>, to: &str) -> Result<(), String> {
     let target = parse_version(to).ok_or_else(|| format!("Kubernetes `{to}`: not a version (vMAJOR.MINOR.PATCH)"))?;
     let current = parse_version(server).ok_or_else(|| format!("the API server reports `{server}`, not a version"))?;
-    if target < current {
-        return Err(format!(
-            "Kubernetes {to}: the API server runs {server}; downgrades are not supported"
-        ));
-    }
-    if target.0 != current.0 || target.1 > current.1 + 1 {
-        return Err(format!(
-            "Kubernetes {to}: the API server runs {server}; upgrade one minor release at a time (v{}.{}.x first)",
-            current.0,
-            current.1 + 1
-        ));
-    }
+    forward_one_minor(
+        &format!("Kubernetes {to}: the API server runs {server}"),
+        current,
+        target,
+    )?;
     for (node, v) in kubelets {
         let Some(k) = parse_version(v) else { continue };
         if k > target {
@@ -99,15 +93,7 @@ impl Phase for KubernetesUpgrade {
             return Ok(Vec::new());
         }
         let problems = seen.problems(cluster, &[]);
-        if !problems.is_empty() {
-            return Err(execute::refusal(
-                PHASE,
-                format!(
-                    "refusing to upgrade Kubernetes: the cluster is not healthy: {}; nothing was changed",
-                    problems.join("; ")
-                ),
-            ));
-        }
+        health::refuse_unless_healthy(PHASE, "upgrade Kubernetes", &problems)?;
         let server = self.env.kube.server_version().await.map_err(|e| {
             execute::refusal(
                 PHASE,
@@ -120,9 +106,8 @@ impl Phase for KubernetesUpgrade {
     }
 
     async fn apply(&self, ctx: &RunCtx, plan: &[Action]) -> Result<(), PhaseError> {
-        let workers = self.env.cluster.nodes.iter().filter(|n| n.role == Role::Worker).count();
-        let stages = execute::stages(&self.env.cluster, plan, self.batch.size(workers));
-        execute::run(ctx, &self.env, PHASE, &self.env.cluster.versions.kubernetes, stages).await
+        let to = &self.env.cluster.versions.kubernetes;
+        execute::apply(ctx, &self.env, PHASE, to, plan, self.batch).await
     }
 }
 

@@ -22,6 +22,20 @@ use crate::render::{SecretsBundle, TalosBundle, talos as render_talos};
 use crate::state::StateStore;
 use crate::talos::{CallPolicy, TalosClient, TalosCredentials};
 
+/// The cluster's secrets bundle from the state dir; without one, the nodes'
+/// identity cannot be checked and nothing is done.
+pub fn secrets(root: &Path, cluster: &Cluster) -> Result<SecretsBundle, String> {
+    SecretsBundle::load(root, cluster)
+        .map_err(|e| format!("{e:#}"))?
+        .ok_or_else(|| {
+            format!(
+                "cluster {}: no secrets in {}: the nodes' identity cannot be verified; nothing was done",
+                cluster.name,
+                root.display()
+            )
+        })
+}
+
 /// The cluster's talosconfig credentials, rebuilt from the secrets bundle in
 /// the state dir (the identity every node must answer with).
 pub fn talos_credentials(root: &Path, cluster: &Cluster) -> Result<TalosCredentials, String> {
@@ -31,15 +45,7 @@ pub fn talos_credentials(root: &Path, cluster: &Cluster) -> Result<TalosCredenti
 /// The cluster's Talos secrets bundle (to render machine configs) and its
 /// talosconfig credentials.
 pub fn talos_material(root: &Path, cluster: &Cluster) -> Result<(TalosBundle, TalosCredentials), String> {
-    let bundle = SecretsBundle::load(root, cluster)
-        .map_err(|e| format!("{e:#}"))?
-        .ok_or_else(|| {
-            format!(
-                "cluster {}: no secrets in {}: the nodes' identity cannot be verified; nothing was done",
-                cluster.name,
-                root.display()
-            )
-        })?;
+    let bundle = secrets(root, cluster)?;
     let bundle = bundle.talos().map_err(|e| e.to_string())?.clone();
     let talosconfig = render_talos::talosconfig(cluster, &bundle).map_err(|e| format!("{e:#}"))?;
     let creds = TalosCredentials::from_talosconfig(&talosconfig, None).map_err(|e| e.to_string())?;

@@ -94,10 +94,6 @@ pub struct RemoveNodes {
 
 #[async_trait::async_trait]
 impl Phase for RemoveNodes {
-    fn id(&self) -> (&'static str, &'static str) {
-        (PHASE, "Remove nodes")
-    }
-
     async fn plan(&self, _ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
         let cluster = &self.env.cluster;
         let seen = health::observe(cluster, &self.env.creds, &self.env.kube).await;
@@ -161,8 +157,11 @@ impl Phase for RemoveNodes {
 
     async fn apply(&self, ctx: &RunCtx, plan: &[Action]) -> Result<(), PhaseError> {
         // One node at a time (control planes first): each stage is one node.
-        let stages = execute::stages(&self.env.cluster, plan, 1);
-        execute::run(ctx, &self.env, PHASE, "removed", stages).await
+        execute::apply(ctx, &self.env, PHASE, "removed", plan, execute::Batch::Count(1)).await
+    }
+
+    fn id(&self) -> (&'static str, &'static str) {
+        (PHASE, "Remove nodes")
     }
 }
 

@@ -100,6 +100,23 @@ pub async fn take(
     ))
 }
 
+/// The snapshot a reset takes before it wipes anything (said on stderr);
+/// its error says that nothing was wiped.
+pub async fn before_reset(cluster: &Cluster, access: Access<'_>, store: &mut StateStore) -> Result<PathBuf, String> {
+    let (record, _) = take(cluster, access, store, None, None, "reset")
+        .await
+        .map_err(|e| format!("snapshot: {e}; nothing was wiped"))?;
+    eprintln!(
+        "reset {}: etcd snapshot from {}: {} ({} bytes, sha256 {})",
+        cluster.name,
+        record.node,
+        record.path.display(),
+        record.size,
+        record.sha256
+    );
+    Ok(record.path)
+}
+
 /// Checks a snapshot file against the sha256 recorded for it (a file the
 /// state does not know passes unchecked: the operator brought it).
 pub fn verify(store: &StateStore, path: &Path) -> Result<(), String> {

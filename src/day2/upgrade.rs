@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+pub use super::execute::Batch;
 use super::execute::{self, Env, progress};
 use super::health;
 use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx, Step};
@@ -15,42 +16,6 @@ use crate::inventory::{Cluster, Role};
 
 /// Phase name in state and events.
 pub const PHASE: &str = "upgrade";
-
-/// How many workers are upgraded together.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Batch {
-    /// This many workers.
-    Count(usize),
-    /// This share of the workers, rounded up.
-    Percent(u8),
-}
-
-impl std::str::FromStr for Batch {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("--batch `{s}`: expected a count (1, 2, ...) or a share of the workers (10%)");
-        let b = match s.strip_suffix('%') {
-            Some(p) => Batch::Percent(p.parse().map_err(|_| bad())?),
-            None => Batch::Count(s.parse().map_err(|_| bad())?),
-        };
-        match b {
-            Batch::Count(0) | Batch::Percent(0) => Err(format!("--batch `{s}`: must be at least 1 (or 1%)")),
-            Batch::Percent(p) if p > 100 => Err(format!("--batch `{s}`: a share is at most 100%")),
-            b => Ok(b),
-        }
-    }
-}
-
-impl Batch {
-    /// Workers per batch out of `workers` (at least 1).
-    pub fn size(self, workers: usize) -> usize {
-        match self {
-            Batch::Count(n) => n,
-            Batch::Percent(p) => (workers * usize::from(p)).div_ceil(100),
-        }
-        .max(1)
-    }
-}
 
 /// `vMAJOR.MINOR.PATCH` (a pre-release suffix allowed), as (major, minor, patch).
 pub fn parse_version(v: &str) -> Option<(u64, u64, u64)> {
@@ -70,14 +35,18 @@ pub fn check_target(flag: &str, from: &str, to: &str) -> Result<(), String> {
     let Some(current) = parse_version(from) else {
         return Ok(()); // an unreadable current version is refused by the health check
     };
+    forward_one_minor(&format!("{flag} {to}: the cluster runs {from}"), current, target)
+}
+
+/// Refuses moving from `current` to `target` unless it goes forward by at
+/// most one minor release; `context` starts the refusal.
+pub fn forward_one_minor(context: &str, current: (u64, u64, u64), target: (u64, u64, u64)) -> Result<(), String> {
     if target < current {
-        return Err(format!(
-            "{flag} {to}: the cluster runs {from}; downgrades are not supported"
-        ));
+        return Err(format!("{context}; downgrades are not supported"));
     }
     if target.0 != current.0 || target.1 > current.1 + 1 {
         return Err(format!(
-            "{flag} {to}: the cluster runs {from}; upgrade one minor release at a time (v{}.{}.x first)",
+            "{context}; upgrade one minor release at a time (v{}.{}.x first)",
             current.0,
             current.1 + 1
         ));
@@ -160,10 +129,6 @@ pub struct TalosUpgrade {
 
 #[async_trait::async_trait]
 impl Phase for TalosUpgrade {
-    fn id(&self) -> (&'static str, &'static str) {
-        (PHASE, "Upgrade: Talos OS")
-    }
-
     async fn plan(&self, ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
         let cluster = &self.env.cluster;
         let done = ctx
@@ -195,15 +160,7 @@ impl Phase for TalosUpgrade {
                     .filter(|p| p.starts_with("etcd member")),
             );
         }
-        if !problems.is_empty() {
-            return Err(execute::refusal(
-                PHASE,
-                format!(
-                    "refusing to upgrade: the cluster is not healthy: {}; nothing was changed",
-                    problems.join("; ")
-                ),
-            ));
-        }
+        health::refuse_unless_healthy(PHASE, "upgrade", &problems)?;
         let running: BTreeMap<String, String> = seen
             .nodes
             .iter()
@@ -219,9 +176,11 @@ impl Phase for TalosUpgrade {
     }
 
     async fn apply(&self, ctx: &RunCtx, plan: &[Action]) -> Result<(), PhaseError> {
-        let workers = self.env.cluster.nodes.iter().filter(|n| n.role == Role::Worker).count();
-        let stages = execute::stages(&self.env.cluster, plan, self.batch.size(workers));
-        execute::run(ctx, &self.env, PHASE, &self.to, stages).await
+        execute::apply(ctx, &self.env, PHASE, &self.to, plan, self.batch).await
+    }
+
+    fn id(&self) -> (&'static str, &'static str) {
+        (PHASE, "Upgrade: Talos OS")
     }
 }
 

@@ -396,11 +396,7 @@ impl TalosNodes {
             || async {
                 match client.etcd_members().await {
                     Ok(members) => {
-                        let missing: Vec<&str> = want
-                            .iter()
-                            .filter(|n| !members.iter().any(|mb| is_member(mb, n)))
-                            .map(|n| n.name.as_str())
-                            .collect();
+                        let missing = crate::talos::not_members(&members, want.iter().map(|n| (n.name.as_str(), n.ip)));
                         if !missing.is_empty() {
                             return Check::Not(format!("not members yet: {}", missing.join(", ")));
                         }
@@ -652,8 +648,4 @@ fn refusal(why: &str) -> String {
 /// What `node` answers ([`crate::talos::probe`]).
 pub async fn probe(node: &Node, creds: Option<&TalosCredentials>) -> Seen {
     crate::talos::probe(&node.name, addr(node), node.role == Role::Controlplane, creds).await
-}
-
-fn is_member(member: &crate::talos::proto::machine::EtcdMember, node: &Node) -> bool {
-    crate::talos::is_member(member, &node.name, node.ip)
 }

@@ -143,6 +143,14 @@ impl Output {
         String::from_utf8_lossy(&self.stderr).into_owned()
     }
 
+    /// The last `n` lines of stderr, joined with ` | ` (what a failed
+    /// command's error quotes: scripts print what failed last, and no secrets).
+    pub fn stderr_tail(&self, n: usize) -> String {
+        let err = self.stderr_str();
+        let lines: Vec<&str> = err.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join(" | ")
+    }
+
     /// `exit status N` / `killed by SIGNAL`.
     pub fn describe(&self) -> String {
         match (&self.status, &self.signal) {

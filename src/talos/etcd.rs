@@ -24,6 +24,18 @@ pub fn is_member(member: &super::proto::machine::EtcdMember, hostname: &str, ip:
     member.hostname == hostname || member.peer_urls.iter().any(|u| u.contains(&format!("//{ip}:")))
 }
 
+/// Which of `nodes` (name, address) are not among `members`.
+pub fn not_members<'a>(
+    members: &[super::proto::machine::EtcdMember],
+    nodes: impl IntoIterator<Item = (&'a str, std::net::IpAddr)>,
+) -> Vec<&'a str> {
+    nodes
+        .into_iter()
+        .filter(|(name, ip)| !members.iter().any(|m| is_member(m, name, *ip)))
+        .map(|(name, _)| name)
+        .collect()
+}
+
 /// A snapshot written to disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotInfo {

@@ -23,7 +23,7 @@ mod tls;
 pub use client::{CallPolicy, TalosClient};
 pub use credentials::TalosCredentials;
 pub use error::TalosError;
-pub use etcd::{SnapshotInfo, is_member};
+pub use etcd::{SnapshotInfo, is_member, not_members};
 pub use kubeconfig::unpack_kubeconfig;
 pub use probe::{Seen, probe};
 pub use resources::SystemInformation;

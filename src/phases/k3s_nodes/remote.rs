@@ -191,16 +191,8 @@ pub async fn install(s: &Session, sudo: bool, timeout: Duration) -> Result<Strin
         .map_err(|e| e.to_string())?;
     if !out.success() {
         // The script prints no secrets; its last lines say what failed.
-        let err = out.stderr_str();
-        let tail: Vec<&str> = err
-            .lines()
-            .rev()
-            .take(5)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        return Err(format!("install.sh failed ({}): {}", out.describe(), tail.join(" | ")));
+        let tail = out.stderr_tail(5);
+        return Err(format!("install.sh failed ({}): {}", out.describe(), tail));
     }
     s.run(&format!("rm -f {STAGE_DIR}/k3s"), opts(sudo, Duration::from_secs(60)))
         .await
@@ -264,19 +256,11 @@ pub async fn restore(s: &Session, unit: &str, snapshot: &Path, sudo: bool, timeo
         .await
         .map_err(|e| e.to_string())?;
     if !out.success() {
-        let err = out.stderr_str();
-        let tail: Vec<&str> = err
-            .lines()
-            .rev()
-            .take(5)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
+        let tail = out.stderr_tail(5);
         return Err(format!(
             "`k3s server --cluster-reset --cluster-reset-restore-path` failed ({}): {}",
             out.describe(),
-            tail.join(" | ")
+            tail
         ));
     }
     s.run(
