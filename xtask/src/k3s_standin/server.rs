@@ -204,7 +204,8 @@ pub async fn run(cfg: Config) -> Result<()> {
     // (`server/db/etcd`): kept across restarts, restored by `--cluster-reset`.
     let embedded = if cfg.cluster_init && crate::etcd::member::available() {
         let etcd = crate::etcd::EtcdCluster::default();
-        // A restart may find the previous server's member still releasing its ports.
+        // A restart may find the previous server's member still releasing its ports, and a
+        // loaded machine starts etcd slowly; k3s itself keeps retrying its etcd until it runs.
         let mut attempt = 0;
         while let Err(e) = etcd
             .start_at(
@@ -215,7 +216,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             .await
         {
             attempt += 1;
-            anyhow::ensure!(attempt < 30, "embedded etcd: {e}");
+            anyhow::ensure!(attempt < 100, "embedded etcd: {e}");
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         Some(etcd)
