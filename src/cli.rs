@@ -59,7 +59,7 @@ pub enum Command {
     AddNode(AddNodeArgs),
     /// Disaster-recovery drill: snapshot, wipe, rebuild and restore.
     Reset(ResetArgs),
-    /// Upgrade Talos OS node by node: control planes one at a time, workers in drained batches.
+    /// Upgrade Talos OS, then Kubernetes, node by node: control planes one at a time, workers in batches.
     Upgrade(UpgradeArgs),
     /// Drain, take out of etcd, wipe and delete nodes of a running cluster.
     RemoveNode(RemoveNodeArgs),
@@ -154,7 +154,8 @@ pub struct UpgradeArgs {
     /// Target Talos version (default: the inventory's `versions.talos`).
     #[arg(long, value_name = "VERSION")]
     pub talos: Option<String>,
-    /// Target Kubernetes version (not implemented yet: refused).
+    /// Target Kubernetes version: must be the inventory's `versions.kubernetes`
+    /// (machine configs are rendered from it; the default).
     #[arg(long, value_name = "VERSION")]
     pub kubernetes: Option<String>,
     /// Target k3s version (not implemented yet: refused).
