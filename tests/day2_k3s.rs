@@ -135,6 +135,17 @@ fn target(rack: &Rack, n: &xtask::rack::RackNode) -> Target {
     t
 }
 
+/// Fails the test with the reset's output and the first server's k3s log unless it succeeded.
+async fn reset_succeeded(pool: &Pool, rack: &Rack, reset: &Run) {
+    if !reset.ok {
+        let log = on_node(pool, rack, 0, "tail -n 30 /var/log/k3s.log").await;
+        panic!(
+            "reset:\n{}{}\nrack-1 /var/log/k3s.log:\n{log}",
+            reset.stdout, reset.stderr
+        );
+    }
+}
+
 async fn on_node(pool: &Pool, rack: &Rack, i: usize, cmd: &str) -> String {
     let s = pool.session(&target(rack, &rack.nodes()[i])).await.unwrap();
     let out = s.exec(cmd, Default::default()).await.unwrap();
@@ -354,13 +365,7 @@ async fn snapshot_then_reset_restores_what_the_snapshot_held(rack: &Rack) {
         "--timeout",
         "60",
     ]);
-    if !reset.ok {
-        let log = on_node(&pool, rack, 0, "tail -n 30 /var/log/k3s.log").await;
-        panic!(
-            "reset:\n{}{}\nrack-1 /var/log/k3s.log:\n{log}",
-            reset.stdout, reset.stderr
-        );
-    }
+    reset_succeeded(&pool, rack, &reset).await;
     assert!(reset.stderr.contains("rebuilt and etcd restored"), "{}", reset.stderr);
     assert!(
         !reset.stderr.contains(&token) && !reset.stdout.contains(&token),
@@ -415,13 +420,7 @@ async fn snapshot_then_reset_restores_what_the_snapshot_held(rack: &Rack) {
         .await
         .unwrap();
     let reset = env.bootstrap(&["reset", "--yes", "--artifacts", &crds, "--timeout", "60"]);
-    if !reset.ok {
-        let log = on_node(&pool, rack, 0, "tail -n 30 /var/log/k3s.log").await;
-        panic!(
-            "reset:\n{}{}\nrack-1 /var/log/k3s.log:\n{log}",
-            reset.stdout, reset.stderr
-        );
-    }
+    reset_succeeded(&pool, rack, &reset).await;
     let taken = env.records().last().cloned().unwrap();
     assert_eq!((taken.reason.as_str(), taken.node.as_str()), ("reset", "rack-1"));
     assert_eq!(sha256_file(&taken.path), taken.sha256);
@@ -464,13 +463,7 @@ async fn two_servers_and_an_agent_are_reset_and_rejoin_the_restored_one(rack: &R
         .await
         .unwrap();
     let reset = env.bootstrap(&["reset", "--yes", "--artifacts", &crds, "--timeout", "60"]);
-    if !reset.ok {
-        let log = on_node(&pool, rack, 0, "tail -n 30 /var/log/k3s.log").await;
-        panic!(
-            "reset:\n{}{}\nrack-1 /var/log/k3s.log:\n{log}",
-            reset.stdout, reset.stderr
-        );
-    }
+    reset_succeeded(&pool, rack, &reset).await;
     assert!(reset.stderr.contains("rebuilt and etcd restored"), "{}", reset.stderr);
     let cms = env.kube().await;
     assert!(cms.get_opt("kept").await.unwrap().is_some(), "restored");

@@ -101,6 +101,13 @@ impl Rack {
         cmd
     }
 
+    /// `args` (a `--dry-run` or `plan`) prints "nothing to do".
+    fn assert_nothing_to_do(&self, args: &[&str]) {
+        let out = self.run(args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("nothing to do"), "{}", text_of(&out));
+    }
+
     fn run(&self, args: &[&str]) -> Output {
         tokio::task::block_in_place(|| self.command(args).output().unwrap())
     }
@@ -288,12 +295,7 @@ async fn upgrade_goes_node_by_node_and_a_blocked_drain_waits_for_its_budget() {
     assert_eq!(state.snapshots[0].reason, "upgrade");
 
     // Converged: the same upgrade has nothing left to do.
-    let again = r.run(&["upgrade", "--talos", TO, "--dry-run"]);
-    assert!(
-        String::from_utf8_lossy(&again.stdout).contains("nothing to do"),
-        "{}",
-        text_of(&again)
-    );
+    r.assert_nothing_to_do(&["upgrade", "--talos", TO, "--dry-run"]);
     r.rack.stop().await;
 }
 
@@ -395,12 +397,7 @@ async fn remove_node_keeps_quorum_and_touches_no_other_node() {
         "its Node object is gone"
     );
     // Removed already: nothing to do.
-    let again = r.run(&["remove-node", "cp-3", "--dry-run"]);
-    assert!(
-        String::from_utf8_lossy(&again.stdout).contains("nothing to do"),
-        "{}",
-        text_of(&again)
-    );
+    r.assert_nothing_to_do(&["remove-node", "cp-3", "--dry-run"]);
     r.rack.stop().await;
 }
 
@@ -523,11 +520,6 @@ async fn kubernetes_moves_control_planes_first_without_reboots_and_one_minor_at_
         "control planes one at a time, then workers"
     );
     // `up` renders what `upgrade` applied: nothing to do.
-    let plan = r.run(&["plan"]);
-    assert!(
-        String::from_utf8_lossy(&plan.stdout).contains("nothing to do"),
-        "{}",
-        text_of(&plan)
-    );
+    r.assert_nothing_to_do(&["plan"]);
     r.rack.stop().await;
 }

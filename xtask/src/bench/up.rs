@@ -84,11 +84,7 @@ fn one_run(
         full.clone()
     };
     let last = format!("worker-{workers}");
-    let cluster = bootstrap::inventory::load(&full)
-        .map_err(|d| anyhow::anyhow!("bench inventory: {:?}", d.0.first().map(ToString::to_string)))?
-        .inventory
-        .clusters
-        .remove(0);
+    let cluster = load_cluster(&full)?;
     let state = dir.join(format!("state-{block}"));
     seed_secrets(bin, dir, &inv, &state.join("bench"))?;
     let crds = crate::sim_rack::offline_crds(&dir.join("artifacts"))?;
@@ -156,6 +152,13 @@ fn one_run(
         rack.stop().await;
         Ok((wall, rss, day2))
     })
+}
+
+/// The one cluster of a bench inventory.
+pub(crate) fn load_cluster(inv: &Path) -> Result<bootstrap::inventory::Cluster> {
+    let loaded = bootstrap::inventory::load(inv)
+        .map_err(|d| anyhow::anyhow!("bench inventory: {:?}", d.0.first().map(ToString::to_string)))?;
+    loaded.inventory.clusters.into_iter().next().context("a cluster")
 }
 
 /// Puts one pre-generated secrets bundle into the run's state dir: RSA-4096

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
-use super::up::{inventory, median, release_binary, seed_secrets, wait_with_rss};
+use super::up::{inventory, load_cluster, median, release_binary, seed_secrets, wait_with_rss};
 use crate::sim_rack::{RackOptions, SimRack};
 
 /// The version the simulated nodes are upgraded to (they run `SimOptions`' default).
@@ -44,11 +44,7 @@ fn one_run(
     reboot: Duration,
 ) -> Result<(Duration, f64)> {
     let inv = inventory(dir, block, 3, workers)?;
-    let cluster = bootstrap::inventory::load(&inv)
-        .map_err(|d| anyhow::anyhow!("bench inventory: {:?}", d.0.first().map(ToString::to_string)))?
-        .inventory
-        .clusters
-        .remove(0);
+    let cluster = load_cluster(&inv)?;
     let state = dir.join(format!("state-{block}"));
     seed_secrets(bin, dir, &inv, &state.join("bench"))?;
     let crds = crate::sim_rack::offline_crds(&dir.join("artifacts"))?;
