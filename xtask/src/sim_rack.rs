@@ -189,7 +189,8 @@ async fn watch(
             registered.insert(n.name().to_owned(), (config, api_tag));
             changed = true;
         }
-        // `/version` answers as the oldest API server (conservative while they roll).
+        // Each kube-apiserver serves `/version` from its own build (k8s.io/component-base/version);
+        // behind the endpoint any of them may answer mid-upgrade, so report the oldest.
         let oldest = registered
             .values()
             .filter_map(|(_, tag)| tag.as_deref())
