@@ -158,7 +158,8 @@ pub struct UpgradeArgs {
     /// (machine configs are rendered from it; the default).
     #[arg(long, value_name = "VERSION")]
     pub kubernetes: Option<String>,
-    /// Target k3s version (not implemented yet: refused).
+    /// Target k3s version: must be the inventory's `versions.k3s` (its
+    /// installs and the pinned binary are rendered from it; the default).
     #[arg(long, value_name = "VERSION")]
     pub k3s: Option<String>,
     /// Workers upgraded together: a count or a share of the workers (`10%`).

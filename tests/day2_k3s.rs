@@ -49,30 +49,41 @@ fn main() {
         println!("test day2_k3s ... skipped (/usr/bin/etcd or /usr/bin/etcdctl missing)");
         return;
     }
-    let t = Instant::now();
-    let Some(rack) = Rack::for_test(2) else {
-        println!("test day2_k3s ... skipped");
-        return;
-    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(snapshot_then_reset_restores_what_the_snapshot_held(&rack));
-    drop(rack);
-    println!(
-        "test day2_k3s: snapshot and reset drill ... ok ({:.1} s)",
-        t.elapsed().as_secs_f64()
-    );
-    let t = Instant::now();
-    let rack = Rack::for_test(3).expect("a second rack");
-    rt.block_on(two_servers_and_an_agent_are_reset_and_rejoin_the_restored_one(&rack));
-    println!(
-        "test day2_k3s: reset of two servers and an agent ... ok ({:.1} s)",
-        t.elapsed().as_secs_f64()
-    );
-    println!("2 passed, 0 failed");
+    // `cargo test --test day2_k3s -- WORD` runs the scenarios whose name holds WORD.
+    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    type Scenario = for<'a> fn(&'a Rack) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
+    let scenarios: [(&str, usize, Scenario); 3] = [
+        ("snapshot and reset drill", 2, |r| {
+            Box::pin(snapshot_then_reset_restores_what_the_snapshot_held(r))
+        }),
+        ("reset of two servers and an agent", 3, |r| {
+            Box::pin(two_servers_and_an_agent_are_reset_and_rejoin_the_restored_one(r))
+        }),
+        ("upgrade, then remove-node", 3, |r| {
+            Box::pin(upgrade_moves_servers_then_agents_and_remove_node_keeps_quorum(r))
+        }),
+    ];
+    let mut passed = 0;
+    for (name, nodes, run) in scenarios {
+        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        let t = Instant::now();
+        let Some(rack) = Rack::for_test(nodes) else {
+            println!("test day2_k3s ... skipped");
+            return;
+        };
+        rt.block_on(run(&rack));
+        drop(rack);
+        println!("test day2_k3s: {name} ... ok ({:.1} s)", t.elapsed().as_secs_f64());
+        passed += 1;
+    }
+    println!("{passed} passed, 0 failed");
 }
 
 struct Env {
@@ -90,19 +101,22 @@ struct Run {
 
 impl Env {
     /// The real binary, with this test's HOME (known_hosts of the rack) and state dir.
-    fn bootstrap(&self, args: &[&str]) -> Run {
-        let t = Instant::now();
-        let out = Command::new(BIN)
-            .arg("-i")
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("-i")
             .arg(&self.inventory)
             .arg("--state-dir")
             .arg(&self.state)
             .args(args)
             .env("HOME", self.home.path())
             .env_remove("SSH_AUTH_SOCK")
-            .env_remove("KUBECONFIG")
-            .output()
-            .unwrap();
+            .env_remove("KUBECONFIG");
+        c
+    }
+
+    fn bootstrap(&self, args: &[&str]) -> Run {
+        let t = Instant::now();
+        let out = self.command(args).output().unwrap();
         let run = Run {
             ok: out.status.success(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -115,6 +129,12 @@ impl Env {
             t.elapsed().as_secs_f64()
         );
         run
+    }
+
+    /// What `phase` recorded last for `node` (`v1.35.0+k3s1: cordon`, ...).
+    fn progress(&self, phase: &str, node: &str) -> Option<String> {
+        let state = StateStore::peek(&self.state, "rack").ok()??;
+        state.phases.get(phase)?.steps.get(node).cloned()
     }
 
     fn records(&self) -> Vec<SnapshotRecord> {
@@ -488,7 +508,7 @@ async fn two_servers_and_an_agent_are_reset_and_rejoin_the_restored_one(rack: &R
     // A reset whose rebuild did not finish leaves nodes without k3s: without a snapshot there is
     // nothing to restore (refused), with one it rebuilds without a wipe.
     for i in 0..3 {
-        on_node(&pool, rack, i, bootstrap::commands::reset_k3s::UNINSTALL).await;
+        on_node(&pool, rack, i, bootstrap::day2::k3s::UNINSTALL).await;
     }
     let refused = env.bootstrap(&["reset", "--yes"]);
     assert!(!refused.ok);
@@ -540,5 +560,243 @@ async fn two_servers_and_an_agent_are_reset_and_rejoin_the_restored_one(rack: &R
             && out.contains("rc=1")
             && out.contains("unchanged"),
         "{out}"
+    );
+}
+
+/// The target version the upgrade scenario moves to.
+const TO: &str = "v1.35.0+k3s1";
+
+/// Node name → (kubelet version, unschedulable), from the API.
+async fn node_versions(env: &Env) -> std::collections::BTreeMap<String, (String, bool)> {
+    let client = env.kube().await.into_client();
+    kube::Api::<k8s_openapi::api::core::v1::Node>::all(client)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|n| {
+            let version = n
+                .status
+                .and_then(|s| s.node_info)
+                .map(|i| i.kubelet_version)
+                .unwrap_or_default();
+            let cordoned = n.spec.and_then(|s| s.unschedulable).unwrap_or(false);
+            (n.metadata.name.unwrap_or_default(), (version, cordoned))
+        })
+        .collect()
+}
+
+/// Two servers and an agent: `upgrade` refuses bad input and a binary that is not the
+/// target's, touching nothing; then moves the servers one at a time (each back, its own
+/// /readyz answering and its Node at the target, before the next is touched), then the
+/// agent drained; a second run has nothing to do. `remove-node` refuses to take every
+/// server or to leave etcd without a healthy majority, then removes the agent: uninstalled,
+/// its Node gone, no other node restarted.
+async fn upgrade_moves_servers_then_agents_and_remove_node_keeps_quorum(rack: &Rack) {
+    let (env, pool) = prepare(rack, 2).await;
+    let crds = env.crds.display().to_string();
+    let up = env.bootstrap(&["up", "--artifacts", &crds, "--timeout", "60"]);
+    assert!(up.ok, "up:\n{}{}", up.stdout, up.stderr);
+    let from = bootstrap::inventory::DEFAULT_K3S_VERSION;
+    let before = node_versions(&env).await;
+    assert!(before.values().all(|(v, _)| v == from), "{before:?}");
+    let calls = || async {
+        let mut out = Vec::new();
+        for i in 0..3 {
+            out.push(on_node(&pool, rack, i, "cat /var/lib/rancher/k3s/standin-calls.log").await);
+        }
+        out
+    };
+    let untouched = calls().await;
+
+    // Bad input and a binary that is not the target's: refused, nothing touched.
+    let text = std::fs::read_to_string(&env.inventory).unwrap();
+    let with_version = format!("{text}\n[cluster.versions]\nk3s = \"{TO}\"\n");
+    std::fs::write(&env.inventory, &with_version).unwrap();
+    for (args, says) in [
+        (vec!["upgrade"], "pin the v1.35.0+k3s1 binary"),
+        (
+            vec!["upgrade", "--k3s", "v1.36.0+k3s1"],
+            "the inventory says versions.k3s",
+        ),
+        (vec!["upgrade", "--talos", "v1.14.0"], "is a k3s cluster"),
+        (vec!["upgrade", "--batch", "0"], "--batch `0`: must be at least 1"),
+    ] {
+        let refused = env.bootstrap(&args);
+        assert!(!refused.ok, "{args:?} must be refused");
+        assert!(refused.stderr.contains(says), "{args:?}: {}", refused.stderr);
+    }
+    assert_eq!(calls().await, untouched, "refusals restart nothing");
+
+    // The target's own binary, pinned in the inventory.
+    let target_bin = env.home.path().join("k3s-v1.35.0");
+    xtask::k3s_standin::binary_for_version(&std::env::current_exe().unwrap(), TO, &target_bin).unwrap();
+    let exe = std::env::current_exe().unwrap().display().to_string();
+    std::fs::write(
+        &env.inventory,
+        with_version.replace(&format!("{exe:?}"), &format!("{:?}", target_bin.display().to_string())),
+    )
+    .unwrap();
+    let dry = env.bootstrap(&["upgrade", "--dry-run", "--output", "json"]);
+    assert!(dry.ok, "{}{}", dry.stdout, dry.stderr);
+    let planned: Vec<String> = dry
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["action"].clone())
+        .map(|a| {
+            format!(
+                "{} {}",
+                a["target"].as_str().unwrap(),
+                a["step"]["kind"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        planned,
+        [
+            "cluster snapshot",
+            "rack-1 cordon",
+            "rack-1 upgrade-k3s",
+            "rack-1 await-kubelet",
+            "rack-1 uncordon",
+            "rack-2 cordon",
+            "rack-2 upgrade-k3s",
+            "rack-2 await-kubelet",
+            "rack-2 uncordon",
+            "rack-3 cordon",
+            "rack-3 drain",
+            "rack-3 upgrade-k3s",
+            "rack-3 await-kubelet",
+            "rack-3 uncordon",
+        ]
+    );
+    assert_eq!(calls().await, untouched, "--dry-run restarts nothing");
+
+    // Killed while rack-2 (the second server) gets its new binary (preflight passed, upload
+    // under way): the resumed run takes rack-2 up again where it was, and no node restarts
+    // twice (below).
+    let killed_events = env.home.path().join("killed-run.json");
+    let killed_stderr = env.home.path().join("killed-run.stderr");
+    let mut child = env
+        .command(&["upgrade", "--output", "json", "--timeout", "60"])
+        .stdout(std::fs::File::create(&killed_events).unwrap())
+        .stderr(std::fs::File::create(&killed_stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let uploading = || {
+        env.progress("upgrade", "rack-2") == Some(format!("{TO}: cordon"))
+            && env.progress("nodes", "rack-2").as_deref() == Some("preflight ok")
+    };
+    while !uploading() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the upgrade ended before the kill:\n{}",
+            std::fs::read_to_string(&killed_stderr).unwrap()
+        );
+        assert!(t.elapsed().as_secs() < 120, "rack-2 never reached its upload");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let run = env.bootstrap(&["upgrade", "--output", "json", "--timeout", "60"]);
+    assert!(run.ok, "resumed upgrade:\n{}{}", run.stdout, run.stderr);
+    // Node by node: each finished before the next one's first step, in the killed run and
+    // in the resumed one (which leaves rack-1, done before the kill, alone).
+    let events =
+        |text: &str| -> Vec<serde_json::Value> { text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect() };
+    let at = |events: &[serde_json::Value], node: &str, event: &str| {
+        events
+            .iter()
+            .position(|e| e["event"] == event && e["target"] == node && e["phase"] == "upgrade")
+    };
+    let killed = events(&std::fs::read_to_string(&killed_events).unwrap());
+    assert!(
+        at(&killed, "rack-1", "target_done").is_some(),
+        "rack-1 finished before the kill"
+    );
+    assert!(
+        at(&killed, "rack-1", "target_done") < at(&killed, "rack-2", "step"),
+        "one server at a time"
+    );
+    assert_eq!(at(&killed, "rack-3", "step"), None, "the agent waits for the servers");
+    let resumed = events(&run.stdout);
+    assert_eq!(at(&resumed, "rack-1", "step"), None, "rack-1 is not touched again");
+    assert!(
+        at(&resumed, "rack-2", "target_done") < at(&resumed, "rack-3", "step"),
+        "servers before agents"
+    );
+    assert!(at(&resumed, "rack-3", "target_done").is_some());
+    let after = node_versions(&env).await;
+    assert!(
+        after.values().all(|(v, cordoned)| v == TO && !cordoned),
+        "every Node at {TO} and schedulable: {after:?}"
+    );
+    let now = calls().await;
+    for (i, (log, role)) in now.iter().zip(["server", "server", "agent"]).enumerate() {
+        assert_eq!(
+            log.matches(&format!("{role} start")).count(),
+            untouched[i].matches(&format!("{role} start")).count() + 1,
+            "rack-{} restarted once: {log}",
+            i + 1
+        );
+        let record = on_node(&pool, rack, i, "cat /var/lib/bootstrap/k3s-install.state").await;
+        assert!(record.starts_with(&format!("version={TO} ")), "{record}");
+    }
+    let again = env.bootstrap(&["upgrade", "--dry-run"]);
+    assert!(
+        again.ok && again.stdout.contains("nothing to do"),
+        "{}{}",
+        again.stdout,
+        again.stderr
+    );
+    let plan = env.bootstrap(&["plan", "--artifacts", &crds]);
+    assert!(
+        plan.ok && plan.stdout.contains("rack: nothing to do"),
+        "`up` has nothing to roll back:\n{}{}",
+        plan.stdout,
+        plan.stderr
+    );
+    assert!(
+        env.records().iter().any(|r| r.reason == "upgrade"),
+        "a snapshot came first"
+    );
+
+    // remove-node: every server, or a majority lost (rack-2 stopped), is refused ...
+    let untouched = calls().await;
+    let refused = env.bootstrap(&["remove-node", "rack-1", "rack-2", "--yes"]);
+    assert!(
+        !refused.ok && refused.stderr.contains("every control plane"),
+        "{}",
+        refused.stderr
+    );
+    on_node(&pool, rack, 1, "systemctl stop k3s").await;
+    let refused = env.bootstrap(&["remove-node", "rack-1", "--yes"]);
+    assert!(
+        !refused.ok && refused.stderr.contains("0 healthy of 1 members, no majority"),
+        "{}",
+        refused.stderr
+    );
+    on_node(&pool, rack, 1, "systemctl start k3s").await;
+    let not_ours = env.bootstrap(&["remove-node", "rack-9", "--yes"]);
+    assert!(
+        !not_ours.ok && not_ours.stderr.contains("`rack-9` is not a node"),
+        "{}",
+        not_ours.stderr
+    );
+    // ... and the agent goes: drained, uninstalled, its Node deleted; nothing else restarted.
+    let untouched_servers: Vec<String> = calls().await[..2].to_vec();
+    assert_eq!(untouched_servers[0], untouched[0]);
+    let removed = env.bootstrap(&["remove-node", "rack-3", "--yes", "--timeout", "60"]);
+    assert!(removed.ok, "remove-node:\n{}{}", removed.stdout, removed.stderr);
+    let left = node_versions(&env).await;
+    assert_eq!(left.keys().collect::<Vec<_>>(), ["rack-1", "rack-2"]);
+    let gone = on_node(&pool, rack, 2, "ls /usr/local/bin/k3s /etc/rancher/k3s 2>&1; echo end").await;
+    assert!(gone.matches("No such file").count() == 2, "{gone}");
+    assert_eq!(
+        calls().await[..2],
+        untouched_servers[..],
+        "the servers were not touched"
     );
 }

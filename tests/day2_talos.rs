@@ -449,7 +449,7 @@ async fn bad_day2_input_is_refused_before_any_node_is_touched() {
         ),
         (
             vec!["upgrade", "--k3s", "v1.35.0+k3s1"],
-            "--k3s: upgrading k3s is not implemented yet",
+            "--k3s: cluster sim is a Talos cluster",
         ),
         (
             vec!["--yes", "remove-node", "nope"],

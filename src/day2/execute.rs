@@ -11,18 +11,52 @@ use super::{is_member, snapshot, talos_client};
 use crate::engine::slots::{self, Check};
 use crate::engine::{Action, CLUSTER, PhaseError, RunCtx, Step};
 use crate::inventory::{Cluster, DiskSelector, Node, Role};
+use crate::phases::KUBECONFIG;
 use crate::talos::TalosCredentials;
 use crate::talos::proto::machine::apply_configuration_request::Mode;
 
 /// What the executor works with.
 pub struct Env {
     pub cluster: Cluster,
-    /// Renders machine configs (a Kubernetes upgrade re-applies them).
-    pub bundle: crate::render::TalosBundle,
-    pub creds: TalosCredentials,
     pub kube: crate::k8s::Client,
     /// How long one node may take to come back from a reboot or wipe.
     pub node_timeout: Duration,
+    pub access: Access,
+}
+
+/// How the executor reaches the nodes of one distribution.
+pub enum Access {
+    /// The machine API: the secrets bundle (a Kubernetes upgrade re-renders
+    /// machine configs) and the cluster's talosconfig credentials.
+    Talos {
+        bundle: crate::render::TalosBundle,
+        creds: TalosCredentials,
+    },
+    /// SSH, through phase -1's installer: it renders and installs exactly what `up` does.
+    K3s(super::k3s::K3sAccess),
+}
+
+impl Env {
+    /// The Talos material, or why this cluster has none.
+    pub fn talos(&self) -> Result<(&crate::render::TalosBundle, &TalosCredentials), String> {
+        match &self.access {
+            Access::Talos { bundle, creds } => Ok((bundle, creds)),
+            Access::K3s(_) => Err(format!("cluster {} is a k3s cluster, not Talos", self.cluster.name)),
+        }
+    }
+
+    /// The cluster's Talos credentials (see [`Env::talos`]).
+    pub fn creds(&self) -> Result<&TalosCredentials, String> {
+        self.talos().map(|(_, c)| c)
+    }
+
+    /// The k3s installer, or why this cluster has none.
+    pub fn k3s(&self) -> Result<&super::k3s::K3sAccess, String> {
+        match &self.access {
+            Access::K3s(k) => Ok(k),
+            Access::Talos { .. } => Err(format!("cluster {} is a Talos cluster, not k3s", self.cluster.name)),
+        }
+    }
 }
 
 /// How many workers are upgraded together.
@@ -155,15 +189,11 @@ async fn carry_out(ctx: &RunCtx, env: &Env, target: &str, step: &Step) -> Result
     match step {
         Step::Snapshot { .. } => {
             let mut store = ctx.state.lock().await;
-            let (record, _) = snapshot::take(
-                &env.cluster,
-                snapshot::Access::Talos(&env.creds),
-                &mut store,
-                None,
-                None,
-                "upgrade",
-            )
-            .await?;
+            let access = match &env.access {
+                Access::Talos { creds, .. } => snapshot::Access::Talos(creds),
+                Access::K3s(k) => snapshot::Access::K3s(k.installer.pool()),
+            };
+            let (record, _) = snapshot::take(&env.cluster, access, &mut store, None, None, "upgrade").await?;
             ctx.step(
                 "snapshot",
                 target,
@@ -196,7 +226,7 @@ async fn carry_out(ctx: &RunCtx, env: &Env, target: &str, step: &Step) -> Result
         Step::UpgradeTalos { image, .. } => {
             let single = env.cluster.control_planes().count() == 1;
             let n = node()?;
-            talos_client(n, &env.creds, Duration::from_secs(60))?
+            talos_client(n, env.creds()?, Duration::from_secs(60))?
                 .upgrade(image, single && n.role == Role::Controlplane)
                 .await
                 .map_err(|e| e.to_string())
@@ -205,13 +235,19 @@ async fn carry_out(ctx: &RunCtx, env: &Env, target: &str, step: &Step) -> Result
         Step::UpgradeKubernetes { to, .. } => apply_kubernetes(ctx, env, node()?, to).await,
         Step::AwaitKubelet { version } => await_kubelet(env, node()?, version).await,
         Step::RemoveEtcdMember { via } => remove_member(env, node()?, via).await,
-        Step::WipeNode { .. } => {
-            let n = node()?;
+        Step::WipeNode { .. } => match &env.access {
             // Not graceful: cordon, drain and the etcd member removal were steps of their own.
-            talos_client(n, &env.creds, Duration::from_secs(60))?
+            Access::Talos { creds, .. } => talos_client(node()?, creds, Duration::from_secs(60))?
                 .reset(false)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string()),
+            Access::K3s(k) => super::k3s::uninstall(k.installer.pool(), node()?).await,
+        },
+        Step::UpgradeK3s { .. } => {
+            let path = ctx.state.lock().await.artifact(KUBECONFIG).map(|p| p.to_path_buf());
+            let path = path.ok_or("no kubeconfig in the state dir")?;
+            let kubeconfig = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            env.k3s()?.installer.reinstall(ctx, node()?, &kubeconfig).await
         }
         Step::DeleteNode => crate::k8s::drain::delete_node(kube, target)
             .await
@@ -224,7 +260,7 @@ async fn carry_out(ctx: &RunCtx, env: &Env, target: &str, step: &Step) -> Result
 /// Talos falls back to the previous boot entry when the new one fails),
 /// etcd has every control plane as a healthy member, and its Node is Ready.
 async fn await_upgraded(env: &Env, node: &Node, version: &str) -> Result<(), String> {
-    let once = talos_client(node, &env.creds, Duration::ZERO)?;
+    let once = talos_client(node, env.creds()?, Duration::ZERO)?;
     let budget = env.node_timeout;
     let went_down = std::sync::atomic::AtomicBool::new(false);
     slots::poll_until(
@@ -313,10 +349,11 @@ async fn apply_kubernetes(ctx: &RunCtx, env: &Env, node: &Node, to: &str) -> Res
             ..DiskSelector::default()
         });
     }
-    let config = crate::render::talos::machine_config(&env.cluster, &node, &env.bundle)
+    let (bundle, creds) = env.talos()?;
+    let config = crate::render::talos::machine_config(&env.cluster, &node, bundle)
         .map_err(|e| format!("rendering its machine config: {e:#}"))?;
     let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(config.as_bytes()));
-    talos_client(&node, &env.creds, Duration::from_secs(60))?
+    talos_client(&node, creds, Duration::from_secs(60))?
         .apply_configuration(config.as_bytes(), Mode::NoReboot)
         .await
         .map_err(|e| e.to_string())?;
@@ -351,7 +388,7 @@ async fn remove_member(env: &Env, node: &Node, via: &str) -> Result<(), String> 
         .cluster
         .node(via)
         .ok_or_else(|| format!("{via} is not in the inventory"))?;
-    let client = talos_client(via, &env.creds, Duration::from_secs(60))?;
+    let client = talos_client(via, env.creds()?, Duration::from_secs(60))?;
     let members = client.etcd_members().await.map_err(|e| e.to_string())?;
     match members.iter().find(|m| is_member(m, node)) {
         Some(m) => client.etcd_remove_member(m.id).await.map_err(|e| e.to_string()),

@@ -83,7 +83,12 @@ impl Phase for KubernetesUpgrade {
     async fn plan(&self, _ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
         let cluster = &self.env.cluster;
         let to = &cluster.versions.kubernetes;
-        let seen = health::observe(cluster, &self.env.creds, &self.env.kube).await;
+        let seen = health::observe(
+            cluster,
+            self.env.creds().map_err(|e| execute::refusal(PHASE, e))?,
+            &self.env.kube,
+        )
+        .await;
         let kubelets: BTreeMap<String, String> = seen
             .nodes
             .iter()

@@ -7,7 +7,9 @@
 
 pub mod execute;
 pub mod health;
+pub mod k3s;
 mod k3s_snapshot;
+pub mod k3s_upgrade;
 pub mod kubernetes;
 pub mod remove;
 pub mod snapshot;

@@ -1,17 +1,30 @@
 //! `remove-node` as a phase: each named node, one at a time, is cordoned,
-//! drained, taken out of etcd (control planes, through another control
-//! plane), wiped (Talos reset) and its Node object deleted. Refused when it
-//! would remove the last control plane or leave etcd without a healthy
-//! majority of the members that remain. A node that no longer answers is
-//! not wiped (nothing can reach it): its member and Node are still removed.
+//! drained, taken out of etcd, wiped and its Node object deleted. Refused
+//! when it would remove the last control plane or leave etcd without a
+//! healthy majority of the members that remain. A node that no longer
+//! answers is not wiped (nothing can reach it): its member and Node are
+//! still removed.
+//!
+//! - Talos: the etcd member is removed through another control plane, then
+//!   the node is reset (all partitions).
+//! - k3s: the node is uninstalled (the service stopped first, so it cannot
+//!   register again: a running k3s re-creates its Node), then its Node is
+//!   deleted; for a server, that deletion is what takes it out of etcd: k3s's
+//!   etcd controller removes the member of a deleted server Node through its
+//!   finalizer (k3s-io/k3s discussion 14894: "If you FORCE deleted the node
+//!   [...] the finalizers would not have fired to remove the old node from
+//!   the etcd cluster"). Its quorum is counted over the servers that answer
+//!   as ours with a Ready Node.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::execute::{self, Env};
+use super::execute::{self, Access, Env};
+use super::k3s::K3sAccess;
 use super::{health, is_member};
 use crate::engine::{Action, Phase, PhaseError, RunCtx, Step};
 use crate::inventory::{Cluster, Role};
+use crate::talos::TalosCredentials;
 
 /// Phase name in state and events.
 pub const PHASE: &str = "remove-node";
@@ -46,13 +59,27 @@ pub struct Facts {
     pub member: bool,
 }
 
-/// The plan for removing `nodes` (pure), from what was seen of each; `via`
-/// is the control plane that carries etcd member removals.
+/// How the nodes of a removal are taken out of etcd and wiped.
+#[derive(Debug, Clone, Copy)]
+pub struct Removal<'a> {
+    /// The control plane that carries etcd member removals (Talos); `None`
+    /// when the Node deletion does it (k3s).
+    pub via: Option<&'a str>,
+    /// How a node is wiped, as the plan says it.
+    pub wipe: &'a str,
+}
+
+/// How Talos nodes are wiped.
+pub const TALOS_WIPE: &str = "Talos reset (all partitions), back to maintenance mode";
+/// How k3s nodes are wiped.
+pub const K3S_WIPE: &str = "k3s stopped and uninstalled (binary, configs, datastore)";
+
+/// The plan for removing `nodes` (pure), from what was seen of each.
 pub fn plan(
     cluster: &Cluster,
     nodes: &[String],
     facts: &BTreeMap<String, Facts>,
-    via: &str,
+    how: Removal,
     drain_secs: u64,
 ) -> Vec<Action> {
     let mut out = Vec::new();
@@ -69,13 +96,14 @@ pub fn plan(
                 });
             }
         }
-        if n.role == Role::Controlplane && f.member {
+        if let Some(via) = how.via
+            && n.role == Role::Controlplane
+            && f.member
+        {
             steps.push(Step::RemoveEtcdMember { via: via.to_owned() });
         }
         if f.answers {
-            steps.push(Step::WipeNode {
-                how: "Talos reset (all partitions), back to maintenance mode".into(),
-            });
+            steps.push(Step::WipeNode { how: how.wipe.into() });
         }
         if f.registered {
             steps.push(Step::DeleteNode);
@@ -83,6 +111,73 @@ pub fn plan(
         out.extend(steps.into_iter().map(|s| Action::new(PHASE, name, s)));
     }
     out
+}
+
+/// What a removal's plan reads: per node, whether it answers as ours and
+/// has a Node; the etcd members (as node names) and the healthy ones.
+#[derive(Debug, Default)]
+struct Seen {
+    answers: BTreeMap<String, bool>,
+    registered: BTreeMap<String, bool>,
+    members: Vec<String>,
+    healthy: Vec<String>,
+}
+
+impl Seen {
+    fn facts(&self, nodes: &[String]) -> BTreeMap<String, Facts> {
+        let get = |m: &BTreeMap<String, bool>, n: &String| m.get(n).copied().unwrap_or(false);
+        nodes
+            .iter()
+            .map(|n| {
+                let f = Facts {
+                    answers: get(&self.answers, n),
+                    registered: get(&self.registered, n),
+                    member: self.members.contains(n),
+                };
+                (n.clone(), f)
+            })
+            .collect()
+    }
+}
+
+/// Talos: the machine API says who answers and who is an etcd member.
+async fn talos_seen(cluster: &Cluster, creds: &TalosCredentials, kube: &crate::k8s::Client) -> Seen {
+    let seen = health::observe(cluster, creds, kube).await;
+    let members: Vec<String> = cluster
+        .control_planes()
+        .filter(|n| seen.members.iter().any(|m| is_member(m, n)))
+        .map(|n| n.name.clone())
+        .collect();
+    Seen {
+        answers: seen.nodes.iter().map(|(n, s)| (n.clone(), s.talos.is_ok())).collect(),
+        registered: seen.nodes.iter().map(|(n, s)| (n.clone(), s.node.is_some())).collect(),
+        healthy: members
+            .iter()
+            .filter(|n| seen.nodes.get(*n).is_some_and(|s| s.etcd_healthy == Some(true)))
+            .cloned()
+            .collect(),
+        members,
+    }
+}
+
+/// k3s: every server runs an etcd member (embedded etcd); one that answers
+/// over SSH as ours with its Node Ready counts as healthy.
+async fn k3s_seen(cluster: &Cluster, k: &K3sAccess, kube: &crate::k8s::Client, concurrency: usize) -> Seen {
+    let seen = k.observe(cluster, kube, concurrency).await;
+    let members: Vec<String> = cluster.control_planes().map(|n| n.name.clone()).collect();
+    Seen {
+        answers: seen.iter().map(|(n, s)| (n.clone(), s.ours.is_ok())).collect(),
+        registered: seen
+            .iter()
+            .map(|(n, s)| (n.clone(), matches!(s.node, Ok(Some(_)))))
+            .collect(),
+        healthy: members
+            .iter()
+            .filter(|n| seen.get(*n).is_some_and(|s| s.problems(n).is_empty()))
+            .cloned()
+            .collect(),
+        members,
+    }
 }
 
 /// Node removal, as a phase of the engine.
@@ -94,65 +189,59 @@ pub struct RemoveNodes {
 
 #[async_trait::async_trait]
 impl Phase for RemoveNodes {
-    async fn plan(&self, _ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
+    async fn plan(&self, ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
         let cluster = &self.env.cluster;
-        let seen = health::observe(cluster, &self.env.creds, &self.env.kube).await;
-        let member = |name: &str| {
-            cluster
-                .node(name)
-                .is_some_and(|n| seen.members.iter().any(|m| is_member(m, n)))
+        let seen = match &self.env.access {
+            Access::Talos { creds, .. } => talos_seen(cluster, creds, &self.env.kube).await,
+            Access::K3s(k) => k3s_seen(cluster, k, &self.env.kube, ctx.concurrency).await,
         };
-        let facts: BTreeMap<String, Facts> = self
-            .nodes
-            .iter()
-            .map(|name| {
-                let s = seen.nodes.get(name);
-                let f = Facts {
-                    answers: s.is_some_and(|s| s.talos.is_ok()),
-                    registered: s.is_some_and(|s| s.node.is_some()),
-                    member: member(name),
-                };
-                (name.clone(), f)
-            })
-            .collect();
-        let members: Vec<String> = cluster
-            .control_planes()
-            .filter(|n| member(&n.name))
-            .map(|n| n.name.clone())
-            .collect();
-        let healthy: Vec<String> = members
-            .iter()
-            .filter(|n| seen.nodes.get(*n).is_some_and(|s| s.etcd_healthy == Some(true)))
-            .cloned()
-            .collect();
-        let removing: Vec<String> = self.nodes.iter().filter(|n| members.contains(n)).cloned().collect();
         if cluster.control_planes().all(|n| self.nodes.contains(&n.name)) {
             return Err(execute::refusal(
                 PHASE,
                 "refusing: it would remove every control plane of the cluster; nothing was changed".into(),
             ));
         }
+        let removing: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| seen.members.contains(n))
+            .cloned()
+            .collect();
         if !removing.is_empty() {
-            quorum_after(&members, &healthy, &removing).map_err(|e| {
+            quorum_after(&seen.members, &seen.healthy, &removing).map_err(|e| {
                 execute::refusal(
                     PHASE,
                     format!("refusing to remove {}: {e}; nothing was changed", removing.join(", ")),
                 )
             })?;
         }
-        let via = healthy
-            .iter()
-            .find(|n| !self.nodes.contains(n))
-            .cloned()
-            .unwrap_or_default();
-        if !removing.is_empty() && via.is_empty() {
-            return Err(execute::refusal(
-                PHASE,
-                "refusing: no healthy control plane remains to carry the etcd member removal; nothing was changed"
-                    .into(),
-            ));
-        }
-        Ok(plan(cluster, &self.nodes, &facts, &via, self.drain_secs))
+        let how = match &self.env.access {
+            Access::Talos { .. } => {
+                let via = seen.healthy.iter().find(|n| !self.nodes.contains(n));
+                if !removing.is_empty() && via.is_none() {
+                    return Err(execute::refusal(
+                        PHASE,
+                        "refusing: no healthy control plane remains to carry the etcd member removal; nothing was changed"
+                            .into(),
+                    ));
+                }
+                Removal {
+                    via: Some(via.map_or("", String::as_str)),
+                    wipe: TALOS_WIPE,
+                }
+            }
+            Access::K3s(_) => Removal {
+                via: None,
+                wipe: K3S_WIPE,
+            },
+        };
+        Ok(plan(
+            cluster,
+            &self.nodes,
+            &seen.facts(&self.nodes),
+            how,
+            self.drain_secs,
+        ))
     }
 
     async fn apply(&self, ctx: &RunCtx, plan: &[Action]) -> Result<(), PhaseError> {
@@ -217,7 +306,11 @@ mod tests {
         .into_iter()
         .map(|(n, f)| (n.to_owned(), f))
         .collect();
-        let p = plan(&c, &names(&["cp-3", "worker-1"]), &facts, "cp-1", 30);
+        let talos = Removal {
+            via: Some("cp-1"),
+            wipe: TALOS_WIPE,
+        };
+        let p = plan(&c, &names(&["cp-3", "worker-1"]), &facts, talos, 30);
         let k: Vec<String> = p
             .iter()
             .map(|a| {
@@ -241,5 +334,33 @@ mod tests {
             ]
         );
         assert_eq!(p[1].step, Step::RemoveEtcdMember { via: "cp-1".into() });
+        // k3s: no member step (deleting a server's Node removes its member), an uninstall as the wipe.
+        let k3s = Removal {
+            via: None,
+            wipe: K3S_WIPE,
+        };
+        let p = plan(&c, &names(&["cp-3", "worker-1"]), &facts, k3s, 30);
+        let k: Vec<String> = p
+            .iter()
+            .map(|a| {
+                format!(
+                    "{} {}",
+                    a.target,
+                    execute::progress("", &a.step).trim_start_matches(": ")
+                )
+            })
+            .collect();
+        assert_eq!(
+            k,
+            [
+                "cp-3 cordon",
+                "cp-3 delete-node",
+                "worker-1 cordon",
+                "worker-1 drain",
+                "worker-1 wipe-node",
+                "worker-1 delete-node"
+            ]
+        );
+        assert_eq!(p[4].step, Step::WipeNode { how: K3S_WIPE.into() });
     }
 }

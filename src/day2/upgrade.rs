@@ -65,13 +65,51 @@ pub fn plan(
     image: &str,
     drain_secs: u64,
 ) -> Vec<Action> {
-    let recorded = |t: &str, step: &Step| done.get(t) == Some(&progress(to, step));
-    let upgrade_step = |from: &str| Step::UpgradeTalos {
-        from: from.to_owned(),
-        to: to.to_owned(),
-        image: image.to_owned(),
+    let moves = Moves {
+        before: &|_| {
+            vec![
+                Step::Cordon,
+                Step::Drain {
+                    timeout_secs: drain_secs,
+                },
+            ]
+        },
+        upgrade: &|from| Step::UpgradeTalos {
+            from: from.to_owned(),
+            to: to.to_owned(),
+            image: image.to_owned(),
+        },
+        awaited: Step::AwaitUpgraded { version: to.to_owned() },
     };
-    let awaited = Step::AwaitUpgraded { version: to.to_owned() };
+    rolling(cluster, running, done, to, &moves)
+}
+
+/// How a node moves to the target in a [`rolling`] upgrade.
+pub struct Moves<'a> {
+    /// What comes before the upgrade on a node of this role (cordon, drain).
+    pub before: &'a dyn Fn(Role) -> Vec<Step>,
+    /// The upgrade itself, from the version the node runs.
+    pub upgrade: &'a dyn Fn(&str) -> Step,
+    /// The wait until the node runs the target and is healthy again.
+    pub awaited: Step,
+}
+
+/// A rolling upgrade to `to` (pure): an etcd snapshot when control planes
+/// move, then the control planes, then the workers (their order; the
+/// executor takes control planes one at a time and workers in batches).
+/// Each node gets `before`, the upgrade, the wait and an uncordon. A node
+/// already at `to` is skipped (or only finished, when a run cut short had
+/// started it); a node whose upgrade was recorded as sent is awaited and
+/// never sent it again.
+pub fn rolling(
+    cluster: &Cluster,
+    running: &BTreeMap<String, String>,
+    done: &BTreeMap<String, String>,
+    to: &str,
+    moves: &Moves,
+) -> Vec<Action> {
+    let recorded = |t: &str, step: &Step| done.get(t) == Some(&progress(to, step));
+    let awaited = &moves.awaited;
     let mut out = Vec::new();
     let node_steps = |role: Role, out: &mut Vec<Action>| {
         for n in cluster.nodes.iter().filter(|n| n.role == role) {
@@ -85,25 +123,20 @@ pub fn plan(
                 } else {
                     vec![]
                 }
-            } else if recorded(&n.name, &upgrade_step(from)) || recorded(&n.name, &awaited) {
-                // The Upgrade was sent: wait for it, never send it twice.
+            } else if recorded(&n.name, &(moves.upgrade)(from)) || recorded(&n.name, awaited) {
+                // The upgrade was sent: wait for it, never send it twice.
                 vec![awaited.clone(), Step::Uncordon]
             } else {
-                vec![
-                    Step::Cordon,
-                    Step::Drain {
-                        timeout_secs: drain_secs,
-                    },
-                    upgrade_step(from),
-                    awaited.clone(),
-                    Step::Uncordon,
-                ]
+                let mut steps = (moves.before)(role);
+                steps.extend([(moves.upgrade)(from), awaited.clone(), Step::Uncordon]);
+                steps
             };
             out.extend(steps.into_iter().map(|s| Action::new(PHASE, &n.name, s)));
         }
     };
     node_steps(Role::Controlplane, &mut out);
-    let control_planes_move = out.iter().any(|a| matches!(a.step, Step::UpgradeTalos { .. }));
+    let upgrade_kind = std::mem::discriminant(&(moves.upgrade)(""));
+    let control_planes_move = out.iter().any(|a| std::mem::discriminant(&a.step) == upgrade_kind);
     let snapshot = Step::Snapshot {
         node: cluster
             .control_planes()
@@ -140,7 +173,12 @@ impl Phase for TalosUpgrade {
             .get(PHASE)
             .map(|p| p.steps.clone())
             .unwrap_or_default();
-        let seen = health::observe(cluster, &self.env.creds, &self.env.kube).await;
+        let seen = health::observe(
+            cluster,
+            self.env.creds().map_err(|e| execute::refusal(PHASE, e))?,
+            &self.env.kube,
+        )
+        .await;
         // A node an interrupted run was upgrading may be rebooting: it is awaited, not refused.
         let in_flight = |name: &str| {
             done.get(name)

@@ -56,6 +56,8 @@ pub enum Step {
     UpgradeKubernetes { from: String, to: String },
     /// Day 2: wait until the node's kubelet reports `version` and its Node is Ready.
     AwaitKubelet { version: String },
+    /// Day 2: install the pinned k3s binary of version `to` (and the configs rendered for it) and restart k3s.
+    UpgradeK3s { from: String, to: String },
     /// Day 2: remove the node's etcd member through control plane `via`.
     RemoveEtcdMember { via: String },
     /// Day 2: wipe the node (`how`: Talos reset or k3s uninstall).
@@ -115,6 +117,10 @@ impl std::fmt::Display for Step {
                 "upgrade Kubernetes {from} -> {to}: re-apply its machine config (kubelet and control-plane images), no reboot"
             ),
             Step::AwaitKubelet { version } => write!(f, "wait for its kubelet to report {version} and the Node Ready"),
+            Step::UpgradeK3s { from, to } => write!(
+                f,
+                "upgrade k3s {from} -> {to}: upload the pinned binary, run install.sh (restarts k3s; a server is waited for on its own /readyz)"
+            ),
             Step::RemoveEtcdMember { via } => write!(f, "remove its etcd member (through {via})"),
             Step::WipeNode { how } => write!(f, "wipe it: {how}"),
             Step::DeleteNode => f.write_str("delete its Node object"),

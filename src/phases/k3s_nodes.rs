@@ -56,6 +56,24 @@ enum Seen {
 pub struct K3sNodes {
     run: Arc<ClusterRun>,
     pool: Pool,
+    /// The phase its installs report under (Day 2 borrows them); they are
+    /// recorded under phase -1's own name, as `up` records them.
+    phase: &'static str,
+    /// What is installed, rendered once per run (Day 2; apply loads its own).
+    material: tokio::sync::OnceCell<Material>,
+}
+
+/// What a node has installed, as Day 2 needs to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    /// The k3s version the install script recorded (empty: not installed by us).
+    pub version: String,
+    /// Installed exactly as rendered now.
+    pub as_rendered: bool,
+    /// Its binary is the one the inventory pins now.
+    pub binary_current: bool,
+    /// The service runs.
+    pub active: bool,
 }
 
 impl K3sNodes {
@@ -73,7 +91,68 @@ impl K3sNodes {
         Self {
             run,
             pool: Pool::new(opts),
+            phase: PHASE,
+            material: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The same installer, reporting under Day-2 phase `phase`.
+    pub fn for_phase(self, phase: &'static str) -> Self {
+        Self { phase, ..self }
+    }
+
+    /// The SSH connections it uses.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    async fn material(&self) -> Result<&Material, String> {
+        self.material
+            .get_or_try_init(|| async {
+                material::load(&self.run, true)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| "no cluster secrets in the state dir".to_owned())
+            })
+            .await
+    }
+
+    /// What `node` has installed (Day 2: one quick SSH attempt).
+    pub async fn installed(&self, node: &Node) -> Result<Installed, String> {
+        let m = self.material().await?;
+        let f = m.files.get(&node.name).ok_or("not a node of this run")?;
+        let s = tokio::time::timeout(PROBE_TIMEOUT, self.pool.session(&Target::from_node(node)))
+            .await
+            .map_err(|_| format!("no SSH answer within {PROBE_TIMEOUT:?}"))?
+            .map_err(|e| e.to_string())?;
+        let o = remote::observe(&s, f.unit, Self::sudo(node)).await?;
+        let version = o
+            .state
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("version="))
+            .unwrap_or_default()
+            .to_owned();
+        Ok(Installed {
+            version,
+            as_rendered: o.state == f.record
+                && o.config_sha256 == f.config_sha256
+                && o.binary_sha256 == m.binary_sha256,
+            binary_current: o.binary_sha256 == m.binary_sha256,
+            active: o.active,
+        })
+    }
+
+    /// Installs `node` as rendered now (the inventory's version and pinned
+    /// binary) and, for a server, waits for its own `/readyz` (Day 2: upgrade).
+    pub async fn reinstall(&self, ctx: &RunCtx, node: &Node, kubeconfig: &str) -> Result<(), String> {
+        let m = self.material().await?;
+        self.install(ctx, node, m).await?;
+        if node.role == Role::Controlplane {
+            self.server_ready(ctx, node, kubeconfig)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     fn failed(&self, message: impl std::fmt::Display) -> PhaseError {
@@ -136,13 +215,13 @@ impl K3sNodes {
             .ok_or_else(|| "not part of this run's rendered files".to_owned())?;
         let sudo = Self::sudo(node);
         let cancelled = || ctx.cancelled();
-        ctx.step(PHASE, &node.name, "connecting over SSH");
+        ctx.step(self.phase, &node.name, "connecting over SSH");
         let deadline = Instant::now() + self.run.timeouts.node;
         let s = remote::connect(&self.pool, &Target::from_node(node), deadline, &cancelled).await?;
         let o = remote::observe(&s, f.unit, sudo).await?;
         if o.state == f.record && o.config_sha256 == f.config_sha256 && o.binary_sha256 == m.binary_sha256 {
             if !o.active {
-                ctx.step(PHASE, &node.name, &format!("starting {}", f.unit));
+                ctx.step(self.phase, &node.name, &format!("starting {}", f.unit));
                 remote::start(&s, f.unit, sudo).await?;
             }
             return ctx
@@ -163,7 +242,7 @@ impl K3sNodes {
                 ));
             }
         }
-        ctx.step(PHASE, &node.name, "preflight");
+        ctx.step(self.phase, &node.name, "preflight");
         let (facts, local_now, slack) = remote::preflight_facts(&s, sudo).await?;
         let machine = match &m.binary {
             Some(p) => read_head(p).as_deref().and_then(preflight::elf_machine),
@@ -178,7 +257,7 @@ impl K3sNodes {
         }
         let upload_binary = o.binary_sha256 != m.binary_sha256;
         ctx.step(
-            PHASE,
+            self.phase,
             &node.name,
             if upload_binary {
                 "uploading k3s, config and install script"
@@ -205,7 +284,7 @@ impl K3sNodes {
         ctx.record(PHASE, &node.name, "uploaded")
             .await
             .map_err(|e| e.to_string())?;
-        ctx.step(PHASE, &node.name, "running install.sh");
+        ctx.step(self.phase, &node.name, "running install.sh");
         let said = remote::install(&s, sudo, self.run.timeouts.node).await?;
         tracing::info!(node = %node.name, "{said}");
         ctx.record(PHASE, &node.name, "installed")
@@ -297,7 +376,7 @@ impl K3sNodes {
         let client = crate::k8s::Client::from_kubeconfig_yaml(&own, &format!("the kubeconfig, for {}", node.name))
             .await
             .map_err(|e| self.node_failed(node, e.to_string()))?;
-        ctx.step(PHASE, &node.name, &format!("waiting for {url}/readyz"));
+        ctx.step(self.phase, &node.name, &format!("waiting for {url}/readyz"));
         kubeconfig::wait_readyz(&client, self.run.timeouts.api, || ctx.cancelled())
             .await
             .map_err(|e| self.node_failed(node, e))

@@ -25,6 +25,8 @@ pub async fn join(host: &str, cfg: &Config, role: &str, labels: &BTreeMap<String
     let mut pairs: Vec<String> = cfg.node_labels.clone();
     pairs.extend(labels.iter().map(|(k, v)| format!("{k}={v}")));
     pairs.extend(cfg.node_taints.iter().map(|t| format!("taint:{t}")));
+    // The kubelet version this node registers with: its own binary's.
+    pairs.push(format!("kubelet:{}", super::version()));
     let ip = cfg.node_ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string());
     let line = format!(
         "JOIN {} {} {ip} {role} {}\n",

@@ -35,18 +35,49 @@ pub const SYSTEMCTL: &str = include_str!("systemctl.sh");
 pub const SUPERVISOR_PORT: u16 = 6444;
 /// One line per start (and per join of this node), on each node.
 pub const CALL_LOG: &str = "/var/lib/rancher/k3s/standin-calls.log";
-/// The k3s version the stand-in reports when `K3S_STANDIN_VERSION` is unset.
-pub const DEFAULT_VERSION: &str = "v1.34.1+k3s1";
+/// The k3s version the stand-in reports when nothing else names one: the
+/// version an inventory gets by default, so `up` installs what it expects.
+pub const DEFAULT_VERSION: &str = bootstrap::inventory::DEFAULT_K3S_VERSION;
 /// Where `k3s etcd-snapshot save` writes by default (k3s docs, cli/etcd-snapshot:
 /// `${data-dir}/server/db/snapshots`).
 pub const SNAPSHOT_DIR: &str = "/var/lib/rancher/k3s/server/db/snapshots";
+/// Marks the last line of a stand-in binary built for a version by
+/// [`binary_for_version`].
+const VERSION_TRAILER: &str = "\nk3s-standin-version=";
 
-/// The version this stand-in plays: `K3S_STANDIN_VERSION`, else [`DEFAULT_VERSION`].
+/// The version this stand-in plays: `K3S_STANDIN_VERSION`, else the version
+/// its own executable carries ([`binary_for_version`]), else [`DEFAULT_VERSION`].
 pub fn version() -> String {
     std::env::var("K3S_STANDIN_VERSION")
         .ok()
         .filter(|v| !v.is_empty())
+        .or_else(|| std::env::current_exe().ok().and_then(|p| carried_version(&p)))
         .unwrap_or_else(|| DEFAULT_VERSION.to_owned())
+}
+
+/// The version a stand-in binary carries at its end, if any.
+fn carried_version(exe: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(exe).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(128))).ok()?;
+    let mut tail = Vec::new();
+    f.read_to_end(&mut tail).ok()?;
+    let tail = String::from_utf8_lossy(&tail);
+    let v = tail.rsplit_once(VERSION_TRAILER)?.1.trim();
+    (!v.is_empty()).then(|| v.to_owned())
+}
+
+/// Writes to `dest` a copy of the stand-in binary `exe` that plays k3s
+/// `version`: the version appended after the ELF image (which the loader
+/// ignores), so each version is a binary of its own, with its own sha256, as
+/// k3s release binaries are.
+pub fn binary_for_version(exe: &Path, version: &str, dest: &Path) -> Result<()> {
+    std::fs::copy(exe, dest).with_context(|| format!("copying {} to {}", exe.display(), dest.display()))?;
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(dest)?;
+    writeln!(f, "{VERSION_TRAILER}{version}")?;
+    Ok(())
 }
 
 /// What `k3s --version` prints (k3s's format: version and commit, then the Go version).

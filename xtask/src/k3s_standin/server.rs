@@ -349,7 +349,9 @@ fn handle_join(sim: &KubeSim, proof: &str, ca: &str, line: &str) -> String {
     if *their_proof != proof {
         return "DENIED wrong cluster token\n".into();
     }
-    let rest: Vec<String> = rest.iter().map(|s| (*s).to_owned()).collect();
+    let (kubelet, rest): (Vec<&str>, Vec<&str>) = rest.iter().partition(|s| s.starts_with("kubelet:"));
+    let rest: Vec<String> = rest.into_iter().map(str::to_owned).collect();
+    let kubelet = kubelet.first().and_then(|k| k.strip_prefix("kubelet:"));
     sim.register(NodeRegistration {
         name: (*name).to_owned(),
         internal_ip: ip.parse().ok(),
@@ -359,7 +361,7 @@ fn handle_join(sim: &KubeSim, proof: &str, ca: &str, line: &str) -> String {
             .filter_map(|t| t.strip_prefix("taint:"))
             .filter_map(super::config::parse_taint)
             .collect(),
-        kubelet_version: Some(super::version()),
+        kubelet_version: Some(kubelet.map_or_else(super::version, str::to_owned)),
     });
     if *role == "server" {
         format!("OK {ca}\n")
