@@ -158,9 +158,16 @@ fn target(rack: &Rack, n: &xtask::rack::RackNode) -> Target {
 /// Fails the test with the reset's output and the first server's k3s log unless it succeeded.
 async fn reset_succeeded(pool: &Pool, rack: &Rack, reset: &Run) {
     if !reset.ok {
-        let log = on_node(pool, rack, 0, "tail -n 30 /var/log/k3s.log").await;
+        let log = on_node(
+            pool,
+            rack,
+            0,
+            "tail -n 30 /var/log/k3s.log; echo '--- systemctl:'; tail -n 12 /var/log/standin-systemctl.log; \
+             echo '--- processes:'; ps -eo pid,ppid,stat,etime,args | grep -e etcd -e k3s | grep -v grep",
+        )
+        .await;
         panic!(
-            "reset:\n{}{}\nrack-1 /var/log/k3s.log:\n{log}",
+            "reset:\n{}{}\nrack-1 /var/log/k3s.log, systemctl calls, processes:\n{log}",
             reset.stdout, reset.stderr
         );
     }

@@ -319,11 +319,7 @@ pub async fn uninstall(pool: &Pool, node: &Node) -> Result<(), String> {
         )
         .await
         .map_err(|e| e.to_string())?;
-    if out.success() {
-        tracing::info!(node = %node.name, "k3s uninstalled");
-        Ok(())
-    } else {
-        let tail = out.stderr_tail(5);
-        Err(format!("uninstalling k3s failed ({}): {}", out.describe(), tail))
-    }
+    out.succeeded("uninstalling k3s", 5)?;
+    tracing::info!(node = %node.name, "k3s uninstalled");
+    Ok(())
 }

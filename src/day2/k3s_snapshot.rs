@@ -72,14 +72,7 @@ pub async fn take(pool: &Pool, server: &Node, out: &Path, budget: Duration) -> R
         )
         .await
         .map_err(|e| e.to_string())?;
-    if !saved.success() {
-        let tail = saved.stderr_tail(3);
-        return Err(format!(
-            "`k3s etcd-snapshot save` failed ({}): {}",
-            saved.describe(),
-            tail
-        ));
-    }
+    saved.succeeded("`k3s etcd-snapshot save`", 3)?;
     let listing = s
         .run(&format!("ls -1 {SNAPSHOT_DIR}"), opts)
         .await

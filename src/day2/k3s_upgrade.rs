@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::execute::{self, Batch, Env};
-use super::upgrade::{Moves, PHASE, check_target, rolling};
+use super::upgrade::{Moves, PHASE, check_target, in_flight, recorded, rolling};
 use crate::engine::{Action, Phase, PhaseError, RunCtx, Step};
 use crate::inventory::{Cluster, Role};
 
@@ -31,6 +31,7 @@ pub fn plan(
     drain_secs: u64,
 ) -> Vec<Action> {
     let moves = Moves {
+        to,
         before: &|role| match role {
             Role::Controlplane => vec![Step::Cordon],
             Role::Worker => vec![
@@ -46,7 +47,7 @@ pub fn plan(
         },
         awaited: Step::AwaitKubelet { version: to.to_owned() },
     };
-    rolling(cluster, running, done, to, &moves)
+    rolling(cluster, running, done, &moves)
 }
 
 /// The k3s upgrade, as a phase of the engine.
@@ -59,27 +60,19 @@ pub struct K3sUpgrade {
 
 #[async_trait::async_trait]
 impl Phase for K3sUpgrade {
+    fn id(&self) -> (&'static str, &'static str) {
+        (PHASE, "Upgrade: k3s")
+    }
+
     async fn plan(&self, ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
         let cluster = &self.env.cluster;
         let k3s = self.env.k3s().map_err(|e| execute::refusal(PHASE, e))?;
-        let done = ctx
-            .state
-            .lock()
-            .await
-            .state()
-            .phases
-            .get(PHASE)
-            .map(|p| p.steps.clone())
-            .unwrap_or_default();
+        let done = recorded(ctx).await;
         let seen = k3s.observe(cluster, &self.env.kube, ctx.concurrency).await;
         // A node an interrupted run was upgrading may be restarting: it is awaited, not refused.
-        let in_flight = |name: &str| {
-            done.get(name)
-                .is_some_and(|p| p.starts_with(&format!("{}: ", self.to)) && !p.ends_with(": uncordon"))
-        };
         let problems: Vec<String> = seen
             .iter()
-            .filter(|(n, _)| !in_flight(n))
+            .filter(|(n, _)| !in_flight(&done, &self.to, n))
             .flat_map(|(n, s)| s.problems(n))
             .collect();
         super::health::refuse_unless_healthy(PHASE, "upgrade", &problems)?;
@@ -107,39 +100,16 @@ impl Phase for K3sUpgrade {
     async fn apply(&self, ctx: &RunCtx, plan: &[Action]) -> Result<(), PhaseError> {
         execute::apply(ctx, &self.env, PHASE, &self.to, plan, self.batch).await
     }
-
-    fn id(&self) -> (&'static str, &'static str) {
-        (PHASE, "Upgrade: k3s")
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn cluster() -> Cluster {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/inventory/rack-k3s.toml")).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("i.toml");
-        std::fs::write(&path, text).unwrap();
-        crate::inventory::load(&path).unwrap().inventory.clusters.remove(0)
-    }
-
-    fn kinds(plan: &[Action]) -> Vec<String> {
-        plan.iter()
-            .map(|a| {
-                format!(
-                    "{} {}",
-                    a.target,
-                    execute::progress("", &a.step).trim_start_matches(": ")
-                )
-            })
-            .collect()
-    }
+    use crate::day2::testing::{cluster, kinds};
 
     #[test]
     fn servers_are_cordoned_agents_drained_after_a_snapshot() {
-        let c = cluster();
+        let c = cluster("rack-k3s.toml");
         let running: BTreeMap<String, String> = c
             .nodes
             .iter()
@@ -150,30 +120,18 @@ mod tests {
         let server = c.control_planes().next().unwrap().name.clone();
         let agent = c.nodes.iter().find(|n| n.role == Role::Worker).unwrap().name.clone();
         assert_eq!(k[0], "cluster snapshot");
-        assert_eq!(
+        let steps_of = |node: &str| -> Vec<String> {
             k.iter()
-                .filter(|s| s.starts_with(&format!("{server} ")))
-                .collect::<Vec<_>>(),
-            [
-                &format!("{server} cordon"),
-                &format!("{server} upgrade-k3s"),
-                &format!("{server} await-kubelet"),
-                &format!("{server} uncordon")
-            ],
+                .filter_map(|s| s.strip_prefix(&format!("{node} ")).map(str::to_owned))
+                .collect()
+        };
+        let moved = ["upgrade-k3s", "await-kubelet", "uncordon"];
+        assert_eq!(
+            steps_of(&server),
+            [&["cordon"][..], &moved].concat(),
             "a server is cordoned, not drained"
         );
-        assert_eq!(
-            k.iter()
-                .filter(|s| s.starts_with(&format!("{agent} ")))
-                .collect::<Vec<_>>(),
-            [
-                &format!("{agent} cordon"),
-                &format!("{agent} drain"),
-                &format!("{agent} upgrade-k3s"),
-                &format!("{agent} await-kubelet"),
-                &format!("{agent} uncordon")
-            ]
-        );
+        assert_eq!(steps_of(&agent), [&["cordon", "drain"][..], &moved].concat());
         let last_server = k.iter().rposition(|s| s.starts_with(&server)).unwrap();
         let first_agent = k.iter().position(|s| s.starts_with(&agent)).unwrap();
         assert!(last_server < first_agent, "servers before agents: {k:?}");
@@ -187,7 +145,7 @@ mod tests {
 
     #[test]
     fn a_resumed_k3s_upgrade_awaits_what_was_sent_and_skips_what_is_done() {
-        let c = cluster();
+        let c = cluster("rack-k3s.toml");
         let server = c.control_planes().next().unwrap().name.clone();
         let mut running: BTreeMap<String, String> = c
             .nodes

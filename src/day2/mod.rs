@@ -95,3 +95,29 @@ pub fn is_member(member: &crate::talos::proto::machine::EtcdMember, node: &Node)
 pub fn tag(v: &crate::talos::proto::machine::Version) -> String {
     v.version.as_ref().map(|i| i.tag.clone()).unwrap_or_default()
 }
+
+/// What the Day-2 plan tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use crate::engine::Action;
+    use crate::inventory::Cluster;
+
+    /// The first cluster of `inventory/<file>`.
+    pub fn cluster(file: &str) -> Cluster {
+        let text = std::fs::read_to_string(format!("{}/inventory/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i.toml");
+        std::fs::write(&path, text).unwrap();
+        crate::inventory::load(&path).unwrap().inventory.clusters.remove(0)
+    }
+
+    /// A plan as `<target> <kind>` lines.
+    pub fn kinds(plan: &[Action]) -> Vec<String> {
+        plan.iter()
+            .map(|a| {
+                let kind = super::execute::progress("", &a.step);
+                format!("{} {}", a.target, kind.trim_start_matches(": "))
+            })
+            .collect()
+    }
+}

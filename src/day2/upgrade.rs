@@ -66,6 +66,7 @@ pub fn plan(
     drain_secs: u64,
 ) -> Vec<Action> {
     let moves = Moves {
+        to,
         before: &|_| {
             vec![
                 Step::Cordon,
@@ -81,11 +82,18 @@ pub fn plan(
         },
         awaited: Step::AwaitUpgraded { version: to.to_owned() },
     };
-    rolling(cluster, running, done, to, &moves)
+    rolling(cluster, running, done, &moves)
 }
+
+/// Node name → the version it runs.
+pub type Versions = BTreeMap<String, String>;
+/// Target → the progress an earlier run recorded (`<to>: <kind>`).
+pub type Recorded = BTreeMap<String, String>;
 
 /// How a node moves to the target in a [`rolling`] upgrade.
 pub struct Moves<'a> {
+    /// The target version.
+    pub to: &'a str,
     /// What comes before the upgrade on a node of this role (cordon, drain).
     pub before: &'a dyn Fn(Role) -> Vec<Step>,
     /// The upgrade itself, from the version the node runs.
@@ -94,20 +102,15 @@ pub struct Moves<'a> {
     pub awaited: Step,
 }
 
-/// A rolling upgrade to `to` (pure): an etcd snapshot when control planes
+/// A rolling upgrade to `moves.to` (pure): an etcd snapshot when control planes
 /// move, then the control planes, then the workers (their order; the
 /// executor takes control planes one at a time and workers in batches).
 /// Each node gets `before`, the upgrade, the wait and an uncordon. A node
 /// already at `to` is skipped (or only finished, when a run cut short had
 /// started it); a node whose upgrade was recorded as sent is awaited and
 /// never sent it again.
-pub fn rolling(
-    cluster: &Cluster,
-    running: &BTreeMap<String, String>,
-    done: &BTreeMap<String, String>,
-    to: &str,
-    moves: &Moves,
-) -> Vec<Action> {
+pub fn rolling(cluster: &Cluster, running: &Versions, done: &Recorded, moves: &Moves) -> Vec<Action> {
+    let to = moves.to;
     let recorded = |t: &str, step: &Step| done.get(t) == Some(&progress(to, step));
     let awaited = &moves.awaited;
     let mut out = Vec::new();
@@ -151,6 +154,23 @@ pub fn rolling(
     out
 }
 
+/// What earlier runs of the upgrade recorded.
+pub async fn recorded(ctx: &RunCtx) -> Recorded {
+    let store = ctx.state.lock().await;
+    store
+        .state()
+        .phases
+        .get(PHASE)
+        .map(|p| p.steps.clone())
+        .unwrap_or_default()
+}
+
+/// Whether an interrupted run to `to` had started on `node` and not finished it.
+pub fn in_flight(done: &Recorded, to: &str, node: &str) -> bool {
+    done.get(node)
+        .is_some_and(|p| p.starts_with(&format!("{to}: ")) && !p.ends_with(": uncordon"))
+}
+
 /// The upgrade, as a phase of the engine.
 pub struct TalosUpgrade {
     pub env: Arc<Env>,
@@ -164,15 +184,7 @@ pub struct TalosUpgrade {
 impl Phase for TalosUpgrade {
     async fn plan(&self, ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
         let cluster = &self.env.cluster;
-        let done = ctx
-            .state
-            .lock()
-            .await
-            .state()
-            .phases
-            .get(PHASE)
-            .map(|p| p.steps.clone())
-            .unwrap_or_default();
+        let done = recorded(ctx).await;
         let seen = health::observe(
             cluster,
             self.env.creds().map_err(|e| execute::refusal(PHASE, e))?,
@@ -180,10 +192,7 @@ impl Phase for TalosUpgrade {
         )
         .await;
         // A node an interrupted run was upgrading may be rebooting: it is awaited, not refused.
-        let in_flight = |name: &str| {
-            done.get(name)
-                .is_some_and(|p| p.starts_with(&format!("{}: ", self.to)) && !p.ends_with(": uncordon"))
-        };
+        let in_flight = |name: &str| in_flight(&done, &self.to, name);
         let checked: Vec<&str> = cluster
             .nodes
             .iter()
@@ -225,23 +234,14 @@ impl Phase for TalosUpgrade {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::day2::testing::kinds;
 
     fn cluster() -> Cluster {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/inventory/simulated.toml")).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("i.toml");
-        std::fs::write(&path, text).unwrap();
-        crate::inventory::load(&path).unwrap().inventory.clusters.remove(0)
+        crate::day2::testing::cluster("simulated.toml")
     }
 
     fn running(c: &Cluster, v: &str) -> BTreeMap<String, String> {
         c.nodes.iter().map(|n| (n.name.clone(), v.to_owned())).collect()
-    }
-
-    fn kinds(plan: &[Action]) -> Vec<String> {
-        plan.iter()
-            .map(|a| format!("{} {}", a.target, progress("", &a.step).trim_start_matches(": ")))
-            .collect()
     }
 
     #[test]

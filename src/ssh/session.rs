@@ -151,6 +151,19 @@ impl Output {
         lines[lines.len().saturating_sub(n)..].join(" | ")
     }
 
+    /// Ok when the command succeeded; else `<what> failed (<status>): <the
+    /// last `lines` of stderr>`.
+    pub fn succeeded(&self, what: &str, lines: usize) -> Result<(), String> {
+        if self.success() {
+            return Ok(());
+        }
+        Err(format!(
+            "{what} failed ({}): {}",
+            self.describe(),
+            self.stderr_tail(lines)
+        ))
+    }
+
     /// `exit status N` / `killed by SIGNAL`.
     pub fn describe(&self) -> String {
         match (&self.status, &self.signal) {

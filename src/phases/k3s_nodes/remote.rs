@@ -189,11 +189,8 @@ pub async fn install(s: &Session, sudo: bool, timeout: Duration) -> Result<Strin
         .exec(&format!("bash {script}"), opts(sudo, timeout))
         .await
         .map_err(|e| e.to_string())?;
-    if !out.success() {
-        // The script prints no secrets; its last lines say what failed.
-        let tail = out.stderr_tail(5);
-        return Err(format!("install.sh failed ({}): {}", out.describe(), tail));
-    }
+    // The script prints no secrets; its last lines say what failed.
+    out.succeeded("install.sh", 5)?;
     s.run(&format!("rm -f {STAGE_DIR}/k3s"), opts(sudo, Duration::from_secs(60)))
         .await
         .map_err(|e| e.to_string())?;
@@ -255,14 +252,7 @@ pub async fn restore(s: &Session, unit: &str, snapshot: &Path, sudo: bool, timeo
         )
         .await
         .map_err(|e| e.to_string())?;
-    if !out.success() {
-        let tail = out.stderr_tail(5);
-        return Err(format!(
-            "`k3s server --cluster-reset --cluster-reset-restore-path` failed ({}): {}",
-            out.describe(),
-            tail
-        ));
-    }
+    out.succeeded("`k3s server --cluster-reset --cluster-reset-restore-path`", 5)?;
     s.run(
         &format!("rm -f {}", shell_quote(&dest)),
         opts(sudo, Duration::from_secs(60)),

@@ -216,9 +216,13 @@ pub async fn run(cfg: Config) -> Result<()> {
             .await
         {
             attempt += 1;
+            // To the service's log (/var/log/k3s.log on rack nodes), so a server that never
+            // serves says why.
+            eprintln!("k3s-standin: embedded etcd, attempt {attempt}: {e}");
             anyhow::ensure!(attempt < 100, "embedded etcd: {e}");
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
+        eprintln!("k3s-standin: embedded etcd running after {} attempt(s)", attempt + 1);
         Some(etcd)
     } else {
         None
@@ -269,6 +273,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         })
         .await?,
     );
+    eprintln!("k3s-standin: serving the Kubernetes API on :6443");
     use sha2::Digest;
     let ca_hash = hex::encode(sha2::Sha256::digest(ca_cert.as_bytes()));
     for f in ["node-token", "token"] {
