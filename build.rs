@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "v1alpha1/meta.proto",
             "resource/definitions/hardware/hardware.proto",
             "resource/definitions/block/block.proto",
+            "resource/definitions/runtime/runtime.proto",
         ],
         [root],
     )?;

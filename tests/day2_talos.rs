@@ -332,6 +332,41 @@ async fn a_killed_upgrade_resumes_and_never_upgrades_a_node_twice() {
     r.rack.stop().await;
 }
 
+/// Killed inside cp-2's Upgrade call (Talos took it and started its upgrade
+/// sequence; its answer was slow), the resumed run finds cp-2's last record
+/// is the drain before it, reads its MachineStatus (stage Upgrading) and
+/// awaits it instead of sending a second Upgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_inside_the_upgrade_call_it_resumes_without_a_second_upgrade() {
+    let r = rack(8).await;
+    r.rack.talos.nodes()[1].update_faults(|f| {
+        f.upgrade_install = Some(Duration::from_secs(3));
+        f.upgrade_reply_delay = Some(Duration::from_secs(2));
+    });
+    let mut child = r.spawn(&["upgrade", "--talos", TO]);
+    until("cp-2 to take its Upgrade", Duration::from_secs(120), || {
+        r.calls("Upgrade").iter().any(|(n, c)| n == "cp-2" && *c > 0)
+    })
+    .await;
+    let _ = child.kill();
+    let out = finished(child);
+    assert_eq!(
+        r.progress("upgrade", "cp-2").as_deref(),
+        Some("v1.14.0: drain"),
+        "killed before the Upgrade was recorded:\n{}",
+        text_of(&out)
+    );
+    let out = r.run(&["upgrade", "--talos", TO]);
+    assert!(out.status.success(), "resumed upgrade failed:\n{}", text_of(&out));
+    assert!(
+        r.calls("Upgrade").iter().all(|(_, c)| *c == 1),
+        "every node upgraded exactly once: {:?}",
+        r.calls("Upgrade")
+    );
+    assert!(r.rack.talos.nodes().iter().all(|n| n.version() == TO));
+    r.rack.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_that_falls_back_to_the_old_version_stops_the_upgrade_naming_it() {
     let r = rack(3).await;

@@ -171,6 +171,45 @@ pub fn in_flight(done: &Recorded, to: &str, node: &str) -> bool {
         .is_some_and(|p| p.starts_with(&format!("{to}: ")) && !p.ends_with(": uncordon"))
 }
 
+/// `done`, with the Upgrade counted as sent on each node whose last record
+/// is the drain right before it, that does not run `to` yet, and whose
+/// MachineStatus says an upgrade sequence runs (stage Upgrading or
+/// Rebooting) or that does not answer (rebooting): the run that recorded
+/// the drain may have been killed inside its Upgrade call, after Talos took
+/// it. Such a node is awaited, never sent a second Upgrade. A node that
+/// answers Running with the old version did not take it.
+async fn with_upgrades_under_way(
+    cluster: &Cluster,
+    creds: &crate::talos::TalosCredentials,
+    running: &Versions,
+    mut done: Recorded,
+    to: &str,
+) -> Recorded {
+    use crate::talos::proto::definitions::enums::RuntimeMachineStage as Stage;
+    let drained = format!("{to}: drain");
+    for n in &cluster.nodes {
+        if done.get(&n.name) != Some(&drained) || running.get(&n.name).is_some_and(|v| v == to) {
+            continue;
+        }
+        let stage = match super::talos_client(n, creds, std::time::Duration::ZERO) {
+            Ok(c) => c.machine_stage().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        if matches!(
+            stage,
+            Ok(Stage::MachineStageUpgrading | Stage::MachineStageRebooting) | Err(_)
+        ) {
+            let sent = Step::UpgradeTalos {
+                from: String::new(),
+                to: to.to_owned(),
+                image: String::new(),
+            };
+            done.insert(n.name.clone(), progress(to, &sent));
+        }
+    }
+    done
+}
+
 /// The upgrade, as a phase of the engine.
 pub struct TalosUpgrade {
     pub env: Arc<Env>,
@@ -219,6 +258,14 @@ impl Phase for TalosUpgrade {
                     .map_err(|e| execute::refusal(PHASE, format!("{node}: {e}; nothing was changed")))?;
             }
         }
+        let done = with_upgrades_under_way(
+            cluster,
+            self.env.creds().map_err(|e| execute::refusal(PHASE, e))?,
+            &running,
+            done,
+            &self.to,
+        )
+        .await;
         Ok(plan(cluster, &running, &done, &self.to, &self.image, self.drain_secs))
     }
 

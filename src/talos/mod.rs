@@ -69,6 +69,14 @@ pub mod proto {
         pub mod block {
             include!(concat!(env!("OUT_DIR"), "/talos.resource.definitions.block.rs"));
         }
+        /// `talos.resource.definitions.runtime`: MachineStatusSpec.
+        pub mod runtime {
+            include!(concat!(env!("OUT_DIR"), "/talos.resource.definitions.runtime.rs"));
+        }
+        /// `talos.resource.definitions.enums`: RuntimeMachineStage.
+        pub mod enums {
+            include!(concat!(env!("OUT_DIR"), "/talos.resource.definitions.enums.rs"));
+        }
     }
 }
 

@@ -12,13 +12,17 @@ use super::client::TalosClient;
 use super::error::TalosError;
 use super::proto::cosi::resource::{GetRequest, ListRequest, Resource, state_client::StateClient};
 use super::proto::definitions::block::DiskSpec;
+use super::proto::definitions::enums::RuntimeMachineStage;
 use super::proto::definitions::hardware::SystemInformationSpec;
+use super::proto::definitions::runtime::MachineStatusSpec;
 use super::retry::with_retry;
 use crate::disks::Disk;
 
 /// `SystemInformations.hardware.talos.dev` (namespace `hardware`, id `systeminformation`).
 pub const SYSTEM_INFORMATION: (&str, &str, &str) =
     ("hardware", "SystemInformations.hardware.talos.dev", "systeminformation");
+/// `MachineStatuses.runtime.talos.dev` (namespace `runtime`, id `machine`).
+pub const MACHINE_STATUS: (&str, &str, &str) = ("runtime", "MachineStatuses.runtime.talos.dev", "machine");
 /// `Disks.block.talos.dev` (namespace `runtime`), one resource per whole disk.
 pub const DISKS: (&str, &str) = ("runtime", "Disks.block.talos.dev");
 
@@ -47,10 +51,12 @@ impl TalosClient {
         })
     }
 
-    /// Reads SystemInformation (UUID, serial, manufacturer, product).
-    pub async fn system_information(&self) -> Result<SystemInformation, TalosError> {
-        let rpc = "Get SystemInformation";
-        let (namespace, r#type, id) = SYSTEM_INFORMATION;
+    /// Gets one resource (`namespace`, `type`, `id`) and decodes its spec.
+    async fn get_spec<M: Message + Default>(
+        &self,
+        rpc: &'static str,
+        (namespace, r#type, id): (&str, &str, &str),
+    ) -> Result<M, TalosError> {
         let request = GetRequest {
             namespace: namespace.into(),
             r#type: r#type.into(),
@@ -74,13 +80,25 @@ impl TalosClient {
             rpc,
             message: "the response holds no resource".into(),
         })?;
-        let s: SystemInformationSpec = self.spec(rpc, &resource)?;
+        self.spec(rpc, &resource)
+    }
+
+    /// Reads SystemInformation (UUID, serial, manufacturer, product).
+    pub async fn system_information(&self) -> Result<SystemInformation, TalosError> {
+        let s: SystemInformationSpec = self.get_spec("Get SystemInformation", SYSTEM_INFORMATION).await?;
         Ok(SystemInformation {
             uuid: s.uuid,
             serial: s.serial_number,
             manufacturer: s.manufacturer,
             product: s.product_name,
         })
+    }
+
+    /// The machine's stage (MachineStatus): `Upgrading` from the moment an
+    /// upgrade sequence starts until its reboot, `Running` once booted.
+    pub async fn machine_stage(&self) -> Result<RuntimeMachineStage, TalosError> {
+        let s: MachineStatusSpec = self.get_spec("Get MachineStatus", MACHINE_STATUS).await?;
+        Ok(RuntimeMachineStage::try_from(s.stage).unwrap_or(RuntimeMachineStage::MachineStageUnknown))
     }
 
     /// Lists the node's whole disks. Talos's install-disk rules decide which

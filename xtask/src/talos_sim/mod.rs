@@ -5,7 +5,7 @@
 //! accept ApplyConfiguration, "reboot" (listener closed for a while) and come
 //! back in configured mode with an OS-CA-signed certificate and mandatory
 //! client certificates. Each node also serves the COSI resource API
-//! (`cosi.resource.State`) with its SystemInformation and Disks
+//! (`cosi.resource.State`) with its SystemInformation, Disks and MachineStatus
 //! ([`hardware::Hardware`], configurable per node). Control planes share one [`cluster::ClusterState`]
 //! per `cluster.id`, so Bootstrap, joins, snapshots and recovery are
 //! consistent across nodes. Faults can be injected per node and every call is
@@ -101,6 +101,12 @@ pub struct Faults {
     /// After its next reboot the node's etcd is unhealthy (with real etcd:
     /// its member is not started again).
     pub etcd_unhealthy_after_reboot: bool,
+    /// How long an Upgrade's installer runs before the reboot; meanwhile the
+    /// node answers with MachineStatus stage Upgrading and the old version.
+    pub upgrade_install: Option<Duration>,
+    /// The Upgrade response is held this long after the upgrade started (a
+    /// slow answer: a client killed meanwhile cannot know the upgrade began).
+    pub upgrade_reply_delay: Option<Duration>,
 }
 
 /// One call a node received.

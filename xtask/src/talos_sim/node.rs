@@ -48,6 +48,8 @@ pub(crate) struct NodeState {
     pub installer_image: Option<String>,
     /// etcd on this node is unhealthy (fault `etcd_unhealthy_after_reboot`).
     pub etcd_unhealthy: bool,
+    /// An upgrade sequence runs (MachineStatus stage Upgrading) until its reboot.
+    pub upgrading: bool,
 }
 
 struct Running {
@@ -91,6 +93,7 @@ impl SimNode {
                 version: None,
                 installer_image: None,
                 etcd_unhealthy: false,
+                upgrading: false,
             }),
             faults: Mutex::new(Faults::default()),
             calls: Mutex::new(Vec::new()),
@@ -231,6 +234,7 @@ impl SimNode {
             let mut st = lock(&self.state);
             st.up = true;
             st.rebooting = false;
+            st.upgrading = false;
             st.booted_at = Instant::now();
             st.booted_wall = SystemTime::now();
             st.generation += 1;

@@ -1,6 +1,7 @@
 //! The COSI resource API of a simulated node (`cosi.resource.State`, served
 //! on :50000 beside `machine.MachineService`, in maintenance and configured
-//! mode): Get, List and Watch of its SystemInformation and Disks, plus the
+//! mode): Get, List and Watch of its SystemInformation, Disks and
+//! MachineStatus (its stage: maintenance, running, upgrading, rebooting), plus the
 //! ResourceDefinitions and Namespaces `talosctl get` resolves words with.
 //! Facts: /work/shared/talos/cosi-api.md (Talos v1.13.9, cosi-project/runtime v1.14.1).
 
@@ -15,7 +16,9 @@ use bootstrap::talos::proto::cosi::resource::{
     WatchRequest, WatchResponse,
 };
 use bootstrap::talos::proto::definitions::block::DiskSpec;
+use bootstrap::talos::proto::definitions::enums::RuntimeMachineStage;
 use bootstrap::talos::proto::definitions::hardware::SystemInformationSpec;
+use bootstrap::talos::proto::definitions::runtime::{MachineStatusSpec, MachineStatusStatus};
 use futures::{Stream, StreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status};
@@ -29,6 +32,8 @@ use super::service::{Need, Service};
 pub const SYSTEM_INFORMATION: &str = "SystemInformations.hardware.talos.dev";
 /// `Disks.block.talos.dev`, one resource per whole disk in namespace `runtime`.
 pub const DISKS: &str = "Disks.block.talos.dev";
+/// `MachineStatuses.runtime.talos.dev`, one resource `machine` in namespace `runtime`.
+pub const MACHINE_STATUS: &str = "MachineStatuses.runtime.talos.dev";
 const RESOURCE_DEFINITIONS: &str = "ResourceDefinitions.meta.cosi.dev";
 const NAMESPACES: &str = "Namespaces.meta.cosi.dev";
 
@@ -82,6 +87,7 @@ impl Resources {
                 disks.sort_by(|a, b| a.id.cmp(&b.id));
                 disks.into_iter().map(|d| disk(d, booted)).collect()
             }
+            MACHINE_STATUS => vec![machine_status(&self.node, booted)],
             RESOURCE_DEFINITIONS => definitions.iter().map(|d| definition(d, booted)).collect(),
             NAMESPACES => NAMESPACE_NAMES.iter().map(|n| namespace_resource(n, booted)).collect(),
             _ => Vec::new(),
@@ -150,6 +156,48 @@ fn put(m: &mut Mapping, key: &str, v: impl Into<Value>, keep_empty: bool) {
     if keep_empty || !empty {
         m.insert(key.into(), v);
     }
+}
+
+/// The stage as machined sets it (`internal/app/machined/pkg/runtime/v1alpha1`:
+/// Maintenance before a config, Upgrading during an upgrade sequence, Rebooting
+/// once it reboots, Running otherwise), ready when running.
+fn machine_status(node: &SimNode, at: SystemTime) -> Resource {
+    let stage = {
+        let st = lock(&node.state);
+        match (st.config.is_some(), st.upgrading, st.rebooting) {
+            (false, _, _) => RuntimeMachineStage::MachineStageMaintenance,
+            (true, _, true) => RuntimeMachineStage::MachineStageRebooting,
+            (true, true, false) => RuntimeMachineStage::MachineStageUpgrading,
+            (true, false, false) => RuntimeMachineStage::MachineStageRunning,
+        }
+    };
+    let ready = stage == RuntimeMachineStage::MachineStageRunning;
+    let spec = MachineStatusSpec {
+        stage: stage as i32,
+        status: Some(MachineStatusStatus {
+            ready,
+            unmet_conditions: Vec::new(),
+        }),
+    };
+    let mut y = Mapping::new();
+    // The YAML spec names the stage in lower case without its prefix (`stage: upgrading`).
+    let name = stage
+        .as_str_name()
+        .trim_start_matches("MACHINE_STAGE_")
+        .to_ascii_lowercase();
+    put(&mut y, "stage", name, true);
+    let mut status = Mapping::new();
+    put(&mut status, "ready", ready, true);
+    put(&mut y, "status", Value::Mapping(status), true);
+    resource(
+        "runtime",
+        MACHINE_STATUS,
+        "machine",
+        "runtime.MachineStatusController",
+        at,
+        spec.encode_to_vec(),
+        y,
+    )
 }
 
 fn system_information(s: &SystemInfo, at: SystemTime) -> Resource {
@@ -281,6 +329,13 @@ fn definitions() -> Vec<ResourceDefinitionSpec> {
             "meta",
             &["api-resources"],
             &[],
+        ),
+        def(
+            MACHINE_STATUS,
+            "MachineStatus",
+            "runtime",
+            &["ms"],
+            &[("Stage", "{.stage}"), ("Ready", "{.status.ready}")],
         ),
         def(
             SYSTEM_INFORMATION,

@@ -695,16 +695,30 @@ impl MachineService for Service {
         if config.machine_type == MachineType::ControlPlane && !req.force {
             self.validate_for_upgrade(req.preserve).await?;
         }
-        let keep_old = std::mem::take(&mut lock(&self.node.faults).upgrade_keeps_old_version);
+        let (keep_old, install, reply_delay) = {
+            let mut f = lock(&self.node.faults);
+            let keep_old = std::mem::take(&mut f.upgrade_keeps_old_version);
+            (keep_old, f.upgrade_install.unwrap_or_default(), f.upgrade_reply_delay)
+        };
         let image = req.image.clone();
-        // Talos docs, "Upgrading Talos Linux": the installer writes the new version to the
-        // inactive boot entry and the node reboots into it (or falls back to the old one).
-        self.node.reboot_with(move |st| {
-            st.installer_image = Some(image);
-            if !keep_old {
-                st.version = Some(version);
-            }
+        // machined's Upgrade handler starts the upgrade sequence in the background and
+        // answers; the sequence runs in stage Upgrading (MachineStatus). Talos docs,
+        // "Upgrading Talos Linux": the installer writes the new version to the inactive boot
+        // entry and the node reboots into it (or falls back to the old one).
+        lock(&self.node.state).upgrading = true;
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(install).await;
+            node.reboot_with(move |st| {
+                st.installer_image = Some(image);
+                if !keep_old {
+                    st.version = Some(version);
+                }
+            });
         });
+        if let Some(d) = reply_delay {
+            tokio::time::sleep(d).await;
+        }
         Ok(Response::new(pb::UpgradeResponse {
             messages: vec![pb::Upgrade {
                 metadata: self.metadata(),
