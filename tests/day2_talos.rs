@@ -145,6 +145,19 @@ impl Rack {
             .collect()
     }
 
+    /// Runs the upgrade again: it finishes, every node got exactly one Upgrade and runs [`TO`].
+    async fn resume_and_check_each_upgraded_once(self) {
+        let out = self.run(&["upgrade", "--talos", TO]);
+        assert!(out.status.success(), "resumed upgrade failed:\n{}", text_of(&out));
+        assert!(
+            self.calls("Upgrade").iter().all(|(_, c)| *c == 1),
+            "every node upgraded exactly once: {:?}",
+            self.calls("Upgrade")
+        );
+        assert!(self.rack.talos.nodes().iter().all(|n| n.version() == TO));
+        self.rack.stop().await;
+    }
+
     fn names_with(&self, method: &str) -> Vec<String> {
         self.calls(method)
             .into_iter()
@@ -321,15 +334,7 @@ async fn a_killed_upgrade_resumes_and_never_upgrades_a_node_twice() {
         let out = finished(child);
         assert!(exited.is_none(), "the run ended before the kill:\n{}", text_of(&out));
     }
-    let out = r.run(&["upgrade", "--talos", TO]);
-    assert!(out.status.success(), "resumed upgrade failed:\n{}", text_of(&out));
-    assert!(
-        r.calls("Upgrade").iter().all(|(_, c)| *c == 1),
-        "every node upgraded exactly once: {:?}",
-        r.calls("Upgrade")
-    );
-    assert!(r.rack.talos.nodes().iter().all(|n| n.version() == TO));
-    r.rack.stop().await;
+    r.resume_and_check_each_upgraded_once().await;
 }
 
 /// Killed inside cp-2's Upgrade call (Talos took it and started its upgrade
@@ -356,15 +361,7 @@ async fn killed_inside_the_upgrade_call_it_resumes_without_a_second_upgrade() {
         "killed before the Upgrade was recorded:\n{}",
         text_of(&out)
     );
-    let out = r.run(&["upgrade", "--talos", TO]);
-    assert!(out.status.success(), "resumed upgrade failed:\n{}", text_of(&out));
-    assert!(
-        r.calls("Upgrade").iter().all(|(_, c)| *c == 1),
-        "every node upgraded exactly once: {:?}",
-        r.calls("Upgrade")
-    );
-    assert!(r.rack.talos.nodes().iter().all(|n| n.version() == TO));
-    r.rack.stop().await;
+    r.resume_and_check_each_upgraded_once().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
