@@ -364,6 +364,67 @@ async fn killed_inside_the_upgrade_call_it_resumes_without_a_second_upgrade() {
     r.resume_and_check_each_upgraded_once().await;
 }
 
+/// A node is awaited until its Node is Ready again: while its machine
+/// reboots the Node reports Ready Unknown (its kubelet stopped posting), and
+/// one that comes back with its Node never Ready stops the run there, named,
+/// still cordoned; once Ready, the resumed run finishes it without a second
+/// Upgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_comes_back_not_ready_stops_the_upgrade_until_it_is_ready() {
+    let r = rack(9).await;
+    let worker1 = &r.rack.talos.nodes()[3];
+    assert_eq!(worker1.hostname(), "worker-1");
+    worker1.update_faults(|f| f.reboot_delay = Some(Duration::from_secs(2)));
+    let nodes: Api<Node> = Api::all(r.kube().await);
+    let child = r.spawn(&["upgrade", "--talos", TO, "--timeout", "8"]);
+    until("worker-1 to take its Upgrade", Duration::from_secs(120), || {
+        r.calls("Upgrade").iter().any(|(n, c)| n == "worker-1" && *c > 0)
+    })
+    .await;
+    // Its kubelet stops posting while the machine is down; then it never becomes Ready.
+    let mut unknown = false;
+    for _ in 0..100 {
+        let n = nodes.get("worker-1").await.unwrap();
+        let ready = n.status.and_then(|s| s.conditions).unwrap_or_default();
+        if ready.iter().any(|c| c.type_ == "Ready" && c.status == "Unknown") {
+            unknown = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        unknown,
+        "worker-1's Node reports Ready Unknown while its machine reboots"
+    );
+    let hold = serde_json::json!({"metadata": {"annotations": {xtask::kube_sim::HOLD_ANNOTATION: "true"}}});
+    nodes
+        .patch("worker-1", &PatchParams::default(), &Patch::Merge(&hold))
+        .await
+        .unwrap();
+    let out = finished(child);
+    assert!(!out.status.success(), "{}", text_of(&out));
+    let text = text_of(&out);
+    assert!(
+        text.contains("Node worker-1 Ready") && text.contains("NotReady"),
+        "{text}"
+    );
+    assert!(
+        r.calls("Upgrade")
+            .iter()
+            .all(|(n, c)| (n == "worker-2" || n == "worker-3") == (*c == 0)),
+        "the run stopped at worker-1: {:?}",
+        r.calls("Upgrade")
+    );
+    let cordoned = nodes.get("worker-1").await.unwrap().spec.and_then(|s| s.unschedulable);
+    assert_eq!(cordoned, Some(true), "a node that is not Ready stays cordoned");
+    let release = serde_json::json!({"metadata": {"annotations": {xtask::kube_sim::HOLD_ANNOTATION: null}}});
+    nodes
+        .patch("worker-1", &PatchParams::default(), &Patch::Merge(&release))
+        .await
+        .unwrap();
+    r.resume_and_check_each_upgraded_once().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_that_falls_back_to_the_old_version_stops_the_upgrade_naming_it() {
     let r = rack(3).await;

@@ -152,6 +152,8 @@ async fn watch(
     // Node name → the config it registered with (a kubelet re-registers, with
     // its new version, after its config changed) and its API server's tag.
     let mut registered: BTreeMap<String, (Arc<MachineConfig>, Option<String>)> = BTreeMap::new();
+    // Node name → the Node it registered.
+    let mut hostnames: BTreeMap<String, String> = BTreeMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     loop {
         tick.tick().await;
@@ -167,6 +169,7 @@ async fn watch(
                     let k = Arc::new(k);
                     *slot.lock().expect("kube lock") = Some(k.clone());
                     registered.clear();
+                    hostnames.clear();
                     k
                 }
                 Ok(None) => continue,
@@ -178,13 +181,19 @@ async fn watch(
         };
         let mut changed = false;
         for n in &nodes {
+            // A registered node whose machine is down (rebooting, reset) stops posting status.
+            if let Some(hostname) = hostnames.get(n.name()) {
+                kube.set_kubelet_stopped(hostname, !n.is_up());
+            }
             let Some(config) = n.config().filter(|_| n.is_up() && n.mode() == NodeMode::Configured) else {
                 continue;
             };
             if registered.get(n.name()).is_some_and(|(c, _)| Arc::ptr_eq(c, &config)) {
                 continue;
             }
-            kube.register(registration(n));
+            let reg = registration(n);
+            hostnames.insert(n.name().to_owned(), reg.name.clone());
+            kube.register(reg);
             let api_tag = image_tag(&config, &["cluster", "apiServer", "image"]);
             registered.insert(n.name().to_owned(), (config, api_tag));
             changed = true;

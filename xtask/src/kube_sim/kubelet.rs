@@ -46,6 +46,13 @@ pub fn nodes(store: &mut Store, b: &Behaviour, net: Option<&HashSet<String>>, ti
     let mut writes = vec![];
     for o in store.list(&gr, None) {
         let name = o["metadata"]["name"].as_str().unwrap_or_default();
+        // Upstream: pkg/controller/nodelifecycle: a Node whose kubelet stopped posting status gets
+        // Ready Unknown ("NodeStatusUnknown") and the `node.kubernetes.io/unreachable` taints
+        // (here at once: the simulated machines reboot in well under the 40 s grace period).
+        let stopped = o
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(super::controllers::KUBELET_STOPPED_ANNOTATION))
+            .is_some();
         let network = net.is_none_or(|n| n.contains(name));
         // The timer starts when the network is there: generation 0 before, 1 after.
         let ready = network && !held(o) && timers.due(key_of(&gr, o), 1, b.node_ready, now);
@@ -58,7 +65,14 @@ pub fn nodes(store: &mut Store, b: &Behaviour, net: Option<&HashSet<String>>, ti
             .into_iter()
             .filter(|c| c["type"] != "Ready")
             .collect();
-        conditions.push(if ready {
+        conditions.push(if stopped {
+            cond(
+                "Ready",
+                "Unknown",
+                "NodeStatusUnknown",
+                "Kubelet stopped posting node status.",
+            )
+        } else if ready {
             cond("Ready", "True", "KubeletReady", "kubelet is posting ready status")
         } else {
             cond("Ready", "False", "KubeletNotReady", NETWORK_NOT_READY)
@@ -70,9 +84,12 @@ pub fn nodes(store: &mut Store, b: &Behaviour, net: Option<&HashSet<String>>, ti
             .cloned()
             .unwrap_or_default()
             .into_iter()
-            .filter(|t| t["key"] != "node.kubernetes.io/not-ready")
+            .filter(|t| t["key"] != "node.kubernetes.io/not-ready" && t["key"] != "node.kubernetes.io/unreachable")
             .collect();
-        if !ready {
+        if stopped {
+            taints.push(json!({"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule"}));
+            taints.push(json!({"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}));
+        } else if !ready {
             taints.push(json!({"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}));
             taints.push(json!({"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}));
         }
