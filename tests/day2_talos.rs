@@ -425,6 +425,55 @@ async fn a_node_that_comes_back_not_ready_stops_the_upgrade_until_it_is_ready() 
     r.resume_and_check_each_upgraded_once().await;
 }
 
+/// Ctrl-C while cp-1 upgrades lets cp-1 finish and stops before cp-2 (exit
+/// 130); then a control plane whose etcd stays unhealthy after its reboot
+/// stops the run there, named; each time the next run resumes without a
+/// second Upgrade anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ctrl_c_or_unhealthy_etcd_stops_the_upgrade_after_the_node_in_flight() {
+    let r = rack(10).await;
+    let talos = r.rack.talos.nodes();
+    talos[0].update_faults(|f| f.reboot_delay = Some(Duration::from_secs(1)));
+    let child = r.spawn(&["upgrade", "--talos", TO]);
+    until("cp-1 to take its Upgrade", Duration::from_secs(120), || {
+        r.calls("Upgrade").iter().any(|(n, c)| n == "cp-1" && *c > 0)
+    })
+    .await;
+    let sigint = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(sigint.success());
+    let out = finished(child);
+    assert_eq!(out.status.code(), Some(130), "{}", text_of(&out));
+    assert!(
+        text_of(&out).contains("interrupted after the nodes in flight finished"),
+        "{}",
+        text_of(&out)
+    );
+    assert_eq!(
+        r.progress("upgrade", "cp-1").as_deref(),
+        Some("v1.14.0: uncordon"),
+        "cp-1 finished"
+    );
+    assert_eq!(r.names_with("Upgrade"), ["cp-1"], "nothing after cp-1 was started");
+    assert_eq!(talos[0].version(), TO);
+
+    // cp-2's etcd does not come back healthy: the run waits for it, then stops naming it.
+    talos[1].update_faults(|f| f.etcd_unhealthy_after_reboot = true);
+    let out = r.run(&["upgrade", "--talos", TO, "--timeout", "5"]);
+    assert!(!out.status.success());
+    let text = text_of(&out);
+    assert!(
+        text.contains("etcd healthy with all 3 members after cp-2's upgrade") && text.contains("not healthy"),
+        "{text}"
+    );
+    assert_eq!(r.names_with("Upgrade"), ["cp-1", "cp-2"], "the run stopped at cp-2");
+    talos[1].set_etcd_unhealthy(false);
+    r.resume_and_check_each_upgraded_once().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_that_falls_back_to_the_old_version_stops_the_upgrade_naming_it() {
     let r = rack(3).await;
