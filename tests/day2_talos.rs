@@ -1,10 +1,12 @@
 //! Day 2 on the simulated Talos rack (3 control planes + 3 workers), driven
 //! through the `bootstrap` binary: `upgrade` node by node (a drain blocked by
 //! a PodDisruptionBudget waits until the budget allows it; never more than
-//! one control plane down; killed mid-way it resumes without rebooting a
-//! node twice), `remove-node` (quorum refusals; the success path touches no
-//! other node), `snapshot` with retention, and bad input refused before any
-//! node is touched. Addresses 127.90.x.0/24 (x: one block per test).
+//! one control plane down; killed mid-way, even inside an Upgrade call, it
+//! resumes without rebooting a node twice; Ctrl-C, a node that comes back
+//! NotReady, a fallback to the old version or an etcd that stays unhealthy
+//! stop it at that node), `remove-node` (quorum refusals; the success path
+//! touches no other node), `snapshot` with retention, and bad input refused
+//! before any node is touched. Addresses 127.90.x.0/24 (x: one block per test).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
