@@ -11,6 +11,7 @@ pub mod day2;
 pub mod disks;
 pub mod engine;
 pub mod fsutil;
+pub mod holder;
 pub mod inventory;
 pub mod k8s;
 pub mod logging;

@@ -680,6 +680,38 @@ async fn upgrade_moves_servers_then_agents_and_remove_node_keeps_quorum(rack: &R
     );
     assert_eq!(calls().await, untouched, "--dry-run restarts nothing");
 
+    // Another live run holds rack-2's lock file: refused by name, nothing restarted, and the
+    // locks taken meanwhile on the other nodes are gone again.
+    let lock = bootstrap::ssh::host_lock::PATH;
+    let locks = || async {
+        let mut out = Vec::new();
+        for i in 0..3 {
+            out.push(on_node(&pool, rack, i, &format!("cat {lock} 2>/dev/null || echo none")).await);
+        }
+        out
+    };
+    on_node(
+        &pool,
+        rack,
+        1,
+        &format!("mkdir -p /run/lock; echo 'op@ws2 pid 4242 since 2026-12-02T08:00:00Z' > {lock}"),
+    )
+    .await;
+    let refused = env.bootstrap(&["upgrade", "--timeout", "60"]);
+    assert!(
+        !refused.ok
+            && refused.stderr.contains("rack-2")
+            && refused.stderr.contains("op@ws2 pid 4242")
+            && refused.stderr.contains("--force-unlock"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(calls().await, untouched, "a locked node: nothing restarted");
+    let held = locks().await;
+    assert_eq!((held[0].trim(), held[2].trim()), ("none", "none"), "{held:?}");
+    // Not refreshed for a minute: stale, so the next run replaces it.
+    on_node(&pool, rack, 1, &format!("touch -d '1 minute ago' {lock}")).await;
+
     // Killed while rack-2 (the second server) gets its new binary (preflight passed, upload
     // under way): the resumed run takes rack-2 up again where it was, and no node restarts
     // twice (below).
@@ -707,8 +739,14 @@ async fn upgrade_moves_servers_then_agents_and_remove_node_keeps_quorum(rack: &R
     }
     child.kill().unwrap();
     child.wait().unwrap();
+    let during = locks().await;
+    assert!(
+        during.iter().all(|l| l.contains(" pid ") && !l.contains("op@ws2")),
+        "the killed run's locks (a gone process of this host: the next run takes them over at once): {during:?}"
+    );
     let run = env.bootstrap(&["upgrade", "--output", "json", "--timeout", "60"]);
     assert!(run.ok, "resumed upgrade:\n{}{}", run.stdout, run.stderr);
+    assert!(locks().await.iter().all(|l| l.trim() == "none"), "released at the end");
     // Node by node: each finished before the next one's first step, in the killed run and
     // in the resumed one (which leaves rack-1, done before the kill, alone).
     let events =

@@ -149,6 +149,7 @@ impl Env {
                 gitops: t,
             },
             restore: None,
+            force_unlock: false,
         })
     }
 

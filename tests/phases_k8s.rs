@@ -123,6 +123,7 @@ impl Env {
                 gitops: t,
             },
             restore: None,
+            force_unlock: false,
         });
         let env = Self { sim, run, dir };
         let ctx = env.ctx();

@@ -126,6 +126,7 @@ fn run_for(
             gitops: Duration::from_secs(30),
         },
         restore: None,
+        force_unlock: false,
     })
 }
 

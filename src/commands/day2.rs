@@ -242,6 +242,7 @@ fn run_phases(
                     accept_new: false,
                     require_identity: false,
                     restore: None,
+                    force_unlock: a.force_unlock,
                 };
                 // Host keys checked as `up` checks them, never accepting a new one here.
                 let installer =
@@ -255,7 +256,7 @@ fn run_phases(
             node_timeout,
             access,
         });
-        let phases = make(env);
+        let phases = make(env.clone());
         let cancel = Arc::new(AtomicBool::new(false));
         tokio::spawn(super::up::watch_interrupts(cancel.clone()));
         let ctx = RunCtx {
@@ -271,12 +272,17 @@ fn run_phases(
         }
         let held = tokio::sync::Mutex::new(None);
         let take = |_phase: &'static str| {
-            let (held, kubeconfig, cancel, name) = (&held, &kubeconfig, cancel.clone(), &name);
+            let (held, kubeconfig, cancel, name, env) = (&held, &kubeconfig, cancel.clone(), &name, &env);
             async move {
                 let mut held = held.lock().await;
                 if held.is_none() {
                     let k = kubeconfig.as_deref().expect("a kube client was built from it");
                     *held = lock::take(k, name, a.force_unlock, true, cancel).await?;
+                    // k3s: every node's lock file too, before anything changes over SSH.
+                    if let Access::K3s(k3s) = &env.access {
+                        let nodes: Vec<&crate::inventory::Node> = env.cluster.nodes.iter().collect();
+                        k3s.installer.lock_nodes(&nodes, usize::from(a.concurrency)).await?;
+                    }
                 }
                 Ok(())
             }
@@ -284,6 +290,9 @@ fn run_phases(
         let result = engine::run_with(&phases, &ctx, take).await;
         if let Some(h) = held.into_inner() {
             h.release().await;
+        }
+        if let Access::K3s(k3s) = &env.access {
+            k3s.installer.release_locks().await;
         }
         ctx.reporter.finish(result.is_ok());
         if result.is_ok() && style != Style::Json && style != Style::Silent {

@@ -4,7 +4,6 @@
 //! released at its end. The local state-dir lock stops two runs on one
 //! workstation; this one stops two workstations.
 
-use std::io::{BufRead, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,13 +90,8 @@ impl ClusterLock {
 
 /// `--force-unlock`: the cluster's name, typed on stdin, or nothing is taken over.
 fn confirm_takeover(cluster: &str, holder: &str, since: &str, renewed: &str) -> Result<(), PhaseError> {
-    eprint!(
-        "cluster {cluster} is locked by {holder} since {since} (renewed {renewed}). If that run is dead, type the cluster name to take the lock over: "
-    );
-    let _ = std::io::stderr().flush();
-    let mut line = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut line);
-    if line.trim() == cluster {
+    let detail = format!("since {since}, renewed {renewed}");
+    if crate::holder::confirm_takeover(cluster, &format!("cluster {cluster}"), holder, &detail) {
         Ok(())
     } else {
         Err(failed(format!(

@@ -129,6 +129,7 @@ pub(crate) fn cluster_run(
         require_identity: args.require_identity,
         timeouts: timeouts(args),
         restore: None,
+        force_unlock: args.force_unlock,
     }
 }
 

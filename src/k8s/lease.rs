@@ -5,7 +5,6 @@
 //! leaseDurationSeconds; an expired lease may be taken over), with optimistic
 //! concurrency on `resourceVersion` so two takers cannot both win.
 
-use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -43,30 +42,8 @@ pub struct Held {
     lease: Lease,
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "unknown-host".into())
-}
-
-/// Who this run is: `user@host pid N`.
-pub fn identity() -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    format!("{user}@{} pid {}", hostname(), std::process::id())
-}
-
-/// Whether `holder` names a run on this host whose process is gone (killed,
-/// crashed): its lease is stale at once, as a lock file with a dead pid is.
-fn dead_here(holder: &str) -> bool {
-    let Some((who, pid)) = holder.rsplit_once(" pid ") else {
-        return false;
-    };
-    let on_this_host = who.rsplit_once('@').is_some_and(|(_, host)| host == hostname());
-    on_this_host
-        && pid
-            .parse::<u32>()
-            .is_ok_and(|p| !Path::new(&format!("/proc/{p}")).exists())
-}
+use crate::holder::dead_here;
+pub use crate::holder::identity;
 
 fn api(client: &Client) -> Api<Lease> {
     Api::namespaced(client.kube().clone(), NAMESPACE)
@@ -211,7 +188,7 @@ mod tests {
         assert_eq!(since, "2026-12-02T10:00:00Z");
         assert!(held_by_other(&l, "bob@ws2 pid 9", later(61)).is_none(), "expired");
         assert!(held_by_other(&l, "ana@ws1 pid 7", later(30)).is_none(), "our own");
-        let here = |pid: u32| format!("ana@{} pid {pid}", hostname());
+        let here = |pid: u32| format!("ana@{} pid {pid}", crate::holder::hostname());
         let alive = lease(&here(std::process::id()), t, 60);
         assert!(
             held_by_other(&alive, "bob@ws2 pid 9", later(30)).is_some(),

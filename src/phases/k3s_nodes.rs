@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use super::{ClusterRun, KUBECONFIG};
 use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx, Step};
 use crate::inventory::{Node, Role};
+use crate::ssh::host_lock::{self, HostLocks};
 use crate::ssh::{self, Pool, Target};
 use material::Material;
 
@@ -61,6 +62,8 @@ pub struct K3sNodes {
     phase: &'static str,
     /// What is installed, rendered once per run (Day 2; apply loads its own).
     material: tokio::sync::OnceCell<Material>,
+    /// The lock files this run holds on the nodes ([`crate::ssh::host_lock`]).
+    locks: Arc<HostLocks>,
 }
 
 /// What a node has installed, as Day 2 needs to know.
@@ -93,7 +96,57 @@ impl K3sNodes {
             pool: Pool::new(opts),
             phase: PHASE,
             material: tokio::sync::OnceCell::new(),
+            locks: HostLocks::new(),
         }
+    }
+
+    /// Takes this run's lock file on each of `nodes` (`concurrency` at a
+    /// time) before anything changes on them: a node another live run
+    /// holds is refused by name, unless `--force-unlock` and the typed
+    /// cluster name take it over.
+    pub async fn lock_nodes(&self, nodes: &[&Node], concurrency: usize) -> Result<(), PhaseError> {
+        use futures::StreamExt;
+        let cluster = &self.run.cluster.name;
+        let force = self.run.force_unlock;
+        let deadline = Instant::now() + self.run.timeouts.node;
+        let each: Vec<_> = nodes
+            .iter()
+            .map(|n| async move {
+                let take_over = |held: &host_lock::Held| {
+                    force
+                        && crate::holder::confirm_takeover(
+                            cluster,
+                            &format!("node {}", n.name),
+                            &held.holder,
+                            &format!("its lock refreshed {} s ago", held.age_secs),
+                        )
+                };
+                let s = remote::connect(&self.pool, &Target::from_node(n), deadline, &|| false).await;
+                let r = match s {
+                    Ok(s) => self.locks.take(&s, Self::sudo(n), &take_over).await,
+                    Err(e) => Err(e),
+                };
+                r.map_err(|e| (n.name.clone(), format!("{e}; nothing was changed on it")))
+            })
+            .collect();
+        let failures: Vec<(String, String)> = futures::stream::iter(each)
+            .buffer_unordered(concurrency.max(1))
+            .filter_map(|r| async move { r.err() })
+            .collect()
+            .await;
+        if failures.is_empty() {
+            return Ok(());
+        }
+        self.release_locks().await;
+        Err(PhaseError::Targets {
+            phase: self.phase.into(),
+            failures,
+        })
+    }
+
+    /// Removes every lock file this run holds.
+    pub async fn release_locks(&self) {
+        self.locks.release().await;
     }
 
     /// The same installer, reporting under Day-2 phase `phase`.
@@ -475,14 +528,25 @@ impl Phase for K3sNodes {
     }
 
     async fn apply(&self, ctx: &RunCtx, plan: &[Action]) -> Result<(), PhaseError> {
-        let m = material::load(&self.run, true)
-            .await?
-            .ok_or_else(|| self.failed("no cluster secrets"))?;
         let todo: BTreeSet<&str> = plan
             .iter()
             .filter(|a| a.target != CLUSTER)
             .map(|a| a.target.as_str())
             .collect();
+        // Every node this run changes is locked first (k0sctl's host lock), released at the end.
+        let locked: Vec<&Node> = self.run.nodes().filter(|n| todo.contains(n.name.as_str())).collect();
+        self.lock_nodes(&locked, ctx.concurrency).await?;
+        let result = self.apply_locked(ctx, &todo).await;
+        self.release_locks().await;
+        result
+    }
+}
+
+impl K3sNodes {
+    async fn apply_locked(&self, ctx: &RunCtx, todo: &BTreeSet<&str>) -> Result<(), PhaseError> {
+        let m = material::load(&self.run, true)
+            .await?
+            .ok_or_else(|| self.failed("no cluster secrets"))?;
         let first = self.first_server()?;
         if todo.contains(first.name.as_str()) {
             self.install(ctx, first, &m)

@@ -62,6 +62,8 @@ pub struct ClusterRun {
     pub require_identity: bool,
     /// `reset`: bootstrap etcd from this snapshot instead of empty.
     pub restore: Option<PathBuf>,
+    /// `--force-unlock`: offer to take over locks other runs hold (typed confirmation).
+    pub force_unlock: bool,
 }
 
 impl ClusterRun {

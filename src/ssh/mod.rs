@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod download;
 pub mod fanout;
+pub mod host_lock;
 pub mod known_hosts;
 mod proxy;
 pub mod scan;
