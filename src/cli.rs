@@ -314,4 +314,8 @@ pub struct ServeArgs {
     /// Serve these nodes' machine configs again (their one-shot URL was used).
     #[arg(long, value_delimiter = ',', value_name = "NODES")]
     pub reprovision: Vec<String>,
+    /// Only HTTP (the virtual-media ISO, scripts, configs): no DHCP or TFTP,
+    /// so no iPXE binaries and no privileged ports.
+    #[arg(long)]
+    pub http_only: bool,
 }

@@ -191,9 +191,14 @@ pub(crate) async fn run_cluster(
                 .map_err(|e| failed(format!("{e}; nothing was changed")))?;
         }
     }
-    if args.provision && mode != Mode::Plan {
+    // Held until the run ends: nodes booting from it fetch their files late.
+    let _serving = if args.provision && mode != Mode::Plan {
+        let serving = serve_for_provisioning(&run, args).await?;
         provision(&run, &ctx).await?;
-    }
+        serving
+    } else {
+        None
+    };
     let phases = phases::all(run.clone());
     if mode == Mode::Plan {
         let actions = engine::plan_all(&phases, &ctx).await;
@@ -238,6 +243,35 @@ async fn run_locked(
         h.release().await;
     }
     result
+}
+
+/// `up --provision` on a cluster with `[cluster.provision]`: `bootstrap
+/// serve` for the rest of the run. HTTP always (the virtual-media ISO, iPXE
+/// scripts, one-shot configs); DHCP and TFTP only when a node's BMC boots it
+/// by PXE.
+async fn serve_for_provisioning(run: &ClusterRun, args: &UpArgs) -> Result<Option<crate::serve::Serving>, PhaseError> {
+    if run.cluster.provision.is_none() {
+        return Ok(None);
+    }
+    let pxe = run.cluster.nodes.iter().any(|n| {
+        n.bmc
+            .as_ref()
+            .is_some_and(|b| b.boot == crate::inventory::BootMethod::Pxe)
+    });
+    let serve_args = crate::cli::ServeArgs {
+        artifacts: args.artifacts.clone(),
+        http_only: !pxe,
+        ..Default::default()
+    };
+    let log: crate::serve::Log = Arc::new(|line: &str| tracing::info!("{line}"));
+    let serving = async {
+        let prepared = crate::serve::prepare(&run.cluster, &run.state_root, &serve_args, log.clone()).await?;
+        crate::serve::bind(prepared, log).await
+    };
+    serving.await.map(Some).map_err(|e| PhaseError::Failed {
+        phase: "provision".into(),
+        message: format!("serve: {e:#}; no node was powered or booted"),
+    })
 }
 
 /// `up --provision`: boots nodes that have a BMC through it before phase -1.

@@ -301,6 +301,23 @@ pub struct Provision {
     pub kernel: BootArtifact,
     pub initramfs: BootArtifact,
     pub kernel_args: Vec<String>,
+    /// The ISO BMCs insert as virtual media, when the inventory pins one.
+    pub iso: Option<BootArtifact>,
+}
+
+impl Provision {
+    /// The ISO's name in `serve`'s URLs.
+    pub const ISO_FILE: &str = "metal-amd64.iso";
+
+    /// Where `serve` offers cluster `cluster`'s ISO to BMCs.
+    pub fn iso_url(&self, cluster: &str) -> String {
+        format!(
+            "http://{}:{}/boot/{cluster}/{}",
+            self.address,
+            self.http_port,
+            Self::ISO_FILE
+        )
+    }
 }
 
 /// A boot file served over HTTP: fetched once into the artifact cache, pinned by sha256.

@@ -221,6 +221,10 @@ pub struct RawProvision {
     /// Talos initramfs (default: the release's `initramfs-amd64.xz`), pinned by `initramfs_sha256`.
     pub initramfs_url: Option<String>,
     pub initramfs_sha256: Option<String>,
+    /// Talos ISO for `boot = "virtual-media"` BMCs without their own
+    /// `image_url` (default: the release's `metal-amd64.iso`), pinned by `iso_sha256`.
+    pub iso_url: Option<String>,
+    pub iso_sha256: Option<String>,
     /// Kernel arguments added after Talos's own.
     #[serde(default)]
     pub kernel_args: Vec<String>,

@@ -215,6 +215,12 @@ impl<'a> Validator<'a> {
             .provision
             .as_ref()
             .map(|rp| self.provision(rp, &cp.key("provision"), rc, &versions.talos, &addrs));
+        // What a virtual-media BMC without its own image_url inserts.
+        let served_iso = provision
+            .as_ref()
+            .and_then(Option::as_ref)
+            .filter(|p| p.iso.is_some())
+            .map(|p| p.iso_url(&rc.name));
         let mut nodes = Vec::new();
         let mut node_names: HashMap<&str, FieldPath> = HashMap::new();
         let defaults = [
@@ -229,7 +235,7 @@ impl<'a> Validator<'a> {
                     format!("duplicate node name `{}` (first defined at {first})", rn.name),
                 );
             }
-            nodes.push(self.node(rn, &np, &defaults, rc.distribution, &addrs));
+            nodes.push(self.node(rn, &np, &defaults, rc.distribution, &addrs, served_iso.as_deref()));
         }
         if rc.nodes.is_empty() {
             self.error(cp.clone(), "the cluster has no nodes: add [[cluster.node]] tables");
@@ -517,6 +523,7 @@ impl<'a> Validator<'a> {
         defaults: &[(&RawNodeDefaults, FieldPath); 2],
         dist: Distribution,
         net: &NodeAddrs,
+        served_iso: Option<&str>,
     ) -> Option<Node> {
         let errors_before = self.error_count();
         if !is_dns_label(&rn.name) {
@@ -664,7 +671,7 @@ impl<'a> Validator<'a> {
         let talos = TalosAccess {
             port: self.port(talos_port, 50000),
         };
-        let bmc = self.bmc(rn, np, defaults);
+        let bmc = self.bmc(rn, np, defaults, served_iso);
 
         if self.error_count() > errors_before {
             return None;
@@ -867,7 +874,13 @@ impl<'a> Validator<'a> {
         })
     }
 
-    fn bmc(&mut self, rn: &RawNode, np: &FieldPath, defaults: &[(&RawNodeDefaults, FieldPath); 2]) -> Option<Bmc> {
+    fn bmc(
+        &mut self,
+        rn: &RawNode,
+        np: &FieldPath,
+        defaults: &[(&RawNodeDefaults, FieldPath); 2],
+        served_iso: Option<&str>,
+    ) -> Option<Bmc> {
         let layers: Vec<(&RawBmc, FieldPath)> = [(rn.bmc.as_ref(), np.key("bmc"))]
             .into_iter()
             .chain(defaults.iter().map(|(d, p)| (d.bmc.as_ref(), p.key("bmc"))))
@@ -923,9 +936,16 @@ impl<'a> Validator<'a> {
             }
         });
         let boot = field!(boot).map_or(BootMethod::Pxe, |(b, _)| *b);
-        let image_url = field!(image_url).map(|(u, _)| u.clone());
+        let image_url = field!(image_url).map(|(u, _)| u.clone()).or_else(|| {
+            (boot == BootMethod::VirtualMedia)
+                .then(|| served_iso.map(str::to_owned))
+                .flatten()
+        });
         if boot == BootMethod::VirtualMedia && image_url.is_none() {
-            self.error(own.clone(), "boot = \"virtual-media\" needs `image_url`");
+            self.error(
+                own.clone(),
+                "boot = \"virtual-media\" needs `image_url`, or an ISO `bootstrap serve` offers (iso_sha256 in [cluster.provision])",
+            );
         }
         Some(Bmc {
             url: url?,

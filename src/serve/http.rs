@@ -10,14 +10,18 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tokio::io::AsyncReadExt;
+use tower::ServiceExt;
+use tower_http::services::ServeFile;
 
 use super::configs::{Configs, Take};
 use super::ipxe;
+use crate::inventory::Provision;
+
+const ISO_FILE: &str = Provision::ISO_FILE;
 
 /// What the HTTP side serves.
 pub struct HttpState {
@@ -29,6 +33,8 @@ pub struct HttpState {
     pub configs: Configs,
     pub kernel: PathBuf,
     pub initramfs: PathBuf,
+    /// The virtual-media ISO, when the inventory pins one.
+    pub iso: Option<PathBuf>,
     pub kernel_args: Vec<String>,
     pub log: super::Log,
 }
@@ -71,45 +77,34 @@ async fn script(
     )
 }
 
+/// A pinned boot file, with `Range` and `HEAD` (tower-http's `ServeFile`):
+/// BMCs read virtual-media ISOs in ranges as the machine boots.
 async fn boot_file(
     State(s): State<Arc<HttpState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((cluster, file)): Path<(String, String)>,
+    req: Request,
 ) -> Response {
     let path = match (cluster == s.cluster, file.as_str()) {
         (true, "vmlinuz") => &s.kernel,
         (true, "initramfs.xz") => &s.initramfs,
+        (true, ISO_FILE) if s.iso.is_some() => s.iso.as_ref().expect("checked"),
         _ => return text(StatusCode::NOT_FOUND, "no such boot file\n".into()),
     };
-    let f = match tokio::fs::File::open(path).await {
-        Ok(f) => f,
-        Err(e) => {
-            (s.log)(&format!("http: {peer}: {file}: {}: {e}", path.display()));
-            return text(StatusCode::INTERNAL_SERVER_ERROR, "boot file unreadable\n".into());
-        }
-    };
-    let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
-    (s.log)(&format!("http: {peer}: {file} for cluster {cluster} ({len} bytes)"));
-    let stream = futures::stream::unfold(Some(f), |f| async move {
-        let mut f = f?;
-        let mut buf = vec![0u8; 64 * 1024];
-        match f.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok(bytes::Bytes::from(buf)), Some(f)))
-            }
-            Err(e) => Some((Err(e), None)),
-        }
-    });
-    (
-        [
-            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
-            (header::CONTENT_LENGTH, len.to_string()),
-        ],
-        Body::from_stream(stream),
-    )
-        .into_response()
+    let range = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|r| r.to_str().ok())
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default();
+    (s.log)(&format!(
+        "http: {peer}: {} {file}{range} for cluster {cluster}",
+        req.method()
+    ));
+    match ServeFile::new(path).oneshot(req).await {
+        Ok(res) => res.map(Body::new),
+        Err(never) => match never {},
+    }
 }
 
 async fn config(

@@ -32,6 +32,8 @@ pub type Log = Arc<dyn Fn(&str) + Send + Sync>;
 /// Everything `serve` needs, checked, before anything listens.
 pub struct Prepared {
     pub provision: Provision,
+    /// DHCP and TFTP too (not `--http-only`).
+    pub pxe: bool,
     pub dhcp: dhcp::DhcpConfig,
     pub http: http::HttpState,
     pub tftp: tftp::Files,
@@ -61,7 +63,12 @@ pub async fn prepare(cluster: &Cluster, state: &Path, a: &ServeArgs, log: Log) -
         Some(_) => {}
     }
     let mut files = HashMap::new();
-    for name in [dhcp::BIOS_BINARY, dhcp::UEFI_BINARY] {
+    let binaries = if a.http_only {
+        &[][..]
+    } else {
+        &[dhcp::BIOS_BINARY, dhcp::UEFI_BINARY][..]
+    };
+    for &name in binaries {
         let path = p.ipxe_dir.join(name);
         let bytes = std::fs::read(&path).with_context(|| {
             format!(
@@ -88,6 +95,10 @@ pub async fn prepare(cluster: &Cluster, state: &Path, a: &ServeArgs, log: Log) -
         .get(&pin(&p.initramfs))
         .await
         .with_context(|| at("initramfs_sha256"))?;
+    let iso = match &p.iso {
+        Some(iso) => Some(store.get(&pin(iso)).await.with_context(|| at("iso_sha256"))?),
+        None => None,
+    };
 
     let bundle = crate::render::SecretsBundle::load_or_generate(state, cluster)?;
     let renderer = crate::render::talos::TalosRenderer::new(cluster, bundle.talos()?)?;
@@ -120,10 +131,12 @@ pub async fn prepare(cluster: &Cluster, state: &Path, a: &ServeArgs, log: Log) -
             configs,
             kernel,
             initramfs,
+            iso,
             kernel_args: p.kernel_args.clone(),
             log,
         },
         tftp: Arc::new(files),
+        pxe: !a.http_only,
         provision: p,
     })
 }
@@ -185,52 +198,95 @@ pub async fn serve(
     log: Log,
     shutdown: impl std::future::Future<Output = std::io::Result<()>>,
 ) -> anyhow::Result<()> {
+    bind(prepared, log).await?.until(shutdown).await
+}
+
+/// Listeners bound and answering; dropped, they stop.
+pub struct Serving {
+    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+    log: Log,
+}
+
+impl Serving {
+    /// Serves until `shutdown` resolves or a listener fails.
+    pub async fn until(
+        mut self,
+        shutdown: impl std::future::Future<Output = std::io::Result<()>>,
+    ) -> anyhow::Result<()> {
+        let tasks = std::mem::take(&mut self.tasks);
+        let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+        let outcome = tokio::select! {
+            r = shutdown => r.context("waiting for Ctrl-C"),
+            (r, _, _) = futures::future::select_all(tasks) => match r {
+                Ok(Ok(())) => Err(anyhow::anyhow!("a listener stopped")),
+                Ok(Err(e)) => Err(anyhow::Error::new(e).context("a listener failed")),
+                Err(e) => Err(anyhow::Error::new(e).context("a listener panicked")),
+            },
+        };
+        for a in aborts {
+            a.abort();
+        }
+        outcome
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        (self.log)("serve: stopped");
+    }
+}
+
+/// Binds every socket (all or none) and starts answering.
+pub async fn bind(prepared: Prepared, log: Log) -> anyhow::Result<Serving> {
     let p = &prepared.provision;
     let bind = |what: &str, port: u16| format!("binding {what} on {}:{port}", p.address);
     let http_addr = SocketAddr::from((p.address, p.http_port));
     let http = tokio::net::TcpListener::bind(http_addr)
         .await
         .with_context(|| bind("HTTP", p.http_port))?;
-    let tftp = tokio::net::UdpSocket::bind((p.address, 69))
-        .await
-        .with_context(|| bind("TFTP", 69))?;
-    let pxe = tokio::net::UdpSocket::bind((p.address, 4011))
-        .await
-        .with_context(|| bind("the PXE port", 4011))?;
-    let dhcp_sock = dhcp::bind_dhcp(&p.interface)
-        .with_context(|| format!("binding DHCP on 0.0.0.0:67 of interface {}", p.interface))?;
-    let mode = match &prepared.dhcp.pool {
-        Some(pool) => format!("DHCP for {}-{}", pool.first, pool.last),
-        None => "proxyDHCP (no leases)".to_owned(),
+    let mut tasks = Vec::new();
+    let known = prepared.dhcp.nodes.len();
+    let mode = if prepared.pxe {
+        let tftp = tokio::net::UdpSocket::bind((p.address, 69))
+            .await
+            .with_context(|| bind("TFTP", 69))?;
+        let pxe = tokio::net::UdpSocket::bind((p.address, 4011))
+            .await
+            .with_context(|| bind("the PXE port", 4011))?;
+        let dhcp_sock = dhcp::bind_dhcp(&p.interface)
+            .with_context(|| format!("binding DHCP on 0.0.0.0:67 of interface {}", p.interface))?;
+        let mode = match &prepared.dhcp.pool {
+            Some(pool) => format!("DHCP for {}-{}", pool.first, pool.last),
+            None => "proxyDHCP (no leases)".to_owned(),
+        };
+        let responder = Arc::new(dhcp::Responder::new(prepared.dhcp));
+        tasks.push(tokio::spawn(dhcp::run(
+            dhcp_sock,
+            dhcp::Port::Dhcp,
+            responder.clone(),
+            log.clone(),
+        )));
+        tasks.push(tokio::spawn(dhcp::run(pxe, dhcp::Port::Pxe, responder, log.clone())));
+        tasks.push(tokio::spawn(tftp::run(tftp, prepared.tftp, log.clone())));
+        format!("{mode}, TFTP {}:69", p.address)
+    } else {
+        "HTTP only (no DHCP, no TFTP)".to_owned()
     };
     log(&format!(
-        "serve: cluster {}: {} node(s) by MAC on {} ({}): {mode}, TFTP {}:69, HTTP {http_addr}",
+        "serve: cluster {}: {} node(s) by MAC on {} ({}): {mode}, HTTP {http_addr}{}",
         prepared.http.cluster,
-        prepared.dhcp.nodes.len(),
+        known,
         p.interface,
         p.address,
-        p.address
+        match &p.iso {
+            Some(_) => format!(", virtual-media ISO {}", p.iso_url(&prepared.http.cluster)),
+            None => String::new(),
+        }
     ));
-    let responder = Arc::new(dhcp::Responder::new(prepared.dhcp));
     let app = http::router(Arc::new(prepared.http)).into_make_service_with_connect_info::<SocketAddr>();
-    let tasks = [
-        tokio::spawn(dhcp::run(dhcp_sock, dhcp::Port::Dhcp, responder.clone(), log.clone())),
-        tokio::spawn(dhcp::run(pxe, dhcp::Port::Pxe, responder, log.clone())),
-        tokio::spawn(tftp::run(tftp, prepared.tftp, log.clone())),
-        tokio::spawn(async move { axum::serve(http, app).await }),
-    ];
-    let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
-    let outcome = tokio::select! {
-        r = shutdown => r.context("waiting for Ctrl-C"),
-        (r, _, _) = futures::future::select_all(tasks) => match r {
-            Ok(Ok(())) => Err(anyhow::anyhow!("a listener stopped")),
-            Ok(Err(e)) => Err(anyhow::Error::new(e).context("a listener failed")),
-            Err(e) => Err(anyhow::Error::new(e).context("a listener panicked")),
-        },
-    };
-    for a in aborts {
-        a.abort();
-    }
-    log("serve: stopped");
-    outcome
+    tasks.push(tokio::spawn(async move { axum::serve(http, app).await }));
+    Ok(Serving { tasks, log })
 }
