@@ -121,6 +121,24 @@ fn up_with(inv: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// `bootstrap plan` after [`up`]: its stdout.
+fn plan(inv: &Path) -> String {
+    let state = inv.parent().unwrap().join("state");
+    let out = Command::new(BIN)
+        .arg("-i")
+        .arg(inv)
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["plan", "--artifacts"])
+        .arg(crds())
+        .env("HOME", &state)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "plan failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
 async fn rack(inv: &Path, hardware: Hardware) -> SimRack {
     let cluster = bootstrap::inventory::load(inv).unwrap().inventory.clusters.remove(0);
     let rack = SimRack::start(
@@ -193,6 +211,8 @@ async fn a_matching_machine_gets_its_config_with_the_one_disk_its_selector_selec
         .position(|c| *c == "ApplyConfiguration")
         .expect("config applied");
     assert!(read < applied, "identity and disks read before the apply: {calls:?}");
+    let again = tokio::task::block_in_place(|| plan(&inv));
+    assert!(again.contains("nothing to do"), "after up, plan is empty:\n{again}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
