@@ -379,6 +379,27 @@ async fn snapshot_then_reset_restores_what_the_snapshot_held(rack: &Rack) {
         unconfirmed.stderr
     );
     assert_eq!(footprint().await, before, "a refused reset changed the first server");
+    // Another live run holds rack-2's lock file: refused by name before anything is done.
+    let lock = bootstrap::ssh::host_lock::PATH;
+    let foreign = format!("mkdir -p /run/lock; echo 'op@ws2 pid 4242 since 2026-12-02T08:00:00Z' > {lock}");
+    on_node(&pool, rack, 1, &foreign).await;
+    let locked = env.bootstrap(&["reset", "--snapshot", &kept.display().to_string(), "--yes"]);
+    assert!(
+        !locked.ok
+            && locked.stderr.contains("rack-2")
+            && locked.stderr.contains("op@ws2 pid 4242")
+            && locked.stderr.contains("nothing was done"),
+        "{}",
+        locked.stderr
+    );
+    assert_eq!(footprint().await, before, "a locked node: nothing wiped");
+    let rack1_lock = on_node(&pool, rack, 0, &format!("cat {lock} 2>/dev/null || echo none")).await;
+    assert_eq!(
+        rack1_lock.trim(),
+        "none",
+        "the lock taken on rack-1 meanwhile is gone again"
+    );
+    on_node(&pool, rack, 1, &format!("rm {lock}")).await;
 
     // The drill from the first snapshot: every node uninstalled, the first server restored from it.
     let kept_path = kept.display().to_string();
@@ -394,6 +415,10 @@ async fn snapshot_then_reset_restores_what_the_snapshot_held(rack: &Rack) {
     ]);
     reset_succeeded(&pool, rack, &reset).await;
     assert!(reset.stderr.contains("rebuilt and etcd restored"), "{}", reset.stderr);
+    for i in 0..2 {
+        let left = on_node(&pool, rack, i, &format!("cat {lock} 2>/dev/null || echo none")).await;
+        assert_eq!(left.trim(), "none", "rack-{}: the reset's lock released", i + 1);
+    }
     assert!(
         !reset.stderr.contains(&token) && !reset.stdout.contains(&token),
         "the token was printed"

@@ -15,11 +15,13 @@
 //! own trailing checksum); `--nodes` is Talos only so far.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use super::context::confirm;
 use crate::cli::{Global, ResetArgs};
 use crate::day2::k3s::{cluster_ca, cluster_token, verify_identity, wipe};
-use crate::inventory::Cluster;
+use crate::inventory::{Cluster, Node};
+use crate::phases::k3s_nodes::K3sNodes;
 use crate::ssh::Pool;
 use crate::state::StateStore;
 
@@ -51,6 +53,27 @@ pub(super) fn run(
                 cluster.name
             ));
         }
+        // Every node's lock file, taken before the snapshot and held through
+        // the wipe and the rebuild (whose own takes find them ours): a run
+        // from another workstation working on a node is refused by name
+        // before anything is done.
+        let locker = K3sNodes::with_ssh(
+            Arc::new(super::up::cluster_run(
+                cluster.clone(),
+                root,
+                inventory_dir,
+                &args.up,
+                Default::default(),
+            )),
+            crate::ssh::Options::from_user_env(),
+        )
+        .for_phase("reset");
+        let all: Vec<&Node> = cluster.nodes.iter().collect();
+        locker
+            .lock_nodes(&all, usize::from(args.up.concurrency))
+            .await
+            .map_err(|e| format!("{e}; nothing was done"))?;
+        let result = async {
         let snapshot = match &args.snapshot {
             Some(path) => {
                 crate::day2::snapshot::verify(&store, path)?;
@@ -80,34 +103,54 @@ pub(super) fn run(
             ),
         )?;
 
-        if bare {
-            eprintln!(
-                "reset {}: no node runs k3s (nothing to wipe); rebuilding from the snapshot",
-                cluster.name
-            );
-        } else {
-            wipe(cluster, &pool).await?;
-            eprintln!("reset {}: k3s uninstalled on every node; rebuilding", cluster.name);
-        }
-        pool.close_all().await;
-        store.forget_progress().map_err(|e| e.to_string())?;
+            wipe_and_rebuild(g, args, cluster, root, inventory_dir, store, &pool, bare, &snapshot).await
 
-        let mut run = super::up::cluster_run(
-            cluster.clone(),
-            root,
-            inventory_dir,
-            &args.up,
-            Default::default(),
+        }
+        .await;
+        locker.release_locks().await;
+        result
+    })
+}
+
+/// The destructive half, once identity, snapshot, confirmation and the host
+/// locks are in place.
+#[allow(clippy::too_many_arguments)]
+async fn wipe_and_rebuild(
+    g: &Global,
+    args: &ResetArgs,
+    cluster: &Cluster,
+    root: &Path,
+    inventory_dir: &Path,
+    mut store: StateStore,
+    pool: &Pool,
+    bare: bool,
+    snapshot: &Path,
+) -> Result<(), String> {
+    if bare {
+        eprintln!(
+            "reset {}: no node runs k3s (nothing to wipe); rebuilding from the snapshot",
+            cluster.name
         );
-        run.restore = Some(snapshot.clone());
-        super::up::rebuild(g, &args.up, run, store).await.map_err(|e| {
+    } else {
+        wipe(cluster, pool).await?;
+        eprintln!("reset {}: k3s uninstalled on every node; rebuilding", cluster.name);
+    }
+    pool.close_all().await;
+    store.forget_progress().map_err(|e| e.to_string())?;
+
+    let mut run = super::up::cluster_run(cluster.clone(), root, inventory_dir, &args.up, Default::default());
+    run.restore = Some(snapshot.to_path_buf());
+    super::up::rebuild(g, &args.up, run, store).await.map_err(|e| {
             format!(
                 "cluster {name}: rebuild: {e} (the snapshot stays at {path}; once the cause is fixed, `bootstrap reset --snapshot {path}` again: on nodes left without k3s it only rebuilds)",
                 name = cluster.name,
                 path = snapshot.display()
             )
         })?;
-        eprintln!("reset {}: rebuilt and etcd restored from {}", cluster.name, snapshot.display());
-        Ok(())
-    })
+    eprintln!(
+        "reset {}: rebuilt and etcd restored from {}",
+        cluster.name,
+        snapshot.display()
+    );
+    Ok(())
 }
