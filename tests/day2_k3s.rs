@@ -179,6 +179,29 @@ async fn on_node(pool: &Pool, rack: &Rack, i: usize, cmd: &str) -> String {
     format!("{}{}", out.stdout_str(), out.stderr_str())
 }
 
+/// Another workstation's live run: its lock file on node `i`.
+const FOREIGN_HOLDER: &str = "op@ws2 pid 4242 since 2026-12-02T08:00:00Z";
+
+async fn plant_foreign_lock(pool: &Pool, rack: &Rack, i: usize) {
+    let lock = bootstrap::ssh::host_lock::PATH;
+    on_node(
+        pool,
+        rack,
+        i,
+        &format!("mkdir -p /run/lock; echo '{FOREIGN_HOLDER}' > {lock}"),
+    )
+    .await;
+}
+
+/// Node `i`'s lock file, or `none`.
+async fn lock_of(pool: &Pool, rack: &Rack, i: usize) -> String {
+    let lock = bootstrap::ssh::host_lock::PATH;
+    on_node(pool, rack, i, &format!("cat {lock} 2>/dev/null || echo none"))
+        .await
+        .trim()
+        .to_owned()
+}
+
 fn marker(name: &str) -> ConfigMap {
     serde_json::from_value(serde_json::json!({
         "apiVersion": "v1",
@@ -380,9 +403,7 @@ async fn snapshot_then_reset_restores_what_the_snapshot_held(rack: &Rack) {
     );
     assert_eq!(footprint().await, before, "a refused reset changed the first server");
     // Another live run holds rack-2's lock file: refused by name before anything is done.
-    let lock = bootstrap::ssh::host_lock::PATH;
-    let foreign = format!("mkdir -p /run/lock; echo 'op@ws2 pid 4242 since 2026-12-02T08:00:00Z' > {lock}");
-    on_node(&pool, rack, 1, &foreign).await;
+    plant_foreign_lock(&pool, rack, 1).await;
     let locked = env.bootstrap(&["reset", "--snapshot", &kept.display().to_string(), "--yes"]);
     assert!(
         !locked.ok
@@ -393,13 +414,12 @@ async fn snapshot_then_reset_restores_what_the_snapshot_held(rack: &Rack) {
         locked.stderr
     );
     assert_eq!(footprint().await, before, "a locked node: nothing wiped");
-    let rack1_lock = on_node(&pool, rack, 0, &format!("cat {lock} 2>/dev/null || echo none")).await;
     assert_eq!(
-        rack1_lock.trim(),
+        lock_of(&pool, rack, 0).await,
         "none",
         "the lock taken on rack-1 meanwhile is gone again"
     );
-    on_node(&pool, rack, 1, &format!("rm {lock}")).await;
+    on_node(&pool, rack, 1, &format!("rm {}", bootstrap::ssh::host_lock::PATH)).await;
 
     // The drill from the first snapshot: every node uninstalled, the first server restored from it.
     let kept_path = kept.display().to_string();
@@ -416,8 +436,12 @@ async fn snapshot_then_reset_restores_what_the_snapshot_held(rack: &Rack) {
     reset_succeeded(&pool, rack, &reset).await;
     assert!(reset.stderr.contains("rebuilt and etcd restored"), "{}", reset.stderr);
     for i in 0..2 {
-        let left = on_node(&pool, rack, i, &format!("cat {lock} 2>/dev/null || echo none")).await;
-        assert_eq!(left.trim(), "none", "rack-{}: the reset's lock released", i + 1);
+        assert_eq!(
+            lock_of(&pool, rack, i).await,
+            "none",
+            "rack-{}: the reset's lock released",
+            i + 1
+        );
     }
     assert!(
         !reset.stderr.contains(&token) && !reset.stdout.contains(&token),
@@ -711,17 +735,11 @@ async fn upgrade_moves_servers_then_agents_and_remove_node_keeps_quorum(rack: &R
     let locks = || async {
         let mut out = Vec::new();
         for i in 0..3 {
-            out.push(on_node(&pool, rack, i, &format!("cat {lock} 2>/dev/null || echo none")).await);
+            out.push(lock_of(&pool, rack, i).await);
         }
         out
     };
-    on_node(
-        &pool,
-        rack,
-        1,
-        &format!("mkdir -p /run/lock; echo 'op@ws2 pid 4242 since 2026-12-02T08:00:00Z' > {lock}"),
-    )
-    .await;
+    plant_foreign_lock(&pool, rack, 1).await;
     let refused = env.bootstrap(&["upgrade", "--timeout", "60"]);
     assert!(
         !refused.ok

@@ -937,9 +937,9 @@ impl<'a> Validator<'a> {
         });
         let boot = field!(boot).map_or(BootMethod::Pxe, |(b, _)| *b);
         let image_url = field!(image_url).map(|(u, _)| u.clone()).or_else(|| {
-            (boot == BootMethod::VirtualMedia)
-                .then(|| served_iso.map(str::to_owned))
-                .flatten()
+            served_iso
+                .filter(|_| boot == BootMethod::VirtualMedia)
+                .map(str::to_owned)
         });
         if boot == BootMethod::VirtualMedia && image_url.is_none() {
             self.error(

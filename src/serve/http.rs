@@ -21,8 +21,6 @@ use super::configs::{Configs, Take};
 use super::ipxe;
 use crate::inventory::Provision;
 
-const ISO_FILE: &str = Provision::ISO_FILE;
-
 /// What the HTTP side serves.
 pub struct HttpState {
     /// `http://address:port`.
@@ -85,10 +83,10 @@ async fn boot_file(
     Path((cluster, file)): Path<(String, String)>,
     req: Request,
 ) -> Response {
-    let path = match (cluster == s.cluster, file.as_str()) {
-        (true, "vmlinuz") => &s.kernel,
-        (true, "initramfs.xz") => &s.initramfs,
-        (true, ISO_FILE) if s.iso.is_some() => s.iso.as_ref().expect("checked"),
+    let path = match (cluster == s.cluster, file.as_str(), &s.iso) {
+        (true, "vmlinuz", _) => &s.kernel,
+        (true, "initramfs.xz", _) => &s.initramfs,
+        (true, Provision::ISO_FILE, Some(iso)) => iso,
         _ => return text(StatusCode::NOT_FOUND, "no such boot file\n".into()),
     };
     let range = req

@@ -68,17 +68,18 @@ impl Validator<'_> {
             format!("talos-{version}-initramfs-amd64.xz"),
             format!("{release}/initramfs-amd64.xz"),
         );
-        let iso = (rp.iso_url.is_some() || rp.iso_sha256.is_some())
-            .then(|| {
-                self.boot_artifact(
-                    (&rp.iso_url, &rp.iso_sha256),
-                    ("iso_url", "iso_sha256"),
-                    p,
-                    format!("talos-{version}-metal-amd64.iso"),
-                    format!("{release}/metal-amd64.iso"),
-                )
-            })
-            .flatten();
+        // Optional: only when the inventory names an ISO.
+        let iso = if rp.iso_url.is_some() || rp.iso_sha256.is_some() {
+            self.boot_artifact(
+                (&rp.iso_url, &rp.iso_sha256),
+                ("iso_url", "iso_sha256"),
+                p,
+                format!("talos-{version}-metal-amd64.iso"),
+                format!("{release}/metal-amd64.iso"),
+            )
+        } else {
+            None
+        };
         for (i, arg) in rp.kernel_args.iter().enumerate() {
             if arg.is_empty() || arg.chars().any(char::is_whitespace) || arg.starts_with("talos.config=") {
                 self.error(
