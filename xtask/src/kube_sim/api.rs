@@ -1162,7 +1162,6 @@ fn stale(body: &Value, live: &Value) -> bool {
 /// `metadata.generateName` without a name: the prefix plus five random characters
 /// (k8s.io/apiserver/pkg/storage/names `SimpleNameGenerator`).
 fn generate_name(obj: &mut Value) {
-    use rand::Rng;
     let has_name = obj
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -1173,13 +1172,19 @@ fn generate_name(obj: &mut Value) {
             .and_then(Value::as_str)
             .map(str::to_owned),
     ) {
-        const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-        let mut rng = rand::rng();
-        let suffix: String = (0..5)
-            .map(|_| ALPHANUMS[rng.random_range(0..ALPHANUMS.len())] as char)
-            .collect();
-        obj["metadata"]["name"] = Value::String(format!("{prefix}{suffix}"));
+        obj["metadata"]["name"] = Value::String(format!("{prefix}{}", name_suffix()));
     }
+}
+
+/// Five random characters from k8s.io/apiserver/pkg/storage/names' alphabet (also what a
+/// controller's `generateName` pods end in).
+pub(super) fn name_suffix() -> String {
+    use rand::Rng;
+    const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..5)
+        .map(|_| ALPHANUMS[rng.random_range(0..ALPHANUMS.len())] as char)
+        .collect()
 }
 
 /// Deleting a CRD deletes its objects (a namespace's content goes through [`lifecycle`]).

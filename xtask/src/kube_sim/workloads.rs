@@ -267,13 +267,12 @@ fn sync_deployment(store: &Store, d: &Value, by_owner: &ByOwner, ch: &mut Change
     for p in current.iter().skip(want) {
         ch.delete.push((namespace(p).to_owned(), name(p).to_owned()));
     }
-    let have: Vec<&str> = current.iter().map(|p| name(p)).collect();
-    let mut i = 0;
     let mut created = current.len().min(want);
     while created < want {
-        let pod_name = format!("{}-{hash}-{}", name(d), safe_hash(&format!("{}/{i}", name(d)), 5));
-        i += 1;
-        if have.contains(&pod_name.as_str()) {
+        // Upstream: the ReplicaSet controller creates pods with generateName "<rs>-", so a
+        // replacement never reuses an evicted or deleted pod's name.
+        let pod_name = format!("{}-{hash}-{}", name(d), super::api::name_suffix());
+        if store.get(&pods_gr(), namespace(d), &pod_name).is_some() {
             continue;
         }
         if let Some(msg) = admission_error(store, d, &pod_name) {
@@ -336,11 +335,8 @@ fn sync_daemonset(store: &Store, ds: &Value, nodes: &BTreeMap<String, &Value>, b
         if on_node.contains_key(node_name.as_str()) || !should_run(&spec, node) {
             continue;
         }
-        let pod_name = format!(
-            "{}-{}",
-            name(ds),
-            safe_hash(&format!("{}/{node_name}/{hash}", name(ds)), 5)
-        );
+        // Upstream: pkg/controller/daemon creates pods with generateName "<ds>-".
+        let pod_name = format!("{}-{}", name(ds), super::api::name_suffix());
         if let Some(msg) = admission_error(store, ds, &pod_name) {
             ch.failed.insert(key.clone(), msg);
             return;
@@ -497,4 +493,46 @@ fn daemonset_status(ds: &Value, pods: &[&Value], nodes: &[&Value]) -> Value {
         s["numberUnavailable"] = json!(desired - ready);
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod_names(store: &Store) -> Vec<String> {
+        let mut names: Vec<String> = store.list(&pods_gr(), None).map(|p| name(p).to_owned()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_replaced_replica_gets_a_new_name() {
+        let mut store = Store::default();
+        store.put(
+            &GroupResource::new("", "namespaces"),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}),
+        );
+        default_service_accounts(&mut store);
+        store.put(
+            &deployments_gr(),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                   "metadata": {"name": "web", "namespace": "default", "uid": "u1"},
+                   "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                            "template": {"metadata": {"labels": {"app": "web"}},
+                                         "spec": {"containers": [{"name": "c", "image": "x"}]}}}}),
+        );
+        let mut failures = HashMap::new();
+        sync_pods(&mut store, &mut failures);
+        let before = pod_names(&store);
+        assert_eq!(before.len(), 2, "{failures:?}");
+        store.remove(&pods_gr(), "default", &before[0]);
+        sync_pods(&mut store, &mut failures);
+        let after = pod_names(&store);
+        assert_eq!(after.len(), 2);
+        assert!(after.contains(&before[1]), "the surviving replica stays: {after:?}");
+        assert!(
+            !after.contains(&before[0]),
+            "an evicted pod's name is not reused (generateName): {after:?}"
+        );
+    }
 }
