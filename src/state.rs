@@ -89,6 +89,10 @@ pub struct StateStore {
     state: ClusterState,
     /// `None`: opened read-only; every write is refused.
     lock: Option<File>,
+    /// Changes made so far (each `save`).
+    generation: u64,
+    /// Saves only count changes; the owner writes them ([`Self::unsaved`]).
+    deferred: bool,
 }
 
 impl StateStore {
@@ -129,6 +133,8 @@ impl StateStore {
             dir,
             state,
             lock: Some(lock),
+            generation: 0,
+            deferred: false,
         })
     }
 
@@ -143,6 +149,8 @@ impl StateStore {
             dir: state_dir.join(cluster),
             state,
             lock: None,
+            generation: 0,
+            deferred: false,
         })
     }
 
@@ -269,12 +277,41 @@ impl StateStore {
             .filter(|p| p.exists())
     }
 
-    fn save(&self) -> Result<(), StateError> {
-        self.writable()?;
-        let path = self.dir.join("state.json");
-        let bytes = serde_json::to_vec_pretty(&self.state).expect("state serializes");
-        fsutil::write_secret(&path, &bytes).map_err(|source| StateError::Write { path, source })
+    /// From now on a change is only counted ([`Self::generation`]); its
+    /// owner writes what [`Self::unsaved`] returns (the engine's group commit).
+    pub fn defer_saves(&mut self) {
+        self.deferred = true;
     }
+
+    /// How many changes were made since this store was opened.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The generation, path and bytes of the state as it is now, to write
+    /// with [`write_state`].
+    pub fn unsaved(&self) -> (u64, PathBuf, Vec<u8>) {
+        let bytes = serde_json::to_vec_pretty(&self.state).expect("state serializes");
+        (self.generation, self.dir.join("state.json"), bytes)
+    }
+
+    fn save(&mut self) -> Result<(), StateError> {
+        self.writable()?;
+        self.generation += 1;
+        if self.deferred {
+            return Ok(());
+        }
+        let (_, path, bytes) = self.unsaved();
+        write_state(&path, &bytes)
+    }
+}
+
+/// Writes `state.json` bytes (0600, atomic, synced).
+pub fn write_state(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    fsutil::write_secret(path, bytes).map_err(|source| StateError::Write {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn set_private(dir: &Path) {

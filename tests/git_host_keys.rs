@@ -156,14 +156,13 @@ impl Env {
     async fn phase0(&self, run: Arc<ClusterRun>) -> Result<(), engine::PhaseError> {
         let ctx = RunCtx {
             reporter: Arc::new(Reporter::new(Style::Silent)),
-            state: tokio::sync::Mutex::new(StateStore::open(&run.state_root, &run.cluster.name).unwrap()),
+            state: bootstrap::engine::SharedState::new(StateStore::open(&run.state_root, &run.cluster.name).unwrap()),
             concurrency: 2,
             cancel: Arc::new(AtomicBool::new(false)),
         };
         ctx.state
-            .lock()
+            .write(|s| s.put_artifact(KUBECONFIG, "kubeconfig", self.sim.admin_kubeconfig().as_bytes()))
             .await
-            .put_artifact(KUBECONFIG, "kubeconfig", self.sim.admin_kubeconfig().as_bytes())
             .unwrap();
         let phases: Vec<Box<dyn Phase>> = vec![Box::new(prerequisites::Prerequisites::new(run))];
         engine::run(&phases, &ctx).await

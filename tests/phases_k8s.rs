@@ -128,9 +128,8 @@ impl Env {
         let env = Self { sim, run, dir };
         let ctx = env.ctx();
         ctx.state
-            .lock()
+            .write(|s| s.put_artifact(KUBECONFIG, "kubeconfig", env.sim.admin_kubeconfig().as_bytes()))
             .await
-            .put_artifact(KUBECONFIG, "kubeconfig", env.sim.admin_kubeconfig().as_bytes())
             .unwrap();
         env
     }
@@ -139,7 +138,9 @@ impl Env {
     fn ctx(&self) -> RunCtx {
         RunCtx {
             reporter: Arc::new(Reporter::new(Style::Silent)),
-            state: tokio::sync::Mutex::new(StateStore::open(&self.run.state_root, &self.run.cluster.name).unwrap()),
+            state: bootstrap::engine::SharedState::new(
+                StateStore::open(&self.run.state_root, &self.run.cluster.name).unwrap(),
+            ),
             concurrency: 4,
             cancel: Arc::new(AtomicBool::new(false)),
         }

@@ -186,7 +186,7 @@ async fn prepare(rack: &Rack, dir: &Path) -> (Pool, bootstrap::inventory::Cluste
 fn ctx_for(run: &ClusterRun) -> RunCtx {
     RunCtx {
         reporter: Arc::new(Reporter::new(Style::Silent)),
-        state: tokio::sync::Mutex::new(StateStore::open(&run.state_root, &run.cluster.name).unwrap()),
+        state: bootstrap::engine::SharedState::new(StateStore::open(&run.state_root, &run.cluster.name).unwrap()),
         concurrency: 4,
         cancel: Arc::new(AtomicBool::new(false)),
     }

@@ -261,7 +261,7 @@ fn run_phases(
         tokio::spawn(super::up::watch_interrupts(cancel.clone()));
         let ctx = RunCtx {
             reporter: Arc::new(Reporter::new(if a.dry_run { Style::Silent } else { style })),
-            state: tokio::sync::Mutex::new(store),
+            state: engine::SharedState::new(store),
             concurrency: usize::from(a.concurrency),
             cancel: cancel.clone(),
         };

@@ -171,7 +171,7 @@ pub(crate) async fn run_cluster(
     }
     let ctx = RunCtx {
         reporter,
-        state: tokio::sync::Mutex::new(store),
+        state: engine::SharedState::new(store),
         concurrency: usize::from(args.concurrency),
         cancel,
     };
@@ -325,7 +325,7 @@ pub(crate) async fn rebuild(g: &Global, args: &UpArgs, run: ClusterRun, store: S
     tokio::spawn(super::up::watch_interrupts(cancel.clone()));
     let ctx = RunCtx {
         reporter: Arc::new(Reporter::new(style)),
-        state: tokio::sync::Mutex::new(store),
+        state: engine::SharedState::new(store),
         concurrency: usize::from(args.concurrency),
         cancel,
     };

@@ -188,12 +188,15 @@ async fn carry_out(ctx: &RunCtx, env: &Env, target: &str, step: &Step) -> Result
     let kube = &env.kube;
     match step {
         Step::Snapshot { .. } => {
-            let mut store = ctx.state.lock().await;
             let access = match &env.access {
                 Access::Talos { creds, .. } => snapshot::Access::Talos(creds),
                 Access::K3s(k) => snapshot::Access::K3s(k.installer.pool()),
             };
-            let (record, _) = snapshot::take(&env.cluster, access, &mut store, None, None, "upgrade").await?;
+            let mut store = ctx.state.lock_mut().await;
+            let taken = snapshot::take(&env.cluster, access, &mut store, None, None, "upgrade").await;
+            drop(store);
+            ctx.state.save().await.map_err(|e| e.to_string())?;
+            let (record, _) = taken?;
             ctx.step(
                 "snapshot",
                 target,
@@ -358,9 +361,8 @@ async fn apply_kubernetes(ctx: &RunCtx, env: &Env, node: &Node, to: &str) -> Res
         .await
         .map_err(|e| e.to_string())?;
     ctx.state
-        .lock()
+        .write(|s| s.record_applied(&node.name, &sha256))
         .await
-        .record_applied(&node.name, &sha256)
         .map_err(|e| e.to_string())
 }
 

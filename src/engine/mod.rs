@@ -4,9 +4,11 @@
 //! starting new work when interrupted, and records progress in the state dir.
 
 pub mod progress;
+pub mod shared_state;
 pub mod slots;
 pub mod step;
 
+pub use shared_state::SharedState;
 pub use step::Step;
 
 use std::future::Future;
@@ -16,7 +18,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::state::{StateError, StateStore};
+use crate::state::StateError;
 use progress::{Event, Reporter};
 
 /// Target name for cluster-wide actions (not tied to one node).
@@ -98,7 +100,7 @@ pub trait Phase: Send + Sync {
 /// What every phase gets: progress, state, limits and the interrupt flag.
 pub struct RunCtx {
     pub reporter: Arc<Reporter>,
-    pub state: tokio::sync::Mutex<StateStore>,
+    pub state: SharedState,
     /// Most targets worked on at once.
     pub concurrency: usize,
     /// Set on Ctrl-C: start nothing new.
@@ -122,7 +124,7 @@ impl RunCtx {
 
     /// Records that `target` completed `step` (saved atomically).
     pub async fn record(&self, phase: &str, target: &str, step: &str) -> Result<(), StateError> {
-        self.state.lock().await.record_step(phase, target, step)
+        self.state.write(|s| s.record_step(phase, target, step)).await
     }
 
     /// Runs `work` for every target with at most `concurrency` working at
@@ -217,7 +219,7 @@ where
                 phase: p.name().into(),
                 title: p.title().into(),
             });
-            ctx.state.lock().await.set_phase_done(p.name(), true)?;
+            ctx.state.write(|s| s.set_phase_done(p.name(), true)).await?;
             continue;
         }
         before_apply(p.name()).await?;
@@ -235,7 +237,7 @@ where
             ok,
             seconds: started.elapsed().as_secs_f64(),
         });
-        ctx.state.lock().await.set_phase_done(p.name(), ok)?;
+        ctx.state.write(|s| s.set_phase_done(p.name(), ok)).await?;
         result?;
     }
     Ok(())
@@ -250,7 +252,7 @@ mod tests {
     fn ctx(dir: &std::path::Path, concurrency: usize) -> RunCtx {
         RunCtx {
             reporter: Arc::new(Reporter::new(Style::Silent)),
-            state: tokio::sync::Mutex::new(StateStore::open(dir, "t").unwrap()),
+            state: SharedState::new(crate::state::StateStore::open(dir, "t").unwrap()),
             concurrency,
             cancel: Arc::new(AtomicBool::new(false)),
         }

@@ -387,9 +387,8 @@ impl K3sNodes {
             kubeconfig::point_at(&raw, &self.run.cluster.name, &server).map_err(|e| self.node_failed(first, e))?;
         let path = ctx
             .state
-            .lock()
-            .await
-            .put_artifact(KUBECONFIG, "kubeconfig", text.as_bytes())?;
+            .write(|s| s.put_artifact(KUBECONFIG, "kubeconfig", text.as_bytes()))
+            .await?;
         ctx.step(PHASE, CLUSTER, &format!("waiting for {server}/readyz"));
         let kube = crate::k8s::Client::from_kubeconfig(&path)
             .await

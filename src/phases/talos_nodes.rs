@@ -237,9 +237,8 @@ impl TalosNodes {
         let (client, _) = connect(Some(fingerprint)).await?;
         // Recorded first: a run killed right after the apply still renders this node's config as sent.
         ctx.state
-            .lock()
+            .write(|s| s.record_install_disk(&node.name, &disks.install))
             .await
-            .record_install_disk(&node.name, &disks.install)
             .map_err(|e| e.to_string())?;
         self.apply_config(ctx, &client, node, Some(&disks.install), m).await?;
         ctx.record(PHASE, &node.name, "config applied")
@@ -282,9 +281,8 @@ impl TalosNodes {
             tracing::warn!(node = %node.name, "apply-config: {w}");
         }
         ctx.state
-            .lock()
+            .write(|s| s.record_applied(&node.name, &sha256))
             .await
-            .record_applied(&node.name, &sha256)
             .map_err(|e| e.to_string())?;
         Ok(outcome.mode)
     }
@@ -434,9 +432,8 @@ impl TalosNodes {
         let kubeconfig = client.kubeconfig().await.map_err(|e| self.failed(e))?;
         let path = ctx
             .state
-            .lock()
-            .await
-            .put_artifact(KUBECONFIG, "kubeconfig", &kubeconfig)?;
+            .write(|s| s.put_artifact(KUBECONFIG, "kubeconfig", &kubeconfig))
+            .await?;
         ctx.step(PHASE, CLUSTER, "waiting for the Kubernetes API");
         let kube = crate::k8s::Client::from_kubeconfig(&path)
             .await
@@ -567,9 +564,8 @@ impl Phase for TalosNodes {
     async fn apply(&self, ctx: &RunCtx, plan: &[Action]) -> Result<(), PhaseError> {
         let m = Arc::new(self.material(true)?.ok_or_else(|| self.failed("no secrets bundle"))?);
         ctx.state
-            .lock()
-            .await
-            .put_artifact(TALOSCONFIG, "talosconfig", m.talosconfig.as_bytes())?;
+            .write(|s| s.put_artifact(TALOSCONFIG, "talosconfig", m.talosconfig.as_bytes()))
+            .await?;
         let reapply: Vec<Node> = plan
             .iter()
             .filter(|a| a.step == Step::Reapply)

@@ -76,15 +76,6 @@ fn venv(dir: &str, package: &str, bin: &str) -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-/// CPU seconds (user + system) of every child process this one has reaped.
-fn children_cpu() -> f64 {
-    // SAFETY: getrusage writes into the zeroed struct we pass.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
-    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    t(ru.ru_utime) + t(ru.ru_stime)
-}
-
 /// CPU seconds of every process in the rack nodes' network namespaces,
 /// including the children they reaped (each sshd connection's processes end
 /// up in its listener's cutime/cstime).
@@ -125,12 +116,12 @@ struct Samples {
 }
 
 fn measure(cmd: &mut Command, what: &str, netns: &[u64], into: &mut Samples) -> anyhow::Result<f64> {
-    let (c0, s0) = (children_cpu(), sshd_cpu(netns));
+    let (c0, s0) = (super::cpu_seconds(libc::RUSAGE_CHILDREN), sshd_cpu(netns));
     let wall = time(cmd, what)?;
     // Let the servers finish closing the connections before reading their CPU.
     std::thread::sleep(std::time::Duration::from_millis(300));
     into.wall.push(wall);
-    into.client.push(children_cpu() - c0);
+    into.client.push(super::cpu_seconds(libc::RUSAGE_CHILDREN) - c0);
     into.sshd.push(sshd_cpu(netns) - s0);
     Ok(wall)
 }

@@ -61,8 +61,16 @@ struct Day2 {
     plan: Duration,
 }
 
-/// One `up` against a fresh rack: wall time and the peak RSS of `bootstrap`
-/// (MiB). Its progress and phase timings go to `<dir>/up-<block>.log`. With
+/// What one `up` took: wall time, the peak RSS of `bootstrap` (MiB), and the
+/// CPU seconds `bootstrap` and the simulated rack used meanwhile.
+struct Took {
+    wall: Duration,
+    rss: f64,
+    cpu_bootstrap: f64,
+    cpu_rack: f64,
+}
+
+/// One `up` against a fresh rack ([`Took`]). Its progress and phase timings go to `<dir>/up-<block>.log`. With
 /// `day2`, the last worker is left out of `up`, then added with `add-node`,
 /// then the converged cluster is planned.
 fn one_run(
@@ -73,7 +81,7 @@ fn one_run(
     workers: usize,
     reboot: Duration,
     day2: bool,
-) -> Result<(Duration, f64, Option<Day2>)> {
+) -> Result<(Took, Option<Day2>)> {
     let full = inventory(dir, block, cps, workers)?;
     let inv = if day2 {
         let text = std::fs::read_to_string(&full)?;
@@ -99,6 +107,10 @@ fn one_run(
             },
         )
         .await?;
+        let cpu0 = (
+            super::cpu_seconds(libc::RUSAGE_CHILDREN),
+            super::cpu_seconds(libc::RUSAGE_SELF),
+        );
         let started = Instant::now();
         let log = std::fs::File::create(dir.join(format!("up-{block}.log")))?;
         let child = Command::new(bin)
@@ -112,7 +124,12 @@ fn one_run(
             .stderr(log)
             .spawn()?;
         let (status, rss) = tokio::task::block_in_place(|| wait_with_rss(child))?;
-        let wall = started.elapsed();
+        let took = Took {
+            wall: started.elapsed(),
+            rss,
+            cpu_bootstrap: super::cpu_seconds(libc::RUSAGE_CHILDREN) - cpu0.0,
+            cpu_rack: super::cpu_seconds(libc::RUSAGE_SELF) - cpu0.1,
+        };
         if status != 0 {
             rack.stop().await;
             bail!(
@@ -150,7 +167,7 @@ fn one_run(
             })?),
         };
         rack.stop().await;
-        Ok((wall, rss, day2))
+        Ok((took, day2))
     })
 }
 
@@ -244,16 +261,18 @@ pub fn run(args: UpBenchArgs) -> Result<()> {
     let mut small = Vec::new();
     let mut large = Vec::new();
     let mut rss = (0f64, 0f64);
+    let mut cpu = Vec::new();
     let mut day2 = None;
     for i in 0..args.runs {
         let block = 200 + (i as u8) * 2;
-        let (wall, r, _) = one_run(&bin, &dir, block, 1, 1, reboot, false)?;
-        small.push(wall);
-        rss.0 = rss.0.max(r);
+        let (t, _) = one_run(&bin, &dir, block, 1, 1, reboot, false)?;
+        small.push(t.wall);
+        rss.0 = rss.0.max(t.rss);
         let last = i + 1 == args.runs;
-        let (wall, r, d) = one_run(&bin, &dir, block + 1, 3, args.nodes - 3, reboot, last && args.day2)?;
-        large.push(wall);
-        rss.1 = rss.1.max(r);
+        let (t, d) = one_run(&bin, &dir, block + 1, 3, args.nodes - 3, reboot, last && args.day2)?;
+        large.push(t.wall);
+        rss.1 = rss.1.max(t.rss);
+        cpu.push((t.cpu_bootstrap, t.cpu_rack, t.wall));
         day2 = day2.or(d);
     }
     let (s, l) = (median(small.clone()), median(large.clone()));
@@ -281,6 +300,15 @@ pub fn run(args: UpBenchArgs) -> Result<()> {
         args.nodes,
         dir.display()
     );
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for (boot, sim, wall) in cpu {
+        println!(
+            "  CPU of a {}-node up: bootstrap {boot:.1} s, simulated rack {sim:.1} s, of {:.1} s ({cores} cores x {:.2} s wall)",
+            args.nodes,
+            cores as f64 * wall.as_secs_f64(),
+            wall.as_secs_f64()
+        );
+    }
     if let Some(d) = day2 {
         println!(
             "  day 2 on the converged {} nodes: add-node of one worker {:.2} s (target <= 5 s), plan {:.2} s (target <= 3 s)",
