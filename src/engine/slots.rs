@@ -97,9 +97,21 @@ pub enum Check<T> {
 /// slot between checks, each check is one [`call`], and the pause between
 /// checks grows from 100 ms to 1 s. The timeout error names `what` and the
 /// last thing seen. `stop` is checked between attempts (Ctrl-C).
-pub async fn poll_until<T, F, Fut>(
+pub async fn poll_until<T, F, Fut>(what: &str, budget: Duration, stop: impl Fn() -> bool, check: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Check<T>>,
+{
+    poll_every(what, budget, Duration::from_secs(1), stop, check).await
+}
+
+/// [`poll_until`] with the pause between checks growing to `cap` only: for
+/// a wait whose end should be seen at once (a node back from its reboot),
+/// where a check of a node that is down costs a refused connection.
+pub async fn poll_every<T, F, Fut>(
     what: &str,
     budget: Duration,
+    cap: Duration,
     stop: impl Fn() -> bool,
     mut check: F,
 ) -> Result<T, String>
@@ -108,7 +120,7 @@ where
     Fut: Future<Output = Check<T>>,
 {
     let deadline = Instant::now() + budget;
-    let mut pause = Duration::from_millis(100);
+    let mut pause = Duration::from_millis(100).min(cap);
     idle(async {
         loop {
             let last = match call(check()).await {
@@ -123,7 +135,7 @@ where
                 return Err(format!("{what}: interrupted while waiting; last seen: {last}"));
             }
             tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
-            pause = (pause * 2).min(Duration::from_secs(1));
+            pause = (pause * 2).min(cap);
         }
     })
     .await

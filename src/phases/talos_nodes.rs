@@ -24,8 +24,9 @@ use crate::engine::slots::{self, Check};
 use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx, Step};
 use crate::inventory::{DiskSelector, Node, Role};
 use crate::render::{SecretsBundle, talos as render_talos};
+use crate::state::StateStore;
 use crate::talos::proto::machine::apply_configuration_request::Mode;
-use crate::talos::{CallPolicy, Seen, TalosClient, TalosCredentials, TalosError};
+use crate::talos::{CallPolicy, Expect, Seen, TalosClient, TalosCredentials, TalosError};
 
 const PHASE: &str = "nodes";
 
@@ -120,11 +121,14 @@ impl TalosNodes {
     /// Probes every node of the run concurrently.
     async fn observe(&self, ctx: &RunCtx, creds: Option<&TalosCredentials>) -> Vec<(Node, Seen)> {
         use futures::StreamExt;
-        let nodes: Vec<Node> = self.run.nodes().cloned().collect();
+        let nodes: Vec<(Node, Expect)> = {
+            let state = ctx.state.lock().await;
+            self.run.nodes().map(|n| (n.clone(), expect(&state, n))).collect()
+        };
         futures::stream::iter(nodes)
-            .map(|n| async move {
+            .map(|(n, expect)| async move {
                 ctx.step(PHASE, &n.name, "probing");
-                let seen = probe(&n, creds).await;
+                let seen = probe_expecting(&n, creds, expect).await;
                 (n, seen)
             })
             .buffered(ctx.concurrency.max(1))
@@ -152,8 +156,9 @@ impl TalosNodes {
     async fn configure(&self, ctx: &RunCtx, node: &Node, m: &Material) -> Result<(), String> {
         let budget = self.run.timeouts.node;
         let deadline = Instant::now() + budget;
+        let expect = expect(&*ctx.state.lock().await, node);
         loop {
-            match probe(node, Some(&m.creds)).await {
+            match probe_expecting(node, Some(&m.creds), expect).await {
                 Seen::Ours { .. } => break,
                 Seen::Foreign(why) => return Err(refusal(&why)),
                 Seen::Maintenance => {
@@ -179,9 +184,10 @@ impl TalosNodes {
         ctx.step(PHASE, &node.name, "waiting for mTLS");
         let once = self.client(node, creds, Duration::ZERO).map_err(|e| e.to_string())?;
         let what = format!("{} answering over mTLS", node.name);
-        slots::poll_until(
+        slots::poll_every(
             &what,
             self.run.timeouts.node,
+            Duration::from_millis(250),
             || false, // an in-flight wait finishes after Ctrl-C
             || async {
                 match once.version().await {
@@ -224,17 +230,22 @@ impl TalosNodes {
                     })
             }
         };
+        let reused = pinned.is_some();
         let (reader, fingerprint) = connect(pinned).await?;
         let disks = talos_identity::check(node, &reader, self.run.require_identity, true)
             .await
             .map_err(|e| e.to_string())?;
-        drop(reader);
         ctx.step(
             PHASE,
             &node.name,
             &format!("applying config (install disk {})", disks.install),
         );
-        let (client, _) = connect(Some(fingerprint)).await?;
+        // A pinned connection is kept (a reconnect checks the pin again); one
+        // that pinned nothing is replaced by one pinned to what it saw.
+        let client = match reused {
+            true => reader,
+            false => connect(Some(fingerprint)).await?.0,
+        };
         // Recorded first: a run killed right after the apply still renders this node's config as sent.
         ctx.state
             .write(|s| s.record_install_disk(&node.name, &disks.install))
@@ -643,5 +654,17 @@ fn refusal(why: &str) -> String {
 
 /// What `node` answers ([`crate::talos::probe`]).
 pub async fn probe(node: &Node, creds: Option<&TalosCredentials>) -> Seen {
-    crate::talos::probe(&node.name, addr(node), node.role == Role::Controlplane, creds).await
+    probe_expecting(node, creds, Expect::Ours).await
+}
+
+async fn probe_expecting(node: &Node, creds: Option<&TalosCredentials>, expect: Expect) -> Seen {
+    crate::talos::probe_expecting(&node.name, addr(node), node.role == Role::Controlplane, creds, expect).await
+}
+
+/// A node this cluster never applied a config to is expected in maintenance mode.
+fn expect(state: &StateStore, node: &Node) -> Expect {
+    match state.state().applied.contains_key(&node.name) {
+        true => Expect::Ours,
+        false => Expect::Maintenance,
+    }
 }

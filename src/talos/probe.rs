@@ -22,52 +22,102 @@ pub enum Seen {
     Unreachable(String),
 }
 
+/// Which answer a probe asks for first; the other is asked only when the
+/// first does not fit (a fresh rack's nodes are in maintenance mode: asking
+/// for mTLS first would cost each a refused handshake).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    Ours,
+    Maintenance,
+}
+
 /// Classifies a node by what it answers, within a few seconds. A node seen
 /// as another cluster's is asked once more a second later: one that was
 /// rebooting from maintenance into its configuration while we looked (its
 /// certificate changed between two connection attempts, or it already asked
 /// for a client certificate) answers as ours then.
 pub async fn probe(name: &str, addr: SocketAddr, control_plane: bool, creds: Option<&TalosCredentials>) -> Seen {
-    match probe_once(name, addr, control_plane, creds).await {
+    probe_expecting(name, addr, control_plane, creds, Expect::Ours).await
+}
+
+/// [`probe`], asking first for what `expect` names.
+pub async fn probe_expecting(
+    name: &str,
+    addr: SocketAddr,
+    control_plane: bool,
+    creds: Option<&TalosCredentials>,
+    expect: Expect,
+) -> Seen {
+    let node = Target {
+        name,
+        addr,
+        control_plane,
+    };
+    match probe_once(&node, creds, expect).await {
         Seen::Foreign(_) => {
             slots::idle(tokio::time::sleep(Duration::from_secs(1))).await;
-            probe_once(name, addr, control_plane, creds).await
+            probe_once(&node, creds, expect).await
         }
         seen => seen,
     }
 }
 
-async fn probe_once(name: &str, addr: SocketAddr, control_plane: bool, creds: Option<&TalosCredentials>) -> Seen {
-    let quick = CallPolicy::within(Duration::from_secs(2));
-    if let Some(creds) = creds {
-        let client = match TalosClient::configured_with(name, addr, creds, quick.clone()) {
-            Ok(c) => c,
-            Err(e) => return Seen::Unreachable(e.to_string()),
-        };
-        match client.version().await {
-            Ok(_) => {
-                let etcd = control_plane
-                    && client
-                        .service_list()
-                        .await
-                        .is_ok_and(|s| s.iter().any(|s| s.id == "etcd" && s.state == "Running"));
-                return Seen::Ours { etcd };
-            }
-            Err(e @ (TalosError::Connect { .. } | TalosError::Deadline { .. })) => {
-                return Seen::Unreachable(e.to_string());
-            }
-            Err(e) if e.code() == Some(tonic::Code::Unavailable) => return Seen::Unreachable(e.to_string()),
-            Err(_) => {} // not our certificate: maintenance or foreign, asked next
-        }
-    }
-    let answer = match TalosClient::maintenance_with(name, addr, None, quick).await {
-        Ok((client, _)) => client.version().await.map(drop),
-        Err(e) => Err(e),
+/// The node a probe asks.
+struct Target<'a> {
+    name: &'a str,
+    addr: SocketAddr,
+    control_plane: bool,
+}
+
+fn quick() -> CallPolicy {
+    CallPolicy::within(Duration::from_secs(2))
+}
+
+fn unreachable(e: &TalosError) -> bool {
+    matches!(e, TalosError::Connect { .. } | TalosError::Deadline { .. }) || e.code() == Some(tonic::Code::Unavailable)
+}
+
+async fn probe_once(node: &Target<'_>, creds: Option<&TalosCredentials>, expect: Expect) -> Seen {
+    let creds = match (creds, expect) {
+        (Some(creds), Expect::Ours) => match ours(node, creds).await {
+            Some(seen) => return seen,
+            None => None, // not our certificate: maintenance or foreign, asked next
+        },
+        (creds, _) => creds,
     };
-    match answer {
+    match maintenance(node).await {
         Ok(()) => Seen::Maintenance,
-        Err(e @ (TalosError::Connect { .. } | TalosError::Deadline { .. })) => Seen::Unreachable(e.to_string()),
-        Err(e) if e.code() == Some(tonic::Code::Unavailable) => Seen::Unreachable(e.to_string()),
-        Err(e) => Seen::Foreign(e.to_string()),
+        Err(e) if unreachable(&e) => Seen::Unreachable(e.to_string()),
+        Err(e) => match creds {
+            Some(creds) => ours(node, creds).await.unwrap_or_else(|| Seen::Foreign(e.to_string())),
+            None => Seen::Foreign(e.to_string()),
+        },
     }
+}
+
+/// Asks over mTLS: ours or unreachable, `None` when the node does not take
+/// our credentials.
+async fn ours(node: &Target<'_>, creds: &TalosCredentials) -> Option<Seen> {
+    let client = match TalosClient::configured_with(node.name, node.addr, creds, quick()) {
+        Ok(c) => c,
+        Err(e) => return Some(Seen::Unreachable(e.to_string())),
+    };
+    match client.version().await {
+        Ok(_) => {
+            let etcd = node.control_plane
+                && client
+                    .service_list()
+                    .await
+                    .is_ok_and(|s| s.iter().any(|s| s.id == "etcd" && s.state == "Running"));
+            Some(Seen::Ours { etcd })
+        }
+        Err(e) if unreachable(&e) => Some(Seen::Unreachable(e.to_string())),
+        Err(_) => None,
+    }
+}
+
+/// Asks without credentials, as a node in maintenance mode answers.
+async fn maintenance(node: &Target<'_>) -> Result<(), TalosError> {
+    let (client, _) = TalosClient::maintenance_with(node.name, node.addr, None, quick()).await?;
+    client.version().await.map(drop)
 }

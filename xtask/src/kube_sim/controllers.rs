@@ -110,17 +110,21 @@ pub(crate) fn generation(o: &Value) -> i64 {
     o.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1)
 }
 
-/// Status without timestamps, to compare an existing status with a target.
-pub(crate) fn timeless(v: &Value) -> Value {
-    match v {
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .filter(|(k, _)| !k.starts_with("last") || !k.ends_with("Time"))
-                .map(|(k, v)| (k.clone(), timeless(v)))
-                .collect(),
-        ),
-        Value::Array(a) => Value::Array(a.iter().map(timeless).collect()),
-        other => other.clone(),
+/// True when `a` and `b` differ other than in their `last…Time` fields (an existing status
+/// against a target).
+pub(crate) fn differs(a: &Value, b: &Value) -> bool {
+    // Compared in place: the controllers ask this of every object on every pass.
+    let time = |k: &str| k.starts_with("last") && k.ends_with("Time");
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let kept = |m: &'_ serde_json::Map<String, Value>| m.keys().filter(|k| !time(k)).count();
+            kept(x) != kept(y)
+                || x.iter()
+                    .filter(|(k, _)| !time(k))
+                    .any(|(k, v)| y.get(k).is_none_or(|w| differs(v, w)))
+        }
+        (Value::Array(x), Value::Array(y)) => x.len() != y.len() || x.iter().zip(y).any(|(v, w)| differs(v, w)),
+        _ => a != b,
     }
 }
 
@@ -186,7 +190,7 @@ pub fn reconcile(store: &mut Store, b: &Behaviour, timers: &mut Timers, now: Ins
 }
 
 fn set_status(gr: &GroupResource, o: &Value, status: Value, writes: &mut Vec<(GroupResource, Value)>) {
-    if timeless(&o["status"]) != timeless(&status) {
+    if differs(&o["status"], &status) {
         let mut n = o.clone();
         n["status"] = status;
         writes.push((gr.clone(), n));
@@ -248,5 +252,29 @@ fn argo(store: &mut Store, b: &Behaviour, timers: &mut Timers, now: Instant) {
     }
     for (gr, o) in writes {
         store.put(&gr, o);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn differs_ignores_only_last_time_fields() {
+        let a = json!({"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "t1"}]});
+        let later = json!({"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "t2"}]});
+        let no_time = json!({"conditions": [{"type": "Ready", "status": "True"}]});
+        assert!(!differs(&a, &later), "a timestamp alone is no change");
+        assert!(!differs(&a, &no_time), "nor is a timestamp missing");
+        let flipped = json!({"conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": "t1"}]});
+        assert!(differs(&a, &flipped));
+        let more = json!({"conditions": [{"type": "Ready", "status": "True", "reason": "R"}]});
+        assert!(differs(&a, &more), "a key added");
+        assert!(differs(&more, &a), "a key removed");
+        assert!(differs(&a, &json!({"conditions": []})));
+        assert!(
+            differs(&json!({"startTime": "t1"}), &json!({"startTime": "t2"})),
+            "not a last…Time key"
+        );
     }
 }

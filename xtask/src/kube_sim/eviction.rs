@@ -125,7 +125,7 @@ pub fn reconcile(store: &mut Store, seen: &mut std::collections::BTreeSet<String
     let mut writes = Vec::new();
     for pdb in store.list(&pdbs_gr(), None) {
         let status = pdb_status(store, pdb);
-        if super::controllers::timeless(&pdb["status"]) != super::controllers::timeless(&status) {
+        if super::controllers::differs(&pdb["status"], &status) {
             let mut n = pdb.clone();
             n["status"] = status;
             writes.push(n);

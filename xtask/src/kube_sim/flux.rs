@@ -528,7 +528,7 @@ pub fn reconcile(store: &mut Store, b: &Behaviour, delay_due: &mut dyn FnMut(&Gr
             };
             status["observedGeneration"] = json!(g);
             status["conditions"] = json!([cond("Ready", verdict.0, verdict.1, &verdict.2)]);
-            if super::controllers::timeless(&o["status"]) != super::controllers::timeless(&status) {
+            if super::controllers::differs(&o["status"], &status) {
                 let mut n = o.clone();
                 n["status"] = status;
                 writes.push((gr.clone(), n));

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::controllers::{Behaviour, Timers, cond, held, key_of, timeless};
+use super::controllers::{Behaviour, Timers, cond, differs, held, key_of};
 use super::events;
 use super::resources::GroupResource;
 use super::store::{Store, now_rfc3339};
@@ -56,7 +56,6 @@ pub fn nodes(store: &mut Store, b: &Behaviour, net: Option<&HashSet<String>>, ti
         let network = net.is_none_or(|n| n.contains(name));
         // The timer starts when the network is there: generation 0 before, 1 after.
         let ready = network && !held(o) && timers.due(key_of(&gr, o), 1, b.node_ready, now);
-        let mut n = o.clone();
         let mut conditions: Vec<Value> = o
             .pointer("/status/conditions")
             .and_then(Value::as_array)
@@ -77,7 +76,6 @@ pub fn nodes(store: &mut Store, b: &Behaviour, net: Option<&HashSet<String>>, ti
         } else {
             cond("Ready", "False", "KubeletNotReady", NETWORK_NOT_READY)
         });
-        n["status"]["conditions"] = Value::Array(conditions);
         let mut taints: Vec<Value> = o
             .pointer("/spec/taints")
             .and_then(Value::as_array)
@@ -93,8 +91,12 @@ pub fn nodes(store: &mut Store, b: &Behaviour, net: Option<&HashSet<String>>, ti
             taints.push(json!({"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}));
             taints.push(json!({"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}));
         }
-        n["spec"]["taints"] = Value::Array(taints);
-        if timeless(&n) != timeless(o) {
+        let (conditions, taints) = (Value::Array(conditions), Value::Array(taints));
+        let changed = |path: &str, want: &Value| o.pointer(path).is_none_or(|have| differs(have, want));
+        if changed("/status/conditions", &conditions) || changed("/spec/taints", &taints) {
+            let mut n = o.clone();
+            n["status"]["conditions"] = conditions;
+            n["spec"]["taints"] = taints;
             writes.push(n);
         }
     }
@@ -402,7 +404,7 @@ pub fn pods(
                 msg,
             ));
         }
-        if timeless(&p["status"]) != timeless(&status) {
+        if differs(&p["status"], &status) {
             let mut n = p.clone();
             n["status"] = status;
             writes.push(n);

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use super::controllers::{cond, generation, held, timeless};
+use super::controllers::{cond, differs, generation, held};
 use super::events;
 use super::resources::GroupResource;
 use super::scheduler;
@@ -378,7 +378,7 @@ pub fn statuses(store: &Store, failures: &HashMap<(String, String, String), Stri
 }
 
 fn with_status(o: &Value, status: Value) -> Option<Value> {
-    (timeless(&o["status"]) != timeless(&status)).then(|| {
+    differs(&o["status"], &status).then(|| {
         let mut n = o.clone();
         n["status"] = status;
         n
