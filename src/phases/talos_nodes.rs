@@ -242,9 +242,10 @@ impl TalosNodes {
         );
         // A pinned connection is kept (a reconnect checks the pin again); one
         // that pinned nothing is replaced by one pinned to what it saw.
-        let client = match reused {
-            true => reader,
-            false => connect(Some(fingerprint)).await?.0,
+        let client = if reused {
+            reader
+        } else {
+            connect(Some(fingerprint)).await?.0
         };
         // Recorded first: a run killed right after the apply still renders this node's config as sent.
         ctx.state

@@ -272,7 +272,7 @@ pub fn run(args: UpBenchArgs) -> Result<()> {
         let (t, d) = one_run(&bin, &dir, block + 1, 3, args.nodes - 3, reboot, last && args.day2)?;
         large.push(t.wall);
         rss.1 = rss.1.max(t.rss);
-        cpu.push((t.cpu_bootstrap, t.cpu_rack, t.wall));
+        cpu.push(t);
         day2 = day2.or(d);
     }
     let (s, l) = (median(small.clone()), median(large.clone()));
@@ -301,12 +301,14 @@ pub fn run(args: UpBenchArgs) -> Result<()> {
         dir.display()
     );
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    for (boot, sim, wall) in cpu {
+    for t in cpu {
         println!(
-            "  CPU of a {}-node up: bootstrap {boot:.1} s, simulated rack {sim:.1} s, of {:.1} s ({cores} cores x {:.2} s wall)",
+            "  CPU of a {}-node up: bootstrap {:.1} s, simulated rack {:.1} s, of {:.1} s ({cores} cores x {:.2} s wall)",
             args.nodes,
-            cores as f64 * wall.as_secs_f64(),
-            wall.as_secs_f64()
+            t.cpu_bootstrap,
+            t.cpu_rack,
+            cores as f64 * t.wall.as_secs_f64(),
+            t.wall.as_secs_f64()
         );
     }
     if let Some(d) = day2 {

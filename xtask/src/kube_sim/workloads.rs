@@ -271,10 +271,7 @@ fn sync_deployment(store: &Store, d: &Value, by_owner: &ByOwner, ch: &mut Change
     while created < want {
         // Upstream: the ReplicaSet controller creates pods with generateName "<rs>-", so a
         // replacement never reuses an evicted or deleted pod's name.
-        let pod_name = format!("{}-{hash}-{}", name(d), super::api::name_suffix());
-        if store.get(&pods_gr(), namespace(d), &pod_name).is_some() {
-            continue;
-        }
+        let pod_name = generated_pod_name(store, namespace(d), &format!("{}-{hash}-", name(d)));
         if let Some(msg) = admission_error(store, d, &pod_name) {
             ch.failed.insert(key.clone(), msg);
             return;
@@ -282,6 +279,17 @@ fn sync_deployment(store: &Store, d: &Value, by_owner: &ByOwner, ch: &mut Change
         ch.create
             .push(new_pod(d, &pod_name, ("pod-template-hash", &hash), None));
         created += 1;
+    }
+}
+
+/// `prefix` plus a generated suffix no pod in `ns` has (upstream the apiserver refuses a taken
+/// name with AlreadyExists and the controller creates again).
+fn generated_pod_name(store: &Store, ns: &str, prefix: &str) -> String {
+    loop {
+        let name = format!("{prefix}{}", super::api::name_suffix());
+        if store.get(&pods_gr(), ns, &name).is_none() {
+            return name;
+        }
     }
 }
 
@@ -336,7 +344,7 @@ fn sync_daemonset(store: &Store, ds: &Value, nodes: &BTreeMap<String, &Value>, b
             continue;
         }
         // Upstream: pkg/controller/daemon creates pods with generateName "<ds>-".
-        let pod_name = format!("{}-{}", name(ds), super::api::name_suffix());
+        let pod_name = generated_pod_name(store, namespace(ds), &format!("{}-", name(ds)));
         if let Some(msg) = admission_error(store, ds, &pod_name) {
             ch.failed.insert(key.clone(), msg);
             return;
