@@ -145,7 +145,7 @@ async fn upstream_crds_and_their_custom_resources_apply_establish_and_converge()
     apply_manifests(&client, &install.join("\n---\n"), &ApplyOpts::default())
         .await
         .unwrap();
-    wait::ready_condition(
+    wait::ready(
         &client,
         "kustomize.toolkit.fluxcd.io/v1",
         "Kustomization",
@@ -155,7 +155,7 @@ async fn upstream_crds_and_their_custom_resources_apply_establish_and_converge()
     )
     .await
     .unwrap();
-    wait::ready_condition(
+    wait::ready(
         &client,
         "source.toolkit.fluxcd.io/v1",
         "GitRepository",
@@ -262,8 +262,10 @@ async fn namespaces_secrets_deployment_and_daemonset_apply_wait_and_converge() {
     assert_eq!(secret["data"]["password"], "bm90LWEtcmVhbC1wYXNzd29yZA==");
 
     wait::namespace_active(&client, "apps", T).await.unwrap();
-    wait::deployment_available(&client, "apps", "web", T).await.unwrap();
-    wait::daemonset_rolled_out(&client, "kube-system", "cilium", T)
+    wait::ready(&client, "apps/v1", "Deployment", Some("apps"), "web", T)
+        .await
+        .unwrap();
+    wait::ready(&client, "apps/v1", "DaemonSet", Some("kube-system"), "cilium", T)
         .await
         .unwrap();
     // Nodes get Ready once the CNI DaemonSet is available.
@@ -293,7 +295,9 @@ async fn namespaces_secrets_deployment_and_daemonset_apply_wait_and_converge() {
     );
     let applied = apply_manifests(&client, &changed, &ApplyOpts::default()).await.unwrap();
     assert_eq!(applied, planned);
-    wait::deployment_available(&client, "apps", "web", T).await.unwrap();
+    wait::ready(&client, "apps/v1", "Deployment", Some("apps"), "web", T)
+        .await
+        .unwrap();
     let live = sim.object("apps", "deployments", "apps", "web").unwrap();
     assert_eq!(live["metadata"]["generation"], 2);
     assert_eq!(live["status"]["availableReplicas"], 3);
@@ -367,7 +371,16 @@ async fn argo_cd_application_becomes_healthy() {
     let (sim, client, _dir) = start().await;
     let applied = apply_manifests(&client, ARGO, &ApplyOpts::default()).await.unwrap();
     assert_eq!(applied.len(), 3, "{applied:?}");
-    wait::application_healthy(&client, "argocd", "root", T).await.unwrap();
+    wait::ready(
+        &client,
+        "argoproj.io/v1alpha1",
+        "Application",
+        Some("argocd"),
+        "root",
+        T,
+    )
+    .await
+    .unwrap();
     let app = sim.object("argoproj.io", "applications", "argocd", "root").unwrap();
     assert_eq!(app["status"]["sync"]["status"], "Synced");
     // Status written by the controller survives a re-apply, which changes nothing.

@@ -116,9 +116,16 @@ spec:
     spec: {containers: [{name: c, image: "registry.example.invalid/stuck:1"}]}
 "#;
     apply_manifests(&client, held, &ApplyOpts::default()).await.unwrap();
-    let err = wait::deployment_available(&client, "default", "stuck", Duration::from_millis(1500))
-        .await
-        .unwrap_err();
+    let err = wait::ready(
+        &client,
+        "apps/v1",
+        "Deployment",
+        Some("default"),
+        "stuck",
+        Duration::from_millis(1500),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
     let msg = err.to_string();
     assert!(msg.contains("Deployment default/stuck to be Available"), "{msg}");

@@ -186,7 +186,7 @@ pub(crate) async fn run_cluster(
         // The Git host's key too (read, never pinned here): an unknown or
         // changed key is refused before phase -1, not after it.
         if phases::prerequisites::needs_known_hosts(&run.cluster) {
-            phases::git_host::known_hosts(&run.cluster, &run.cluster_dir(), run.accept_new, false)
+            phases::git_host::known_hosts(&run.cluster, &run.cluster_dir(), run.accept_new)
                 .await
                 .map_err(|e| failed(format!("{e}; nothing was changed")))?;
         }

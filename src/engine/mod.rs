@@ -9,7 +9,7 @@ pub mod slots;
 pub mod step;
 
 pub use shared_state::SharedState;
-pub use step::Step;
+pub use step::{Manifest, ObjectRef, Step};
 
 use std::future::Future;
 use std::sync::Arc;

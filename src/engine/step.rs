@@ -2,7 +2,77 @@
 //! they observed, `plan` prints them (text or JSON), and the phases' apply
 //! reads them back by kind rather than by their wording.
 
+use std::sync::Arc;
+
 use serde::Serialize;
+use serde_json::Value;
+
+/// A Kubernetes object a step applies. It travels with the plan to the
+/// executor but is never printed or serialised: a Secret's values are in it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Manifest(Arc<Value>);
+
+impl Manifest {
+    /// The object to apply.
+    pub fn new(obj: Value) -> Self {
+        Self(Arc::new(obj))
+    }
+
+    /// The object, for the executor.
+    pub fn object(&self) -> &Value {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Manifest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Manifest({})", ObjectRef::of(&self.0))
+    }
+}
+
+/// Which Kubernetes object a wait is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObjectRef {
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl ObjectRef {
+    /// The reference to `obj` (its apiVersion, kind, namespace and name).
+    pub fn of(obj: &Value) -> Self {
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        Self {
+            api_version: text(&obj["apiVersion"]),
+            kind: text(&obj["kind"]),
+            namespace: obj["metadata"]["namespace"].as_str().map(str::to_owned),
+            name: text(&obj["metadata"]["name"]),
+        }
+    }
+
+    /// A reference from its parts.
+    pub fn new(api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> Self {
+        Self {
+            api_version: api_version.to_owned(),
+            kind: kind.to_owned(),
+            namespace: namespace.map(str::to_owned),
+            name: name.to_owned(),
+        }
+    }
+}
+
+/// `Kind ns/name`, or `Kind name` for a cluster-scoped object.
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} {ns}/{}", self.kind, self.name),
+            None => write!(f, "{} {}", self.kind, self.name),
+        }
+    }
+}
 
 /// One kind of step of a plan, with what it needs to be carried out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -32,14 +102,24 @@ pub enum Step {
     InstallK3s { version: String, role: String, why: String },
     /// k3s: fetch the kubeconfig, wait for /readyz and node registration.
     FetchKubeconfig,
-    /// Kubernetes: create or change one object (`change` says which and how).
-    ApplyObject { change: String },
+    /// Pin the Git host's SSH key (accepted with `--accept-new`) in the
+    /// state dir: `line` is the known_hosts line, `fingerprint` its key's.
+    PinGitHostKey { line: String, fingerprint: String },
+    /// Kubernetes: create or change one object (`change` says which and how,
+    /// never with values); consecutive ones are applied together.
+    ApplyObject {
+        change: String,
+        #[serde(skip)]
+        object: Manifest,
+    },
     /// Kubernetes: wait for a CRD to be Established.
     AwaitEstablished { crd: String },
-    /// Kubernetes: wait for a workload or release to be ready.
-    AwaitReady { what: String },
-    /// GitOps: wait for the root object to report Ready.
-    AwaitGitops { root: String },
+    /// Kubernetes: wait for a workload, Node or release to be ready by its
+    /// kind's convention (consecutive Nodes are waited for together).
+    AwaitReady { object: ObjectRef },
+    /// GitOps: wait for the root object to report Ready (Flux: its
+    /// GitRepository first; Argo CD: Healthy and Synced).
+    AwaitGitops { root: ObjectRef },
     /// Day 2: stream an etcd snapshot from `node` into the state dir.
     Snapshot { node: String },
     /// Day 2: mark the Node unschedulable.
@@ -96,9 +176,15 @@ impl std::fmt::Display for Step {
             Step::FetchKubeconfig => {
                 f.write_str("fetch the kubeconfig, wait for /readyz and for every node to register")
             }
-            Step::ApplyObject { change } => f.write_str(change),
+            Step::PinGitHostKey { fingerprint, .. } => {
+                write!(
+                    f,
+                    "pin the Git host's key {fingerprint} (accepted new) in the state dir"
+                )
+            }
+            Step::ApplyObject { change, .. } => f.write_str(change),
             Step::AwaitEstablished { crd } => write!(f, "wait for CustomResourceDefinition {crd} to be Established"),
-            Step::AwaitReady { what } => write!(f, "wait for {what} to be ready"),
+            Step::AwaitReady { object } => write!(f, "wait for {object} to be ready"),
             Step::AwaitGitops { root } => write!(f, "wait for {root} to be Ready"),
             Step::Snapshot { node } => write!(f, "stream an etcd snapshot from {node} into the state dir"),
             Step::Cordon => f.write_str("cordon (mark the Node unschedulable)"),
@@ -151,5 +237,29 @@ mod tests {
         };
         assert!(disk.to_string().ends_with("install disk /dev/vda (identity checked)"));
         assert_eq!(serde_json::to_value(&Step::Reapply).unwrap()["kind"], "reapply");
+    }
+
+    #[test]
+    fn an_applied_objects_values_are_neither_printed_nor_serialised() {
+        let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "sops-age", "namespace": "flux-system"}, "data": {"age.agekey": "c2VjcmV0"}});
+        let step = Step::ApplyObject {
+            change: "create Secret flux-system/sops-age".into(),
+            object: Manifest::new(secret),
+        };
+        let json = serde_json::to_string(&step).unwrap();
+        let debug = format!("{step:?}");
+        for shown in [&json, &debug, &step.to_string()] {
+            assert!(!shown.contains("c2VjcmV0"), "a Secret value shown: {shown}");
+        }
+        assert!(debug.contains("Manifest(Secret flux-system/sops-age)"), "{debug}");
+        let wait = Step::AwaitReady {
+            object: ObjectRef::new("apps/v1", "Deployment", Some("kube-system"), "cilium-operator"),
+        };
+        assert_eq!(
+            wait.to_string(),
+            "wait for Deployment kube-system/cilium-operator to be ready"
+        );
+        assert_eq!(serde_json::to_value(&wait).unwrap()["object"]["apiVersion"], "apps/v1");
     }
 }

@@ -1,7 +1,7 @@
-//! Waits with deadlines, on kube-runtime watchers: CRD Established, Namespace
-//! Active, Deployment Available, DaemonSet rolled out, Nodes registered/Ready,
-//! a generic `Ready=True` condition (Flux) and Argo CD Application Healthy. A
-//! timeout error carries the last state seen, e.g. `1/3 available`.
+//! Waits with deadlines, on kube-runtime watchers: an object ready by its
+//! kind's convention ([`readiness`], the one definition `plan` checks too),
+//! Namespace Active, Nodes registered/Ready. A timeout error carries the last
+//! state seen, e.g. `1/3 available`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -175,19 +175,102 @@ async fn watch_until(
     }
 }
 
+/// Whether a live object is ready by its kind's convention, and what it
+/// looks like when it is not: CRD Established; Deployment Available with every
+/// replica updated and available, DaemonSet every scheduled pod updated and
+/// available (both for their latest generation, which their controllers
+/// always report); Node Ready; Argo CD Application Healthy and Synced;
+/// anything else `Ready=True` for its latest generation when it reports one
+/// (Flux's kstatus convention). The one definition both `plan` (a check of
+/// the live object) and the executor ([`ready`]) use. `kind` is passed, not
+/// read from `o`: the items of a list (a watcher's first page) carry none.
+pub fn readiness(kind: &str, o: &Value) -> Progress {
+    let done = |ok: bool, seen: String| if ok { Progress::Done } else { Progress::Pending(seen) };
+    match kind {
+        "CustomResourceDefinition" => done(condition_true(o, "Established"), conditions_summary(o)),
+        "Deployment" => stale(o).unwrap_or_else(|| {
+            let want = o.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+            let updated = int(o, "/status/updatedReplicas");
+            let available = int(o, "/status/availableReplicas");
+            done(
+                condition_true(o, "Available") && updated >= want && available >= want,
+                format!(
+                    "{available}/{want} replicas available, {updated} updated; {}",
+                    conditions_summary(o)
+                ),
+            )
+        }),
+        "DaemonSet" => stale(o).unwrap_or_else(|| {
+            let desired = int(o, "/status/desiredNumberScheduled");
+            let updated = int(o, "/status/updatedNumberScheduled");
+            let available = int(o, "/status/numberAvailable");
+            done(
+                updated >= desired && available >= desired,
+                format!("{available}/{desired} pods available, {updated} updated"),
+            )
+        }),
+        "Node" => done(condition_true(o, "Ready"), node_state(o)),
+        "Application" => {
+            let status = |p: &str| o.pointer(p).and_then(Value::as_str).unwrap_or("unknown");
+            let (health, sync) = (status("/status/health/status"), status("/status/sync/status"));
+            done(
+                health == "Healthy" && sync == "Synced",
+                format!("health {health}, sync {sync}"),
+            )
+        }
+        _ => {
+            let generation = int(o, "/metadata/generation");
+            let observed = o.pointer("/status/observedGeneration").and_then(Value::as_i64);
+            done(
+                condition_true(o, "Ready") && observed.is_none_or(|g| g >= generation),
+                conditions_summary(o),
+            )
+        }
+    }
+}
+
+/// What being ready is called for `kind`, in timeout messages.
+fn goal(kind: &str) -> &'static str {
+    match kind {
+        "CustomResourceDefinition" => "Established",
+        "Deployment" => "Available",
+        "DaemonSet" => "rolled out",
+        "Application" => "Healthy and Synced",
+        _ => "Ready",
+    }
+}
+
+/// Waits until the object is ready by [`readiness`]; the built-in kinds
+/// need no discovery, any other kind is resolved first.
+pub async fn ready(
+    client: &Client,
+    api_version: &str,
+    kind: &str,
+    namespace: Option<&str>,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), Error> {
+    let object = match namespace {
+        Some(ns) => format!("{kind} {ns}/{name}"),
+        None => format!("{kind} {name}"),
+    };
+    let ar = match kind {
+        "CustomResourceDefinition" => ApiResource::erase::<CustomResourceDefinition>(&()),
+        "Deployment" => ApiResource::erase::<Deployment>(&()),
+        "DaemonSet" => ApiResource::erase::<DaemonSet>(&()),
+        "Node" => ApiResource::erase::<Node>(&()),
+        _ => resolve(client, api_version, kind, &object).await?,
+    };
+    let what = format!("{object} to be {}", goal(kind));
+    wait_for(client, &ar, namespace, name, &what, timeout, |o| readiness(kind, o))
+        .await
+        .map(drop)
+}
+
 /// CustomResourceDefinition `name` has `Established=True`.
 pub async fn crd_established(client: &Client, name: &str, timeout: Duration) -> Result<(), Error> {
-    let ar = ApiResource::erase::<CustomResourceDefinition>(&());
-    let what = format!("CustomResourceDefinition {name} to be Established");
-    wait_for(client, &ar, None, name, &what, timeout, |o| {
-        if condition_true(o, "Established") {
-            Progress::Done
-        } else {
-            Progress::Pending(conditions_summary(o))
-        }
-    })
-    .await
-    .map(drop)
+    let kind = "CustomResourceDefinition";
+    ready(client, "apiextensions.k8s.io/v1", kind, None, name, timeout).await
 }
 
 /// Namespace `name` is `Active`.
@@ -198,61 +281,6 @@ pub async fn namespace_active(client: &Client, name: &str, timeout: Duration) ->
         match o.pointer("/status/phase") {
             Some(p) if p == "Active" => Progress::Done,
             p => Progress::Pending(format!("phase {}", p.and_then(Value::as_str).unwrap_or("unknown"))),
-        }
-    })
-    .await
-    .map(drop)
-}
-
-/// Deployment is `Available` with every replica updated and available for its latest generation.
-pub async fn deployment_available(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    timeout: Duration,
-) -> Result<(), Error> {
-    let ar = ApiResource::erase::<Deployment>(&());
-    let what = format!("Deployment {namespace}/{name} to be Available");
-    wait_for(client, &ar, Some(namespace), name, &what, timeout, |o| {
-        if let Some(p) = stale(o) {
-            return p;
-        }
-        let want = o.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
-        let updated = int(o, "/status/updatedReplicas");
-        let available = int(o, "/status/availableReplicas");
-        if condition_true(o, "Available") && updated >= want && available >= want {
-            Progress::Done
-        } else {
-            Progress::Pending(format!(
-                "{available}/{want} replicas available, {updated} updated; {}",
-                conditions_summary(o)
-            ))
-        }
-    })
-    .await
-    .map(drop)
-}
-
-/// DaemonSet has every scheduled pod updated and available for its latest generation.
-pub async fn daemonset_rolled_out(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    timeout: Duration,
-) -> Result<(), Error> {
-    let ar = ApiResource::erase::<DaemonSet>(&());
-    let what = format!("DaemonSet {namespace}/{name} to be rolled out");
-    wait_for(client, &ar, Some(namespace), name, &what, timeout, |o| {
-        if let Some(p) = stale(o) {
-            return p;
-        }
-        let desired = int(o, "/status/desiredNumberScheduled");
-        let updated = int(o, "/status/updatedNumberScheduled");
-        let available = int(o, "/status/numberAvailable");
-        if updated >= desired && available >= desired {
-            Progress::Done
-        } else {
-            Progress::Pending(format!("{available}/{desired} pods available, {updated} updated"))
         }
     })
     .await
@@ -291,8 +319,10 @@ async fn nodes_until(
         for n in names {
             match objects.get(*n) {
                 None => pending.push(format!("{n}: not registered")),
-                Some(o) if ready_needed && !condition_true(o, "Ready") => {
-                    pending.push(format!("{n}: {}", node_state(o)))
+                Some(o) if ready_needed => {
+                    if let Progress::Pending(seen) = readiness("Node", o) {
+                        pending.push(format!("{n}: {seen}"));
+                    }
                 }
                 Some(_) => {}
             }
@@ -337,57 +367,4 @@ async fn resolve(client: &Client, api_version: &str, kind: &str, object: &str) -
         Err(kube::Error::Discovery(_)) => Err(unknown()),
         Err(e) => Err(client.api_error("discover the kind of", object, &e)),
     }
-}
-
-/// The object has `Ready=True` for its latest generation (Flux Kustomization,
-/// HelmRelease, GitRepository, OCIRepository, and anything using that convention).
-pub async fn ready_condition(
-    client: &Client,
-    api_version: &str,
-    kind: &str,
-    namespace: Option<&str>,
-    name: &str,
-    timeout: Duration,
-) -> Result<(), Error> {
-    let object = match namespace {
-        Some(ns) => format!("{kind} {ns}/{name}"),
-        None => format!("{kind} {name}"),
-    };
-    let ar = resolve(client, api_version, kind, &object).await?;
-    let what = format!("{object} to be Ready");
-    wait_for(client, &ar, namespace, name, &what, timeout, |o| {
-        let generation = int(o, "/metadata/generation");
-        let observed = o.pointer("/status/observedGeneration").and_then(Value::as_i64);
-        if condition_true(o, "Ready") && observed.is_none_or(|g| g >= generation) {
-            Progress::Done
-        } else {
-            Progress::Pending(conditions_summary(o))
-        }
-    })
-    .await
-    .map(drop)
-}
-
-/// Argo CD Application `status.health.status` is `Healthy`.
-pub async fn application_healthy(client: &Client, namespace: &str, name: &str, timeout: Duration) -> Result<(), Error> {
-    let object = format!("Application {namespace}/{name}");
-    let ar = resolve(client, "argoproj.io/v1alpha1", "Application", &object).await?;
-    let what = format!("{object} to be Healthy and Synced");
-    wait_for(client, &ar, Some(namespace), name, &what, timeout, |o| {
-        let health = o
-            .pointer("/status/health/status")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown");
-        let sync = o
-            .pointer("/status/sync/status")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown");
-        if health == "Healthy" && sync == "Synced" {
-            Progress::Done
-        } else {
-            Progress::Pending(format!("health {health}, sync {sync}"))
-        }
-    })
-    .await
-    .map(drop)
 }

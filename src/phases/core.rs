@@ -14,10 +14,11 @@ use serde_json::{Value, json};
 
 use super::checkout::Checkout;
 use super::manifests::{self, ReleaseObjects};
-use super::{ClusterRun, catalog, chart_context, flux, network, objects};
-use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx, Step};
+use super::objects::Pending;
+use super::{ClusterRun, catalog, chart_context, execute, flux, network, objects};
+use crate::engine::{Action, CLUSTER, ObjectRef, Phase, PhaseError, RunCtx, Step};
 use crate::inventory::Cluster;
-use crate::k8s::{Client, wait};
+use crate::k8s::Client;
 
 const PHASE: &str = "core";
 
@@ -54,22 +55,15 @@ impl Desired {
         out
     }
 
-    /// Objects to watch until ready, as stubs for [`objects::get`]: the
-    /// controllers, each release's workloads, each HelmRelease.
-    fn readiness(&self) -> Vec<Value> {
-        let mut out: Vec<Value> = self
-            .controllers
-            .iter()
-            .filter(|o| o["kind"] == "Deployment")
-            .cloned()
-            .collect();
-        for r in &self.releases {
-            for (kind, name) in &r.waits {
-                out.push(json!({"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name, "namespace": r.namespace}}));
-            }
-            out.extend(r.objects.iter().filter(|o| o["kind"] == "HelmRelease").cloned());
-        }
-        out
+    /// The stubs (apiVersion, kind, namespace, name) of each release's
+    /// workloads, with the release.
+    fn workloads(&self) -> impl Iterator<Item = (&ReleaseObjects, Value)> {
+        self.releases.iter().flat_map(|r| {
+            r.waits.iter().map(move |(kind, name)| {
+                let stub = json!({"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name, "namespace": r.namespace}});
+                (r, stub)
+            })
+        })
     }
 }
 
@@ -122,19 +116,53 @@ impl Core {
         desired(&self.run.cluster).map_err(|e| self.failed(e))
     }
 
-    /// What exists but is not ready yet.
-    async fn not_ready(&self, client: &Client, d: &Desired) -> Result<Vec<String>, PhaseError> {
+    /// The waits, in the order they are carried out: the CNI's DaemonSets,
+    /// then every Node (nothing else schedules before they are Ready), then
+    /// Flux's controllers, the releases' workloads and the HelmReleases. A
+    /// target is waited for when it is applied now (a release's workloads
+    /// when the release is), missing, or not ready.
+    async fn waits(&self, client: Option<&Client>, d: &Desired, applied: &[Pending]) -> Result<Vec<Step>, PhaseError> {
+        let applies = |obj: &Value| applied.iter().any(|p| p.obj == *obj);
+        let release_applies = |r: &ReleaseObjects| r.objects.iter().any(applies);
+        let fail = |e| self.failed(e);
         let mut out = vec![];
-        for stub in d.readiness() {
-            if let Some(live) = objects::get(client, &stub).await.map_err(|e| self.failed(e))?
-                && !objects::is_ready(&live)
-            {
-                out.push(objects::describe(&stub));
+        let cni = |r: &ReleaseObjects, stub: &Value| r.cni && stub["kind"] == "DaemonSet";
+        for (r, stub) in d.workloads().filter(|(r, stub)| cni(r, stub)) {
+            if release_applies(r) || objects::needs_wait(client, &stub).await.map_err(fail)? {
+                out.push(ready(&stub));
             }
         }
         if d.releases.iter().any(|r| r.cni) {
-            let nodes = crate::k8s::Client::kube(client).clone();
-            let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(nodes);
+            out.extend(self.nodes_not_ready(client).await?);
+        }
+        for obj in d.controllers.iter().filter(|o| o["kind"] == "Deployment") {
+            if applies(obj) || objects::needs_wait(client, obj).await.map_err(fail)? {
+                out.push(ready(obj));
+            }
+        }
+        for (r, stub) in d.workloads().filter(|(r, stub)| !cni(r, stub)) {
+            if release_applies(r) || objects::needs_wait(client, &stub).await.map_err(fail)? {
+                out.push(ready(&stub));
+            }
+        }
+        for obj in d
+            .releases
+            .iter()
+            .flat_map(|r| &r.objects)
+            .filter(|o| o["kind"] == "HelmRelease")
+        {
+            if applies(obj) || objects::needs_wait(client, obj).await.map_err(fail)? {
+                out.push(ready(obj));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every node of the cluster whose Node is missing or not Ready, by name.
+    async fn nodes_not_ready(&self, client: Option<&Client>) -> Result<Vec<Step>, PhaseError> {
+        let mut live = std::collections::BTreeMap::new();
+        if let Some(client) = client {
+            let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.kube().clone());
             let params = kube::api::ListParams::default();
             let list = client
                 .retry()
@@ -142,63 +170,28 @@ impl Core {
                 .await
                 .map_err(|e| self.failed(client.api_error("list", "nodes", &e)))?;
             for n in list.items {
-                let v = serde_json::to_value(&n).unwrap_or_default();
-                if !objects::is_ready(&v) {
-                    out.push(format!("Node {}", n.metadata.name.unwrap_or_default()));
-                }
+                live.insert(
+                    n.metadata.name.clone().unwrap_or_default(),
+                    serde_json::to_value(&n).unwrap_or_default(),
+                );
             }
         }
-        Ok(out)
+        let mut names: Vec<&str> = self.run.cluster.nodes.iter().map(|n| n.name.as_str()).collect();
+        names.sort_unstable();
+        Ok(names
+            .into_iter()
+            .filter(|n| live.get(*n).is_none_or(|v| !objects::is_ready("Node", v)))
+            .map(|n| Step::AwaitReady {
+                object: ObjectRef::new("v1", "Node", None, n),
+            })
+            .collect())
     }
+}
 
-    async fn wait_ready(&self, ctx: &RunCtx, client: &Client, d: &Desired) -> Result<(), PhaseError> {
-        let t = self.run.timeouts.workload;
-        let fail = |e: crate::k8s::Error| self.failed(e);
-        let workload = |ns: String, kind: String, name: String| async move {
-            match kind.as_str() {
-                "DaemonSet" => wait::daemonset_rolled_out(client, &ns, &name, t).await,
-                _ => wait::deployment_available(client, &ns, &name, t).await,
-            }
-        };
-        // The network first: nothing else schedules before Nodes are Ready.
-        for r in d.releases.iter().filter(|r| r.cni) {
-            ctx.step(PHASE, CLUSTER, &format!("waiting for the CNI ({})", r.name));
-            for (kind, name) in r.waits.iter().filter(|(k, _)| k == "DaemonSet") {
-                workload(r.namespace.clone(), kind.clone(), name.clone())
-                    .await
-                    .map_err(fail)?;
-            }
-            ctx.step(PHASE, CLUSTER, "waiting for Nodes to be Ready");
-            let names: Vec<&str> = self.run.cluster.nodes.iter().map(|n| n.name.as_str()).collect();
-            wait::nodes_ready(client, &names, t).await.map_err(fail)?;
-        }
-        ctx.step(PHASE, CLUSTER, "waiting for core workloads");
-        let mut waits = vec![];
-        for o in d.controllers.iter().filter(|o| o["kind"] == "Deployment") {
-            let name = o["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-            waits.push((manifests::FLUX_NAMESPACE.to_owned(), "Deployment".to_owned(), name));
-        }
-        for r in &d.releases {
-            for (kind, name) in &r.waits {
-                waits.push((r.namespace.clone(), kind.clone(), name.clone()));
-            }
-        }
-        let results = futures::future::join_all(waits.into_iter().map(|(ns, k, n)| workload(ns, k, n))).await;
-        results.into_iter().collect::<Result<Vec<()>, _>>().map_err(fail)?;
-        ctx.step(PHASE, CLUSTER, "waiting for HelmReleases to be Ready");
-        let releases = d.releases.iter().map(|r| {
-            wait::ready_condition(
-                client,
-                "helm.toolkit.fluxcd.io/v2",
-                "HelmRelease",
-                Some(r.namespace.as_str()),
-                &r.name,
-                t,
-            )
-        });
-        let results = futures::future::join_all(releases).await;
-        results.into_iter().collect::<Result<Vec<()>, _>>().map_err(fail)?;
-        Ok(())
+/// The wait for `obj` to be ready.
+fn ready(obj: &Value) -> Step {
+    Step::AwaitReady {
+        object: ObjectRef::of(obj),
     }
 }
 
@@ -208,50 +201,37 @@ impl Phase for Core {
         (PHASE, "Phase 2: core services")
     }
 
+    /// Flux and the releases applied, the waits, then (once Cilium's
+    /// operator has registered their CRDs) the load-balancer pool and BGP.
     async fn plan(&self, ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
         let d = self.desired()?;
-        let (client, mut actions) = objects::plan(&self.run, ctx, PHASE, d.objects()).await?;
-        let Some(client) = client else {
-            // No API yet: the nodes will register NotReady until the CNI runs
-            // (kubelet's NetworkNotReady), listed as the API lists them, by name.
-            if d.releases.iter().any(|r| r.cni) {
-                let mut names: Vec<&str> = self.run.nodes().map(|n| n.name.as_str()).collect();
-                names.sort_unstable();
-                actions.extend(names.into_iter().map(|n| {
-                    Action::new(
-                        PHASE,
-                        CLUSTER,
-                        Step::AwaitReady {
-                            what: format!("Node {n}"),
-                        },
-                    )
-                }));
+        let client = objects::client_if_up(&self.run, ctx).await?;
+        let c = client.as_ref();
+        let pending = |objs: Vec<Value>| async move {
+            match c {
+                Some(c) => objects::pending(c, objs).await.map_err(|e| self.failed(e)),
+                None => Ok(objects::all_created(objs)),
             }
-            return Ok(actions);
         };
-        for what in self.not_ready(&client, &d).await? {
-            actions.push(Action::new(PHASE, CLUSTER, Step::AwaitReady { what }));
+        let first = pending(d.first()).await?;
+        let mut actions = objects::actions(PHASE, &first);
+        let waits = self.waits(c, &d, &first).await?;
+        actions.extend(waits.into_iter().map(|s| Action::new(PHASE, CLUSTER, s)));
+        let cilium = pending(d.cilium.clone()).await?;
+        if !cilium.is_empty() {
+            for crd in network::crds_of(&d.cilium) {
+                let stub = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": crd}});
+                if objects::needs_wait(c, &stub).await.map_err(|e| self.failed(e))? {
+                    actions.push(Action::new(PHASE, CLUSTER, Step::AwaitEstablished { crd }));
+                }
+            }
+            actions.extend(objects::actions(PHASE, &cilium));
         }
         Ok(actions)
     }
 
-    async fn apply(&self, ctx: &RunCtx, _plan: &[Action]) -> Result<(), PhaseError> {
-        let d = self.desired()?;
-        let client = self.run.kube(ctx).await?;
-        ctx.step(PHASE, CLUSTER, "comparing Flux controllers and releases");
-        let pending = objects::pending(&client, d.first()).await.map_err(|e| self.failed(e))?;
-        ctx.step(PHASE, CLUSTER, &format!("applying {} object(s)", pending.len()));
-        objects::apply(&client, &pending, self.run.timeouts.workload)
-            .await
-            .map_err(|e| self.failed(e))?;
-        ctx.record(PHASE, CLUSTER, "applied").await?;
-        self.wait_ready(ctx, &client, &d).await?;
-        if !d.cilium.is_empty() {
-            ctx.step(PHASE, CLUSTER, "applying the load-balancer pool and BGP (Cilium)");
-            network::apply_cilium_objects(&client, &d.cilium, self.run.timeouts.workload)
-                .await
-                .map_err(|e| self.failed(e))?;
-        }
+    async fn apply(&self, ctx: &RunCtx, plan: &[Action]) -> Result<(), PhaseError> {
+        execute::run(&self.run, ctx, PHASE, plan).await?;
         ctx.record(PHASE, CLUSTER, "ready").await?;
         Ok(())
     }

@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{ClusterRun, catalog, flux, objects};
+use super::{ClusterRun, catalog, execute, flux, objects};
 use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx, Step};
-use crate::k8s::{self, wait};
+use crate::k8s;
 
 const PHASE: &str = "crds";
 
@@ -30,54 +30,66 @@ impl Crds {
         self.run.failed(PHASE, message)
     }
 
-    /// Every CRD of every pinned source, verified; with `fetch` false (plan)
-    /// sources not on disk yet are not downloaded but returned as steps.
-    async fn desired(&self, fetch: bool) -> Result<(Vec<Value>, Vec<Step>), PhaseError> {
-        let offline = self.run.artifacts.offline.is_some();
+    /// The objects of one pinned source, verified; `None` when it is not on
+    /// disk and `fetch` is false (a plan never downloads).
+    async fn source(&self, source: &catalog::CrdSource, fetch: bool) -> Result<Option<Vec<Value>>, PhaseError> {
+        let what = describe(source);
+        let pinned = source.pinned(self.run.artifacts.offline.is_some());
+        let local = match fetch {
+            true => Some(self.run.artifacts.get(&pinned).await),
+            false => self.run.artifacts.local(&pinned).transpose(),
+        };
+        let Some(local) = local else { return Ok(None) };
+        let path = local.map_err(|e| self.failed(format!("{what}: {e}")))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| self.failed(format!("{what}: cannot read {}: {e}", path.display())))?;
+        let docs = k8s::parse_manifests(&text).map_err(|e| self.failed(format!("{what}: {e}")))?;
+        for doc in docs.iter().filter(|d| d["kind"] != "CustomResourceDefinition") {
+            // Pinned files may carry other objects (e.g. a ValidatingAdmissionPolicy).
+            tracing::debug!("{what}: applying {} as well", objects::describe(doc));
+        }
+        Ok(Some(docs.into_iter().map(objects::labelled).collect()))
+    }
+
+    /// Every CRD of every pinned source on disk, then Flux's (compiled in),
+    /// and a fetch step for each source not on disk yet.
+    async fn desired(&self) -> Result<(Vec<Value>, Vec<Step>), PhaseError> {
         let (mut out, mut fetches) = (vec![], vec![]);
         for source in catalog::crds().sources {
-            let what = format!("CRD source {} {} ({})", source.name, source.version, source.file);
-            let pinned = source.pinned(offline);
-            let local = match fetch {
-                true => Some(self.run.artifacts.get(&pinned).await),
-                false => self.run.artifacts.local(&pinned).transpose(),
-            };
-            let Some(local) = local else {
-                fetches.push(Step::FetchArtifact {
-                    what,
-                    sha256: pinned.sha256.clone(),
-                });
-                continue;
-            };
-            let path = local.map_err(|e| self.failed(format!("{what}: {e}")))?;
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| self.failed(format!("{what}: cannot read {}: {e}", path.display())))?;
-            let docs = k8s::parse_manifests(&text).map_err(|e| self.failed(format!("{what}: {e}")))?;
-            for doc in docs {
-                if doc["kind"] != "CustomResourceDefinition" {
-                    // Pinned files may carry other objects (e.g. a ValidatingAdmissionPolicy).
-                    tracing::debug!("{what}: applying {} as well", objects::describe(&doc));
-                }
-                out.push(objects::labelled(doc));
+            match self.source(&source, false).await? {
+                Some(objs) => out.extend(objs),
+                None => fetches.push(Step::FetchArtifact {
+                    what: describe(&source),
+                    sha256: source.pinned(self.run.artifacts.offline.is_some()).sha256,
+                }),
             }
         }
-        // Flux's CRDs come with its pinned upstream manifest, compiled in.
         out.extend(flux::crds(&self.run.cluster));
         Ok((out, fetches))
     }
 
-    /// CRD names of `desired` that exist but are not Established yet.
-    async fn not_established(&self, client: &k8s::Client, desired: &[Value]) -> Result<Vec<String>, PhaseError> {
-        let mut out = vec![];
+    /// The steps for `desired`: each object missing or different applied,
+    /// then each CRD that is applied, missing or not Established waited for.
+    async fn steps(&self, client: Option<&k8s::Client>, desired: Vec<Value>) -> Result<Vec<Action>, PhaseError> {
+        let pending = match client {
+            Some(c) => objects::pending(c, desired.clone()).await.map_err(|e| self.failed(e))?,
+            None => objects::all_created(desired.clone()),
+        };
+        let mut actions = objects::actions(PHASE, &pending);
         for crd in desired.iter().filter(|o| o["kind"] == "CustomResourceDefinition") {
-            if let Some(live) = objects::get(client, crd).await.map_err(|e| self.failed(e))?
-                && !objects::is_ready(&live)
-            {
-                out.push(crd["metadata"]["name"].as_str().unwrap_or_default().to_owned());
+            let applied = pending.iter().any(|p| p.obj == *crd);
+            if applied || objects::needs_wait(client, crd).await.map_err(|e| self.failed(e))? {
+                let crd = crd["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+                actions.push(Action::new(PHASE, CLUSTER, Step::AwaitEstablished { crd }));
             }
         }
-        Ok(out)
+        Ok(actions)
     }
+}
+
+/// `CRD source NAME VERSION (FILE)`: how a plan names a pinned source.
+fn describe(source: &catalog::CrdSource) -> String {
+    format!("CRD source {} {} ({})", source.name, source.version, source.file)
 }
 
 #[async_trait::async_trait]
@@ -87,37 +99,48 @@ impl Phase for Crds {
     }
 
     async fn plan(&self, ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
-        let (desired, fetches) = self.desired(false).await?;
-        let (client, mut actions) = objects::plan(&self.run, ctx, PHASE, desired.clone()).await?;
-        actions.splice(0..0, fetches.into_iter().map(|s| Action::new(PHASE, CLUSTER, s)));
-        let Some(client) = client else {
-            return Ok(actions);
-        };
-        for name in self.not_established(&client, &desired).await? {
-            actions.push(Action::new(PHASE, CLUSTER, Step::AwaitEstablished { crd: name }));
-        }
+        let (desired, fetches) = self.desired().await?;
+        let client = objects::client_if_up(&self.run, ctx).await?;
+        let mut actions: Vec<Action> = fetches.into_iter().map(|s| Action::new(PHASE, CLUSTER, s)).collect();
+        actions.extend(self.steps(client.as_ref(), desired).await?);
         Ok(actions)
     }
 
-    async fn apply(&self, ctx: &RunCtx, _plan: &[Action]) -> Result<(), PhaseError> {
-        let (desired, _) = self.desired(true).await?;
-        let client = self.run.kube(ctx).await?;
-        ctx.step(PHASE, CLUSTER, "comparing CRDs");
-        let pending = objects::pending(&client, desired.clone())
-            .await
-            .map_err(|e| self.failed(e))?;
-        ctx.step(PHASE, CLUSTER, &format!("applying {} object(s)", pending.len()));
-        let timeout = self.run.timeouts.workload;
-        objects::apply(&client, &pending, timeout)
-            .await
-            .map_err(|e| self.failed(e))?;
-        ctx.step(PHASE, CLUSTER, "waiting for CRDs to be Established");
-        for crd in desired.iter().filter(|o| o["kind"] == "CustomResourceDefinition") {
-            let name = crd["metadata"]["name"].as_str().unwrap_or_default();
-            wait::crd_established(&client, name, timeout)
-                .await
-                .map_err(|e| self.failed(e))?;
+    /// A fetch step downloads its source (verified by sha256) and adds the
+    /// steps for what it holds; every file is fetched and verified before
+    /// anything is applied.
+    async fn apply(&self, ctx: &RunCtx, plan: &[Action]) -> Result<(), PhaseError> {
+        let mut fetched = vec![];
+        for source in catalog::crds().sources {
+            let sha256 = source.pinned(self.run.artifacts.offline.is_some()).sha256;
+            if plan
+                .iter()
+                .any(|a| matches!(&a.step, Step::FetchArtifact { sha256: s, .. } if *s == sha256))
+            {
+                ctx.step(PHASE, CLUSTER, &format!("fetching {}", describe(&source)));
+                fetched.extend(self.source(&source, true).await?.unwrap_or_default());
+            }
         }
+        let mut steps: Vec<Action> = plan
+            .iter()
+            .filter(|a| !matches!(a.step, Step::FetchArtifact { .. }))
+            .cloned()
+            .collect();
+        if !fetched.is_empty() {
+            let client = self.run.kube(ctx).await?;
+            let more = self.steps(Some(&client), fetched).await?;
+            // Their objects go with the plan's applies, their waits after them.
+            let (applies, waits): (Vec<Action>, Vec<Action>) = more
+                .into_iter()
+                .partition(|a| matches!(a.step, Step::ApplyObject { .. }));
+            let at = steps
+                .iter()
+                .take_while(|a| matches!(a.step, Step::ApplyObject { .. }))
+                .count();
+            steps.splice(at..at, applies);
+            steps.extend(waits);
+        }
+        execute::run(&self.run, ctx, PHASE, &steps).await?;
         ctx.record(PHASE, CLUSTER, "established").await?;
         Ok(())
     }

@@ -10,11 +10,10 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::ClusterRun;
 use super::objects::{self, Values};
-use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx, Step};
+use super::{ClusterRun, execute};
+use crate::engine::{Action, CLUSTER, ObjectRef, Phase, PhaseError, RunCtx, Step};
 use crate::inventory::{Cluster, Gitops as GitopsSettings, GitopsEngine};
-use crate::k8s::wait;
 
 const PHASE: &str = "gitops";
 /// Name of Flux's GitRepository and root Kustomization.
@@ -148,71 +147,48 @@ impl Phase for Gitops {
         (PHASE, "Phase 3: GitOps takeover")
     }
 
+    /// Argo CD: its Application CRD Established first (the argo-cd chart
+    /// of phase 2 brings it). Then the root objects applied, and the root
+    /// waited for (Flux: its GitRepository first) while it is applied now,
+    /// missing or not Ready.
     async fn plan(&self, ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
         let desired = self.desired()?;
-        if desired.is_empty() {
+        let Some(root) = self.root(&desired) else {
             return Ok(vec![]);
-        }
-        let (client, mut actions) = objects::plan(&self.run, ctx, PHASE, desired.clone()).await?;
-        let Some(client) = client else {
-            return Ok(actions);
         };
-        if let Some(root) = self.root(&desired)
-            && let Some(live) = objects::get(&client, &root).await.map_err(|e| self.failed(e))?
-            && !objects::is_ready(&live)
-        {
-            actions.push(Action::new(
-                PHASE,
-                CLUSTER,
-                Step::AwaitGitops {
-                    root: objects::describe(&root),
-                },
-            ));
+        let client = objects::client_if_up(&self.run, ctx).await?;
+        let c = client.as_ref();
+        let fail = |e| self.failed(e);
+        let pending = match c {
+            Some(c) => objects::pending(c, desired.clone()).await.map_err(fail)?,
+            None => objects::all_created(desired.clone()),
+        };
+        let root_applies = pending.iter().any(|p| p.obj == root);
+        let mut actions = vec![];
+        if root["kind"] == "Application" && root_applies {
+            let crd = "applications.argoproj.io";
+            let stub = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": crd}});
+            if objects::needs_wait(c, &stub).await.map_err(fail)? {
+                actions.push(Action::new(PHASE, CLUSTER, Step::AwaitEstablished { crd: crd.into() }));
+            }
+        }
+        actions.extend(objects::actions(PHASE, &pending));
+        let mut waited = vec![];
+        if root["kind"] == "Kustomization" {
+            waited.push(json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "metadata": {"name": FLUX_ROOT, "namespace": FLUX_NS}}));
+        }
+        waited.push(root.clone());
+        for obj in waited {
+            if root_applies || objects::needs_wait(c, &obj).await.map_err(fail)? {
+                let root = ObjectRef::of(&obj);
+                actions.push(Action::new(PHASE, CLUSTER, Step::AwaitGitops { root }));
+            }
         }
         Ok(actions)
     }
 
-    async fn apply(&self, ctx: &RunCtx, _plan: &[Action]) -> Result<(), PhaseError> {
-        let desired = self.desired()?;
-        let client = self.run.kube(ctx).await?;
-        ctx.step(PHASE, CLUSTER, "comparing the GitOps root");
-        let pending = objects::pending(&client, desired.clone())
-            .await
-            .map_err(|e| self.failed(e))?;
-        ctx.step(PHASE, CLUSTER, "applying the GitOps root");
-        if self
-            .run
-            .cluster
-            .gitops
-            .as_ref()
-            .is_some_and(|g| g.engine == GitopsEngine::Argocd)
-        {
-            // The argo-cd chart of phase 2 brings the Application CRD.
-            wait::crd_established(&client, "applications.argoproj.io", self.run.timeouts.workload)
-                .await
-                .map_err(|e| self.failed(e))?;
-        }
-        objects::apply(&client, &pending, self.run.timeouts.workload)
-            .await
-            .map_err(|e| self.failed(e))?;
-        ctx.record(PHASE, CLUSTER, "applied").await?;
-        let Some(root) = self.root(&desired) else { return Ok(()) };
-        let t = self.run.timeouts.gitops;
-        let name = root["metadata"]["name"].as_str().unwrap_or_default();
-        ctx.step(PHASE, CLUSTER, &format!("waiting for {}", objects::describe(&root)));
-        let ready = if root["kind"] == "Application" {
-            wait::application_healthy(&client, ARGO_NS, name, t).await
-        } else {
-            let source = "source.toolkit.fluxcd.io/v1";
-            match wait::ready_condition(&client, source, "GitRepository", Some(FLUX_NS), FLUX_ROOT, t).await {
-                Ok(()) => {
-                    let kustomize = "kustomize.toolkit.fluxcd.io/v1";
-                    wait::ready_condition(&client, kustomize, "Kustomization", Some(FLUX_NS), name, t).await
-                }
-                Err(e) => Err(e),
-            }
-        };
-        ready.map_err(|e| self.failed(e))?;
+    async fn apply(&self, ctx: &RunCtx, plan: &[Action]) -> Result<(), PhaseError> {
+        execute::run(&self.run, ctx, PHASE, plan).await?;
         ctx.record(PHASE, CLUSTER, "ready").await?;
         tracing::info!(
             "cluster {}: the GitOps root is Ready; watch it with: {}",

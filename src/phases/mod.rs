@@ -133,6 +133,7 @@ pub mod chart_context;
 pub mod checkout;
 pub mod core;
 pub mod crds;
+pub mod execute;
 pub mod export;
 pub mod flux;
 pub mod flux_patches;

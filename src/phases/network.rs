@@ -22,14 +22,12 @@
 //!   the repository writes `${LB_POOL_START}` instead of repeating the address.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use super::manifests::{FLUX_NAMESPACE, ReleaseObjects, dns_ip};
 use super::objects;
 use crate::inventory::{Cluster, Cni};
-use crate::k8s::{self, Client, wait};
 
 /// Name of the settings ConfigMap (onedr0p's cluster-template calls it the same).
 pub const SETTINGS: &str = "cluster-settings";
@@ -131,8 +129,8 @@ pub fn check_cni_values(cluster: &Cluster, releases: &[ReleaseObjects]) -> Resul
     Ok(())
 }
 
-/// The CRDs (`plural.group`) the objects need.
-fn crds_of(objs: &[Value]) -> Vec<String> {
+/// The CRDs (`plural.group`) the objects need (registered by Cilium's operator).
+pub fn crds_of(objs: &[Value]) -> Vec<String> {
     let mut out: Vec<String> = objs
         .iter()
         .filter_map(|o| o["kind"].as_str())
@@ -140,19 +138,6 @@ fn crds_of(objs: &[Value]) -> Vec<String> {
         .collect();
     out.dedup();
     out
-}
-
-/// Waits until the CRDs of `objs` are Established (Cilium's operator
-/// registers them), then applies what is missing or differs.
-pub async fn apply_cilium_objects(client: &Client, objs: &[Value], timeout: Duration) -> Result<(), k8s::Error> {
-    if objs.is_empty() {
-        return Ok(());
-    }
-    for crd in crds_of(objs) {
-        wait::crd_established(client, &crd, timeout).await?;
-    }
-    let pending = objects::pending(client, objs.to_vec()).await?;
-    objects::apply(client, &pending, timeout).await
 }
 
 /// Every network value of the inventory, by the variable name GitOps

@@ -11,8 +11,8 @@ use kube::discovery::{self, Scope};
 use serde_json::{Value, json};
 
 use super::{ClusterRun, KUBECONFIG};
-use crate::engine::{Action, CLUSTER, PhaseError, RunCtx, Step};
-use crate::k8s::wait::{condition_true, int};
+use crate::engine::{Action, CLUSTER, Manifest, PhaseError, RunCtx, Step};
+use crate::k8s::wait;
 use crate::k8s::{self, ApplyOpts, Client};
 
 /// Field manager of every write of `bootstrap`.
@@ -220,61 +220,47 @@ pub fn all_created(desired: Vec<Value>) -> Vec<Pending> {
         .collect()
 }
 
-/// The plan's actions for `pending` objects.
+/// The plan's actions for `pending` objects (each carrying its object for
+/// the executor).
 pub fn actions(phase: &str, pending: &[Pending]) -> Vec<Action> {
     pending
         .iter()
-        .map(|p| Action::new(phase, CLUSTER, Step::ApplyObject { change: p.what.clone() }))
+        .map(|p| {
+            let step = Step::ApplyObject {
+                change: p.what.clone(),
+                object: Manifest::new(p.obj.clone()),
+            };
+            Action::new(phase, CLUSTER, step)
+        })
         .collect()
 }
 
-/// Applies the pending objects server-side (Namespaces first, CRDs waited
-/// for `crd_timeout`).
-pub async fn apply(client: &Client, pending: &[Pending], crd_timeout: Duration) -> Result<(), k8s::Error> {
-    if pending.is_empty() {
+/// Whether a plan must wait for `stub` (apiVersion, kind, namespace, name):
+/// there is no API to ask yet, it does not exist yet, or it is not ready.
+pub async fn needs_wait(client: Option<&Client>, stub: &Value) -> Result<bool, k8s::Error> {
+    let Some(client) = client else { return Ok(true) };
+    let kind = stub["kind"].as_str().unwrap_or_default();
+    Ok(get(client, stub).await?.is_none_or(|live| !is_ready(kind, &live)))
+}
+
+/// Applies `objs` server-side (Namespaces first, CRDs waited for
+/// `crd_timeout`); the executor's `ApplyObject`.
+pub async fn apply(client: &Client, objs: &[&Value], crd_timeout: Duration) -> Result<(), k8s::Error> {
+    if objs.is_empty() {
         return Ok(());
     }
-    let objs: Vec<&Value> = pending.iter().map(|p| &p.obj).collect();
     let opts = ApplyOpts {
         field_manager: FIELD_MANAGER.into(),
         crd_timeout,
         ..ApplyOpts::default()
     };
-    k8s::apply_manifests(client, &yaml(&objs), &opts).await.map(drop)
+    k8s::apply_manifests(client, &yaml(objs), &opts).await.map(drop)
 }
 
-fn observed_current(obj: &Value) -> bool {
-    obj.pointer("/status/observedGeneration")
-        .and_then(Value::as_i64)
-        .is_none_or(|g| g >= int(obj, "/metadata/generation"))
-}
-
-/// Whether a live object is ready by its kind's convention: CRD Established,
-/// Deployment Available, DaemonSet rolled out, Node/Flux object Ready,
-/// Argo CD Application Healthy and Synced.
-pub fn is_ready(obj: &Value) -> bool {
-    match obj["kind"].as_str().unwrap_or_default() {
-        "CustomResourceDefinition" => condition_true(obj, "Established"),
-        "Deployment" => {
-            let want = obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
-            observed_current(obj)
-                && condition_true(obj, "Available")
-                && int(obj, "/status/updatedReplicas") >= want
-                && int(obj, "/status/availableReplicas") >= want
-        }
-        "DaemonSet" => {
-            let desired = int(obj, "/status/desiredNumberScheduled");
-            obj.pointer("/status/observedGeneration").is_some()
-                && observed_current(obj)
-                && int(obj, "/status/updatedNumberScheduled") >= desired
-                && int(obj, "/status/numberAvailable") >= desired
-        }
-        "Application" => {
-            obj.pointer("/status/health/status").and_then(Value::as_str) == Some("Healthy")
-                && obj.pointer("/status/sync/status").and_then(Value::as_str) == Some("Synced")
-        }
-        _ => condition_true(obj, "Ready") && observed_current(obj),
-    }
+/// Whether a live object of `kind` is ready: [`wait::readiness`], the
+/// definition the executor's waits use.
+pub fn is_ready(kind: &str, live: &Value) -> bool {
+    wait::readiness(kind, live) == wait::Progress::Done
 }
 
 #[cfg(test)]
@@ -298,9 +284,24 @@ mod tests {
                    "status": {"observedGeneration": 2, "updatedReplicas": 2, "availableReplicas": avail,
                               "conditions": [{"type": "Available", "status": "True"}]}})
         };
-        assert!(is_ready(&dep(2)));
-        assert!(!is_ready(&dep(1)));
-        let ds = json!({"kind": "DaemonSet", "metadata": {"generation": 1}, "status": {}});
-        assert!(!is_ready(&ds), "a DaemonSet without status is not rolled out");
+        assert!(is_ready("Deployment", &dep(2)));
+        assert!(!is_ready("Deployment", &dep(1)));
+        let ds = json!({"metadata": {"generation": 1}, "status": {}});
+        assert!(
+            !is_ready("DaemonSet", &ds),
+            "a DaemonSet without status is not rolled out"
+        );
+        let mut unobserved = dep(2);
+        unobserved["status"]["observedGeneration"].take();
+        assert!(
+            !is_ready("Deployment", &unobserved),
+            "a Deployment its controller has not observed is not ready (plan and wait agree)"
+        );
+        let release = json!({"metadata": {"generation": 3},
+                             "status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+        assert!(
+            is_ready("HelmRelease", &release),
+            "Flux objects may not report observedGeneration"
+        );
     }
 }

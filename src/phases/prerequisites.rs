@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 
 use super::catalog::{self, SeedSecret};
 use super::objects::Values;
-use super::{ClusterRun, flux, git_host, objects};
-use crate::engine::{Action, Phase, PhaseError, RunCtx};
+use super::{ClusterRun, execute, flux, git_host, objects};
+use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx, Step};
 use crate::inventory::Cluster;
 use crate::secret::SecretRef;
 
@@ -144,21 +144,22 @@ impl Prerequisites {
         self.run.failed(PHASE, message)
     }
 
-    /// Namespaces, then one Secret per set reference (values resolved; the
-    /// Git host's key verified, and pinned when `record`).
-    async fn desired(&self, record: bool) -> Result<Vec<Value>, PhaseError> {
+    /// Namespaces, then one Secret per set reference (values resolved), and
+    /// the Git host's key when a Secret needs it (verified, never pinned here).
+    async fn desired(&self) -> Result<(Vec<Value>, Option<git_host::HostKey>), PhaseError> {
         let c = &self.run.cluster;
-        let known_hosts = if needs_known_hosts(c) {
-            git_host::known_hosts(c, &self.run.cluster_dir(), self.run.accept_new, record)
+        let host_key = if needs_known_hosts(c) {
+            git_host::known_hosts(c, &self.run.cluster_dir(), self.run.accept_new)
                 .await
                 .map_err(|e| self.failed(e))?
         } else {
             None
         };
         let values = Values::Resolved {
-            known_hosts: known_hosts.as_deref(),
+            known_hosts: host_key.as_ref().map(|k| k.text.as_str()),
         };
-        desired_objects(c, values).map_err(|e| self.failed(e))
+        let objs = desired_objects(c, values).map_err(|e| self.failed(e))?;
+        Ok((objs, host_key))
     }
 }
 
@@ -169,21 +170,20 @@ impl Phase for Prerequisites {
     }
 
     async fn plan(&self, ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
-        let desired = self.desired(false).await?;
-        Ok(objects::plan(&self.run, ctx, PHASE, desired).await?.1)
+        let (desired, host_key) = self.desired().await?;
+        // The Git host's key is pinned before the Secret holding it is applied.
+        let pin = host_key.and_then(|k| k.accepted).map(|a| {
+            let step = Step::PinGitHostKey {
+                line: a.line,
+                fingerprint: a.fingerprint,
+            };
+            Action::new(PHASE, CLUSTER, step)
+        });
+        let applies = objects::plan(&self.run, ctx, PHASE, desired).await?.1;
+        Ok(pin.into_iter().chain(applies).collect())
     }
 
-    async fn apply(&self, ctx: &RunCtx, _plan: &[Action]) -> Result<(), PhaseError> {
-        // The Git host's key is checked (and pinned) before anything is applied.
-        let desired = self.desired(true).await?;
-        let client = self.run.kube(ctx).await?;
-        ctx.step(PHASE, crate::engine::CLUSTER, "observing namespaces and secrets");
-        let pending = objects::pending(&client, desired).await.map_err(|e| self.failed(e))?;
-        ctx.step(PHASE, crate::engine::CLUSTER, "applying namespaces and secrets");
-        objects::apply(&client, &pending, self.run.timeouts.workload)
-            .await
-            .map_err(|e| self.failed(e))?;
-        ctx.record(PHASE, crate::engine::CLUSTER, "applied").await?;
-        Ok(())
+    async fn apply(&self, ctx: &RunCtx, plan: &[Action]) -> Result<(), PhaseError> {
+        execute::run(&self.run, ctx, PHASE, plan).await
     }
 }

@@ -166,6 +166,11 @@ impl KnownHosts {
 
     /// Appends `host key` to `file` (created 0600, its directory 0700).
     pub fn record(file: &Path, host: &str, port: u16, key: &PublicKey) -> std::io::Result<()> {
+        Self::record_line(file, &known_hosts_line(host, port, key))
+    }
+
+    /// Appends a known_hosts `line` to `file` (created 0600, its directory 0700).
+    pub fn record_line(file: &Path, line: &str) -> std::io::Result<()> {
         use std::io::Write;
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -176,8 +181,7 @@ impl KnownHosts {
             .append(true)
             .mode(0o600)
             .open(file)?;
-        let key = key.to_openssh().map_err(std::io::Error::other)?;
-        writeln!(f, "{} {}", host_entry_name(host, port), key)
+        writeln!(f, "{line}")
     }
 }
 
