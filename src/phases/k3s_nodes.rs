@@ -53,6 +53,25 @@ enum Seen {
     Unreachable(String),
 }
 
+impl Seen {
+    /// The one comparison of what a node has (`o`) with what is rendered
+    /// for it now (`f`, and the pinned binary of `m`): plan, apply and Day 2
+    /// all decide from it.
+    fn of(o: &remote::Observed, f: &material::NodeFiles, m: &Material) -> Self {
+        if o.state.is_empty() {
+            Seen::Differs("k3s not installed".into())
+        } else if o.state != f.record {
+            Seen::Differs("installed with other inputs (version, binary, config or script)".into())
+        } else if o.config_sha256 != f.config_sha256 || o.binary_sha256 != m.binary_sha256 {
+            Seen::Differs("installed files were changed on the node".into())
+        } else if !o.active {
+            Seen::Stopped
+        } else {
+            Seen::Converged
+        }
+    }
+}
+
 /// Phase -1 for k3s clusters.
 pub struct K3sNodes {
     run: Arc<ClusterRun>,
@@ -187,9 +206,7 @@ impl K3sNodes {
             .to_owned();
         Ok(Installed {
             version,
-            as_rendered: o.state == f.record
-                && o.config_sha256 == f.config_sha256
-                && o.binary_sha256 == m.binary_sha256,
+            as_rendered: matches!(Seen::of(&o, f, m), Seen::Converged | Seen::Stopped),
             binary_current: o.binary_sha256 == m.binary_sha256,
             active: o.active,
         })
@@ -246,18 +263,7 @@ impl K3sNodes {
             Ok(o) => o,
             Err(e) => return Seen::Unreachable(e),
         };
-        let m = m.expect("files come from the material");
-        if o.state.is_empty() {
-            Seen::Differs("k3s not installed".into())
-        } else if o.state != f.record {
-            Seen::Differs("installed with other inputs (version, binary, config or script)".into())
-        } else if o.config_sha256 != f.config_sha256 || o.binary_sha256 != m.binary_sha256 {
-            Seen::Differs("installed files were changed on the node".into())
-        } else if !o.active {
-            Seen::Stopped
-        } else {
-            Seen::Converged
-        }
+        Seen::of(&o, f, m.expect("files come from the material"))
     }
 
     /// Brings one node to "installed as rendered, running".
@@ -271,16 +277,20 @@ impl K3sNodes {
         ctx.step(self.phase, &node.name, "connecting over SSH");
         let deadline = Instant::now() + self.run.timeouts.node;
         let s = remote::connect(&self.pool, &Target::from_node(node), deadline, &cancelled).await?;
+        // Seen again just before acting: the node may have changed since the plan.
         let o = remote::observe(&s, f.unit, sudo).await?;
-        if o.state == f.record && o.config_sha256 == f.config_sha256 && o.binary_sha256 == m.binary_sha256 {
-            if !o.active {
-                ctx.step(self.phase, &node.name, &format!("starting {}", f.unit));
-                remote::start(&s, f.unit, sudo).await?;
+        match Seen::of(&o, f, m) {
+            Seen::Differs(_) | Seen::Unreachable(_) => {}
+            seen => {
+                if seen == Seen::Stopped {
+                    ctx.step(self.phase, &node.name, &format!("starting {}", f.unit));
+                    remote::start(&s, f.unit, sudo).await?;
+                }
+                return ctx
+                    .record(PHASE, &node.name, "installed")
+                    .await
+                    .map_err(|e| e.to_string());
             }
-            return ctx
-                .record(PHASE, &node.name, "installed")
-                .await
-                .map_err(|e| e.to_string());
         }
         if node.role == Role::Controlplane && !o.state.is_empty() {
             // A server that already runs k3s keeps its datastore: never
