@@ -215,6 +215,11 @@ async fn a_matching_machine_gets_its_config_with_the_one_disk_its_selector_selec
         .position(|c| *c == "ApplyConfiguration")
         .expect("config applied");
     assert!(read < applied, "identity and disks read before the apply: {calls:?}");
+    let lists = calls.iter().filter(|c| **c == "cosi.State/List").count();
+    assert_eq!(
+        lists, 1,
+        "the plan's check is the one read: the apply sends the config through the connection pinned then: {calls:?}"
+    );
     let again = tokio::task::block_in_place(|| plan(&inv));
     assert!(again.contains("nothing to do"), "after up, plan is empty:\n{again}");
 }

@@ -165,21 +165,26 @@ impl std::fmt::Display for CheckError {
     }
 }
 
+/// A machine that passed [`check`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    pub disks: ResolvedDisks,
+    /// Without any expected identity the network was trusted: what to warn
+    /// about when its config is sent.
+    pub trusted: Option<String>,
+}
+
 /// Reads identity and disks through `client` (a maintenance-mode connection)
-/// and checks them. Without any expected identity the network is trusted:
-/// warned about (when `warn`), or refused with `require_identity`.
-pub async fn check(
-    node: &Node,
-    client: &TalosClient,
-    require_identity: bool,
-    warn: bool,
-) -> Result<ResolvedDisks, CheckError> {
+/// and checks them. Without any expected identity the network is trusted
+/// (noted in [`Checked::trusted`]), or refused with `require_identity`.
+pub async fn check(node: &Node, client: &TalosClient, require_identity: bool) -> Result<Checked, CheckError> {
     let bmc = bmc_system(node).await?;
     let expected = expected(node, bmc.as_ref());
     let info = client
         .system_information()
         .await
         .map_err(|e| CheckError::Read(e.to_string()))?;
+    let mut trusted = None;
     if expected.is_empty() {
         let reported = format!("UUID {:?}, serial {:?}", info.uuid, info.serial);
         if require_identity {
@@ -188,18 +193,16 @@ pub async fn check(
                 client.addr().ip()
             )));
         }
-        if warn {
-            tracing::warn!(
-                node = %node.name,
-                "no uuid, serial or [bmc] in the inventory: trusting the network that the machine at {} (reporting {reported}) is this node",
-                client.addr().ip()
-            );
-        }
+        trusted = Some(format!(
+            "no uuid, serial or [bmc] in the inventory: trusting the network that the machine at {} (reporting {reported}) is this node",
+            client.addr().ip()
+        ));
     } else {
         compare(&info, &expected).map_err(CheckError::Refused)?;
     }
     let reported = client.disks().await.map_err(|e| CheckError::Read(e.to_string()))?;
-    resolve_disks(node, &reported).map_err(CheckError::Refused)
+    let disks = resolve_disks(node, &reported).map_err(CheckError::Refused)?;
+    Ok(Checked { disks, trusted })
 }
 
 #[cfg(test)]

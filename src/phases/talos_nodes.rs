@@ -40,9 +40,10 @@ struct Material {
 /// Phase -1 for Talos clusters.
 pub struct TalosNodes {
     run: Arc<ClusterRun>,
-    /// Maintenance certificate (SPKI SHA-256) each node presented when its
-    /// identity was read in `plan`: the apply must see the same one.
-    pins: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// What `plan` found checking a maintenance node: the certificate (SPKI
+    /// SHA-256) it presented and what the check resolved. The apply sends
+    /// the config through a connection that must present the same one.
+    checked: std::sync::Mutex<std::collections::HashMap<String, (String, talos_identity::Checked)>>,
 }
 
 impl TalosNodes {
@@ -50,7 +51,7 @@ impl TalosNodes {
     pub fn new(run: Arc<ClusterRun>) -> Self {
         Self {
             run,
-            pins: Default::default(),
+            checked: Default::default(),
         }
     }
 
@@ -68,19 +69,14 @@ impl TalosNodes {
             // Read again (and judged) by the apply.
             return Ok(Action::new(PHASE, &node.name, unchecked));
         };
-        match talos_identity::check(node, &client, self.run.require_identity, false).await {
-            Ok(disks) => {
-                self.pins
+        match talos_identity::check(node, &client, self.run.require_identity).await {
+            Ok(checked) => {
+                let install_disk = Some(checked.disks.install.clone());
+                self.checked
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(node.name.clone(), fingerprint);
-                Ok(Action::new(
-                    PHASE,
-                    &node.name,
-                    Step::ApplyConfig {
-                        install_disk: Some(disks.install),
-                    },
-                ))
+                    .insert(node.name.clone(), (fingerprint, checked));
+                Ok(Action::new(PHASE, &node.name, Step::ApplyConfig { install_disk }))
             }
             Err(talos_identity::CheckError::Refused(why)) => Err(why),
             Err(talos_identity::CheckError::Read(_)) => Ok(Action::new(PHASE, &node.name, unchecked)),
@@ -157,6 +153,17 @@ impl TalosNodes {
         let budget = self.run.timeouts.node;
         let deadline = Instant::now() + budget;
         let expect = expect(&*ctx.state.lock().await, node);
+        let checked = self
+            .checked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&node.name);
+        if let Some((pin, checked)) = checked
+            && self.configure_checked(ctx, node, m, pin, checked).await?
+        {
+            self.wait_mtls(ctx, node, &m.creds).await?;
+            return ctx.record(PHASE, &node.name, "ready").await.map_err(|e| e.to_string());
+        }
         loop {
             match probe_expecting(node, Some(&m.creds), expect).await {
                 Seen::Ours { .. } => break,
@@ -200,62 +207,89 @@ impl TalosNodes {
         .await
     }
 
-    /// A node in maintenance mode: its identity and disks read and checked
-    /// (the certificate seen then is pinned), then its config, naming the
-    /// resolved install disk, applied through a connection that must present
-    /// the same certificate.
-    async fn configure_fresh(&self, ctx: &RunCtx, node: &Node, m: &Material) -> Result<(), String> {
-        ctx.step(PHASE, &node.name, "reading hardware identity and disks");
+    /// A maintenance connection to `node`; with `pin`, one that must present
+    /// that certificate (and checks it again on every reconnect).
+    async fn maintenance(&self, node: &Node, pin: Option<String>) -> Result<(TalosClient, String), TalosError> {
         let quick = CallPolicy::within(Duration::from_secs(30));
-        let pinned = self
-            .pins
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&node.name)
-            .cloned();
-        let connect = |pin: Option<String>| {
-            let quick = quick.clone();
-            async move {
-                TalosClient::maintenance_with(&node.name, addr(node), pin, quick)
-                    .await
-                    .map_err(|e| match e {
-                        TalosError::Tls {
-                            server_certificate: true,
-                            message,
-                            ..
-                        } => format!(
-                            "refusing: the node's certificate changed between the identity check and the apply ({message}); nothing was sent to it"
-                        ),
-                        e => e.to_string(),
-                    })
+        TalosClient::maintenance_with(&node.name, addr(node), pin, quick).await
+    }
+
+    /// A maintenance connection that must present `pin`: a node presenting
+    /// another certificate is refused (the outer error), any other failure
+    /// is returned as it is.
+    async fn pinned(&self, node: &Node, pin: String) -> Result<Result<TalosClient, TalosError>, String> {
+        match self.maintenance(node, Some(pin)).await {
+            Ok((client, _)) => Ok(Ok(client)),
+            Err(
+                e @ TalosError::Tls {
+                    server_certificate: true,
+                    ..
+                },
+            ) => Err(changed(&e)),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    /// A node the plan checked: its config, naming the install disk the check
+    /// resolved, sent through a connection that must present the certificate
+    /// seen then, with no second read. `false` when the node does not answer
+    /// that way (then it is probed and checked again); a changed certificate
+    /// is refused.
+    async fn configure_checked(
+        &self,
+        ctx: &RunCtx,
+        node: &Node,
+        m: &Material,
+        pin: String,
+        checked: talos_identity::Checked,
+    ) -> Result<bool, String> {
+        let client = match self.pinned(node, pin).await? {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::debug!(node = %node.name, "the checked connection failed ({e}); probing again");
+                return Ok(false);
             }
         };
-        let reused = pinned.is_some();
-        let (reader, fingerprint) = connect(pinned).await?;
-        let disks = talos_identity::check(node, &reader, self.run.require_identity, true)
-            .await
-            .map_err(|e| e.to_string())?;
-        ctx.step(
-            PHASE,
-            &node.name,
-            &format!("applying config (install disk {})", disks.install),
-        );
-        // A pinned connection is kept (a reconnect checks the pin again); one
-        // that pinned nothing is replaced by one pinned to what it saw.
-        let client = if reused {
-            reader
-        } else {
-            connect(Some(fingerprint)).await?.0
-        };
+        self.send_checked(ctx, &client, node, m, &checked).await?;
+        Ok(true)
+    }
+
+    /// Records the install disk, then applies the config naming it.
+    async fn send_checked(
+        &self,
+        ctx: &RunCtx,
+        client: &TalosClient,
+        node: &Node,
+        m: &Material,
+        checked: &talos_identity::Checked,
+    ) -> Result<(), String> {
+        let disk = &checked.disks.install;
+        if let Some(why) = &checked.trusted {
+            tracing::warn!(node = %node.name, "{why}");
+        }
+        ctx.step(PHASE, &node.name, &format!("applying config (install disk {disk})"));
         // Recorded first: a run killed right after the apply still renders this node's config as sent.
         ctx.state
-            .write(|s| s.record_install_disk(&node.name, &disks.install))
+            .write(|s| s.record_install_disk(&node.name, disk))
             .await
             .map_err(|e| e.to_string())?;
-        self.apply_config(ctx, &client, node, Some(&disks.install), m).await?;
+        self.apply_config(ctx, client, node, Some(disk), m).await?;
         ctx.record(PHASE, &node.name, "config applied")
             .await
             .map_err(|e| e.to_string())
+    }
+
+    /// A node in maintenance mode the plan did not check: its identity and
+    /// disks read and checked, then its config applied through a connection
+    /// pinned to the certificate seen during the check.
+    async fn configure_fresh(&self, ctx: &RunCtx, node: &Node, m: &Material) -> Result<(), String> {
+        ctx.step(PHASE, &node.name, "reading hardware identity and disks");
+        let (reader, fingerprint) = self.maintenance(node, None).await.map_err(|e| e.to_string())?;
+        let checked = talos_identity::check(node, &reader, self.run.require_identity)
+            .await
+            .map_err(|e| e.to_string())?;
+        let client = self.pinned(node, fingerprint).await?.map_err(|e| e.to_string())?;
+        self.send_checked(ctx, &client, node, m, &checked).await
     }
 
     /// The node's machine config and its sha256; `install` (the disk the
@@ -645,6 +679,13 @@ impl Phase for TalosNodes {
 
 fn addr(node: &Node) -> SocketAddr {
     SocketAddr::new(node.ip, node.talos.port)
+}
+
+/// The refusal when a node's certificate is not the one its identity was checked under.
+fn changed(e: &TalosError) -> String {
+    format!(
+        "refusing: the node's certificate changed between the identity check and the apply ({e}); nothing was sent to it"
+    )
 }
 
 fn refusal(why: &str) -> String {
