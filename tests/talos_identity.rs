@@ -184,6 +184,13 @@ async fn a_matching_machine_gets_its_config_with_the_one_disk_its_selector_selec
         &format!("uuid = \"{}\"\nserial = \"{SERIAL}\"", UUID.to_uppercase()),
     );
     let rack = rack(&inv, machine(UUID)).await;
+    tokio::task::block_in_place(|| plan(&inv));
+    assert_eq!(
+        rack.talos.node(0).handshakes(),
+        1,
+        "plan probes a fresh node and reads its identity over one connection"
+    );
+    rack.talos.node(0).clear_calls();
     let (ok, err) = tokio::task::block_in_place(|| up(&inv, &["--require-identity"]));
     assert!(ok, "up failed:\n{err}");
     assert!(

@@ -37,6 +37,14 @@ struct Material {
     talosconfig: String,
 }
 
+/// What the plan found on one node.
+struct Observed {
+    node: Node,
+    seen: Seen,
+    /// A maintenance node's check: its action, or the refusal.
+    check: Option<Result<Action, String>>,
+}
+
 /// Phase -1 for Talos clusters.
 pub struct TalosNodes {
     run: Arc<ClusterRun>,
@@ -55,16 +63,15 @@ impl TalosNodes {
         }
     }
 
-    /// Plan-time check of a maintenance node: the action, or the refusal.
-    async fn precheck(&self, node: &Node) -> Result<Action, String> {
+    /// Plan-time check of a maintenance node, over the connection that found
+    /// it in maintenance mode when there is one: the action, or the refusal.
+    async fn precheck(&self, node: &Node, kept: Option<(TalosClient, String)>) -> Result<Action, String> {
         let unchecked = Step::ApplyConfig { install_disk: None };
-        let read = TalosClient::maintenance_with(
-            &node.name,
-            addr(node),
-            None,
-            CallPolicy::within(Duration::from_secs(10)),
-        )
-        .await;
+        let policy = CallPolicy::within(Duration::from_secs(10));
+        let read = match kept {
+            Some((client, fingerprint)) => Ok((client.with_policy(policy), fingerprint)),
+            None => TalosClient::maintenance_with(&node.name, addr(node), None, policy).await,
+        };
         let Ok((client, fingerprint)) = read else {
             // Read again (and judged) by the apply.
             return Ok(Action::new(PHASE, &node.name, unchecked));
@@ -114,8 +121,10 @@ impl TalosNodes {
             .ok_or_else(|| self.failed("no control-plane node in the inventory"))
     }
 
-    /// Probes every node of the run concurrently.
-    async fn observe(&self, ctx: &RunCtx, creds: Option<&TalosCredentials>) -> Vec<(Node, Seen)> {
+    /// Probes every node of the run, `--concurrency` at a time; a node in
+    /// maintenance mode is checked right away over the connection that found
+    /// it (its identity and disks: the action, or the refusal).
+    async fn observe(&self, ctx: &RunCtx, creds: Option<&TalosCredentials>) -> Vec<Observed> {
         use futures::StreamExt;
         let nodes: Vec<(Node, Expect)> = {
             let state = ctx.state.lock().await;
@@ -124,8 +133,13 @@ impl TalosNodes {
         futures::stream::iter(nodes)
             .map(|(n, expect)| async move {
                 ctx.step(PHASE, &n.name, "probing");
-                let seen = probe_expecting(&n, creds, expect).await;
-                (n, seen)
+                let cp = n.role == Role::Controlplane;
+                let (seen, kept) = crate::talos::probe_keeping(&n.name, addr(&n), cp, creds, expect).await;
+                let check = match seen {
+                    Seen::Maintenance => Some(self.precheck(&n, kept).await),
+                    _ => None,
+                };
+                Observed { node: n, seen, check }
             })
             .buffered(ctx.concurrency.max(1))
             .collect()
@@ -518,7 +532,7 @@ impl Phase for TalosNodes {
 
     async fn plan(&self, ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
         let m = self.material(false)?;
-        let seen = self.observe(ctx, m.as_ref().map(|m| &m.creds)).await;
+        let observed = self.observe(ctx, m.as_ref().map(|m| &m.creds)).await;
         let mut actions = Vec::new();
         if m.is_none() {
             actions.push(Action::new(PHASE, CLUSTER, Step::GenerateSecrets));
@@ -528,21 +542,12 @@ impl Phase for TalosNodes {
             let state = ctx.state.lock().await;
             (state.state().applied.clone(), state.state().install_disks.clone())
         };
-        // Identity and disk reads of maintenance nodes, `--concurrency` at a time.
-        type Precheck<'a> = std::pin::Pin<Box<dyn Future<Output = (String, Result<Action, String>)> + Send + 'a>>;
-        let checks: Vec<Precheck<'_>> = seen
-            .iter()
-            .filter(|(_, s)| *s == Seen::Maintenance)
-            .map(|(n, _)| Box::pin(async move { (n.name.clone(), self.precheck(n).await) }) as Precheck<'_>)
-            .collect();
-        let mut prechecks: std::collections::HashMap<String, Result<Action, String>> = {
-            use futures::StreamExt;
-            futures::stream::iter(checks)
-                .buffer_unordered(ctx.concurrency.max(1))
-                .collect()
-                .await
-        };
-        for (n, s) in &seen {
+        for Observed {
+            node: n,
+            seen: s,
+            check,
+        } in &observed
+        {
             match s {
                 Seen::Ours { .. } => {
                     let (Some(m), Some(recorded)) = (&m, applied.get(&n.name)) else {
@@ -555,7 +560,7 @@ impl Phase for TalosNodes {
                         actions.push(Action::new(PHASE, &n.name, Step::Reapply));
                     }
                 }
-                Seen::Maintenance => match prechecks.remove(&n.name).expect("prechecked above") {
+                Seen::Maintenance => match check.clone().expect("checked when seen") {
                     Ok(action) => actions.push(action),
                     Err(why) => refused.push((n.name.clone(), why)),
                 },
@@ -577,7 +582,7 @@ impl Phase for TalosNodes {
                 failures: refused,
             });
         }
-        let etcd = seen.iter().any(|(_, s)| *s == Seen::Ours { etcd: true })
+        let etcd = observed.iter().any(|o| o.seen == Seen::Ours { etcd: true })
             || match &m {
                 Some(m) => self.etcd_running(&m.creds).await,
                 None => false,
@@ -592,9 +597,9 @@ impl Phase for TalosNodes {
                 },
             ));
         }
-        let cps_not_member = seen
+        let cps_not_member = observed
             .iter()
-            .any(|(n, s)| n.role == Role::Controlplane && !matches!(s, Seen::Ours { etcd: true }));
+            .any(|o| o.node.role == Role::Controlplane && !matches!(o.seen, Seen::Ours { etcd: true }));
         if etcd && cps_not_member {
             actions.push(Action::new(PHASE, CLUSTER, Step::AwaitEtcdMembers));
         }

@@ -25,7 +25,7 @@ pub use credentials::TalosCredentials;
 pub use error::TalosError;
 pub use etcd::{SnapshotInfo, is_member, not_members};
 pub use kubeconfig::unpack_kubeconfig;
-pub use probe::{Expect, Seen, probe, probe_expecting};
+pub use probe::{Expect, Seen, probe, probe_expecting, probe_keeping};
 pub use resources::SystemInformation;
 pub use tls::{maintenance_tls_config, mtls_config, spki_sha256};
 

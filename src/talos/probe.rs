@@ -48,13 +48,26 @@ pub async fn probe_expecting(
     creds: Option<&TalosCredentials>,
     expect: Expect,
 ) -> Seen {
+    probe_keeping(name, addr, control_plane, creds, expect).await.0
+}
+
+/// [`probe_expecting`], keeping the connection that found the node in
+/// maintenance mode, with the certificate fingerprint it recorded (for
+/// reads that must see the same machine).
+pub async fn probe_keeping(
+    name: &str,
+    addr: SocketAddr,
+    control_plane: bool,
+    creds: Option<&TalosCredentials>,
+    expect: Expect,
+) -> (Seen, Option<(TalosClient, String)>) {
     let node = Target {
         name,
         addr,
         control_plane,
     };
     match probe_once(&node, creds, expect).await {
-        Seen::Foreign(_) => {
+        (Seen::Foreign(_), _) => {
             slots::idle(tokio::time::sleep(Duration::from_secs(1))).await;
             probe_once(&node, creds, expect).await
         }
@@ -77,22 +90,27 @@ fn unreachable(e: &TalosError) -> bool {
     matches!(e, TalosError::Connect { .. } | TalosError::Deadline { .. }) || e.code() == Some(tonic::Code::Unavailable)
 }
 
-async fn probe_once(node: &Target<'_>, creds: Option<&TalosCredentials>, expect: Expect) -> Seen {
+async fn probe_once(
+    node: &Target<'_>,
+    creds: Option<&TalosCredentials>,
+    expect: Expect,
+) -> (Seen, Option<(TalosClient, String)>) {
     let creds = match (creds, expect) {
         (Some(creds), Expect::Ours) => match ours(node, creds).await {
-            Some(seen) => return seen,
+            Some(seen) => return (seen, None),
             None => None, // not our certificate: maintenance or foreign, asked next
         },
         (creds, _) => creds,
     };
-    match maintenance(node).await {
-        Ok(()) => Seen::Maintenance,
+    let seen = match maintenance(node).await {
+        Ok(kept) => return (Seen::Maintenance, Some(kept)),
         Err(e) if unreachable(&e) => Seen::Unreachable(e.to_string()),
         Err(e) => match creds {
             Some(creds) => ours(node, creds).await.unwrap_or_else(|| Seen::Foreign(e.to_string())),
             None => Seen::Foreign(e.to_string()),
         },
-    }
+    };
+    (seen, None)
 }
 
 /// Asks over mTLS: ours or unreachable, `None` when the node does not take
@@ -116,8 +134,10 @@ async fn ours(node: &Target<'_>, creds: &TalosCredentials) -> Option<Seen> {
     }
 }
 
-/// Asks without credentials, as a node in maintenance mode answers.
-async fn maintenance(node: &Target<'_>) -> Result<(), TalosError> {
-    let (client, _) = TalosClient::maintenance_with(node.name, node.addr, None, quick()).await?;
-    client.version().await.map(drop)
+/// Asks without credentials, as a node in maintenance mode answers; the
+/// connection and the fingerprint it recorded.
+async fn maintenance(node: &Target<'_>) -> Result<(TalosClient, String), TalosError> {
+    let (client, fingerprint) = TalosClient::maintenance_with(node.name, node.addr, None, quick()).await?;
+    client.version().await?;
+    Ok((client, fingerprint))
 }

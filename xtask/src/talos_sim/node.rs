@@ -65,6 +65,8 @@ pub struct SimNode {
     pub(crate) state: Mutex<NodeState>,
     pub(crate) faults: Mutex<Faults>,
     pub(crate) calls: Mutex<Vec<CallRecord>>,
+    /// TLS handshakes completed (connections a client opened).
+    handshakes: std::sync::atomic::AtomicUsize,
     hardware: Mutex<Hardware>,
     /// The TLS configuration new connections are accepted with (replaced by a re-key).
     tls: Mutex<Option<Arc<rustls::ServerConfig>>>,
@@ -97,6 +99,7 @@ impl SimNode {
             }),
             faults: Mutex::new(Faults::default()),
             calls: Mutex::new(Vec::new()),
+            handshakes: std::sync::atomic::AtomicUsize::new(0),
             hardware: Mutex::new(Hardware::default_for(addr.ip())),
             tls: Mutex::new(None),
             running: tokio::sync::Mutex::new(None),
@@ -192,6 +195,11 @@ impl SimNode {
     /// Every call received so far, oldest first.
     pub fn calls(&self) -> Vec<CallRecord> {
         lock(&self.calls).clone()
+    }
+
+    /// TLS handshakes completed so far: how many connections clients opened.
+    pub fn handshakes(&self) -> usize {
+        self.handshakes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Forgets the call log.
@@ -319,11 +327,13 @@ impl SimNode {
                         let Some(tls) = lock(&node.tls).clone() else { continue };
                         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
                         let tx = conn_tx.clone();
+                        let counted = node.clone();
                         tokio::spawn(async move {
                             // A refused client certificate ends the handshake here.
                             if let Ok(Ok(tls)) =
                                 tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
                             {
+                                counted.handshakes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                 let _ = tx.send(Ok::<_, std::io::Error>(tls)).await;
                             }
                         });
