@@ -207,12 +207,7 @@ impl Phase for Core {
         let d = self.desired()?;
         let client = objects::client_if_up(&self.run, ctx).await?;
         let c = client.as_ref();
-        let pending = |objs: Vec<Value>| async move {
-            match c {
-                Some(c) => objects::pending(c, objs).await.map_err(|e| self.failed(e)),
-                None => Ok(objects::all_created(objs)),
-            }
-        };
+        let pending = |objs: Vec<Value>| async move { objects::changes(c, objs).await.map_err(|e| self.failed(e)) };
         let first = pending(d.first()).await?;
         let mut actions = objects::actions(PHASE, &first);
         let waits = self.waits(c, &d, &first).await?;
@@ -220,8 +215,10 @@ impl Phase for Core {
         let cilium = pending(d.cilium.clone()).await?;
         if !cilium.is_empty() {
             for crd in network::crds_of(&d.cilium) {
-                let stub = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": crd}});
-                if objects::needs_wait(c, &stub).await.map_err(|e| self.failed(e))? {
+                if objects::needs_wait(c, &objects::crd_stub(&crd))
+                    .await
+                    .map_err(|e| self.failed(e))?
+                {
                     actions.push(Action::new(PHASE, CLUSTER, Step::AwaitEstablished { crd }));
                 }
             }

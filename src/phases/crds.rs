@@ -71,10 +71,9 @@ impl Crds {
     /// The steps for `desired`: each object missing or different applied,
     /// then each CRD that is applied, missing or not Established waited for.
     async fn steps(&self, client: Option<&k8s::Client>, desired: Vec<Value>) -> Result<Vec<Action>, PhaseError> {
-        let pending = match client {
-            Some(c) => objects::pending(c, desired.clone()).await.map_err(|e| self.failed(e))?,
-            None => objects::all_created(desired.clone()),
-        };
+        let pending = objects::changes(client, desired.clone())
+            .await
+            .map_err(|e| self.failed(e))?;
         let mut actions = objects::actions(PHASE, &pending);
         for crd in desired.iter().filter(|o| o["kind"] == "CustomResourceDefinition") {
             let applied = pending.iter().any(|p| p.obj == *crd);

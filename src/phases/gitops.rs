@@ -159,16 +159,12 @@ impl Phase for Gitops {
         let client = objects::client_if_up(&self.run, ctx).await?;
         let c = client.as_ref();
         let fail = |e| self.failed(e);
-        let pending = match c {
-            Some(c) => objects::pending(c, desired.clone()).await.map_err(fail)?,
-            None => objects::all_created(desired.clone()),
-        };
+        let pending = objects::changes(c, desired.clone()).await.map_err(fail)?;
         let root_applies = pending.iter().any(|p| p.obj == root);
         let mut actions = vec![];
         if root["kind"] == "Application" && root_applies {
             let crd = "applications.argoproj.io";
-            let stub = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": crd}});
-            if objects::needs_wait(c, &stub).await.map_err(fail)? {
+            if objects::needs_wait(c, &objects::crd_stub(crd)).await.map_err(fail)? {
                 actions.push(Action::new(PHASE, CLUSTER, Step::AwaitEstablished { crd: crd.into() }));
             }
         }

@@ -193,31 +193,24 @@ pub async fn client_if_up(run: &ClusterRun, ctx: &RunCtx) -> Result<Option<Clien
     if up { run.kube(ctx).await.map(Some) } else { Ok(None) }
 }
 
-/// A phase's plan for `desired` objects: all of them to create while the API
-/// does not exist yet (no client), else those missing or different on the
-/// live cluster, with the client for further checks.
-pub async fn plan(
-    run: &ClusterRun,
-    ctx: &RunCtx,
-    phase: &str,
-    desired: Vec<Value>,
-) -> Result<(Option<Client>, Vec<Action>), PhaseError> {
-    let Some(client) = client_if_up(run, ctx).await? else {
-        return Ok((None, actions(phase, &all_created(desired))));
-    };
-    let pending = pending(&client, desired).await.map_err(|e| run.failed(phase, e))?;
-    Ok((Some(client), actions(phase, &pending)))
+/// The desired objects to apply: all of them while there is no API to
+/// compare with (no client: all created), else those missing or different.
+pub async fn changes(client: Option<&Client>, desired: Vec<Value>) -> Result<Vec<Pending>, k8s::Error> {
+    match client {
+        Some(client) => pending(client, desired).await,
+        None => Ok(desired
+            .into_iter()
+            .map(|obj| Pending {
+                what: format!("create {}", describe(&obj)),
+                obj,
+            })
+            .collect()),
+    }
 }
 
-/// Every desired object as to be created (no cluster to compare with yet).
-pub fn all_created(desired: Vec<Value>) -> Vec<Pending> {
-    desired
-        .into_iter()
-        .map(|obj| Pending {
-            what: format!("create {}", describe(&obj)),
-            obj,
-        })
-        .collect()
+/// A stub naming CustomResourceDefinition `name` (for [`needs_wait`]).
+pub fn crd_stub(name: &str) -> Value {
+    json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": name}})
 }
 
 /// The plan's actions for `pending` objects (each carrying its object for

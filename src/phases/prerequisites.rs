@@ -179,7 +179,11 @@ impl Phase for Prerequisites {
             };
             Action::new(PHASE, CLUSTER, step)
         });
-        let applies = objects::plan(&self.run, ctx, PHASE, desired).await?.1;
+        let client = objects::client_if_up(&self.run, ctx).await?;
+        let pending = objects::changes(client.as_ref(), desired)
+            .await
+            .map_err(|e| self.failed(e))?;
+        let applies = objects::actions(PHASE, &pending);
         Ok(pin.into_iter().chain(applies).collect())
     }
 
