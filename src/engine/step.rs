@@ -44,12 +44,13 @@ pub struct ObjectRef {
 impl ObjectRef {
     /// The reference to `obj` (its apiVersion, kind, namespace and name).
     pub fn of(obj: &Value) -> Self {
-        let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        // A missing kind or name shows as `?` in messages.
+        let text = |v: &Value, missing: &str| v.as_str().unwrap_or(missing).to_owned();
         Self {
-            api_version: text(&obj["apiVersion"]),
-            kind: text(&obj["kind"]),
+            api_version: text(&obj["apiVersion"], ""),
+            kind: text(&obj["kind"], "?"),
             namespace: obj["metadata"]["namespace"].as_str().map(str::to_owned),
-            name: text(&obj["metadata"]["name"]),
+            name: text(&obj["metadata"]["name"], "?"),
         }
     }
 

@@ -11,7 +11,7 @@ use kube::discovery::{self, Scope};
 use serde_json::{Value, json};
 
 use super::{ClusterRun, KUBECONFIG};
-use crate::engine::{Action, CLUSTER, Manifest, PhaseError, RunCtx, Step};
+use crate::engine::{Action, CLUSTER, Manifest, ObjectRef, PhaseError, RunCtx, Step};
 use crate::k8s::wait;
 use crate::k8s::{self, ApplyOpts, Client};
 
@@ -29,14 +29,9 @@ pub struct Pending {
     pub what: String,
 }
 
-/// `Kind ns/name` or `Kind name`.
+/// `Kind ns/name` or `Kind name` ([`ObjectRef`]'s text).
 pub fn describe(obj: &Value) -> String {
-    let kind = obj["kind"].as_str().unwrap_or("?");
-    let name = obj["metadata"]["name"].as_str().unwrap_or("?");
-    match obj["metadata"]["namespace"].as_str() {
-        Some(ns) => format!("{kind} {ns}/{name}"),
-        None => format!("{kind} {name}"),
-    }
+    ObjectRef::of(obj).to_string()
 }
 
 /// What `render` writes instead of a Secret value.
