@@ -267,7 +267,12 @@ fn the_module_graph_of_src_has_no_cycle() {
 fn planning_types_depend_on_no_transport() {
     let g = graph();
     let transports = ["ssh", "talos", "k8s", "redfish"];
-    for module in [["engine", "step"], ["engine", "slots"]] {
+    let planners = [
+        &["engine", "step"][..],
+        &["engine", "slots"],
+        &["phases", "k3s_nodes", "plan"],
+    ];
+    for module in planners {
         let m: Module = module.iter().map(|s| s.to_string()).collect();
         let deps = &g[&m];
         let bad: Vec<String> = deps

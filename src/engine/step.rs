@@ -31,7 +31,7 @@ impl std::fmt::Debug for Manifest {
 }
 
 /// Which Kubernetes object a wait is for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct ObjectRef {
     #[serde(rename = "apiVersion")]
     pub api_version: String,

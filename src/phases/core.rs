@@ -14,7 +14,6 @@ use serde_json::{Value, json};
 
 use super::checkout::Checkout;
 use super::manifests::{self, ReleaseObjects};
-use super::objects::Pending;
 use super::{ClusterRun, catalog, chart_context, execute, flux, network, objects};
 use crate::engine::{Action, CLUSTER, ObjectRef, Phase, PhaseError, RunCtx, Step};
 use crate::inventory::Cluster;
@@ -52,6 +51,24 @@ impl Desired {
     fn objects(&self) -> Vec<Value> {
         let mut out = self.first();
         out.extend(self.cilium.iter().cloned());
+        out
+    }
+
+    /// The releases' HelmReleases.
+    fn helm_releases(&self) -> impl Iterator<Item = &Value> {
+        self.releases
+            .iter()
+            .flat_map(|r| &r.objects)
+            .filter(|o| o["kind"] == "HelmRelease")
+    }
+
+    /// Every object a plan may wait for but the Nodes: the releases'
+    /// workloads, Flux's controllers, the HelmReleases, Cilium's CRDs.
+    fn waited(&self) -> Vec<Value> {
+        let mut out: Vec<Value> = self.workloads().map(|(_, stub)| stub).collect();
+        out.extend(self.controllers.iter().filter(|o| o["kind"] == "Deployment").cloned());
+        out.extend(self.helm_releases().cloned());
+        out.extend(network::crds_of(&self.cilium).iter().map(|c| objects::crd_stub(c)));
         out
     }
 
@@ -116,76 +133,90 @@ impl Core {
         desired(&self.run.cluster).map_err(|e| self.failed(e))
     }
 
-    /// The waits, in the order they are carried out: the CNI's DaemonSets,
-    /// then every Node (nothing else schedules before they are Ready), then
-    /// Flux's controllers, the releases' workloads and the HelmReleases. A
-    /// target is waited for when it is applied now (a release's workloads
-    /// when the release is), missing, or not ready.
-    async fn waits(&self, client: Option<&Client>, d: &Desired, applied: &[Pending]) -> Result<Vec<Step>, PhaseError> {
-        let applies = |obj: &Value| applied.iter().any(|p| p.obj == *obj);
-        let release_applies = |r: &ReleaseObjects| r.objects.iter().any(applies);
-        let fail = |e| self.failed(e);
-        let mut out = vec![];
-        let cni = |r: &ReleaseObjects, stub: &Value| r.cni && stub["kind"] == "DaemonSet";
-        for (r, stub) in d.workloads().filter(|(r, stub)| cni(r, stub)) {
-            if release_applies(r) || objects::needs_wait(client, &stub).await.map_err(fail)? {
-                out.push(ready(&stub));
-            }
-        }
-        if d.releases.iter().any(|r| r.cni) {
-            out.extend(self.nodes_not_ready(client).await?);
-        }
-        for obj in d.controllers.iter().filter(|o| o["kind"] == "Deployment") {
-            if applies(obj) || objects::needs_wait(client, obj).await.map_err(fail)? {
-                out.push(ready(obj));
-            }
-        }
-        for (r, stub) in d.workloads().filter(|(r, stub)| !cni(r, stub)) {
-            if release_applies(r) || objects::needs_wait(client, &stub).await.map_err(fail)? {
-                out.push(ready(&stub));
-            }
-        }
-        for obj in d
-            .releases
-            .iter()
-            .flat_map(|r| &r.objects)
-            .filter(|o| o["kind"] == "HelmRelease")
-        {
-            if applies(obj) || objects::needs_wait(client, obj).await.map_err(fail)? {
-                out.push(ready(obj));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Every node of the cluster whose Node is missing or not Ready, by name.
-    async fn nodes_not_ready(&self, client: Option<&Client>) -> Result<Vec<Step>, PhaseError> {
-        let mut live = std::collections::BTreeMap::new();
-        if let Some(client) = client {
-            let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.kube().clone());
-            let params = kube::api::ListParams::default();
-            let list = client
-                .retry()
-                .run("list nodes", || api.list(&params))
-                .await
-                .map_err(|e| self.failed(client.api_error("list", "nodes", &e)))?;
-            for n in list.items {
-                live.insert(
-                    n.metadata.name.clone().unwrap_or_default(),
-                    serde_json::to_value(&n).unwrap_or_default(),
-                );
-            }
-        }
-        let mut names: Vec<&str> = self.run.cluster.nodes.iter().map(|n| n.name.as_str()).collect();
-        names.sort_unstable();
-        Ok(names
+    /// Every node of the cluster whose Node is Ready, as the plan's
+    /// readiness reads it (reads only).
+    async fn ready_nodes(&self, client: &Client) -> Result<Vec<ObjectRef>, PhaseError> {
+        let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.kube().clone());
+        let params = kube::api::ListParams::default();
+        let list = client
+            .retry()
+            .run("list nodes", || api.list(&params))
+            .await
+            .map_err(|e| self.failed(client.api_error("list", "nodes", &e)))?;
+        Ok(list
+            .items
             .into_iter()
-            .filter(|n| live.get(*n).is_none_or(|v| !objects::is_ready("Node", v)))
-            .map(|n| Step::AwaitReady {
-                object: ObjectRef::new("v1", "Node", None, n),
-            })
+            .map(|n| serde_json::to_value(&n).unwrap_or_default())
+            .filter(|n| objects::is_ready("Node", n))
+            .map(|n| ObjectRef::of(&n))
             .collect())
     }
+
+    /// What differs, and which of the objects the plan may wait for (the
+    /// releases' workloads, the HelmReleases, Flux's controllers, Cilium's
+    /// CRDs, the Nodes) are ready. Reads only.
+    async fn observe(&self, client: Option<&Client>, d: &Desired) -> Result<objects::Observed, PhaseError> {
+        let mut observed = objects::observe(client, d.objects(), d.waited())
+            .await
+            .map_err(|e| self.failed(e))?;
+        if let Some(client) = client {
+            observed.ready.extend(self.ready_nodes(client).await?);
+        }
+        Ok(observed)
+    }
+}
+
+/// Phase 2's plan, pure. The applies (but Cilium's), then the waits in the
+/// order they are carried out: the CNI's DaemonSets, every Node of `nodes`
+/// (nothing else schedules before they are Ready), Flux's controllers, the
+/// releases' workloads and the HelmReleases. A target is waited for when it
+/// is applied now (a release's workloads when the release is), missing, or
+/// not ready. Then, when Cilium's pool or BGP objects change, Cilium's CRDs
+/// Established and those objects.
+fn decide(d: &Desired, nodes: &[&str], observed: &objects::Observed) -> Vec<Action> {
+    let release_applies = |r: &ReleaseObjects| r.objects.iter().any(|o| observed.applies(o));
+    let cni = |r: &ReleaseObjects, stub: &Value| r.cni && stub["kind"] == "DaemonSet";
+    let mut waits = vec![];
+    for (r, stub) in d.workloads().filter(|(r, stub)| cni(r, stub)) {
+        if release_applies(r) || observed.needs_wait(&stub) {
+            waits.push(ready(&stub));
+        }
+    }
+    if d.releases.iter().any(|r| r.cni) {
+        let mut nodes = nodes.to_vec();
+        nodes.sort_unstable();
+        let node = |name: &str| json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}});
+        waits.extend(
+            nodes
+                .into_iter()
+                .map(node)
+                .filter(|n| observed.needs_wait(n))
+                .map(|n| ready(&n)),
+        );
+    }
+    for obj in d.controllers.iter().filter(|o| o["kind"] == "Deployment") {
+        if observed.needs_wait(obj) {
+            waits.push(ready(obj));
+        }
+    }
+    for (r, stub) in d.workloads().filter(|(r, stub)| !cni(r, stub)) {
+        if release_applies(r) || observed.needs_wait(&stub) {
+            waits.push(ready(&stub));
+        }
+    }
+    waits.extend(d.helm_releases().filter(|o| observed.needs_wait(o)).map(ready));
+    let mut actions = observed.actions(PHASE, Some(&d.first()));
+    actions.extend(waits.into_iter().map(|s| Action::new(PHASE, CLUSTER, s)));
+    let cilium = observed.actions(PHASE, Some(&d.cilium));
+    if !cilium.is_empty() {
+        for crd in network::crds_of(&d.cilium) {
+            if observed.needs_wait(&objects::crd_stub(&crd)) {
+                actions.push(Action::new(PHASE, CLUSTER, Step::AwaitEstablished { crd }));
+            }
+        }
+        actions.extend(cilium);
+    }
+    actions
 }
 
 /// The wait for `obj` to be ready.
@@ -206,30 +237,118 @@ impl Phase for Core {
     async fn plan(&self, ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
         let d = self.desired()?;
         let client = objects::client_if_up(&self.run, ctx).await?;
-        let c = client.as_ref();
-        let pending = |objs: Vec<Value>| async move { objects::changes(c, objs).await.map_err(|e| self.failed(e)) };
-        let first = pending(d.first()).await?;
-        let mut actions = objects::actions(PHASE, &first);
-        let waits = self.waits(c, &d, &first).await?;
-        actions.extend(waits.into_iter().map(|s| Action::new(PHASE, CLUSTER, s)));
-        let cilium = pending(d.cilium.clone()).await?;
-        if !cilium.is_empty() {
-            for crd in network::crds_of(&d.cilium) {
-                if objects::needs_wait(c, &objects::crd_stub(&crd))
-                    .await
-                    .map_err(|e| self.failed(e))?
-                {
-                    actions.push(Action::new(PHASE, CLUSTER, Step::AwaitEstablished { crd }));
-                }
-            }
-            actions.extend(objects::actions(PHASE, &cilium));
-        }
-        Ok(actions)
+        let observed = self.observe(client.as_ref(), &d).await?;
+        let nodes: Vec<&str> = self.run.cluster.nodes.iter().map(|n| n.name.as_str()).collect();
+        Ok(decide(&d, &nodes, &observed))
     }
 
     async fn apply(&self, ctx: &RunCtx, plan: &[Action]) -> Result<(), PhaseError> {
         execute::run(&self.run, ctx, PHASE, plan).await?;
         ctx.record(PHASE, CLUSTER, "ready").await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phases::{example, no_api};
+
+    /// Each action as one letter: A apply, C the CNI's DaemonSet, N a Node,
+    /// F a Flux controller, W another workload, H a HelmRelease, E a CRD
+    /// Established, L a Cilium pool/BGP apply.
+    fn shape(d: &Desired, plan: &[Action]) -> String {
+        let cni: Vec<ObjectRef> = d
+            .workloads()
+            .filter(|(r, s)| r.cni && s["kind"] == "DaemonSet")
+            .map(|(_, s)| ObjectRef::of(&s))
+            .collect();
+        let letter = |a: &Action| match &a.step {
+            Step::ApplyObject { object, .. } if d.cilium.contains(object.object()) => 'L',
+            Step::ApplyObject { .. } => 'A',
+            Step::AwaitReady { object } if cni.contains(object) => 'C',
+            Step::AwaitReady { object } => match object.kind.as_str() {
+                "Node" => 'N',
+                "HelmRelease" => 'H',
+                _ if object.namespace.as_deref() == Some("flux-system") => 'F',
+                _ => 'W',
+            },
+            Step::AwaitEstablished { .. } => 'E',
+            other => panic!("phase 2 plans no {other:?}"),
+        };
+        let mut out: Vec<char> = plan.iter().map(letter).collect();
+        out.dedup();
+        out.into_iter().collect()
+    }
+
+    fn converged(c: &Cluster, d: &Desired) -> objects::Observed {
+        let nodes = c.nodes.iter().map(|n| ObjectRef::new("v1", "Node", None, &n.name));
+        objects::Observed {
+            changes: vec![],
+            ready: d.waited().iter().map(ObjectRef::of).chain(nodes).collect(),
+        }
+    }
+
+    fn names(c: &Cluster) -> Vec<&str> {
+        c.nodes.iter().map(|n| n.name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_fresh_cluster_gets_every_object_then_the_waits_in_the_order_they_are_carried_out() {
+        let c = example("simulated.toml");
+        let d = desired(&c).unwrap();
+        let plan = decide(&d, &names(&c), &no_api(&d.objects()));
+        assert_eq!(shape(&d, &plan), "ACNFWHEL");
+        let applies = plan.iter().filter(|a| matches!(a.step, Step::ApplyObject { .. }));
+        assert_eq!(applies.count(), d.objects().len(), "every object created");
+        let nodes: Vec<String> = plan
+            .iter()
+            .filter_map(|a| match &a.step {
+                Step::AwaitReady { object } if object.kind == "Node" => Some(object.name.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut want = names(&c);
+        want.sort_unstable();
+        assert_eq!(nodes, want, "every Node, by name");
+    }
+
+    #[test]
+    fn a_converged_cluster_plans_nothing_and_a_changed_release_waits_for_its_own_workloads() {
+        let c = example("simulated.toml");
+        let d = desired(&c).unwrap();
+        let mut observed = converged(&c, &d);
+        assert!(decide(&d, &names(&c), &observed).is_empty());
+
+        let release = d.releases.iter().find(|r| !r.cni && !r.waits.is_empty()).unwrap();
+        let hr = release.objects.iter().find(|o| o["kind"] == "HelmRelease").unwrap();
+        observed.changes.push(objects::Pending {
+            obj: hr.clone(),
+            what: "update HelmRelease (spec.values)".into(),
+        });
+        let plan = decide(&d, &names(&c), &observed);
+        assert_eq!(shape(&d, &plan), "AWH");
+        let waited: Vec<&str> = plan
+            .iter()
+            .filter_map(|a| match &a.step {
+                Step::AwaitReady { object } => object.namespace.as_deref(),
+                _ => None,
+            })
+            .collect();
+        assert!(waited.iter().all(|ns| *ns == release.namespace), "{waited:?}");
+    }
+
+    #[test]
+    fn cilium_objects_wait_only_for_crds_that_are_not_established() {
+        let c = example("simulated.toml");
+        let d = desired(&c).unwrap();
+        let mut observed = converged(&c, &d);
+        observed.changes.push(objects::Pending::create(d.cilium[0].clone()));
+        assert_eq!(shape(&d, &decide(&d, &names(&c), &observed)), "L");
+        let crd = network::crds_of(&d.cilium).remove(0);
+        observed.ready.remove(&ObjectRef::of(&objects::crd_stub(&crd)));
+        let plan = decide(&d, &names(&c), &observed);
+        assert_eq!(shape(&d, &plan), "EL");
+        assert_eq!(plan[0].step, Step::AwaitEstablished { crd });
     }
 }

@@ -68,22 +68,30 @@ impl Crds {
         Ok((out, fetches))
     }
 
-    /// The steps for `desired`: each object missing or different applied,
-    /// then each CRD that is applied, missing or not Established waited for.
-    async fn steps(&self, client: Option<&k8s::Client>, desired: Vec<Value>) -> Result<Vec<Action>, PhaseError> {
-        let pending = objects::changes(client, desired.clone())
+    /// What differs of `desired` and which of its CRDs are Established (reads only).
+    async fn observe(&self, client: Option<&k8s::Client>, desired: &[Value]) -> Result<objects::Observed, PhaseError> {
+        let crds: Vec<Value> = desired.iter().filter(|o| is_crd(o)).cloned().collect();
+        objects::observe(client, desired.to_vec(), crds)
             .await
-            .map_err(|e| self.failed(e))?;
-        let mut actions = objects::actions(PHASE, &pending);
-        for crd in desired.iter().filter(|o| o["kind"] == "CustomResourceDefinition") {
-            let applied = pending.iter().any(|p| p.obj == *crd);
-            if applied || objects::needs_wait(client, crd).await.map_err(|e| self.failed(e))? {
-                let crd = crd["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-                actions.push(Action::new(PHASE, CLUSTER, Step::AwaitEstablished { crd }));
-            }
-        }
-        Ok(actions)
+            .map_err(|e| self.failed(e))
     }
+}
+
+fn is_crd(obj: &Value) -> bool {
+    obj["kind"] == "CustomResourceDefinition"
+}
+
+/// The plan, pure: a fetch for each source not on disk yet, each object of
+/// `desired` missing or different applied, then each CRD applied now,
+/// missing or not Established waited for.
+fn decide(fetches: Vec<Step>, desired: &[Value], observed: &objects::Observed) -> Vec<Action> {
+    let mut actions: Vec<Action> = fetches.into_iter().map(|s| Action::new(PHASE, CLUSTER, s)).collect();
+    actions.extend(observed.actions(PHASE, None));
+    for crd in desired.iter().filter(|o| is_crd(o) && observed.needs_wait(o)) {
+        let crd = crd["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        actions.push(Action::new(PHASE, CLUSTER, Step::AwaitEstablished { crd }));
+    }
+    actions
 }
 
 /// `CRD source NAME VERSION (FILE)`: how a plan names a pinned source.
@@ -100,9 +108,8 @@ impl Phase for Crds {
     async fn plan(&self, ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
         let (desired, fetches) = self.desired().await?;
         let client = objects::client_if_up(&self.run, ctx).await?;
-        let mut actions: Vec<Action> = fetches.into_iter().map(|s| Action::new(PHASE, CLUSTER, s)).collect();
-        actions.extend(self.steps(client.as_ref(), desired).await?);
-        Ok(actions)
+        let observed = self.observe(client.as_ref(), &desired).await?;
+        Ok(decide(fetches, &desired, &observed))
     }
 
     /// A fetch step downloads its source (verified by sha256) and adds the
@@ -127,7 +134,8 @@ impl Phase for Crds {
             .collect();
         if !fetched.is_empty() {
             let client = self.run.kube(ctx).await?;
-            let more = self.steps(Some(&client), fetched).await?;
+            let observed = self.observe(Some(&client), &fetched).await?;
+            let more = decide(vec![], &fetched, &observed);
             // Their objects go with the plan's applies, their waits after them.
             let (applies, waits): (Vec<Action>, Vec<Action>) = more
                 .into_iter()
@@ -142,5 +150,55 @@ impl Phase for Crds {
         execute::run(&self.run, ctx, PHASE, &steps).await?;
         ctx.record(PHASE, CLUSTER, "established").await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::ObjectRef;
+    use crate::phases::{example, no_api};
+
+    fn shape(plan: &[Action]) -> String {
+        let mut out: Vec<char> = plan
+            .iter()
+            .map(|a| match a.step {
+                Step::FetchArtifact { .. } => 'F',
+                Step::ApplyObject { .. } => 'A',
+                Step::AwaitEstablished { .. } => 'E',
+                ref other => panic!("phase 1 plans no {other:?}"),
+            })
+            .collect();
+        out.dedup();
+        out.into_iter().collect()
+    }
+
+    #[test]
+    fn fetches_then_applies_then_every_crd_not_established_is_waited_for() {
+        let desired = flux::crds(&example("simulated.toml"));
+        let crds = desired.iter().filter(|o| is_crd(o)).count();
+        let fetch = Step::FetchArtifact {
+            what: "CRD source gateway-api v1.3.0 (standard-install.yaml)".into(),
+            sha256: "ab".repeat(32),
+        };
+        let plan = decide(vec![fetch.clone()], &desired, &no_api(&desired));
+        assert_eq!(shape(&plan), "FAE");
+        assert_eq!(plan[0].step, fetch);
+        let waits = plan.iter().filter(|a| matches!(a.step, Step::AwaitEstablished { .. }));
+        assert_eq!(waits.count(), crds);
+
+        let mut converged = objects::Observed {
+            changes: vec![],
+            ready: desired.iter().map(ObjectRef::of).collect(),
+        };
+        assert!(decide(vec![], &desired, &converged).is_empty());
+        // A changed CRD is waited for again, even though it was Established.
+        converged.changes.push(objects::Pending {
+            obj: desired[0].clone(),
+            what: "update CustomResourceDefinition (spec.versions)".into(),
+        });
+        let plan = decide(vec![], &desired, &converged);
+        assert_eq!(shape(&plan), "AE");
+        assert_eq!(plan.len(), 2);
     }
 }

@@ -22,6 +22,8 @@ pub const FLUX_ROOT: &str = "flux-system";
 pub const ARGO_ROOT: &str = "root";
 const FLUX_NS: &str = "flux-system";
 const ARGO_NS: &str = "argocd";
+/// Argo CD's Application CRD (its chart brings it in phase 2).
+const ARGO_CRD: &str = "applications.argoproj.io";
 
 /// The command an operator runs to watch the GitOps root reconcile.
 pub fn watch_hint(cluster: &Cluster) -> String {
@@ -131,14 +133,49 @@ impl Gitops {
     fn desired(&self) -> Result<Vec<Value>, PhaseError> {
         desired_objects(&self.run.cluster, Values::Resolved { known_hosts: None }).map_err(|e| self.failed(e))
     }
+}
 
-    /// The object whose readiness says the takeover worked.
-    fn root(&self, desired: &[Value]) -> Option<Value> {
-        desired
-            .iter()
-            .find(|o| o["kind"] == "Kustomization" || o["kind"] == "Application")
-            .cloned()
+/// The object whose readiness says the takeover worked.
+fn root(desired: &[Value]) -> Option<Value> {
+    desired
+        .iter()
+        .find(|o| o["kind"] == "Kustomization" || o["kind"] == "Application")
+        .cloned()
+}
+
+/// What phase 3 may wait for: Argo CD's Application CRD, Flux's
+/// GitRepository, the root itself.
+fn waited(root: &Value) -> Vec<Value> {
+    match root["kind"].as_str() {
+        Some("Application") => vec![objects::crd_stub(ARGO_CRD), root.clone()],
+        _ => vec![
+            json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "metadata": {"name": FLUX_ROOT, "namespace": FLUX_NS}}),
+            root.clone(),
+        ],
     }
+}
+
+/// Phase 3's plan, pure. Argo CD: its Application CRD Established first
+/// (the argo-cd chart of phase 2 brings it) when the root is applied. Then
+/// the objects missing or different applied, and the root waited for (Flux:
+/// its GitRepository first) while it is applied now, missing or not Ready.
+fn decide(root: &Value, observed: &objects::Observed) -> Vec<Action> {
+    let root_applies = observed.applies(root);
+    let mut actions = vec![];
+    let mut waited = waited(root).into_iter();
+    if root["kind"] == "Application" {
+        let crd = waited.next().expect("the CRD stub");
+        if root_applies && observed.needs_wait(&crd) {
+            let crd = ARGO_CRD.into();
+            actions.push(Action::new(PHASE, CLUSTER, Step::AwaitEstablished { crd }));
+        }
+    }
+    actions.extend(observed.actions(PHASE, None));
+    for obj in waited.filter(|o| root_applies || observed.needs_wait(o)) {
+        let root = ObjectRef::of(&obj);
+        actions.push(Action::new(PHASE, CLUSTER, Step::AwaitGitops { root }));
+    }
+    actions
 }
 
 #[async_trait::async_trait]
@@ -147,40 +184,16 @@ impl Phase for Gitops {
         (PHASE, "Phase 3: GitOps takeover")
     }
 
-    /// Argo CD: its Application CRD Established first (the argo-cd chart
-    /// of phase 2 brings it). Then the root objects applied, and the root
-    /// waited for (Flux: its GitRepository first) while it is applied now,
-    /// missing or not Ready.
     async fn plan(&self, ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
         let desired = self.desired()?;
-        let Some(root) = self.root(&desired) else {
+        let Some(root) = root(&desired) else {
             return Ok(vec![]);
         };
         let client = objects::client_if_up(&self.run, ctx).await?;
-        let c = client.as_ref();
-        let fail = |e| self.failed(e);
-        let pending = objects::changes(c, desired.clone()).await.map_err(fail)?;
-        let root_applies = pending.iter().any(|p| p.obj == root);
-        let mut actions = vec![];
-        if root["kind"] == "Application" && root_applies {
-            let crd = "applications.argoproj.io";
-            if objects::needs_wait(c, &objects::crd_stub(crd)).await.map_err(fail)? {
-                actions.push(Action::new(PHASE, CLUSTER, Step::AwaitEstablished { crd: crd.into() }));
-            }
-        }
-        actions.extend(objects::actions(PHASE, &pending));
-        let mut waited = vec![];
-        if root["kind"] == "Kustomization" {
-            waited.push(json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "metadata": {"name": FLUX_ROOT, "namespace": FLUX_NS}}));
-        }
-        waited.push(root.clone());
-        for obj in waited {
-            if root_applies || objects::needs_wait(c, &obj).await.map_err(fail)? {
-                let root = ObjectRef::of(&obj);
-                actions.push(Action::new(PHASE, CLUSTER, Step::AwaitGitops { root }));
-            }
-        }
-        Ok(actions)
+        let observed = objects::observe(client.as_ref(), desired, waited(&root))
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(decide(&root, &observed))
     }
 
     async fn apply(&self, ctx: &RunCtx, plan: &[Action]) -> Result<(), PhaseError> {
@@ -192,5 +205,72 @@ impl Phase for Gitops {
             watch_hint(&self.run.cluster)
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phases::{example, no_api};
+
+    fn plan_of(file: &str, observe: impl Fn(&[Value], &Value) -> objects::Observed) -> Vec<Step> {
+        let desired = desired_objects(&example(file), Values::Placeholder).unwrap();
+        let root = root(&desired).expect("a root");
+        decide(&root, &observe(&desired, &root))
+            .into_iter()
+            .map(|a| a.step)
+            .collect()
+    }
+
+    fn converged(root: &Value) -> objects::Observed {
+        objects::Observed {
+            changes: vec![],
+            ready: waited(root).iter().map(ObjectRef::of).collect(),
+        }
+    }
+
+    #[test]
+    fn flux_waits_for_its_git_repository_then_the_root_kustomization() {
+        let plan = plan_of("simulated.toml", |d, _| no_api(d));
+        let waits: Vec<String> = plan
+            .iter()
+            .filter_map(|s| match s {
+                Step::AwaitGitops { root } => Some(root.to_string()),
+                Step::ApplyObject { .. } => None,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            waits,
+            [
+                "GitRepository flux-system/flux-system",
+                "Kustomization flux-system/flux-system"
+            ]
+        );
+        assert!(matches!(plan[0], Step::ApplyObject { .. }), "applies first: {plan:?}");
+        assert_eq!(plan_of("simulated.toml", |_, r| converged(r)), vec![]);
+        let not_ready = plan_of("simulated.toml", |_, r| {
+            let mut o = converged(r);
+            o.ready.remove(&ObjectRef::of(r));
+            o
+        });
+        assert_eq!(not_ready.len(), 1, "only the root that is not Ready: {not_ready:?}");
+    }
+
+    #[test]
+    fn argo_cd_waits_for_its_application_crd_before_a_new_root() {
+        let plan = plan_of("homelab-k3s.toml", |d, _| no_api(d));
+        assert_eq!(plan[0], Step::AwaitEstablished { crd: ARGO_CRD.into() });
+        assert!(matches!(plan.last(), Some(Step::AwaitGitops { root }) if root.kind == "Application"));
+        // An unchanged root waits for nothing it already has.
+        let established = plan_of("homelab-k3s.toml", |_, r| {
+            let mut o = converged(r);
+            o.ready.remove(&ObjectRef::of(r));
+            o
+        });
+        assert!(
+            matches!(established.as_slice(), [Step::AwaitGitops { .. }]),
+            "{established:?}"
+        );
     }
 }

@@ -19,6 +19,7 @@
 
 mod kubeconfig;
 mod material;
+mod plan;
 mod preflight;
 pub mod remote;
 
@@ -27,11 +28,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{ClusterRun, KUBECONFIG};
-use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx, Step};
+use crate::engine::{Action, CLUSTER, Phase, PhaseError, RunCtx};
 use crate::inventory::{Node, Role};
 use crate::ssh::host_lock::{self, HostLocks};
 use crate::ssh::{self, Pool, Target};
 use material::Material;
+use plan::Seen;
 
 pub use kubeconfig::{ca_sha256, endpoint_url, point_at};
 
@@ -39,38 +41,6 @@ const PHASE: &str = "nodes";
 
 /// How long plan waits for one node's SSH answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// What plan saw on a node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Seen {
-    /// Installed exactly as rendered now and running.
-    Converged,
-    /// Installed as rendered but the service is not running.
-    Stopped,
-    /// Not installed, or installed with other inputs (why).
-    Differs(String),
-    /// No SSH answer (why).
-    Unreachable(String),
-}
-
-impl Seen {
-    /// The one comparison of what a node has (`o`) with what is rendered
-    /// for it now (`f`, and the pinned binary of `m`): plan, apply and Day 2
-    /// all decide from it.
-    fn of(o: &remote::Observed, f: &material::NodeFiles, m: &Material) -> Self {
-        if o.state.is_empty() {
-            Seen::Differs("k3s not installed".into())
-        } else if o.state != f.record {
-            Seen::Differs("installed with other inputs (version, binary, config or script)".into())
-        } else if o.config_sha256 != f.config_sha256 || o.binary_sha256 != m.binary_sha256 {
-            Seen::Differs("installed files were changed on the node".into())
-        } else if !o.active {
-            Seen::Stopped
-        } else {
-            Seen::Converged
-        }
-    }
-}
 
 /// Phase -1 for k3s clusters.
 pub struct K3sNodes {
@@ -486,54 +456,25 @@ impl Phase for K3sNodes {
         let m = material::load(&self.run, false).await?;
         let nodes: Vec<Node> = self.run.nodes().cloned().collect();
         let m_ref = m.as_ref();
-        let seen: Vec<(Node, Seen)> = futures::stream::iter(nodes)
+        let seen: Vec<plan::NodeSeen> = futures::stream::iter(nodes)
             .map(|n| async move {
                 ctx.step(PHASE, &n.name, "probing over SSH");
                 let seen = self.probe(&n, m_ref).await;
-                (n, seen)
+                plan::NodeSeen {
+                    name: n.name,
+                    role: n.role,
+                    seen,
+                }
             })
             .buffered(ctx.concurrency.max(1))
             .collect()
             .await;
-        let version = &self.run.cluster.versions.k3s;
-        let mut actions = Vec::new();
-        if m.is_none() {
-            actions.push(Action::new(PHASE, CLUSTER, Step::GenerateSecrets));
-        }
-        for (n, s) in &seen {
-            let role = if n.role == Role::Controlplane {
-                "server"
-            } else {
-                "agent"
-            };
-            match s {
-                Seen::Converged => {}
-                Seen::Stopped => actions.push(Action::new(PHASE, &n.name, Step::StartService)),
-                Seen::Differs(why) => actions.push(Action::new(
-                    PHASE,
-                    &n.name,
-                    Step::InstallK3s {
-                        version: version.clone(),
-                        role: role.into(),
-                        why: why.clone(),
-                    },
-                )),
-                Seen::Unreachable(why) => actions.push(Action::new(
-                    PHASE,
-                    &n.name,
-                    Step::AwaitNode {
-                        seen: why.clone(),
-                        via: "SSH".into(),
-                        then: format!("install k3s {version} ({role})"),
-                    },
-                )),
-            }
-        }
-        let stored = ctx.state.lock().await.artifact(KUBECONFIG).is_some();
-        if !actions.is_empty() || !stored {
-            actions.push(Action::new(PHASE, CLUSTER, Step::FetchKubeconfig));
-        }
-        Ok(actions)
+        let observed = plan::Observation {
+            secrets: m.is_some(),
+            nodes: seen,
+            stored: ctx.state.lock().await.artifact(KUBECONFIG).is_some(),
+        };
+        Ok(plan::decide(&observed, &self.run.cluster.versions.k3s))
     }
 
     async fn apply(&self, ctx: &RunCtx, plan: &[Action]) -> Result<(), PhaseError> {

@@ -3,6 +3,8 @@
 //! object already managed by Flux or Argo CD is left alone. Apply goes
 //! through [`crate::k8s::apply_manifests`] with field manager `bootstrap`.
 
+use std::collections::BTreeSet;
+use std::future::Future;
 use std::time::Duration;
 
 use kube::api::{Api, DynamicObject};
@@ -27,6 +29,14 @@ pub struct Pending {
     pub obj: Value,
     /// `create Kind ns/name` or `update Kind ns/name (fields)`; never values.
     pub what: String,
+}
+
+impl Pending {
+    /// `obj`, to be created.
+    pub fn create(obj: Value) -> Self {
+        let what = format!("create {}", describe(&obj));
+        Self { obj, what }
+    }
 }
 
 /// `Kind ns/name` or `Kind name` ([`ObjectRef`]'s text).
@@ -148,8 +158,7 @@ fn yaml(objs: &[&Value]) -> String {
 /// Compares one desired object with the cluster.
 async fn compare(client: &Client, obj: Value) -> Result<Option<Pending>, k8s::Error> {
     let Some(live) = get(client, &obj).await? else {
-        let what = format!("create {}", describe(&obj));
-        return Ok(Some(Pending { obj, what }));
+        return Ok(Some(Pending::create(obj)));
     };
     if let Some(engine) = managed_by_gitops(&live) {
         tracing::debug!("{} is managed by {engine}: left alone", describe(&obj));
@@ -167,18 +176,80 @@ async fn compare(client: &Client, obj: Value) -> Result<Option<Pending>, k8s::Er
     }))
 }
 
+/// `each` of `items`, four at a time, the results in the order given.
+async fn four_at_a_time<I, T, Fut: Future<Output = T>>(items: Vec<I>, each: impl Fn(I) -> Fut) -> Vec<T> {
+    let mut out = Vec::with_capacity(items.len());
+    let mut rest = items.into_iter().peekable();
+    while rest.peek().is_some() {
+        let batch: Vec<Fut> = rest.by_ref().take(4).map(&each).collect();
+        out.extend(futures::future::join_all(batch).await);
+    }
+    out
+}
+
 /// The desired objects that are missing or differ, in the order given.
 pub async fn pending(client: &Client, desired: Vec<Value>) -> Result<Vec<Pending>, k8s::Error> {
-    let mut out = vec![];
-    let mut rest = desired.into_iter().peekable();
-    while rest.peek().is_some() {
-        // A few at a time, without holding a closure across the await (Send).
-        let batch: Vec<_> = rest.by_ref().take(4).map(|o| compare(client, o)).collect();
-        for found in futures::future::join_all(batch).await {
-            out.extend(found?);
-        }
+    let found = four_at_a_time(desired, |o| compare(client, o)).await;
+    Ok(found
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
+/// What a plan of phases 0-3 decides from, read through the API (nothing
+/// without one yet): the desired objects that differ, and which of those it
+/// may wait for are live and ready.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// The desired objects missing or different (all while there is no API), in order.
+    pub changes: Vec<Pending>,
+    /// Of the objects looked up for a wait, those live and ready.
+    pub ready: BTreeSet<ObjectRef>,
+}
+
+impl Observed {
+    /// Whether the plan applies `obj`.
+    pub fn applies(&self, obj: &Value) -> bool {
+        self.changes.iter().any(|p| p.obj == *obj)
     }
-    Ok(out)
+
+    /// Whether the plan waits for `obj`: it is applied now, missing or not ready.
+    pub fn needs_wait(&self, obj: &Value) -> bool {
+        self.applies(obj) || !self.ready.contains(&ObjectRef::of(obj))
+    }
+
+    /// The `ApplyObject` actions of the changes among `objs` (all: `None`), in order.
+    pub fn actions(&self, phase: &str, objs: Option<&[Value]>) -> Vec<Action> {
+        let among = |p: &&Pending| objs.is_none_or(|o| o.contains(&p.obj));
+        actions(phase, self.changes.iter().filter(among))
+    }
+}
+
+/// Observes `desired` (what differs) and `waited` (which are ready) for a
+/// plan; reads only.
+pub async fn observe(client: Option<&Client>, desired: Vec<Value>, waited: Vec<Value>) -> Result<Observed, k8s::Error> {
+    let changes = changes(client, desired).await?;
+    let Some(client) = client else {
+        return Ok(Observed {
+            changes,
+            ready: BTreeSet::new(),
+        });
+    };
+    let live = four_at_a_time(waited, |stub| async move {
+        let live = get(client, &stub).await?;
+        let kind = stub["kind"].as_str().unwrap_or_default();
+        Ok::<_, k8s::Error>(live.filter(|l| is_ready(kind, l)).map(|_| ObjectRef::of(&stub)))
+    })
+    .await;
+    let ready = live
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    Ok(Observed { changes, ready })
 }
 
 /// A client when phase -1 has stored a kubeconfig; `None` before (then a plan
@@ -193,26 +264,19 @@ pub async fn client_if_up(run: &ClusterRun, ctx: &RunCtx) -> Result<Option<Clien
 pub async fn changes(client: Option<&Client>, desired: Vec<Value>) -> Result<Vec<Pending>, k8s::Error> {
     match client {
         Some(client) => pending(client, desired).await,
-        None => Ok(desired
-            .into_iter()
-            .map(|obj| Pending {
-                what: format!("create {}", describe(&obj)),
-                obj,
-            })
-            .collect()),
+        None => Ok(desired.into_iter().map(Pending::create).collect()),
     }
 }
 
-/// A stub naming CustomResourceDefinition `name` (for [`needs_wait`]).
+/// A stub naming CustomResourceDefinition `name` (for [`Observed::needs_wait`]).
 pub fn crd_stub(name: &str) -> Value {
     json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": name}})
 }
 
 /// The plan's actions for `pending` objects (each carrying its object for
 /// the executor).
-pub fn actions(phase: &str, pending: &[Pending]) -> Vec<Action> {
+fn actions<'a>(phase: &str, pending: impl Iterator<Item = &'a Pending>) -> Vec<Action> {
     pending
-        .iter()
         .map(|p| {
             let step = Step::ApplyObject {
                 change: p.what.clone(),
@@ -221,14 +285,6 @@ pub fn actions(phase: &str, pending: &[Pending]) -> Vec<Action> {
             Action::new(phase, CLUSTER, step)
         })
         .collect()
-}
-
-/// Whether a plan must wait for `stub` (apiVersion, kind, namespace, name):
-/// there is no API to ask yet, it does not exist yet, or it is not ready.
-pub async fn needs_wait(client: Option<&Client>, stub: &Value) -> Result<bool, k8s::Error> {
-    let Some(client) = client else { return Ok(true) };
-    let kind = stub["kind"].as_str().unwrap_or_default();
-    Ok(get(client, stub).await?.is_none_or(|live| !is_ready(kind, &live)))
 }
 
 /// Applies `objs` server-side (Namespaces first, CRDs waited for

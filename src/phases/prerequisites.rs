@@ -163,6 +163,19 @@ impl Prerequisites {
     }
 }
 
+/// The plan, pure: the Git host's key pinned (when accepted new) before the
+/// Secret holding it is applied, then each object missing or different.
+fn decide(host_key: Option<&git_host::HostKey>, observed: &objects::Observed) -> Vec<Action> {
+    let pin = host_key.and_then(|k| k.accepted.clone()).map(|a| {
+        let step = Step::PinGitHostKey {
+            line: a.line,
+            fingerprint: a.fingerprint,
+        };
+        Action::new(PHASE, CLUSTER, step)
+    });
+    pin.into_iter().chain(observed.actions(PHASE, None)).collect()
+}
+
 #[async_trait::async_trait]
 impl Phase for Prerequisites {
     fn id(&self) -> (&'static str, &'static str) {
@@ -171,23 +184,46 @@ impl Phase for Prerequisites {
 
     async fn plan(&self, ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
         let (desired, host_key) = self.desired().await?;
-        // The Git host's key is pinned before the Secret holding it is applied.
-        let pin = host_key.and_then(|k| k.accepted).map(|a| {
-            let step = Step::PinGitHostKey {
-                line: a.line,
-                fingerprint: a.fingerprint,
-            };
-            Action::new(PHASE, CLUSTER, step)
-        });
         let client = objects::client_if_up(&self.run, ctx).await?;
-        let pending = objects::changes(client.as_ref(), desired)
+        let observed = objects::observe(client.as_ref(), desired, vec![])
             .await
             .map_err(|e| self.failed(e))?;
-        let applies = objects::actions(PHASE, &pending);
-        Ok(pin.into_iter().chain(applies).collect())
+        Ok(decide(host_key.as_ref(), &observed))
     }
 
     async fn apply(&self, ctx: &RunCtx, plan: &[Action]) -> Result<(), PhaseError> {
         execute::run(&self.run, ctx, PHASE, plan).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phases::{example, no_api};
+
+    #[test]
+    fn a_git_host_key_accepted_new_is_pinned_before_any_object_is_applied() {
+        let desired = desired_objects(&example("simulated.toml"), Values::Placeholder).unwrap();
+        let accepted = git_host::Accepted {
+            line: "git.sim.invalid ssh-ed25519 AAAA".into(),
+            fingerprint: "SHA256:abc".into(),
+        };
+        let key = git_host::HostKey {
+            text: format!("{}\n", accepted.line),
+            accepted: Some(accepted),
+        };
+        let plan = decide(Some(&key), &no_api(&desired));
+        assert_eq!(
+            plan[0].step,
+            Step::PinGitHostKey {
+                line: "git.sim.invalid ssh-ed25519 AAAA".into(),
+                fingerprint: "SHA256:abc".into()
+            }
+        );
+        assert_eq!(plan.len(), desired.len() + 1);
+        assert!(plan[1..].iter().all(|a| matches!(a.step, Step::ApplyObject { .. })));
+        let pinned = git_host::HostKey { accepted: None, ..key };
+        assert_eq!(decide(Some(&pinned), &no_api(&desired)).len(), desired.len());
+        assert!(decide(Some(&pinned), &objects::Observed::default()).is_empty());
     }
 }

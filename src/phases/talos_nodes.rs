@@ -15,6 +15,8 @@
 //! that serves another cluster's certificate is refused, whatever the state
 //! file says.
 
+mod plan;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,14 +39,6 @@ struct Material {
     talosconfig: String,
 }
 
-/// What the plan found on one node.
-struct Observed {
-    node: Node,
-    seen: Seen,
-    /// A maintenance node's check: its action, or the refusal.
-    check: Option<Result<Action, String>>,
-}
-
 /// Phase -1 for Talos clusters.
 pub struct TalosNodes {
     run: Arc<ClusterRun>,
@@ -64,29 +58,28 @@ impl TalosNodes {
     }
 
     /// Plan-time check of a maintenance node, over the connection that found
-    /// it in maintenance mode when there is one: the action, or the refusal.
-    async fn precheck(&self, node: &Node, kept: Option<(TalosClient, String)>) -> Result<Action, String> {
-        let unchecked = Step::ApplyConfig { install_disk: None };
+    /// it in maintenance mode when there is one: the install disk it resolved
+    /// (`None`: not read, the apply reads it), or the refusal.
+    async fn precheck(&self, node: &Node, kept: Option<(TalosClient, String)>) -> Result<Option<String>, String> {
         let policy = CallPolicy::within(Duration::from_secs(10));
         let read = match kept {
             Some((client, fingerprint)) => Ok((client.with_policy(policy), fingerprint)),
             None => TalosClient::maintenance_with(&node.name, addr(node), None, policy).await,
         };
         let Ok((client, fingerprint)) = read else {
-            // Read again (and judged) by the apply.
-            return Ok(Action::new(PHASE, &node.name, unchecked));
+            return Ok(None);
         };
         match talos_identity::check(node, &client, self.run.require_identity).await {
             Ok(checked) => {
-                let install_disk = Some(checked.disks.install.clone());
+                let install_disk = checked.disks.install.clone();
                 self.checked
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(node.name.clone(), (fingerprint, checked));
-                Ok(Action::new(PHASE, &node.name, Step::ApplyConfig { install_disk }))
+                Ok(Some(install_disk))
             }
             Err(talos_identity::CheckError::Refused(why)) => Err(why),
-            Err(talos_identity::CheckError::Read(_)) => Ok(Action::new(PHASE, &node.name, unchecked)),
+            Err(talos_identity::CheckError::Read(_)) => Ok(None),
         }
     }
 
@@ -123,8 +116,8 @@ impl TalosNodes {
 
     /// Probes every node of the run, `--concurrency` at a time; a node in
     /// maintenance mode is checked right away over the connection that found
-    /// it (its identity and disks: the action, or the refusal).
-    async fn observe(&self, ctx: &RunCtx, creds: Option<&TalosCredentials>) -> Vec<Observed> {
+    /// it (its identity and disks: the install disk, or the refusal).
+    async fn probe_all(&self, ctx: &RunCtx, creds: Option<&TalosCredentials>) -> Vec<plan::NodeSeen> {
         use futures::StreamExt;
         let nodes: Vec<(Node, Expect)> = {
             let state = ctx.state.lock().await;
@@ -139,11 +132,52 @@ impl TalosNodes {
                     Seen::Maintenance => Some(self.precheck(&n, kept).await),
                     _ => None,
                 };
-                Observed { node: n, seen, check }
+                plan::NodeSeen {
+                    name: n.name,
+                    role: n.role,
+                    seen,
+                    check,
+                    recorded: None,
+                    desired: None,
+                }
             })
             .buffered(ctx.concurrency.max(1))
             .collect()
             .await
+    }
+
+    /// What the plan decides from: every node probed (maintenance nodes
+    /// checked), the config each of ours last accepted against the one
+    /// rendered now, etcd on control planes outside the run, the state dir's
+    /// credentials. Reads only.
+    async fn observe(&self, ctx: &RunCtx, m: Option<&Material>) -> Result<plan::Observation, PhaseError> {
+        let mut nodes = self.probe_all(ctx, m.map(|m| &m.creds)).await;
+        let state = ctx.state.lock().await;
+        let (applied, installs) = (&state.state().applied, &state.state().install_disks);
+        for n in nodes.iter_mut().filter(|n| matches!(n.seen, Seen::Ours { .. })) {
+            let (Some(m), Some(recorded)) = (m, applied.get(&n.name)) else {
+                continue;
+            };
+            let node = self.run.cluster.node(&n.name).expect("a node of the run");
+            let (_, desired) = self
+                .render(node, installs.get(&n.name).map(String::as_str), m)
+                .map_err(|e| self.failed(format!("{}: {e}", n.name)))?;
+            (n.recorded, n.desired) = (Some(recorded.clone()), Some(desired));
+        }
+        let stored = state.artifact(KUBECONFIG).is_some() && state.artifact(TALOSCONFIG).is_some();
+        drop(state);
+        let etcd_seen = nodes.iter().any(|n| n.seen == Seen::Ours { etcd: true });
+        let etcd_elsewhere = match m {
+            Some(m) if !etcd_seen => self.etcd_running(&m.creds).await,
+            _ => false,
+        };
+        Ok(plan::Observation {
+            secrets: m.is_some(),
+            nodes,
+            etcd_elsewhere,
+            first: self.first_control_plane()?.name.clone(),
+            stored,
+        })
     }
 
     /// True when a control plane of the cluster (any, not only this run's)
@@ -181,7 +215,7 @@ impl TalosNodes {
         loop {
             match probe_expecting(node, Some(&m.creds), expect).await {
                 Seen::Ours { .. } => break,
-                Seen::Foreign(why) => return Err(refusal(&why)),
+                Seen::Foreign(why) => return Err(plan::refusal(&why)),
                 Seen::Maintenance => {
                     self.configure_fresh(ctx, node, m).await?;
                     break;
@@ -532,84 +566,11 @@ impl Phase for TalosNodes {
 
     async fn plan(&self, ctx: &RunCtx) -> Result<Vec<Action>, PhaseError> {
         let m = self.material(false)?;
-        let observed = self.observe(ctx, m.as_ref().map(|m| &m.creds)).await;
-        let mut actions = Vec::new();
-        if m.is_none() {
-            actions.push(Action::new(PHASE, CLUSTER, Step::GenerateSecrets));
-        }
-        let mut refused = Vec::new();
-        let (applied, installs) = {
-            let state = ctx.state.lock().await;
-            (state.state().applied.clone(), state.state().install_disks.clone())
-        };
-        for Observed {
-            node: n,
-            seen: s,
-            check,
-        } in &observed
-        {
-            match s {
-                Seen::Ours { .. } => {
-                    let (Some(m), Some(recorded)) = (&m, applied.get(&n.name)) else {
-                        continue;
-                    };
-                    let (_, desired) = self
-                        .render(n, installs.get(&n.name).map(String::as_str), m)
-                        .map_err(|e| self.failed(format!("{}: {e}", n.name)))?;
-                    if *recorded != desired {
-                        actions.push(Action::new(PHASE, &n.name, Step::Reapply));
-                    }
-                }
-                Seen::Maintenance => match check.clone().expect("checked when seen") {
-                    Ok(action) => actions.push(action),
-                    Err(why) => refused.push((n.name.clone(), why)),
-                },
-                Seen::Unreachable(why) => actions.push(Action::new(
-                    PHASE,
-                    &n.name,
-                    Step::AwaitNode {
-                        seen: why.clone(),
-                        via: "the node to answer".into(),
-                        then: "configure it".into(),
-                    },
-                )),
-                Seen::Foreign(why) => refused.push((n.name.clone(), refusal(why))),
-            }
-        }
-        if !refused.is_empty() {
-            return Err(PhaseError::Targets {
-                phase: PHASE.into(),
-                failures: refused,
-            });
-        }
-        let etcd = observed.iter().any(|o| o.seen == Seen::Ours { etcd: true })
-            || match &m {
-                Some(m) => self.etcd_running(&m.creds).await,
-                None => false,
-            };
-        let first = self.first_control_plane()?;
-        if !etcd {
-            actions.push(Action::new(
-                PHASE,
-                CLUSTER,
-                Step::BootstrapEtcd {
-                    node: first.name.clone(),
-                },
-            ));
-        }
-        let cps_not_member = observed
-            .iter()
-            .any(|o| o.node.role == Role::Controlplane && !matches!(o.seen, Seen::Ours { etcd: true }));
-        if etcd && cps_not_member {
-            actions.push(Action::new(PHASE, CLUSTER, Step::AwaitEtcdMembers));
-        }
-        let state = ctx.state.lock().await;
-        let stored = state.artifact(KUBECONFIG).is_some() && state.artifact(TALOSCONFIG).is_some();
-        drop(state);
-        if !actions.is_empty() || !stored {
-            actions.push(Action::new(PHASE, CLUSTER, Step::StoreCredentials));
-        }
-        Ok(actions)
+        let observed = self.observe(ctx, m.as_ref()).await?;
+        plan::decide(&observed).map_err(|failures| PhaseError::Targets {
+            phase: PHASE.into(),
+            failures,
+        })
     }
 
     async fn apply(&self, ctx: &RunCtx, plan: &[Action]) -> Result<(), PhaseError> {
@@ -690,12 +651,6 @@ fn addr(node: &Node) -> SocketAddr {
 fn changed(e: &TalosError) -> String {
     format!(
         "refusing: the node's certificate changed between the identity check and the apply ({e}); nothing was sent to it"
-    )
-}
-
-fn refusal(why: &str) -> String {
-    format!(
-        "refusing: the node answers as a member of another cluster ({why}); reset it (talosctl reset) or fix its address in the inventory"
     )
 }
 
