@@ -125,6 +125,51 @@ mod tests {
     }
 
     #[test]
+    fn control_planes_then_workers_each_reapplied_and_awaited_unless_already_at_the_version() {
+        let c = crate::day2::testing::cluster("simulated.toml");
+        let mut seen: BTreeMap<String, String> = c.nodes.iter().map(|n| (n.name.clone(), "v1.34.2".into())).collect();
+        let worker = c.nodes.iter().find(|n| n.role == Role::Worker).unwrap().name.clone();
+        seen.insert(worker.clone(), "v1.35.0".into());
+        let p = plan(&c, &seen, "v1.35.0");
+        let cps = c.control_planes().count();
+        let workers = c.nodes.len() - cps;
+        assert_eq!(p.len(), 2 * (cps + workers - 1), "every node but {worker}: {p:?}");
+        assert!(
+            !p.iter().any(|a| a.target == worker),
+            "a node at the version is left alone"
+        );
+        for pair in p.chunks(2) {
+            assert_eq!(pair[0].target, pair[1].target);
+            assert_eq!(
+                pair[0].step,
+                Step::UpgradeKubernetes {
+                    from: "v1.34.2".into(),
+                    to: "v1.35.0".into()
+                }
+            );
+            assert_eq!(
+                pair[1].step,
+                Step::AwaitKubelet {
+                    version: "v1.35.0".into()
+                }
+            );
+        }
+        let role = |a: &Action| c.node(&a.target).unwrap().role;
+        assert!(
+            p[..2 * cps].iter().all(|a| role(a) == Role::Controlplane),
+            "control planes first"
+        );
+        assert!(
+            plan(
+                &c,
+                &BTreeMap::from_iter(c.nodes.iter().map(|n| (n.name.clone(), "v1.35.0".to_owned()))),
+                "v1.35.0"
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
     fn the_version_skew_policy_is_enforced() {
         let all = kubelets(&[("cp-1", "v1.34.2"), ("worker-1", "v1.34.2")]);
         assert!(check_skew("v1.34.2", &all, "v1.35.0").is_ok());

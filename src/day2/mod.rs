@@ -100,16 +100,7 @@ pub fn tag(v: &crate::talos::proto::machine::Version) -> String {
 #[cfg(test)]
 pub(crate) mod testing {
     use crate::engine::Action;
-    use crate::inventory::Cluster;
-
-    /// The first cluster of `inventory/<file>`.
-    pub fn cluster(file: &str) -> Cluster {
-        let text = std::fs::read_to_string(format!("{}/inventory/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("i.toml");
-        std::fs::write(&path, text).unwrap();
-        crate::inventory::load(&path).unwrap().inventory.clusters.remove(0)
-    }
+    pub(crate) use crate::inventory::example as cluster;
 
     /// A plan as `<target> <kind>` lines.
     pub fn kinds(plan: &[Action]) -> Vec<String> {

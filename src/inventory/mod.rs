@@ -135,3 +135,11 @@ mod tests {
         assert_eq!(did_you_mean("unknown field `zzzzzzzz`, expected `name`"), None);
     }
 }
+
+/// The first cluster of the example `inventory/<file>`, for unit tests.
+#[cfg(test)]
+pub(crate) fn example(file: &str) -> Cluster {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory").join(file);
+    let loaded = load(&path).unwrap_or_else(|e| panic!("{file}: {e:?}"));
+    loaded.inventory.clusters.into_iter().next().expect("a cluster")
+}

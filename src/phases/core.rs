@@ -252,7 +252,8 @@ impl Phase for Core {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::phases::{example, no_api};
+    use crate::inventory::example;
+    use crate::phases::no_api;
 
     /// Each action as one letter: A apply, C the CNI's DaemonSet, N a Node,
     /// F a Flux controller, W another workload, H a HelmRelease, E a CRD

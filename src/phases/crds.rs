@@ -157,7 +157,8 @@ impl Phase for Crds {
 mod tests {
     use super::*;
     use crate::engine::ObjectRef;
-    use crate::phases::{example, no_api};
+    use crate::inventory::example;
+    use crate::phases::no_api;
 
     fn shape(plan: &[Action]) -> String {
         let mut out: Vec<char> = plan

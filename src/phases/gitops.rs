@@ -211,7 +211,8 @@ impl Phase for Gitops {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::phases::{example, no_api};
+    use crate::inventory::example;
+    use crate::phases::no_api;
 
     fn plan_of(file: &str, observe: impl Fn(&[Value], &Value) -> objects::Observed) -> Vec<Step> {
         let desired = desired_objects(&example(file), Values::Placeholder).unwrap();

@@ -128,14 +128,6 @@ pub fn kubernetes(run: Arc<ClusterRun>) -> Vec<Box<dyn Phase>> {
     ]
 }
 
-/// The first cluster of `inventory/<file>`, for the plans' unit tests.
-#[cfg(test)]
-fn example(file: &str) -> Cluster {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory").join(file);
-    let loaded = crate::inventory::load(&path).unwrap_or_else(|e| panic!("{file}: {e:?}"));
-    loaded.inventory.clusters.into_iter().next().expect("a cluster")
-}
-
 /// What a plan observes while there is no API yet: every object created.
 #[cfg(test)]
 fn no_api(desired: &[serde_json::Value]) -> objects::Observed {

@@ -199,7 +199,8 @@ impl Phase for Prerequisites {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::phases::{example, no_api};
+    use crate::inventory::example;
+    use crate::phases::no_api;
 
     #[test]
     fn a_git_host_key_accepted_new_is_pinned_before_any_object_is_applied() {

@@ -19,7 +19,7 @@ mod plan;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{ClusterRun, KUBECONFIG, TALOSCONFIG, talos_identity};
 use crate::engine::slots::{self, Check};
@@ -198,8 +198,6 @@ impl TalosNodes {
 
     /// Brings one node from whatever it answers to configured and serving mTLS.
     async fn configure(&self, ctx: &RunCtx, node: &Node, m: &Material) -> Result<(), String> {
-        let budget = self.run.timeouts.node;
-        let deadline = Instant::now() + budget;
         let expect = expect(&*ctx.state.lock().await, node);
         let checked = self
             .checked
@@ -212,22 +210,28 @@ impl TalosNodes {
             self.wait_mtls(ctx, node, &m.creds).await?;
             return ctx.record(PHASE, &node.name, "ready").await.map_err(|e| e.to_string());
         }
-        loop {
-            match probe_expecting(node, Some(&m.creds), expect).await {
-                Seen::Ours { .. } => break,
-                Seen::Foreign(why) => return Err(plan::refusal(&why)),
-                Seen::Maintenance => {
-                    self.configure_fresh(ctx, node, m).await?;
-                    break;
-                }
-                Seen::Unreachable(why) => {
-                    if Instant::now() >= deadline || ctx.cancelled() {
-                        return Err(format!("unreachable at {}: {why}", addr(node)));
+        // Condition: the node answers (a node that is down holds no slot).
+        let what = format!("{} answering at {}", node.name, addr(node));
+        let answered = slots::poll_every(
+            &what,
+            self.run.timeouts.node,
+            Duration::from_millis(500),
+            || ctx.cancelled(),
+            || async {
+                match probe_expecting(node, Some(&m.creds), expect).await {
+                    Seen::Unreachable(why) => {
+                        ctx.step(PHASE, &node.name, "waiting for the node to answer");
+                        Check::Not(why)
                     }
-                    ctx.step(PHASE, &node.name, "waiting for the node to answer");
-                    slots::idle(tokio::time::sleep(Duration::from_millis(500))).await;
+                    seen => Check::Met(seen),
                 }
-            }
+            },
+        )
+        .await?;
+        match answered {
+            Seen::Foreign(why) => return Err(plan::refusal(&why)),
+            Seen::Maintenance => self.configure_fresh(ctx, node, m).await?,
+            Seen::Ours { .. } | Seen::Unreachable(_) => {}
         }
         self.wait_mtls(ctx, node, &m.creds).await?;
         ctx.record(PHASE, &node.name, "ready").await.map_err(|e| e.to_string())
