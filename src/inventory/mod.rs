@@ -118,6 +118,14 @@ fn did_you_mean(message: &str) -> Option<String> {
         .map(|(_, c)| c.to_owned())
 }
 
+/// The first cluster of the example `inventory/<file>`, for unit tests.
+#[cfg(test)]
+pub(crate) fn example(file: &str) -> Cluster {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory").join(file);
+    let loaded = load(&path).unwrap_or_else(|e| panic!("{file}: {e:?}"));
+    loaded.inventory.clusters.into_iter().next().expect("a cluster")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,12 +142,4 @@ mod tests {
         );
         assert_eq!(did_you_mean("unknown field `zzzzzzzz`, expected `name`"), None);
     }
-}
-
-/// The first cluster of the example `inventory/<file>`, for unit tests.
-#[cfg(test)]
-pub(crate) fn example(file: &str) -> Cluster {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory").join(file);
-    let loaded = load(&path).unwrap_or_else(|e| panic!("{file}: {e:?}"));
-    loaded.inventory.clusters.into_iter().next().expect("a cluster")
 }
