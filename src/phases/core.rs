@@ -185,14 +185,10 @@ fn decide(d: &Desired, nodes: &[&str], observed: &objects::Observed) -> Vec<Acti
     if d.releases.iter().any(|r| r.cni) {
         let mut nodes = nodes.to_vec();
         nodes.sort_unstable();
-        let node = |name: &str| json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}});
-        waits.extend(
-            nodes
-                .into_iter()
-                .map(node)
-                .filter(|n| observed.needs_wait(n))
-                .map(|n| ready(&n)),
-        );
+        // Nodes are never applied here: only their readiness counts.
+        let node = |name: &str| ObjectRef::new("v1", "Node", None, name);
+        let not_ready = nodes.into_iter().map(node).filter(|n| !observed.ready.contains(n));
+        waits.extend(not_ready.map(|object| Step::AwaitReady { object }));
     }
     for obj in d.controllers.iter().filter(|o| o["kind"] == "Deployment") {
         if observed.needs_wait(obj) {

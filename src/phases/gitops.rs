@@ -143,16 +143,23 @@ fn root(desired: &[Value]) -> Option<Value> {
         .cloned()
 }
 
-/// What phase 3 may wait for: Argo CD's Application CRD, Flux's
-/// GitRepository, the root itself.
-fn waited(root: &Value) -> Vec<Value> {
-    match root["kind"].as_str() {
-        Some("Application") => vec![objects::crd_stub(ARGO_CRD), root.clone()],
-        _ => vec![
-            json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "metadata": {"name": FLUX_ROOT, "namespace": FLUX_NS}}),
-            root.clone(),
-        ],
+/// What phase 3 waits for to be Ready: Flux's GitRepository, then the root.
+fn roots(root: &Value) -> Vec<Value> {
+    let mut out = vec![];
+    if root["kind"] == "Kustomization" {
+        out.push(json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "metadata": {"name": FLUX_ROOT, "namespace": FLUX_NS}}));
     }
+    out.push(root.clone());
+    out
+}
+
+/// What phase 3 may wait for: [`roots`], and Argo CD's Application CRD.
+fn waited(root: &Value) -> Vec<Value> {
+    let mut out = roots(root);
+    if root["kind"] == "Application" {
+        out.push(objects::crd_stub(ARGO_CRD));
+    }
+    out
 }
 
 /// Phase 3's plan, pure. Argo CD: its Application CRD Established first
@@ -162,16 +169,15 @@ fn waited(root: &Value) -> Vec<Value> {
 fn decide(root: &Value, observed: &objects::Observed) -> Vec<Action> {
     let root_applies = observed.applies(root);
     let mut actions = vec![];
-    let mut waited = waited(root).into_iter();
-    if root["kind"] == "Application" {
-        let crd = waited.next().expect("the CRD stub");
-        if root_applies && observed.needs_wait(&crd) {
-            let crd = ARGO_CRD.into();
-            actions.push(Action::new(PHASE, CLUSTER, Step::AwaitEstablished { crd }));
-        }
+    if root["kind"] == "Application" && root_applies && observed.needs_wait(&objects::crd_stub(ARGO_CRD)) {
+        let crd = ARGO_CRD.into();
+        actions.push(Action::new(PHASE, CLUSTER, Step::AwaitEstablished { crd }));
     }
     actions.extend(observed.actions(PHASE, None));
-    for obj in waited.filter(|o| root_applies || observed.needs_wait(o)) {
+    for obj in roots(root)
+        .into_iter()
+        .filter(|o| root_applies || observed.needs_wait(o))
+    {
         let root = ObjectRef::of(&obj);
         actions.push(Action::new(PHASE, CLUSTER, Step::AwaitGitops { root }));
     }

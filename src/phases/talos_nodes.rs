@@ -152,8 +152,16 @@ impl TalosNodes {
     /// credentials. Reads only.
     async fn observe(&self, ctx: &RunCtx, m: Option<&Material>) -> Result<plan::Observation, PhaseError> {
         let mut nodes = self.probe_all(ctx, m.map(|m| &m.creds)).await;
-        let state = ctx.state.lock().await;
-        let (applied, installs) = (&state.state().applied, &state.state().install_disks);
+        let (applied, installs, stored) = {
+            let state = ctx.state.lock().await;
+            let stored = state.artifact(KUBECONFIG).is_some() && state.artifact(TALOSCONFIG).is_some();
+            (
+                state.state().applied.clone(),
+                state.state().install_disks.clone(),
+                stored,
+            )
+        };
+        // Rendered with the state lock released.
         for n in nodes.iter_mut().filter(|n| matches!(n.seen, Seen::Ours { .. })) {
             let (Some(m), Some(recorded)) = (m, applied.get(&n.name)) else {
                 continue;
@@ -164,8 +172,6 @@ impl TalosNodes {
                 .map_err(|e| self.failed(format!("{}: {e}", n.name)))?;
             (n.recorded, n.desired) = (Some(recorded.clone()), Some(desired));
         }
-        let stored = state.artifact(KUBECONFIG).is_some() && state.artifact(TALOSCONFIG).is_some();
-        drop(state);
         let etcd_seen = nodes.iter().any(|n| n.seen == Seen::Ours { etcd: true });
         let etcd_elsewhere = match m {
             Some(m) if !etcd_seen => self.etcd_running(&m.creds).await,
@@ -211,7 +217,7 @@ impl TalosNodes {
             return ctx.record(PHASE, &node.name, "ready").await.map_err(|e| e.to_string());
         }
         // Condition: the node answers (a node that is down holds no slot).
-        let what = format!("{} answering at {}", node.name, addr(node));
+        let what = format!("{} unreachable at {}", node.name, addr(node));
         let answered = slots::poll_every(
             &what,
             self.run.timeouts.node,
