@@ -909,7 +909,7 @@ impl Ctx<'_> {
         if self.dry_run {
             return Ok((obj, live.is_none()));
         }
-        let stored = store.put(&self.gr(), obj);
+        let stored = store.put(&self.gr(), obj).clone();
         // The last finalizer of an object being deleted is gone: it goes now.
         let stored = lifecycle::finish_if_done(store, &self.gr(), &stored).unwrap_or(stored);
         Ok((stored, live.is_none()))

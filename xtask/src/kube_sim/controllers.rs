@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::path::At;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -84,6 +85,15 @@ pub struct Timers {
     pub(crate) failed_creates: HashMap<(String, String, String), String>,
     /// Nodes the last pass saw (the pod garbage collector's memory).
     pub(crate) seen_nodes: std::collections::BTreeSet<String>,
+    /// Bound pods the kubelets found with nothing to write, by their resourceVersion: what they
+    /// were computed from ([`super::kubelet::Inputs`]). Such a pod is not computed again while its
+    /// inputs are the same: a pass over 3,000 settled pods cost 50 ms, with the store locked.
+    /// With the instant the status stops holding, for a pod waiting for its ready delay.
+    pub(crate) settled_pods: HashMap<u64, (super::kubelet::Inputs, Option<Instant>)>,
+    /// Nodes found Ready with nothing to write, by resourceVersion (with network up).
+    pub(crate) settled_nodes: std::collections::HashSet<u64>,
+    /// The behaviour the memos above hold under.
+    memo_behaviour: Option<Behaviour>,
 }
 
 impl Timers {
@@ -93,21 +103,32 @@ impl Timers {
             *entry = (generation, now + delay);
         }
         let due = now >= entry.1;
+        let at = entry.1;
         if !due {
-            self.next = Some(self.next.map_or(entry.1, |n| n.min(entry.1)));
+            self.wake_at(at);
         }
         due
+    }
+
+    /// Makes sure a pass runs at `at`.
+    pub(crate) fn wake_at(&mut self, at: Instant) {
+        self.next = Some(self.next.map_or(at, |n| n.min(at)));
+    }
+
+    /// When `key`'s pending transition is due.
+    pub(crate) fn deadline(&self, key: &Key) -> Option<Instant> {
+        self.due.get(key).map(|(_, at)| *at)
     }
 }
 
 pub(crate) fn held(o: &Value) -> bool {
-    o.pointer("/metadata/annotations")
+    o.at("/metadata/annotations")
         .and_then(|a| a.get(HOLD_ANNOTATION))
         .is_some_and(|v| v == "true")
 }
 
 pub(crate) fn generation(o: &Value) -> i64 {
-    o.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1)
+    o.at("/metadata/generation").and_then(Value::as_i64).unwrap_or(1)
 }
 
 /// True when `a` and `b` differ other than in their `last…Time` fields (an existing status
@@ -126,6 +147,14 @@ pub(crate) fn differs(a: &Value, b: &Value) -> bool {
         (Value::Array(x), Value::Array(y)) => x.len() != y.len() || x.iter().zip(y).any(|(v, w)| differs(v, w)),
         _ => a != b,
     }
+}
+
+/// An object's resourceVersion as a number: it names one version of one object.
+pub(crate) fn version(o: &Value) -> u64 {
+    o.at("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 pub(crate) fn key_of(gr: &GroupResource, o: &Value) -> Key {
@@ -171,6 +200,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
 
 /// One pass of every simulated controller.
 pub fn reconcile(store: &mut Store, b: &Behaviour, timers: &mut Timers, now: Instant) {
+    if timers.memo_behaviour.as_ref() != Some(b) {
+        timers.settled_pods.clear();
+        timers.settled_nodes.clear();
+        timers.memo_behaviour = Some(b.clone());
+    }
     super::workloads::default_service_accounts(store);
     crds(store, b, timers, now);
     super::flux::reconcile(store, b, &mut |gr, o| {
@@ -203,7 +237,7 @@ fn crds(store: &mut Store, b: &Behaviour, timers: &mut Timers, now: Instant) {
     for o in store.list(&crds, None) {
         let ready = !held(o) && timers.due(key_of(&crds, o), generation(o), b.crd_established, now);
         let storage: Vec<Value> = o
-            .pointer("/spec/versions")
+            .at("/spec/versions")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use super::path::At;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -71,19 +72,14 @@ fn image_repo(image: &str) -> &str {
 // HelmChart, OCIRepository = spec.chartRef's enum); the chart template's sourceRef is source-controller's (HelmChart).
 fn referenced_kinds(crd: &Value) -> Vec<String> {
     let mut out = vec![];
-    for v in crd
-        .pointer("/spec/versions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for v in crd.at("/spec/versions").and_then(Value::as_array).into_iter().flatten() {
         if v["storage"] != true {
             continue;
         }
-        let spec = v.pointer("/schema/openAPIV3Schema/properties/spec/properties");
+        let spec = v.at("/schema/openAPIV3Schema/properties/spec/properties");
         for field in ["sourceRef", "chartRef"] {
             if let Some(kinds) = spec
-                .and_then(|s| s.pointer(&format!("/{field}/properties/kind/enum")))
+                .and_then(|s| s.at(&format!("/{field}/properties/kind/enum")))
                 .and_then(Value::as_array)
             {
                 out.extend(kinds.iter().filter_map(|k| k.as_str().map(str::to_owned)));
@@ -101,14 +97,14 @@ impl Catalog {
         for doc in yaml_serde::Deserializer::from_str(yaml) {
             let v = Value::deserialize(doc).map_err(|e| format!("not YAML: {e}"))?;
             let component = v
-                .pointer("/metadata/labels/app.kubernetes.io~1component")
+                .at("/metadata/labels/app.kubernetes.io~1component")
                 .and_then(Value::as_str)
                 .map(str::to_owned);
             match v["kind"].as_str() {
                 Some("CustomResourceDefinition") => {
-                    let s = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or_default().to_owned();
+                    let s = |p: &str| v.at(p).and_then(Value::as_str).unwrap_or_default().to_owned();
                     let storage = v
-                        .pointer("/spec/versions")
+                        .at("/spec/versions")
                         .and_then(Value::as_array)
                         .and_then(|vs| vs.iter().find(|x| x["storage"] == true))
                         .and_then(|x| x["name"].as_str())
@@ -129,7 +125,7 @@ impl Catalog {
                 Some("Deployment") => {
                     let Some(component) = component else { continue };
                     let image = v
-                        .pointer("/spec/template/spec/containers/0/image")
+                        .at("/spec/template/spec/containers/0/image")
                         .and_then(Value::as_str)
                         .unwrap_or_default();
                     deployments.push((component, image_repo(image).to_owned()));
@@ -210,7 +206,7 @@ fn catalog(b: &Behaviour) -> Result<Arc<Catalog>, String> {
 
 /// Why a Flux controller's pod cannot stay up, or `None` when it is not one or has all it needs.
 pub fn crash_reason(store: &Store, b: &Behaviour, pod: &Value) -> Option<String> {
-    let image = pod.pointer("/spec/containers/0/image").and_then(Value::as_str)?;
+    let image = pod.at("/spec/containers/0/image").and_then(Value::as_str)?;
     if !image.contains("fluxcd/") {
         return None;
     }
@@ -225,7 +221,7 @@ pub fn crash_reason(store: &Store, b: &Behaviour, pod: &Value) -> Option<String>
     let ctrl = cat.by_image(image)?;
     let crds = GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions");
     let args: Vec<&str> = pod
-        .pointer("/spec/containers/0/args")
+        .at("/spec/containers/0/args")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
@@ -280,7 +276,7 @@ fn cluster_role_bound(store: &Store, ns: &str, sa: &str) -> bool {
                 .any(|s| s["kind"] == "ServiceAccount" && s["name"] == json!(sa) && s["namespace"] == json!(ns))
         })
         .any(|b| {
-            b.pointer("/roleRef/name")
+            b.at("/roleRef/name")
                 .and_then(Value::as_str)
                 .is_some_and(|r| store.get(&roles, "", r).is_some())
         })
@@ -291,17 +287,17 @@ fn running(store: &Store, cat: &Catalog) -> BTreeSet<String> {
     store
         .list(&pods_gr(), None)
         .filter(|p| pod_ready(p))
-        .filter_map(|p| p.pointer("/spec/containers/0/image").and_then(Value::as_str))
+        .filter_map(|p| p.at("/spec/containers/0/image").and_then(Value::as_str))
         .filter_map(|i| cat.by_image(i).map(|c| c.component.clone()))
         .collect()
 }
 
 pub fn ready_of(o: &Value) -> Option<bool> {
-    o.pointer("/status/conditions")
+    o.at("/status/conditions")
         .and_then(Value::as_array)?
         .iter()
         .find(|c| c["type"] == "Ready")
-        .map(|c| c["status"] == "True" && o.pointer("/status/observedGeneration") == o.pointer("/metadata/generation"))
+        .map(|c| c["status"] == "True" && o.at("/status/observedGeneration") == o.at("/metadata/generation"))
 }
 
 /// The group/resource of a Flux source kind.
@@ -399,13 +395,13 @@ fn secret_data(store: &Store, ns: &str, name: &str) -> Option<BTreeMap<String, S
 /// Upstream: fluxcd/source-controller docs/spec/v1/gitrepositories.md "SSH authentication" (the Secret holds
 /// `identity`, `identity.pub`, `known_hosts`) and fluxcd/pkg git/options.go `AuthOptions.Validate` messages.
 fn git_repository(store: &Store, o: &Value) -> Verdict {
-    let url = o.pointer("/spec/url").and_then(Value::as_str).unwrap_or_default();
+    let url = o.at("/spec/url").and_then(Value::as_str).unwrap_or_default();
     let ns = o["metadata"]["namespace"].as_str().unwrap_or_default();
     let Some((host, port)) = ssh_host(url) else {
         return fetched(url);
     };
     let auth = "failed to configure authentication options";
-    let data = match o.pointer("/spec/secretRef/name").and_then(Value::as_str) {
+    let data = match o.at("/spec/secretRef/name").and_then(Value::as_str) {
         None => BTreeMap::new(),
         Some(name) => match secret_data(store, ns, name) {
             Some(d) => d,
@@ -542,7 +538,7 @@ pub fn reconcile(store: &mut Store, b: &Behaviour, delay_due: &mut dyn FnMut(&Gr
 
 /// Upstream: kustomize-controller decrypts with the Secret `spec.decryption.secretRef` names; a missing one fails.
 fn decryption(store: &Store, o: &Value) -> Result<(), String> {
-    let Some(name) = o.pointer("/spec/decryption/secretRef/name").and_then(Value::as_str) else {
+    let Some(name) = o.at("/spec/decryption/secretRef/name").and_then(Value::as_str) else {
         return Ok(());
     };
     let ns = o["metadata"]["namespace"].as_str().unwrap_or_default();

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use super::path::At;
 use serde_json::{Value, json};
 
 use super::charts;
@@ -19,7 +20,7 @@ use super::resources::{GroupResource, crd_established};
 use super::store::Store;
 
 fn s<'a>(v: &'a Value, p: &str) -> &'a str {
-    v.pointer(p).and_then(Value::as_str).unwrap_or_default()
+    v.at(p).and_then(Value::as_str).unwrap_or_default()
 }
 
 /// Upstream: fluxcd/helm-controller api/v2 `HelmRelease.GetHelmChartName`: `<namespace>-<name>`.
@@ -29,9 +30,9 @@ fn chart_name(hr: &Value) -> String {
 
 /// The HelmChart helm-controller keeps for a release with `spec.chart`.
 fn helm_chart(hr: &Value) -> Option<(String, Value)> {
-    let tpl = hr.pointer("/spec/chart/spec")?;
+    let tpl = hr.at("/spec/chart/spec")?;
     let ns = tpl
-        .pointer("/sourceRef/namespace")
+        .at("/sourceRef/namespace")
         .and_then(Value::as_str)
         .unwrap_or(s(hr, "/metadata/namespace"))
         .to_owned();
@@ -56,7 +57,7 @@ fn helm_chart(hr: &Value) -> Option<(String, Value)> {
 
 /// `(chart name, version)` the release installs, and its source: Ready, or why not.
 fn chart_source(store: &Store, hr: &Value) -> Result<(String, String), String> {
-    if let Some(tpl) = hr.pointer("/spec/chart/spec") {
+    if let Some(tpl) = hr.at("/spec/chart/spec") {
         let (ns, _) = helm_chart(hr).ok_or("no chart template")?;
         let name = chart_name(hr);
         let chart = store.get(
@@ -70,9 +71,7 @@ fn chart_source(store: &Store, hr: &Value) -> Result<(String, String), String> {
             _ => Err(format!("HelmChart '{ns}/{name}' is not ready")),
         };
     }
-    let r = hr
-        .pointer("/spec/chartRef")
-        .ok_or("neither spec.chart nor spec.chartRef")?;
+    let r = hr.at("/spec/chartRef").ok_or("neither spec.chart nor spec.chartRef")?;
     let kind = s(r, "/kind");
     let ns = r["namespace"].as_str().unwrap_or(s(hr, "/metadata/namespace"));
     let name = s(r, "/name");
@@ -156,7 +155,7 @@ fn install(store: &mut Store, objects: Vec<Value>) -> Vec<(GroupResource, String
             Some(live) if live.get("spec") != o.get("spec") => {
                 let mut n = live.clone();
                 n["spec"] = o["spec"].clone();
-                let g = n.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+                let g = n.at("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
                 n["metadata"]["generation"] = json!(g + 1);
                 store.put(&gr, n);
             }
@@ -168,13 +167,13 @@ fn install(store: &mut Store, objects: Vec<Value>) -> Vec<(GroupResource, String
 
 fn workload_ready(store: &Store, (gr, ns, name): &(GroupResource, String, String)) -> bool {
     let Some(o) = store.get(gr, ns, name) else { return false };
-    let int = |p: &str| o.pointer(p).and_then(Value::as_i64).unwrap_or(0);
-    let current = o.pointer("/status/observedGeneration") == o.pointer("/metadata/generation");
+    let int = |p: &str| o.at(p).and_then(Value::as_i64).unwrap_or(0);
+    let current = o.at("/status/observedGeneration") == o.at("/metadata/generation");
     current
         && if gr.resource == "daemonsets" {
             int("/status/numberAvailable") >= int("/status/desiredNumberScheduled")
         } else {
-            int("/status/availableReplicas") >= o.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)
+            int("/status/availableReplicas") >= o.at("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)
         }
 }
 
@@ -216,19 +215,16 @@ fn release(store: &mut Store, b: &Behaviour, hr: &Value) -> Verdict {
     };
     let name = s(hr, "/metadata/name");
     let hr_ns = s(hr, "/metadata/namespace");
-    let ns = hr
-        .pointer("/spec/targetNamespace")
-        .and_then(Value::as_str)
-        .unwrap_or(hr_ns);
-    let release_name = hr.pointer("/spec/releaseName").and_then(Value::as_str).unwrap_or(name);
-    let values = hr.pointer("/spec/values").cloned().unwrap_or_else(|| json!({}));
+    let ns = hr.at("/spec/targetNamespace").and_then(Value::as_str).unwrap_or(hr_ns);
+    let release_name = hr.at("/spec/releaseName").and_then(Value::as_str).unwrap_or(name);
+    let values = hr.at("/spec/values").cloned().unwrap_or_else(|| json!({}));
     let what = format!("release {ns}/{release_name} with chart {chart}@{version}");
     if let Some(path) = b.chart_schemas.get(&chart)
         && let Err(e) = validate_values(&chart, &values, path)
     {
         return ("False", "InstallFailed", format!("Helm install failed for {what}: {e}"));
     }
-    let create_ns = hr.pointer("/spec/install/createNamespace") == Some(&json!(true));
+    let create_ns = hr.at("/spec/install/createNamespace") == Some(&json!(true));
     if !create_ns && store.get(&GroupResource::new("", "namespaces"), "", ns).is_none() {
         // Upstream: Helm's kube client creating objects in a namespace that does not exist.
         return (
@@ -271,7 +267,7 @@ fn release(store: &mut Store, b: &Behaviour, hr: &Value) -> Verdict {
 fn register_cilium_crds(store: &mut Store, values: &Value) {
     let crds = GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions");
     let mut plurals = vec!["ciliumloadbalancerippools"];
-    if values.pointer("/bgpControlPlane/enabled") == Some(&Value::Bool(true)) {
+    if values.at("/bgpControlPlane/enabled") == Some(&Value::Bool(true)) {
         plurals.extend([
             "ciliumbgpclusterconfigs",
             "ciliumbgppeerconfigs",
@@ -331,7 +327,7 @@ mod tests {
             .expect("LB IPAM always");
         assert_eq!(pool["spec"]["scope"], "Cluster");
         assert!(
-            pool.pointer("/spec/versions/0/schema/openAPIV3Schema/properties/spec")
+            pool.at("/spec/versions/0/schema/openAPIV3Schema/properties/spec")
                 .is_some(),
             "upstream's schema, not a stub"
         );

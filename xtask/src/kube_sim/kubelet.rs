@@ -6,13 +6,14 @@
 //! `hostNetwork`), its images may be pulled and its environment resolves;
 //! otherwise it waits with the reason a kubelet reports.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use super::path::At;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::controllers::{Behaviour, Timers, cond, differs, held, key_of};
+use super::controllers::{Behaviour, Timers, cond, differs, held, key_of, version};
 use super::events;
 use super::resources::GroupResource;
 use super::store::{Store, now_rfc3339};
@@ -29,11 +30,11 @@ pub fn network_ready_nodes(store: &Store, b: &Behaviour) -> Option<HashSet<Strin
         store
             .list(&pods_gr(), Some(ns))
             .filter(|p| {
-                p.pointer("/metadata/ownerReferences/0")
+                p.at("/metadata/ownerReferences/0")
                     .is_some_and(|r| r["kind"] == "DaemonSet" && r["name"] == json!(ds))
             })
             .filter(|p| pod_ready(p))
-            .filter_map(|p| p.pointer("/spec/nodeName").and_then(Value::as_str).map(str::to_owned))
+            .filter_map(|p| p.at("/spec/nodeName").and_then(Value::as_str).map(str::to_owned))
             .collect(),
     )
 }
@@ -44,20 +45,26 @@ pub fn network_ready_nodes(store: &Store, b: &Behaviour) -> Option<HashSet<Strin
 pub fn nodes(store: &mut Store, b: &Behaviour, net: Option<&HashSet<String>>, timers: &mut Timers, now: Instant) {
     let gr = GroupResource::new("", "nodes");
     let mut writes = vec![];
+    let mut settled = HashSet::new();
     for o in store.list(&gr, None) {
         let name = o["metadata"]["name"].as_str().unwrap_or_default();
+        let network = net.is_none_or(|n| n.contains(name));
+        // A Ready node stays so while it and its network are unchanged.
+        if network && timers.settled_nodes.contains(&version(o)) {
+            settled.insert(version(o));
+            continue;
+        }
         // Upstream: pkg/controller/nodelifecycle: a Node whose kubelet stopped posting status gets
         // Ready Unknown ("NodeStatusUnknown") and the `node.kubernetes.io/unreachable` taints
         // (here at once: the simulated machines reboot in well under the 40 s grace period).
         let stopped = o
-            .pointer("/metadata/annotations")
+            .at("/metadata/annotations")
             .and_then(|a| a.get(super::controllers::KUBELET_STOPPED_ANNOTATION))
             .is_some();
-        let network = net.is_none_or(|n| n.contains(name));
         // The timer starts when the network is there: generation 0 before, 1 after.
         let ready = network && !held(o) && timers.due(key_of(&gr, o), 1, b.node_ready, now);
         let mut conditions: Vec<Value> = o
-            .pointer("/status/conditions")
+            .at("/status/conditions")
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default()
@@ -77,7 +84,7 @@ pub fn nodes(store: &mut Store, b: &Behaviour, net: Option<&HashSet<String>>, ti
             cond("Ready", "False", "KubeletNotReady", NETWORK_NOT_READY)
         });
         let mut taints: Vec<Value> = o
-            .pointer("/spec/taints")
+            .at("/spec/taints")
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default()
@@ -92,14 +99,17 @@ pub fn nodes(store: &mut Store, b: &Behaviour, net: Option<&HashSet<String>>, ti
             taints.push(json!({"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}));
         }
         let (conditions, taints) = (Value::Array(conditions), Value::Array(taints));
-        let changed = |path: &str, want: &Value| o.pointer(path).is_none_or(|have| differs(have, want));
+        let changed = |path: &str, want: &Value| o.at(path).is_none_or(|have| differs(have, want));
         if changed("/status/conditions", &conditions) || changed("/spec/taints", &taints) {
             let mut n = o.clone();
             n["status"]["conditions"] = conditions;
             n["spec"]["taints"] = taints;
             writes.push(n);
+        } else if ready && !stopped {
+            settled.insert(version(o));
         }
     }
+    timers.settled_nodes = settled;
     for n in writes {
         store.put(&gr, n);
     }
@@ -134,7 +144,7 @@ fn missing_volume(store: &Store, ns: &str, spec: &Value) -> Option<String> {
             refs.push(("configmap", &v["configMap"]));
         }
         for s in v
-            .pointer("/projected/sources")
+            .at("/projected/sources")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
@@ -248,7 +258,7 @@ fn waiting(
     {
         // Upstream: pkg/kubelet/images: ErrImagePull on the first failure, then ImagePullBackOff.
         let before = pod
-            .pointer("/status/containerStatuses/0/state/waiting/reason")
+            .at("/status/containerStatuses/0/state/waiting/reason")
             .and_then(Value::as_str);
         let backoff = matches!(before, Some("ErrImagePull" | "ImagePullBackOff"));
         let pull = format!(
@@ -276,7 +286,7 @@ fn waiting(
     }
     if let Some(msg) = crash(store, pod) {
         let c = spec
-            .pointer("/containers/0/name")
+            .at("/containers/0/name")
             .and_then(Value::as_str)
             .unwrap_or_default();
         let pod_name = pod["metadata"]["name"].as_str().unwrap_or_default();
@@ -306,13 +316,42 @@ fn pod_ip(pod: &Value, node: &Value) -> String {
 
 /// The ready delay of a pod: its owner kind's.
 fn ready_delay(b: &Behaviour, pod: &Value) -> Duration {
-    match pod.pointer("/metadata/ownerReferences/0/kind").and_then(Value::as_str) {
+    match pod.at("/metadata/ownerReferences/0/kind").and_then(Value::as_str) {
         Some("DaemonSet") => b.daemonset_available,
         _ => b.deployment_available,
     }
 }
 
-/// Status of every bound pod, as its node's kubelet reports it.
+/// What a bound pod's status is computed from besides the pod itself: its node's version, whether
+/// the node's network is up, and the last change to the objects a kubelet checks before starting
+/// containers (volumes' and env's Secrets and ConfigMaps, and what a Flux controller needs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Inputs {
+    node: u64,
+    network_up: bool,
+    dependencies: u64,
+}
+
+/// Collections whose objects [`waiting`] reads.
+fn dependencies(store: &Store) -> u64 {
+    [
+        ("", "secrets"),
+        ("", "configmaps"),
+        ("", "serviceaccounts"),
+        ("apiextensions.k8s.io", "customresourcedefinitions"),
+        ("rbac.authorization.k8s.io", "clusterroles"),
+        ("rbac.authorization.k8s.io", "clusterrolebindings"),
+    ]
+    .into_iter()
+    .map(|(g, r)| store.collection_version(&GroupResource::new(g, r)))
+    .max()
+    .unwrap_or(0)
+}
+
+/// Status of every bound pod, as its node's kubelet reports it. A pod found with nothing to write
+/// (Running and Ready, or waiting for a volume, the network, an image or its config: its event
+/// already recorded, or Running until its ready delay ends) is not computed again until it, its
+/// node or its dependencies change (or that delay ends).
 pub fn pods(
     store: &mut Store,
     b: &Behaviour,
@@ -324,20 +363,40 @@ pub fn pods(
     let nodes = GroupResource::new("", "nodes");
     let mut writes = vec![];
     let mut evs = vec![];
+    let dependencies = dependencies(store);
+    let mut settled = HashMap::new();
     for p in store.list(&pods_gr(), None) {
-        let Some(node_name) = p.pointer("/spec/nodeName").and_then(Value::as_str) else {
+        let Some(node_name) = p.at("/spec/nodeName").and_then(Value::as_str) else {
             continue;
         };
         let Some(node) = store.get(&nodes, "", node_name) else {
             continue;
         };
         let network_up = net.is_none_or(|n| n.contains(node_name));
+        let inputs = Inputs {
+            node: version(node),
+            network_up,
+            dependencies,
+        };
+        let pod_version = version(p);
+        if let Some(&(seen, until)) = timers.settled_pods.get(&pod_version)
+            && seen == inputs
+            && until.is_none_or(|t| now < t)
+        {
+            if let Some(t) = until {
+                timers.wake_at(t);
+            }
+            settled.insert(pod_version, (inputs, until));
+            continue;
+        }
         let wait = waiting(store, b, p, network_up, crash);
         let key = key_of(&pods_gr(), p);
         let running = wait.is_none() || wait.as_ref().is_some_and(|w| w.crashed.is_some());
-        let ready = wait.is_none() && timers.due(key, 1, ready_delay(b, p), now);
+        let ready = wait.is_none() && timers.due(key.clone(), 1, ready_delay(b, p), now);
+        // Until when the status computed holds: for a pod waiting for its ready delay, until then.
+        let until = (wait.is_none() && !ready).then(|| timers.deadline(&key)).flatten();
         let started_at = p
-            .pointer("/status/startTime")
+            .at("/status/startTime")
             .cloned()
             .unwrap_or_else(|| json!(now_rfc3339()));
         let statuses: Vec<Value> = p["spec"]["containers"]
@@ -408,8 +467,11 @@ pub fn pods(
             let mut n = p.clone();
             n["status"] = status;
             writes.push(n);
+        } else {
+            settled.insert(pod_version, (inputs, until));
         }
     }
+    timers.settled_pods = settled;
     for n in writes {
         store.put(&pods_gr(), n);
     }
@@ -419,10 +481,65 @@ pub fn pods(
 }
 
 fn node_ip_of(node: &Value) -> String {
-    node.pointer("/status/addresses")
+    node.at("/status/addresses")
         .and_then(Value::as_array)
         .and_then(|a| a.iter().find(|x| x["type"] == "InternalIP"))
         .and_then(|x| x["address"].as_str())
         .unwrap_or("127.0.0.1")
         .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pass(store: &mut Store, b: &Behaviour, timers: &mut Timers) {
+        super::super::controllers::reconcile(store, b, timers, Instant::now());
+    }
+
+    fn waiting_reason(store: &Store) -> Option<String> {
+        let pod = store.get(&pods_gr(), "default", "web")?;
+        pod.at("/status/containerStatuses/0/state/waiting/reason")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    }
+
+    /// A pod the kubelet settled (Running and Ready, not computed again) is
+    /// computed again when what it mounts goes away, and waits as upstream's
+    /// would; once the Secret is back it runs again.
+    #[test]
+    fn a_settled_pod_sees_its_secret_deleted_and_restored() {
+        let b = Behaviour {
+            cni_daemonset: None,
+            ..Behaviour::uniform(Duration::ZERO)
+        };
+        let mut store = Store::default();
+        let secrets = GroupResource::new("", "secrets");
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "default"}});
+        store.put(
+            &GroupResource::new("", "nodes"),
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}),
+        );
+        store.put(&secrets, secret.clone());
+        store.put(
+            &pods_gr(),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "default"},
+                   "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "x"}],
+                            "volumes": [{"name": "v", "secret": {"secretName": "s"}}]}}),
+        );
+        let mut timers = Timers::default();
+        for _ in 0..4 {
+            pass(&mut store, &b, &mut timers);
+        }
+        assert!(pod_ready(store.get(&pods_gr(), "default", "web").unwrap()));
+        assert_eq!(timers.settled_pods.len(), 1, "the Ready pod is settled");
+        store.remove(&secrets, "default", "s");
+        pass(&mut store, &b, &mut timers);
+        assert_eq!(waiting_reason(&store).as_deref(), Some("ContainerCreating"));
+        store.put(&secrets, secret);
+        for _ in 0..4 {
+            pass(&mut store, &b, &mut timers);
+        }
+        assert!(pod_ready(store.get(&pods_gr(), "default", "web").unwrap()));
+    }
 }

@@ -12,6 +12,7 @@
 //! - Nothing new may be created in a terminating namespace: 403 Forbidden from the
 //!   NamespaceLifecycle admission plugin (k8s.io/apiserver/pkg/admission/plugin/namespace/lifecycle).
 
+use super::path::At;
 use serde_json::{Value, json};
 
 use super::field::{self, FieldError};
@@ -24,7 +25,7 @@ fn namespaces() -> GroupResource {
 
 /// `metadata.finalizers`.
 pub fn finalizers(v: &Value) -> Vec<&str> {
-    v.pointer("/metadata/finalizers")
+    v.at("/metadata/finalizers")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
@@ -34,7 +35,7 @@ pub fn finalizers(v: &Value) -> Vec<&str> {
 
 /// Whether deletion has been requested (`metadata.deletionTimestamp` is set).
 pub fn deleting(v: &Value) -> bool {
-    v.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null())
+    v.at("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null())
 }
 
 /// Whether a namespace exists and is terminating.
@@ -68,7 +69,7 @@ pub fn delete(store: &mut Store, gr: &GroupResource, live: Value) -> Value {
     let is_ns = *gr == namespaces();
     let spec_finalizers = is_ns
         && live
-            .pointer("/spec/finalizers")
+            .at("/spec/finalizers")
             .and_then(Value::as_array)
             .is_some_and(|a| !a.is_empty());
     if finalizers(&live).is_empty() && !spec_finalizers {
@@ -82,14 +83,14 @@ pub fn delete(store: &mut Store, gr: &GroupResource, live: Value) -> Value {
     if is_ns {
         obj["status"]["phase"] = json!("Terminating");
     }
-    store.put(gr, obj)
+    store.put(gr, obj).clone()
 }
 
 /// After an update: an object being deleted whose finalizers are all gone is removed.
 pub fn finish_if_done(store: &mut Store, gr: &GroupResource, obj: &Value) -> Option<Value> {
     let spec_done = *gr != namespaces()
         || obj
-            .pointer("/spec/finalizers")
+            .at("/spec/finalizers")
             .and_then(Value::as_array)
             .is_none_or(Vec::is_empty);
     if deleting(obj) && finalizers(obj).is_empty() && spec_done {
@@ -146,13 +147,13 @@ pub fn reconcile(store: &mut Store) {
         let Some(mut n) = store.get(&namespaces(), "", &ns).cloned() else {
             continue;
         };
-        if n.pointer("/spec/finalizers")
+        if n.at("/spec/finalizers")
             .and_then(Value::as_array)
             .is_some_and(|a| !a.is_empty())
         {
             // The `kubernetes` finalizer goes once the content is gone (the /finalize call).
             n["spec"]["finalizers"] = json!([]);
-            n = store.put(&namespaces(), n);
+            n = store.put(&namespaces(), n).clone();
         }
         finish_if_done(store, &namespaces(), &n);
     }
@@ -192,7 +193,7 @@ mod tests {
         assert!(store.get(&namespaces(), "", "x").is_some(), "waits for the held object");
         let mut released = held;
         released["metadata"]["finalizers"] = json!([]);
-        let stored = store.put(&cms, released);
+        let stored = store.put(&cms, released).clone();
         assert!(finish_if_done(&mut store, &cms, &stored).is_some());
         reconcile(&mut store);
         assert!(store.get(&namespaces(), "", "x").is_none());

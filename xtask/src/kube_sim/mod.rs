@@ -29,6 +29,7 @@ pub mod kubelet;
 pub mod lifecycle;
 pub mod negotiate;
 pub mod openapi;
+pub mod path;
 pub mod persist;
 pub mod protobuf;
 pub mod resources;

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use super::path::At;
 use serde_json::{Value, json};
 
 use super::events;
@@ -13,7 +14,7 @@ use super::store::{Store, now_rfc3339};
 
 /// A Node's taints, as `(key, value, effect)`.
 pub fn taints(node: &Value) -> Vec<(String, String, String)> {
-    node.pointer("/spec/taints")
+    node.at("/spec/taints")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
@@ -96,7 +97,7 @@ pub fn affinity_matches(pod_spec: &Value, node: &Value) -> bool {
         return false;
     }
     let Some(terms) = pod_spec
-        .pointer("/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
+        .at("/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
         .and_then(Value::as_array)
     else {
         return true;
@@ -160,7 +161,7 @@ fn misfit(pod_spec: &Value, node: &Value, used: Option<&HashSet<(String, String,
     if let Some((k, v, _)) = untolerated(pod_spec, &ts, &["NoSchedule", "NoExecute"]) {
         return Some(format!("node(s) had untolerated taint {{{k}: {v}}}"));
     }
-    if node.pointer("/spec/unschedulable") == Some(&json!(true)) {
+    if node.at("/spec/unschedulable") == Some(&json!(true)) {
         // Upstream: nodeunschedulable.ErrReasonUnschedulable.
         return Some("node(s) were unschedulable".into());
     }
@@ -183,11 +184,11 @@ pub enum Placement {
 pub fn ports_in_use(pods: &[&Value]) -> HashMap<String, HashSet<(String, String, i64)>> {
     let mut used: HashMap<String, HashSet<(String, String, i64)>> = HashMap::new();
     for p in pods {
-        let Some(node) = p.pointer("/spec/nodeName").and_then(Value::as_str) else {
+        let Some(node) = p.at("/spec/nodeName").and_then(Value::as_str) else {
             continue;
         };
         if matches!(
-            p.pointer("/status/phase").and_then(Value::as_str),
+            p.at("/status/phase").and_then(Value::as_str),
             Some("Succeeded" | "Failed")
         ) {
             continue;
@@ -245,7 +246,7 @@ pub fn fit_error(total: usize, reasons: &BTreeMap<String, usize>) -> String {
 /// The node every required term pins a pod to with `matchFields metadata.name In [x]` (DaemonSet pods).
 fn pinned_node(spec: &Value) -> Option<String> {
     let terms = spec
-        .pointer("/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")?
+        .at("/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")?
         .as_array()?;
     let pins: Vec<Option<&str>> = terms
         .iter()
@@ -270,11 +271,7 @@ pub fn run(store: &mut Store) {
     let (binds, failures): (Decided, Decided) = {
         let unbound: Vec<&Value> = store
             .list(&pods_gr, None)
-            .filter(|p| {
-                p.pointer("/spec/nodeName")
-                    .and_then(Value::as_str)
-                    .is_none_or(str::is_empty)
-            })
+            .filter(|p| p.at("/spec/nodeName").and_then(Value::as_str).is_none_or(str::is_empty))
             .collect();
         if unbound.is_empty() {
             return;
@@ -304,7 +301,7 @@ pub fn run(store: &mut Store) {
         store.put(&pods_gr, p);
     }
     for (mut p, msg) in failures {
-        let current = p.pointer("/status/conditions/0/message").and_then(Value::as_str) == Some(msg.as_str());
+        let current = p.at("/status/conditions/0/message").and_then(Value::as_str) == Some(msg.as_str());
         if current {
             continue;
         }

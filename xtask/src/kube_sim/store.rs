@@ -46,6 +46,8 @@ pub struct Store {
     rv: u64,
     uid_seq: u64,
     objects: BTreeMap<GroupResource, BTreeMap<(String, String), Value>>,
+    /// The resourceVersion of each collection's last change (what the controllers' memos compare).
+    changed: BTreeMap<GroupResource, u64>,
     log: VecDeque<Arc<Event>>,
     tx: broadcast::Sender<Arc<Event>>,
     /// Write-through to etcd, when the simulator is etcd-backed.
@@ -65,6 +67,7 @@ impl Default for Store {
             rv: 1,
             uid_seq: 0,
             objects: BTreeMap::new(),
+            changed: BTreeMap::new(),
             log: VecDeque::new(),
             tx: broadcast::channel(4096).0,
             persist: None,
@@ -89,6 +92,7 @@ impl Store {
             .unwrap_or(0);
         self.rv = self.rv.max(rv);
         self.uid_seq += 1;
+        self.changed.insert(gr.clone(), self.rv);
         self.objects.entry(gr.clone()).or_default().insert((ns, name), object);
     }
 
@@ -101,6 +105,11 @@ impl Store {
     /// The latest resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.rv
+    }
+
+    /// The resourceVersion of the last change to `gr`'s objects (0: none yet).
+    pub fn collection_version(&self, gr: &GroupResource) -> u64 {
+        self.changed.get(gr).copied().unwrap_or(0)
     }
 
     pub fn get(&self, gr: &GroupResource, ns: &str, name: &str) -> Option<&Value> {
@@ -118,8 +127,9 @@ impl Store {
     }
 
     /// Stores `object` (its metadata.name/namespace say where), assigning a new
-    /// resourceVersion, and uid/creationTimestamp on creation. Returns the stored object.
-    pub fn put(&mut self, gr: &GroupResource, mut object: Value) -> Value {
+    /// resourceVersion, and uid/creationTimestamp on creation. Returns the stored object
+    /// (borrowed: one copy goes to the event log, none back to a caller that drops it).
+    pub fn put(&mut self, gr: &GroupResource, mut object: Value) -> &Value {
         let ns = object["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
         let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
         let key = (ns.clone(), name);
@@ -135,10 +145,11 @@ impl Store {
         if let Some(p) = &self.persist {
             p.send(self.rv, gr, &key.0, &key.1, Some(&object));
         }
-        self.objects.entry(gr.clone()).or_default().insert(key, object.clone());
         let kind = if exists { EventType::Modified } else { EventType::Added };
         self.record(gr, ns, kind, object.clone());
-        object
+        let objects = self.objects.entry(gr.clone()).or_default();
+        objects.insert(key.clone(), object);
+        &objects[&key]
     }
 
     /// Removes an object, returning it.
@@ -154,6 +165,7 @@ impl Store {
     }
 
     fn record(&mut self, gr: &GroupResource, namespace: String, kind: EventType, object: Value) {
+        self.changed.insert(gr.clone(), self.rv);
         let event = Arc::new(Event {
             rv: self.rv,
             gr: gr.clone(),

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::path::At;
 use serde_json::{Value, json};
 use sha2::Digest;
 
@@ -38,7 +39,7 @@ pub fn default_service_accounts(store: &mut Store) {
     let sas = GroupResource::new("", "serviceaccounts");
     let missing: Vec<String> = store
         .list(&GroupResource::new("", "namespaces"), None)
-        .filter(|ns| ns.pointer("/status/phase").and_then(Value::as_str) != Some("Terminating"))
+        .filter(|ns| ns.at("/status/phase").and_then(Value::as_str) != Some("Terminating"))
         .map(|ns| name(ns).to_owned())
         .filter(|ns| store.get(&sas, ns, "default").is_none())
         .collect();
@@ -64,10 +65,7 @@ fn safe_hash(input: &str, len: usize) -> String {
 
 /// The pod template's hash (`pod-template-hash` / `controller-revision-hash`).
 fn template_hash(w: &Value) -> String {
-    safe_hash(
-        &w.pointer("/spec/template").cloned().unwrap_or_default().to_string(),
-        10,
-    )
+    safe_hash(&w.at("/spec/template").cloned().unwrap_or_default().to_string(), 10)
 }
 
 /// The owner reference a controller puts on its pods.
@@ -77,7 +75,7 @@ fn owner_ref(w: &Value) -> Value {
 }
 
 fn owned_by(pod: &Value) -> Option<(&str, &str)> {
-    let r = pod.pointer("/metadata/ownerReferences/0")?;
+    let r = pod.at("/metadata/ownerReferences/0")?;
     Some((r["kind"].as_str()?, r["name"].as_str()?))
 }
 
@@ -93,7 +91,7 @@ fn add_toleration(spec: &mut Value, tol: Value) {
 
 /// A pod as the workload controller and admission would create it.
 fn new_pod(w: &Value, pod_name: &str, hash_label: (&str, &str), node: Option<&str>) -> Value {
-    let mut spec = w.pointer("/spec/template/spec").cloned().unwrap_or_else(|| json!({}));
+    let mut spec = w.at("/spec/template/spec").cloned().unwrap_or_else(|| json!({}));
     // Upstream: ServiceAccount admission plugin defaults the pod's serviceAccountName to "default".
     if spec["serviceAccountName"].as_str().is_none_or(str::is_empty) {
         spec["serviceAccountName"] = json!(spec["serviceAccount"].as_str().unwrap_or("default"));
@@ -111,11 +109,7 @@ fn new_pod(w: &Value, pod_name: &str, hash_label: (&str, &str), node: Option<&st
         // term gets matchFields metadata.name In [node] (expressions are kept).
         let pin = json!([{"key": "metadata.name", "operator": "In", "values": [node]}]);
         let path = "/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms";
-        let mut terms = spec
-            .pointer(path)
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let mut terms = spec.at(path).and_then(Value::as_array).cloned().unwrap_or_default();
         if terms.is_empty() {
             terms.push(json!({}));
         }
@@ -126,14 +120,14 @@ fn new_pod(w: &Value, pod_name: &str, hash_label: (&str, &str), node: Option<&st
             Value::Array(terms);
     }
     let mut labels = w
-        .pointer("/spec/template/metadata/labels")
+        .at("/spec/template/metadata/labels")
         .cloned()
         .unwrap_or_else(|| json!({}));
     labels[hash_label.0] = json!(hash_label.1);
     json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": pod_name, "namespace": namespace(w), "labels": labels,
-                     "annotations": w.pointer("/spec/template/metadata/annotations").cloned().unwrap_or_else(|| json!({})),
+                     "annotations": w.at("/spec/template/metadata/annotations").cloned().unwrap_or_else(|| json!({})),
                      "ownerReferences": owner_ref(w), "generation": 1},
         "spec": spec,
         "status": {"phase": "Pending", "qosClass": "BestEffort"},
@@ -165,7 +159,7 @@ fn daemon_pod_tolerations(spec: &mut Value) {
 /// Upstream: plugin/pkg/admission/serviceaccount: a pod naming a missing ServiceAccount is refused.
 fn admission_error(store: &Store, w: &Value, pod_name: &str) -> Option<String> {
     let sa = w
-        .pointer("/spec/template/spec/serviceAccountName")
+        .at("/spec/template/spec/serviceAccountName")
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
         .unwrap_or("default");
@@ -181,15 +175,13 @@ fn admission_error(store: &Store, w: &Value, pod_name: &str) -> Option<String> {
 }
 
 /// Pods by owner `(kind, namespace, name)`.
-type ByOwner<'a> = HashMap<(String, String, String), Vec<&'a Value>>;
+type ByOwner<'a> = HashMap<(&'a str, &'a str, &'a str), Vec<&'a Value>>;
 
 fn pods_by_owner(store: &Store) -> ByOwner<'_> {
     let mut out: ByOwner = HashMap::new();
     for p in store.list(&pods_gr(), None) {
         if let Some((kind, owner)) = owned_by(p) {
-            out.entry((kind.to_owned(), namespace(p).to_owned(), owner.to_owned()))
-                .or_default()
-                .push(p);
+            out.entry((kind, namespace(p), owner)).or_default().push(p);
         }
     }
     out
@@ -229,7 +221,7 @@ pub fn sync_pods(store: &mut Store, failures: &mut HashMap<(String, String, Stri
             store.get(&gr, namespace(p), owner).is_none()
         });
         let lost = p
-            .pointer("/spec/nodeName")
+            .at("/spec/nodeName")
             .and_then(Value::as_str)
             .is_some_and(|n| !nodes.contains_key(n));
         if orphan || lost {
@@ -252,13 +244,16 @@ pub fn sync_pods(store: &mut Store, failures: &mut HashMap<(String, String, Stri
 }
 
 fn sync_deployment(store: &Store, d: &Value, by_owner: &ByOwner, ch: &mut Changes) {
-    let want = d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1).max(0) as usize;
+    let want = d.at("/spec/replicas").and_then(Value::as_i64).unwrap_or(1).max(0) as usize;
     let hash = template_hash(d);
     let key = ("Deployment".to_owned(), namespace(d).to_owned(), name(d).to_owned());
-    let pods = by_owner.get(&key).cloned().unwrap_or_default();
+    let pods = by_owner
+        .get(&("Deployment", namespace(d), name(d)))
+        .cloned()
+        .unwrap_or_default();
     let (current, old): (Vec<&Value>, Vec<&Value>) = pods
         .into_iter()
-        .partition(|p| p.pointer("/metadata/labels/pod-template-hash").and_then(Value::as_str) == Some(&hash));
+        .partition(|p| p.at("/metadata/labels/pod-template-hash").and_then(Value::as_str) == Some(&hash));
     // Old revisions go (a Recreate-like rollout); extra replicas go.
     ch.delete
         .extend(old.iter().map(|p| (namespace(p).to_owned(), name(p).to_owned())));
@@ -304,31 +299,32 @@ fn should_run(spec: &Value, node: &Value) -> bool {
 }
 
 fn daemon_spec(ds: &Value) -> Value {
-    let mut spec = ds.pointer("/spec/template/spec").cloned().unwrap_or_else(|| json!({}));
+    let mut spec = ds.at("/spec/template/spec").cloned().unwrap_or_else(|| json!({}));
     daemon_pod_tolerations(&mut spec);
     spec
 }
 
 /// The node a DaemonSet pod is pinned to.
 fn pinned(p: &Value) -> Option<&str> {
-    p.pointer(
-        "/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms/0/matchFields",
-    )?
-    .as_array()?
-    .iter()
-    .find(|f| f["key"] == "metadata.name")?
-    .pointer("/values/0")?
-    .as_str()
+    p.at("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms/0/matchFields")?
+        .as_array()?
+        .iter()
+        .find(|f| f["key"] == "metadata.name")?
+        .at("/values/0")?
+        .as_str()
 }
 
 fn sync_daemonset(store: &Store, ds: &Value, nodes: &BTreeMap<String, &Value>, by_owner: &ByOwner, ch: &mut Changes) {
     let hash = template_hash(ds);
     let key = ("DaemonSet".to_owned(), namespace(ds).to_owned(), name(ds).to_owned());
-    let pods = by_owner.get(&key).cloned().unwrap_or_default();
+    let pods = by_owner
+        .get(&("DaemonSet", namespace(ds), name(ds)))
+        .cloned()
+        .unwrap_or_default();
     let mut on_node: HashMap<&str, &Value> = HashMap::new();
     for p in &pods {
         let current = p
-            .pointer("/metadata/labels/controller-revision-hash")
+            .at("/metadata/labels/controller-revision-hash")
             .and_then(Value::as_str)
             == Some(&hash);
         match pinned(p) {
@@ -359,7 +355,7 @@ fn sync_daemonset(store: &Store, ds: &Value, nodes: &BTreeMap<String, &Value>, b
 }
 
 pub fn pod_ready(p: &Value) -> bool {
-    p.pointer("/status/conditions")
+    p.at("/status/conditions")
         .and_then(Value::as_array)
         .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
 }
@@ -371,15 +367,20 @@ pub fn statuses(store: &Store, failures: &HashMap<(String, String, String), Stri
     let mut out = vec![];
     for d in store.list(&deployments_gr(), None) {
         let key = ("Deployment".to_owned(), namespace(d).to_owned(), name(d).to_owned());
-        let pods = by_owner.get(&key).map(Vec::as_slice).unwrap_or_default();
+        let pods = by_owner
+            .get(&("Deployment", namespace(d), name(d)))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         out.push((
             deployments_gr(),
             with_status(d, deployment_status(d, pods, failures.get(&key))),
         ));
     }
     for ds in store.list(&daemonsets_gr(), None) {
-        let key = ("DaemonSet".to_owned(), namespace(ds).to_owned(), name(ds).to_owned());
-        let pods = by_owner.get(&key).map(Vec::as_slice).unwrap_or_default();
+        let pods = by_owner
+            .get(&("DaemonSet", namespace(ds), name(ds)))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         out.push((daemonsets_gr(), with_status(ds, daemonset_status(ds, pods, &nodes))));
     }
     out.into_iter().filter_map(|(gr, o)| Some((gr, o?))).collect()
@@ -396,11 +397,11 @@ fn with_status(o: &Value, status: Value) -> Option<Value> {
 /// Upstream: pkg/controller/deployment/util `MaxUnavailable` (0 for Recreate; else
 /// `rollingUpdate.maxUnavailable`, default 25%, rounded down).
 fn max_unavailable(d: &Value, want: i64) -> i64 {
-    if d.pointer("/spec/strategy/type").and_then(Value::as_str) == Some("Recreate") {
+    if d.at("/spec/strategy/type").and_then(Value::as_str) == Some("Recreate") {
         return 0;
     }
     let v = d
-        .pointer("/spec/strategy/rollingUpdate/maxUnavailable")
+        .at("/spec/strategy/rollingUpdate/maxUnavailable")
         .cloned()
         .unwrap_or(json!("25%"));
     let n = match v {
@@ -416,13 +417,13 @@ fn max_unavailable(d: &Value, want: i64) -> i64 {
 }
 
 fn deployment_status(d: &Value, pods: &[&Value], failure: Option<&String>) -> Value {
-    let want = d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+    let want = d.at("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
     let g = generation(d);
     let hash = template_hash(d);
     let replicas = pods.len() as i64;
     let updated = pods
         .iter()
-        .filter(|p| p.pointer("/metadata/labels/pod-template-hash").and_then(Value::as_str) == Some(&hash))
+        .filter(|p| p.at("/metadata/labels/pod-template-hash").and_then(Value::as_str) == Some(&hash))
         .count() as i64;
     let held = held(d);
     let ready = if held {
@@ -479,12 +480,12 @@ fn daemonset_status(ds: &Value, pods: &[&Value], nodes: &[&Value]) -> Value {
     let hash = template_hash(ds);
     let spec = daemon_spec(ds);
     let desired = nodes.iter().filter(|n| should_run(&spec, n)).count() as i64;
-    let scheduled = pods.iter().filter(|p| p.pointer("/spec/nodeName").is_some()).count() as i64;
+    let scheduled = pods.iter().filter(|p| p.at("/spec/nodeName").is_some()).count() as i64;
     let updated = pods
         .iter()
-        .filter(|p| p.pointer("/spec/nodeName").is_some())
+        .filter(|p| p.at("/spec/nodeName").is_some())
         .filter(|p| {
-            p.pointer("/metadata/labels/controller-revision-hash")
+            p.at("/metadata/labels/controller-revision-hash")
                 .and_then(Value::as_str)
                 == Some(&hash)
         })
