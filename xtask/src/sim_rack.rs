@@ -179,22 +179,25 @@ async fn watch(
                 }
             },
         };
+        // A registered node whose machine is down (rebooting, reset) stops posting status.
+        kube.set_kubelets_stopped(
+            nodes
+                .iter()
+                .filter_map(|n| Some((hostnames.get(n.name())?.as_str(), !n.is_up()))),
+        );
         let mut changed = false;
         for n in &nodes {
-            // A registered node whose machine is down (rebooting, reset) stops posting status.
-            if let Some(hostname) = hostnames.get(n.name()) {
-                kube.set_kubelet_stopped(hostname, !n.is_up());
-            }
             let Some(config) = n.config().filter(|_| n.is_up() && n.mode() == NodeMode::Configured) else {
                 continue;
             };
             if registered.get(n.name()).is_some_and(|(c, _)| Arc::ptr_eq(c, &config)) {
                 continue;
             }
-            let reg = registration(n);
+            let document = v1alpha1(&config);
+            let reg = registration(n, &config, &document);
             hostnames.insert(n.name().to_owned(), reg.name.clone());
             kube.register(reg);
-            let api_tag = image_tag(&config, &["cluster", "apiServer", "image"]);
+            let api_tag = image_tag(&document, &["cluster", "apiServer", "image"]);
             registered.insert(n.name().to_owned(), (config, api_tag));
             changed = true;
         }
@@ -211,9 +214,8 @@ async fn watch(
 }
 
 /// The tag of the image at `path` in the config's v1alpha1 document (`ghcr.io/siderolabs/kubelet:v1.34.2` → `v1.34.2`).
-fn image_tag(config: &MachineConfig, path: &[&str]) -> Option<String> {
-    let raw = v1alpha1(config);
-    let image = path.iter().try_fold(&raw, |v, k| v.get(*k))?.as_str()?;
+fn image_tag(document: &yaml_serde::Value, path: &[&str]) -> Option<String> {
+    let image = path.iter().try_fold(document, |v, k| v.get(*k))?.as_str()?;
     Some(image.rsplit_once(':')?.1.to_owned())
 }
 
@@ -237,16 +239,15 @@ fn version_key(v: &str) -> Vec<u64> {
 /// (`machine.nodeLabels`, `machine.nodeTaints` as `key: value:Effect`; control planes get the
 /// `node-role.kubernetes.io/control-plane` label, and its NoSchedule taint unless
 /// `cluster.allowSchedulingOnControlPlanes`).
-fn registration(n: &crate::talos_sim::SimNode) -> NodeRegistration {
+/// `config` is the node's, `raw` its v1alpha1 document.
+fn registration(n: &crate::talos_sim::SimNode, config: &MachineConfig, raw: &yaml_serde::Value) -> NodeRegistration {
     let mut reg = NodeRegistration {
         name: n.hostname(),
         internal_ip: Some(n.addr().ip()),
         ..Default::default()
     };
-    let Some(config) = n.config() else { return reg };
     // Talos machine config reference: `machine.kubelet.image` is the kubelet that runs.
-    reg.kubelet_version = image_tag(&config, &["machine", "kubelet", "image"]);
-    let raw = v1alpha1(&config);
+    reg.kubelet_version = image_tag(raw, &["machine", "kubelet", "image"]);
     let strings = |v: Option<&yaml_serde::Value>| -> Vec<(String, String)> {
         v.and_then(yaml_serde::Value::as_mapping)
             .into_iter()

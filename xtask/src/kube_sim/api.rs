@@ -742,7 +742,7 @@ impl Ctx<'_> {
                         let initial = past
                             .iter()
                             .filter(|e| labels.matches(&e.object) && fields.matches(&e.object))
-                            .map(|e| line(e.kind.as_str(), as_served(&t, e.object.clone())))
+                            .map(|e| line(e.kind.as_str(), as_served(&t, Value::clone(&e.object))))
                             .collect();
                         (initial, rx)
                     }
@@ -783,7 +783,10 @@ impl Ctx<'_> {
                                 continue;
                             }
                             let kind = e.kind.as_str();
-                            return Some((Ok::<_, std::io::Error>(line(kind, as_served(&t, e.object.clone()))), rx));
+                            return Some((
+                                Ok::<_, std::io::Error>(line(kind, as_served(&t, Value::clone(&e.object)))),
+                                rx,
+                            ));
                         }
                         // Lagged or closed: end the watch; the client resumes from its last resourceVersion.
                         Ok(Err(_)) => return None,

@@ -22,7 +22,7 @@ use super::store::{Store, now_rfc3339};
 /// Annotation that keeps an object from ever becoming ready (for timeout tests).
 pub const HOLD_ANNOTATION: &str = "kube-sim.bootstrap.dev/hold";
 /// Annotation of a Node whose kubelet stopped posting status (its machine is
-/// down: [`super::KubeSim::set_kubelet_stopped`]).
+/// down: [`super::KubeSim::set_kubelets_stopped`]).
 pub const KUBELET_STOPPED_ANNOTATION: &str = "kube-sim.bootstrap.dev/kubelet-stopped";
 
 /// How the simulated cluster behaves: delays, its CNI, what its nodes may pull, and the upstream

@@ -338,35 +338,38 @@ impl KubeSim {
         store.put(&gr, obj);
     }
 
-    /// Marks the kubelet of Node `name` as no longer posting status (its
-    /// machine is down) or posting again; the node lifecycle controller then
-    /// reports the Node's Ready condition Unknown. No-op without that Node.
-    pub fn set_kubelet_stopped(&self, name: &str, stopped: bool) {
+    /// Marks the kubelets of Nodes `(name, stopped)` as no longer posting status (their
+    /// machines are down) or posting again; the node lifecycle controller then
+    /// reports such a Node's Ready condition Unknown. Nodes not registered are skipped.
+    /// One store lock for all of them: the rack asks for every node every tick.
+    pub fn set_kubelets_stopped<'a>(&self, nodes: impl IntoIterator<Item = (&'a str, bool)>) {
         let gr = GroupResource::new("", "nodes");
         let mut store = self.shared.store.lock().expect("store lock");
-        // Looked at before anything is copied: the rack asks for every node every tick.
-        let Some(current) = store.get(&gr, "", name) else {
-            return;
-        };
-        let had = current
-            .pointer("/metadata/annotations")
-            .and_then(|a| a.get(controllers::KUBELET_STOPPED_ANNOTATION))
-            .is_some();
-        if had == stopped {
-            return;
+        for (name, stopped) in nodes {
+            // Looked at before anything is copied.
+            let Some(current) = store.get(&gr, "", name) else {
+                continue;
+            };
+            let had = current
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(controllers::KUBELET_STOPPED_ANNOTATION))
+                .is_some();
+            if had == stopped {
+                continue;
+            }
+            let mut obj = current.clone();
+            let annotations = &mut obj["metadata"]["annotations"];
+            if !annotations.is_object() {
+                *annotations = json!({});
+            }
+            let map = annotations.as_object_mut().expect("an object");
+            if stopped {
+                map.insert(controllers::KUBELET_STOPPED_ANNOTATION.into(), json!("true"));
+            } else {
+                map.remove(controllers::KUBELET_STOPPED_ANNOTATION);
+            }
+            store.put(&gr, obj);
         }
-        let mut obj = current.clone();
-        let annotations = &mut obj["metadata"]["annotations"];
-        if !annotations.is_object() {
-            *annotations = json!({});
-        }
-        let map = annotations.as_object_mut().expect("an object");
-        if stopped {
-            map.insert(controllers::KUBELET_STOPPED_ANNOTATION.into(), json!("true"));
-        } else {
-            map.remove(controllers::KUBELET_STOPPED_ANNOTATION);
-        }
-        store.put(&gr, obj);
     }
 
     /// Sets the version `/version` reports from now on (the API servers'

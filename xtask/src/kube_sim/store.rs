@@ -38,14 +38,19 @@ pub struct Event {
     pub gr: GroupResource,
     pub namespace: String,
     pub kind: EventType,
-    pub object: Value,
+    /// Shared with the store: a write copies no object.
+    pub object: Arc<Value>,
 }
 
-/// Objects, keyed by (namespace or "", name) per group/resource.
+/// Objects of one collection: by namespace (or ""), then name. Nested rather than keyed by
+/// the pair, so a lookup by `&str`s allocates nothing and compares the namespace once.
+type Collection = BTreeMap<String, BTreeMap<String, Arc<Value>>>;
+
+/// Objects, keyed by namespace (or "") and name per group/resource.
 pub struct Store {
     rv: u64,
     uid_seq: u64,
-    objects: BTreeMap<GroupResource, BTreeMap<(String, String), Value>>,
+    objects: BTreeMap<GroupResource, Collection>,
     /// The resourceVersion of each collection's last change (what the controllers' memos compare).
     changed: BTreeMap<GroupResource, u64>,
     log: VecDeque<Arc<Event>>,
@@ -93,7 +98,12 @@ impl Store {
         self.rv = self.rv.max(rv);
         self.uid_seq += 1;
         self.changed.insert(gr.clone(), self.rv);
-        self.objects.entry(gr.clone()).or_default().insert((ns, name), object);
+        self.objects
+            .entry(gr.clone())
+            .or_default()
+            .entry(ns)
+            .or_default()
+            .insert(name, Arc::new(object));
     }
 
     /// Moves the resourceVersion counter up to at least `rv` (etcd's
@@ -113,27 +123,26 @@ impl Store {
     }
 
     pub fn get(&self, gr: &GroupResource, ns: &str, name: &str) -> Option<&Value> {
-        self.objects.get(gr)?.get(&(ns.to_owned(), name.to_owned()))
+        self.objects.get(gr)?.get(ns)?.get(name).map(|o| &**o)
     }
 
     /// Objects of one collection, all namespaces when `ns` is `None`.
     pub fn list<'a>(&'a self, gr: &GroupResource, ns: Option<&'a str>) -> impl Iterator<Item = &'a Value> + 'a {
-        self.objects
-            .get(gr)
-            .into_iter()
-            .flat_map(|m| m.iter())
-            .filter(move |((n, _), _)| ns.is_none_or(|ns| ns == n))
-            .map(|(_, v)| v)
+        let collection = self.objects.get(gr);
+        let namespaces: Box<dyn Iterator<Item = &BTreeMap<String, Arc<Value>>>> = match ns {
+            None => Box::new(collection.into_iter().flat_map(|c| c.values())),
+            Some(ns) => Box::new(collection.and_then(|c| c.get(ns)).into_iter()),
+        };
+        namespaces.flat_map(|m| m.values()).map(|v| &**v)
     }
 
     /// Stores `object` (its metadata.name/namespace say where), assigning a new
     /// resourceVersion, and uid/creationTimestamp on creation. Returns the stored object
-    /// (borrowed: one copy goes to the event log, none back to a caller that drops it).
+    /// (borrowed: the event log shares it, and a caller that drops it gets no copy).
     pub fn put(&mut self, gr: &GroupResource, mut object: Value) -> &Value {
         let ns = object["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
         let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-        let key = (ns.clone(), name);
-        let exists = self.objects.get(gr).is_some_and(|m| m.contains_key(&key));
+        let exists = self.get(gr, &ns, &name).is_some();
         self.rv += 1;
         let meta = &mut object["metadata"];
         meta["resourceVersion"] = Value::String(self.rv.to_string());
@@ -143,28 +152,41 @@ impl Store {
             meta["creationTimestamp"] = Value::String(now_rfc3339());
         }
         if let Some(p) = &self.persist {
-            p.send(self.rv, gr, &key.0, &key.1, Some(&object));
+            p.send(self.rv, gr, &ns, &name, Some(&object));
         }
         let kind = if exists { EventType::Modified } else { EventType::Added };
-        self.record(gr, ns, kind, object.clone());
-        let objects = self.objects.entry(gr.clone()).or_default();
-        objects.insert(key.clone(), object);
-        &objects[&key]
+        let object = Arc::new(object);
+        self.record(gr, ns.clone(), kind, object.clone());
+        let names = self.objects.entry(gr.clone()).or_default().entry(ns).or_default();
+        match names.entry(name) {
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                e.insert(object);
+                e.into_mut()
+            }
+            std::collections::btree_map::Entry::Vacant(e) => e.insert(object),
+        }
     }
 
     /// Removes an object, returning it.
     pub fn remove(&mut self, gr: &GroupResource, ns: &str, name: &str) -> Option<Value> {
-        let mut object = self.objects.get_mut(gr)?.remove(&(ns.to_owned(), name.to_owned()))?;
+        let namespaces = self.objects.get_mut(gr)?;
+        let names = namespaces.get_mut(ns)?;
+        let object = names.remove(name)?;
+        if names.is_empty() {
+            namespaces.remove(ns);
+        }
+        // The log may share the last version: it is copied only then.
+        let mut object = Arc::unwrap_or_clone(object);
         self.rv += 1;
         object["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
         if let Some(p) = &self.persist {
             p.send(self.rv, gr, ns, name, None);
         }
-        self.record(gr, ns.to_owned(), EventType::Deleted, object.clone());
+        self.record(gr, ns.to_owned(), EventType::Deleted, Arc::new(object.clone()));
         Some(object)
     }
 
-    fn record(&mut self, gr: &GroupResource, namespace: String, kind: EventType, object: Value) {
+    fn record(&mut self, gr: &GroupResource, namespace: String, kind: EventType, object: Arc<Value>) {
         self.changed.insert(gr.clone(), self.rv);
         let event = Arc::new(Event {
             rv: self.rv,
@@ -251,4 +273,56 @@ pub fn rfc3339(secs: i64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(ns: &str, name: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"namespace": ns, "name": name}})
+    }
+
+    fn names<'a>(it: impl Iterator<Item = &'a Value>) -> Vec<String> {
+        it.map(|o| {
+            format!(
+                "{}/{}",
+                o["metadata"]["namespace"].as_str().unwrap(),
+                o["metadata"]["name"].as_str().unwrap()
+            )
+        })
+        .collect()
+    }
+
+    /// Lists come ordered by namespace, then name, as an etcd range over the registry keys
+    /// does; a namespace's last object removed leaves nothing listed there; a write is logged
+    /// with the stored object.
+    #[test]
+    fn lists_are_ordered_by_namespace_then_name_and_removals_leave_nothing_behind() {
+        let mut s = Store::default();
+        let pods = GroupResource::new("", "pods");
+        for (ns, n) in [("b", "y"), ("a", "z"), ("b", "x"), ("a", "a")] {
+            s.put(&pods, pod(ns, n));
+        }
+        assert_eq!(names(s.list(&pods, None)), ["a/a", "a/z", "b/x", "b/y"]);
+        assert_eq!(names(s.list(&pods, Some("b"))), ["b/x", "b/y"]);
+        assert!(s.list(&pods, Some("c")).next().is_none());
+        let (past, _) = s.watch_from(&pods, None, 1).expect("the log holds every write");
+        let stored = s.get(&pods, "b", "x").expect("stored");
+        assert!(
+            past.iter().any(|e| &*e.object == stored),
+            "the log holds the stored object"
+        );
+        let removed = s.remove(&pods, "a", "a").expect("removed");
+        assert_eq!(removed["metadata"]["name"], "a");
+        assert_eq!(
+            s.remove(&pods, "a", "z").map(|o| o["metadata"]["name"].clone()),
+            Some(json!("z"))
+        );
+        assert!(s.get(&pods, "a", "z").is_none());
+        assert!(s.list(&pods, Some("a")).next().is_none());
+        assert_eq!(names(s.list(&pods, None)), ["b/x", "b/y"]);
+        assert!(s.remove(&pods, "a", "z").is_none(), "gone once");
+    }
 }
