@@ -34,7 +34,8 @@ const PHASE: &str = "nodes";
 
 /// The cluster's Talos credentials and rendered configs, from the secrets bundle.
 struct Material {
-    bundle: crate::render::TalosBundle,
+    /// Made once: making one compiles the templates and loads the patches.
+    renderer: render_talos::TalosRenderer,
     creds: TalosCredentials,
     talosconfig: String,
 }
@@ -96,11 +97,12 @@ impl TalosNodes {
             SecretsBundle::load(root, cluster).map_err(|e| self.failed(format!("{e:#}")))?
         };
         let Some(bundle) = bundle else { return Ok(None) };
-        let bundle = bundle.talos().map_err(|e| self.failed(e))?.clone();
-        let talosconfig = render_talos::talosconfig(cluster, &bundle).map_err(|e| self.failed(format!("{e:#}")))?;
+        let bundle = bundle.talos().map_err(|e| self.failed(e))?;
+        let renderer = render_talos::TalosRenderer::new(cluster, bundle).map_err(|e| self.failed(format!("{e:#}")))?;
+        let talosconfig = renderer.talosconfig().map_err(|e| self.failed(format!("{e:#}")))?;
         let creds = TalosCredentials::from_talosconfig(&talosconfig, None).map_err(|e| self.failed(e))?;
         Ok(Some(Material {
-            bundle,
+            renderer,
             creds,
             talosconfig,
         }))
@@ -360,7 +362,9 @@ impl TalosNodes {
                 ..DiskSelector::default()
             });
         }
-        let config = render_talos::machine_config(&self.run.cluster, &node, &m.bundle)
+        let config = m
+            .renderer
+            .machine_config(&node)
             .map_err(|e| format!("rendering its machine config: {e:#}"))?;
         let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(config.as_bytes()));
         Ok((config, sha256))

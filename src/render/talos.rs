@@ -22,8 +22,9 @@ pub const KUBEPRISM_PORT: u16 = 7445;
 
 /// Renders the Talos files of one cluster, sharing templates, contexts and
 /// cluster-wide patches between nodes.
-pub struct TalosRenderer<'a> {
-    cluster: &'a Cluster,
+pub struct TalosRenderer {
+    /// Its own copy: a renderer outlives the borrow it was made from (one per run of a phase).
+    cluster: Cluster,
     templates: Templates,
     cluster_ctx: minijinja::Value,
     cp_secrets: minijinja::Value,
@@ -131,9 +132,9 @@ fn push_unique(v: &mut Vec<String>, s: String) {
     }
 }
 
-impl<'a> TalosRenderer<'a> {
+impl TalosRenderer {
     /// Prepares templates, contexts and cluster-wide patches.
-    pub fn new(cluster: &'a Cluster, bundle: &TalosBundle) -> Result<Self> {
+    pub fn new(cluster: &Cluster, bundle: &TalosBundle) -> Result<Self> {
         let net = &cluster.network;
         let cilium = cluster.cni == Cni::Cilium;
         let mut api_cert_sans = vec![cluster.endpoint.clone()];
@@ -215,7 +216,7 @@ impl<'a> TalosRenderer<'a> {
         let admin_ctx = context! { ca => &c.os.crt, crt => &bundle.admin.crt, key => &bundle.admin.key };
         let p = &cluster.patches;
         Ok(Self {
-            cluster,
+            cluster: cluster.clone(),
             templates: Templates::new(cluster.templates.as_deref()),
             cluster_ctx: super::templates::value(&cctx),
             cp_secrets: super::templates::value(&full),
@@ -229,7 +230,7 @@ impl<'a> TalosRenderer<'a> {
 
     /// The machine config of `node` (multi-document YAML).
     pub fn machine_config(&self, node: &Node) -> Result<String> {
-        let c = self.cluster;
+        let c = &self.cluster;
         let (template, secrets, role_patches) = match node.role {
             Role::Controlplane => ("talos/controlplane.yaml.j2", &self.cp_secrets, &self.controlplane),
             Role::Worker => ("talos/worker.yaml.j2", &self.worker_secrets, &self.worker),
