@@ -295,9 +295,9 @@ mod tests {
         .collect()
     }
 
-    /// Lists come ordered by namespace, then name, as an etcd range over the registry keys
-    /// does; a namespace's last object removed leaves nothing listed there; a write is logged
-    /// with the stored object.
+    /// Lists come ordered by namespace, then name (the order this store has always listed in);
+    /// a namespace's last object removed leaves nothing listed there; a write is logged with
+    /// the stored object.
     #[test]
     fn lists_are_ordered_by_namespace_then_name_and_removals_leave_nothing_behind() {
         let mut s = Store::default();
